@@ -1,0 +1,329 @@
+"""A PostgreSQL server that celora manages itself, under `.celora/` in the project.
+
+Used when no DATABASE_URL is configured anywhere (like `rails db:setup` on a laptop), and by the test suite
+for its throwaway clusters. Binaries come from the system (CELORA_PG_BIN, PATH, `pg_config --bindir`,
+/usr/lib/postgresql/*/bin) or from the `pgserver` wheel (`pip install 'celora-cli[embedded]'`).
+
+PostgreSQL refuses to run as root, so when celora runs as root the server runs as an unprivileged OS user
+(CELORA_PG_USER, else `postgres`, else `nobody`). The server listens on 127.0.0.1 only, with trust auth:
+it is a development database, reachable only from this machine.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import glob
+import importlib.util
+import json
+import os
+import pwd
+import re
+import shutil
+import socket
+import stat
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from celora_cli.errors import LocalServerError
+
+DEFAULT_DATABASE = "celora"
+DEFAULT_USER = "celora"
+_REQUIRED = ("initdb", "pg_ctl", "postgres")
+
+
+@dataclass(frozen=True)
+class LocalServerStatus:
+    running: bool
+    initialised: bool
+    url: str | None
+    port: int | None
+    data_dir: Path
+    log_file: Path
+    bin_dir: Path | None
+    version: str | None
+    run_as: str | None
+
+
+def find_pg_bin(explicit: Path | None = None) -> Path:
+    """The directory holding initdb, pg_ctl and postgres; the first place that has all three wins."""
+    candidates: list[tuple[str, Path]] = []
+    if explicit is not None:
+        candidates.append(("CELORA_PG_BIN", Path(explicit)))
+    on_path = shutil.which("pg_ctl")
+    if on_path:
+        candidates.append(("PATH", Path(on_path).resolve().parent))
+    pg_config = shutil.which("pg_config")
+    if pg_config:
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            bindir = subprocess.run([pg_config, "--bindir"], capture_output=True, text=True, timeout=10).stdout
+            if bindir.strip():
+                candidates.append(("pg_config --bindir", Path(bindir.strip())))
+
+    def version_key(path: str) -> tuple[int, ...]:
+        return tuple(int(n) for n in re.findall(r"\d+", path)) or (0,)
+
+    for path in sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=version_key, reverse=True):
+        candidates.append(("/usr/lib/postgresql", Path(path)))
+    spec = importlib.util.find_spec("pgserver")
+    if spec is not None and spec.origin:
+        candidates.append(("pgserver wheel", Path(spec.origin).parent / "pginstall" / "bin"))
+
+    for _source, directory in candidates:
+        if all((directory / name).is_file() and os.access(directory / name, os.X_OK) for name in _REQUIRED):
+            return directory
+    if explicit is not None:
+        raise LocalServerError(
+            f"CELORA_PG_BIN={explicit} does not hold initdb, pg_ctl and postgres.",
+            "Point CELORA_PG_BIN at a PostgreSQL bin directory, e.g. /usr/lib/postgresql/15/bin.",
+        )
+    raise LocalServerError(
+        "No PostgreSQL server binaries found for the local database (looked in PATH, `pg_config --bindir`, "
+        "/usr/lib/postgresql/*/bin and the pgserver wheel).",
+        "Install PostgreSQL (`apt-get install postgresql`) or the embedded build "
+        "(`pip install 'celora-cli[embedded]'`), or set DATABASE_URL to an existing server.",
+    )
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _port_in_use(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def default_run_as() -> str | None:
+    """None when not root (run as ourselves); else an unprivileged user PostgreSQL accepts."""
+    if os.geteuid() != 0:
+        return None
+    for name in ("postgres", "nobody"):
+        with contextlib.suppress(KeyError):
+            pwd.getpwnam(name)
+            return name
+    raise LocalServerError(
+        "celora runs as root and found no unprivileged user (postgres, nobody) to run PostgreSQL as; "
+        "PostgreSQL refuses to run as root.",
+        "Create one (`useradd --system postgres`) or set CELORA_PG_USER to an existing unprivileged user.",
+    )
+
+
+class LocalServer:
+    """One PostgreSQL cluster in `base_dir`: pgdata/, postgres.log, server.json (its port)."""
+
+    def __init__(self, base_dir: Path, *, bin_dir: Path | None = None, run_as: str | None = None,
+                 port: int | None = None, database: str = DEFAULT_DATABASE, fast: bool = False) -> None:
+        self.base_dir = Path(base_dir).resolve()
+        self.data_dir = self.base_dir / "pgdata"
+        self.log_file = self.base_dir / "postgres.log"
+        self.state_file = self.base_dir / "server.json"
+        self._explicit_bin = bin_dir
+        self._bin_dir: Path | None = None
+        self.run_as = run_as if run_as is not None else default_run_as()
+        self.requested_port = port
+        self.database = database
+        self.fast = fast  # tests: no fsync; never for a developer's data
+
+    @classmethod
+    def from_settings(cls, settings) -> "LocalServer":
+        return cls(settings.local_server_dir, bin_dir=settings.local_pg_bin,
+                   run_as=settings.local_pg_user, port=settings.local_port)
+
+    # -- facts -----------------------------------------------------------------------------------------
+    @property
+    def bin_dir(self) -> Path:
+        if self._bin_dir is None:
+            self._bin_dir = find_pg_bin(self._explicit_bin)
+        return self._bin_dir
+
+    @property
+    def initialised(self) -> bool:
+        return (self.data_dir / "PG_VERSION").is_file()
+
+    @property
+    def port(self) -> int | None:
+        with contextlib.suppress(OSError, ValueError):
+            return int(json.loads(self.state_file.read_text())["port"])
+        return None
+
+    def url(self, database: str | None = None) -> str:
+        port = self.port
+        if port is None:
+            raise LocalServerError("The local PostgreSQL has not been started yet.",
+                                   "Run `celora local start`.")
+        return f"postgresql://{DEFAULT_USER}@127.0.0.1:{port}/{database or self.database}"
+
+    def is_running(self) -> bool:
+        if not self.initialised:
+            return False
+        result = self._run([self.bin_dir / "pg_ctl", "status", "-D", self.data_dir], check=False)
+        return result.returncode == 0
+
+    def status(self) -> LocalServerStatus:
+        running = self.is_running()
+        version = None
+        with contextlib.suppress(OSError):
+            version = (self.data_dir / "PG_VERSION").read_text().strip()
+        bin_dir = None
+        with contextlib.suppress(LocalServerError):
+            bin_dir = self.bin_dir
+        return LocalServerStatus(
+            running=running, initialised=self.initialised, url=self.url() if running else None,
+            port=self.port, data_dir=self.data_dir, log_file=self.log_file, bin_dir=bin_dir,
+            version=version, run_as=self.run_as,
+        )
+
+    # -- actions ---------------------------------------------------------------------------------------
+    def ensure_running(self) -> str:
+        """Initialise (first use), start (if stopped) and create the database; return its URL."""
+        with self._lock():
+            if not self.initialised:
+                self._init()
+            if not self.is_running():
+                self._start()
+            self._create_database(self.database)
+        return self.url()
+
+    def stop(self) -> bool:
+        """Stop the server; False if it was not running."""
+        with self._lock():
+            if not self.is_running():
+                return False
+            self._run([self.bin_dir / "pg_ctl", "stop", "-D", self.data_dir, "-m", "fast", "-w", "-t", "60"])
+            return True
+
+    def destroy(self) -> None:
+        """Stop and delete the cluster (tests' throwaway clusters)."""
+        with contextlib.suppress(LocalServerError):
+            self.stop()
+        shutil.rmtree(self.base_dir, ignore_errors=True)
+
+    def create_database(self, name: str, template: str | None = None) -> str:
+        self._create_database(name, template)
+        return self.url(name)
+
+    # -- internals -------------------------------------------------------------------------------------
+    def _init(self) -> None:
+        self._prepare_dirs()
+        self._run([self.bin_dir / "initdb", "-D", self.data_dir, "-U", DEFAULT_USER, "--auth=trust",
+                   "-E", "UTF8", "--locale=C", "--no-instructions"])
+
+    def _start(self) -> None:
+        self._prepare_dirs()
+        port = self._choose_port()
+        self.state_file.write_text(json.dumps({"port": port}))
+        options = [f"-p {port}", "-c listen_addresses=127.0.0.1", "-c unix_socket_directories=''",
+                   "-c max_connections=200"]
+        if self.fast:
+            options += ["-c fsync=off", "-c synchronous_commit=off", "-c full_page_writes=off"]
+        result = self._run([self.bin_dir / "pg_ctl", "start", "-D", self.data_dir, "-l", self.log_file,
+                            "-w", "-t", "60", "-o", " ".join(options)], check=False)
+        if result.returncode != 0:
+            raise LocalServerError(
+                f"The local PostgreSQL in {self.data_dir} did not start (pg_ctl exit {result.returncode}): "
+                f"{self._log_tail()}",
+                f"Read {self.log_file}; `celora local stop` then `celora local start` often clears a stale state.",
+            )
+
+    def _choose_port(self) -> int:
+        if self.requested_port:
+            if _port_in_use(self.requested_port):
+                raise LocalServerError(
+                    f"Port {self.requested_port} (CELORA_LOCAL_PORT) is already in use on 127.0.0.1.",
+                    "Stop whatever listens there or choose another CELORA_LOCAL_PORT.",
+                )
+            return self.requested_port
+        previous = self.port
+        if previous and not _port_in_use(previous):
+            return previous  # keep the URL stable between restarts when we can
+        return free_port()
+
+    def _create_database(self, name: str, template: str | None = None) -> None:
+        import psycopg
+        from psycopg import sql
+
+        try:
+            with psycopg.connect(self.url("postgres"), autocommit=True, connect_timeout=10) as conn:
+                exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
+                if not exists:
+                    statement = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
+                    if template:
+                        statement += sql.SQL(" TEMPLATE {}").format(sql.Identifier(template))
+                    conn.execute(statement)
+        except psycopg.errors.DuplicateDatabase:
+            pass  # a concurrent caller created it first
+        except psycopg.Error as exc:
+            raise LocalServerError(f"Could not create database {name!r} on the local PostgreSQL: {exc}",
+                                   f"Check {self.log_file}.") from exc
+
+    def _prepare_dirs(self) -> None:
+        self.base_dir.mkdir(parents=True, exist_ok=True)
+        if self.run_as is None:
+            return
+        user = pwd.getpwnam(self.run_as)
+        self._check_traversable(self.base_dir, self.run_as)
+        # The run-as user owns the cluster; .celora itself stays readable for the project's owner.
+        os.chmod(self.base_dir, 0o755)
+        os.chown(self.base_dir, user.pw_uid, user.pw_gid)
+        for path in (self.data_dir, self.log_file):
+            if path.exists():
+                os.chown(path, user.pw_uid, user.pw_gid)
+        if not self.log_file.exists():
+            self.log_file.touch()
+            os.chown(self.log_file, user.pw_uid, user.pw_gid)
+
+    @staticmethod
+    def _check_traversable(path: Path, user: str) -> None:
+        for parent in path.parents:
+            mode = parent.stat().st_mode
+            if not mode & stat.S_IXOTH and parent.stat().st_uid != pwd.getpwnam(user).pw_uid:
+                raise LocalServerError(
+                    f"The local PostgreSQL runs as the unprivileged user {user!r} (celora runs as root), "
+                    f"but {parent} is not searchable by that user, so it cannot reach {path}.",
+                    "Set CELORA_LOCAL_DIR to a directory outside it, e.g. CELORA_LOCAL_DIR=/var/tmp/celora, "
+                    f"or `chmod o+x {parent}`.",
+                )
+
+    def _run(self, args, check: bool = True) -> subprocess.CompletedProcess:
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C", "LANG": "C"}
+        kwargs = {}
+        if self.run_as is not None:
+            user = pwd.getpwnam(self.run_as)
+            kwargs = {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": []}
+            env["HOME"] = str(self.base_dir)
+        try:
+            result = subprocess.run([str(a) for a in args], capture_output=True, text=True, env=env,
+                                    cwd=self.base_dir if self.base_dir.exists() else None, timeout=120,
+                                    **kwargs)
+        except (OSError, subprocess.SubprocessError) as exc:
+            raise LocalServerError(f"Could not run {Path(str(args[0])).name}: {exc}",
+                                   "Check the PostgreSQL installation (CELORA_PG_BIN).") from exc
+        if check and result.returncode != 0:
+            detail = (result.stderr or result.stdout).strip().splitlines()[-3:]
+            raise LocalServerError(
+                f"{Path(str(args[0])).name} failed for the local PostgreSQL in {self.data_dir}: "
+                + " ".join(detail),
+                f"Read {self.log_file}; delete {self.base_dir} to start from scratch (this deletes its data).",
+            )
+        return result
+
+    def _log_tail(self, lines: int = 5) -> str:
+        with contextlib.suppress(OSError):
+            return " ".join(self.log_file.read_text(errors="replace").strip().splitlines()[-lines:])
+        return "(no log)"
+
+    @contextlib.contextmanager
+    def _lock(self):
+        """Serialise start/stop between concurrent celora processes on the same project."""
+        self.base_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.base_dir / "lock", "w") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
