@@ -1,0 +1,39 @@
+"""celora: the Celora app's database toolkit, as a library.
+
+    from celora_cli import check_database_health, get_engine, session_scope, with_retry
+
+Names load lazily so that importing celora_cli (and `celora --help`) stays fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "Settings": "celora_cli.settings",
+    "load_settings": "celora_cli.settings",
+    "mask_url": "celora_cli.settings",
+    "check_database_health": "celora_cli.health",
+    "HealthReport": "celora_cli.health",
+    "get_engine": "celora_cli.db.engine",
+    "get_direct_engine": "celora_cli.db.engine",
+    "session_scope": "celora_cli.db.engine",
+    "with_retry": "celora_cli.db.retry",
+    "retry_call": "celora_cli.db.retry",
+    "is_transient": "celora_cli.db.retry",
+    "deploy": "celora_cli.migrations",
+    "migration_status": "celora_cli.migrations",
+    "LocalServer": "celora_cli.local_server",
+    "CeloraError": "celora_cli.errors",
+    "ExitCode": "celora_cli.errors",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'celora_cli' has no attribute {name!r}")

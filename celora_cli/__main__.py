@@ -1,0 +1,3 @@
+from celora_cli.cli.app import main
+
+main()

@@ -1,0 +1,1 @@
+"""The Typer layer: parse flags, call the core, render the result."""

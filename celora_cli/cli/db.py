@@ -1,0 +1,131 @@
+"""`celora db ...`: migrations and health."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+
+from celora_cli.cli import console
+from celora_cli.cli.app import load_settings_from
+from celora_cli.cli.console import safe
+
+app = typer.Typer(help="Database commands: migrate-deploy, status, health.", no_args_is_help=True)
+
+
+@app.command("migrate-deploy")
+def migrate_deploy(
+    ctx: typer.Context,
+    lock_timeout: Optional[float] = typer.Option(
+        None, "--lock-timeout", min=0, help="Seconds to wait for another runner's migration lock "
+        "(default CELORA_LOCK_TIMEOUT or 60)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as one JSON object."),
+) -> None:
+    """Apply all pending migrations (CI/deploy): never prompts, serialised by an advisory lock.
+
+    Example: celora db migrate-deploy --lock-timeout 120
+    """
+    from celora_cli.migrations import deploy
+
+    settings = load_settings_from(ctx)
+
+    def progress(kind: str, data) -> None:
+        if kind == "lock_wait":
+            console.err.print(f"Waiting for the migration lock held by {safe(data.describe())} ...")
+        elif kind == "lock_acquired":
+            console.err.print(f"Got the migration lock after {data:.1f} s.")
+        elif kind == "applied" and not as_json:
+            console.out.print(f"[green]Applied[/] {safe(data.name)} [dim]({data.duration_ms:.0f} ms)[/]")
+
+    result = deploy(settings, lock_timeout=lock_timeout, progress=progress)
+    if as_json:
+        console.print_json(result.as_dict())
+        return
+    head = result.head or "(no migrations)"
+    if result.applied:
+        console.out.print(f"{len(result.applied)} migration(s) applied to {safe(result.database)}; "
+                          f"database is at {safe(head)} (head).")
+    else:
+        console.out.print(f"No pending migrations: {safe(result.database)} is at {safe(head)} (head).")
+
+
+@app.command("status")
+def status(
+    ctx: typer.Context,
+    as_json: bool = typer.Option(False, "--json", help="Print the result as one JSON object."),
+) -> None:
+    """Show applied vs pending migrations (exit 1 when some are pending).
+
+    Example: celora db status --json
+    """
+    import dataclasses
+
+    from celora_cli.migrations import migration_status
+
+    result = migration_status(load_settings_from(ctx))
+    if as_json:
+        data = dataclasses.asdict(result)
+        data["up_to_date"] = result.up_to_date
+        console.print_json(data)
+    else:
+        current = ", ".join(result.current) or "(nothing applied)"
+        console.out.print(f"Current: {safe(current)}    Head: {safe(result.head or '(no migrations)')}")
+        if result.up_to_date:
+            console.out.print("[green]Database is up to date.[/]")
+        for migration in result.pending:
+            console.out.print(f"[yellow]Pending[/] {safe(migration.name)}")
+    if not result.up_to_date:
+        raise typer.Exit(1)
+
+
+@app.command("health")
+def health(
+    ctx: typer.Context,
+    timeout: Optional[float] = typer.Option(
+        None, "--timeout", min=0.5, help="Seconds the whole check may take (default CELORA_HEALTH_TIMEOUT or 5)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as one JSON object."),
+) -> None:
+    """Check the pooled and direct connections, migrations and connection usage.
+
+    Exit 0 healthy, 1 degraded, 2 unhealthy. Example: celora db health --json --timeout 3
+    """
+    from celora_cli.health import check_database_health
+
+    report = check_database_health(load_settings_from(ctx), timeout=timeout)
+    if as_json:
+        console.print_json(report.as_dict())
+    else:
+        _render_health(report)
+    raise typer.Exit(report.exit_code)
+
+
+def _render_health(report) -> None:
+    colour = {"healthy": "green", "degraded": "yellow", "unhealthy": "red"}[report.status]
+    latency = f"{report.latency} ms" if report.latency is not None else "n/a"
+    console.out.print(f"[bold {colour}]{report.status.upper()}[/]  latency {latency}  "
+                      f"[dim](checked in {report.duration_ms:.0f} ms, timeout {report.timeout_s:g} s)[/]")
+    for check in report.checks.values():
+        if check.skipped:
+            state, timing = "[dim]skipped[/]", ""
+        elif check.ok:
+            state = "[green]ok[/]  "
+            timing = f"{check.latency_ms:.1f} ms round trip, connect {check.connect_ms:.0f} ms, "
+            timing += f"PostgreSQL {safe((check.server_version or '?').split(' ')[0])}, "
+        else:
+            state, timing = "[red]down[/]", ""
+        pooler = "via PgBouncer" if check.pgbouncer else ("via a pooler (detected)" if check.through_proxy else "direct")
+        console.out.print(f"{check.name:<7} {state} {timing}{pooler}  {safe(check.url or '-')}")
+    if report.migrations is not None:
+        m = report.migrations
+        console.out.print(f"migrations: current {safe(', '.join(m.current) or 'none')}, head {safe(m.head)}, "
+                          f"{m.pending} pending")
+    if report.connections is not None:
+        c = report.connections
+        console.out.print(f"connections: {c.in_use} of {c.max_connections} in use ({c.ratio:.0%})")
+    for problem in report.problems:
+        console.out.print(f"[{colour}]problem:[/] {safe(problem)}")
+    for warning in report.warnings:
+        console.out.print(f"[yellow]warning:[/] {safe(warning)}")
+    for check in report.checks.values():
+        if check.hint and not check.ok:
+            console.out.print(f"[yellow]hint ({check.name}):[/] {safe(check.hint)}")

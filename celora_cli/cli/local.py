@@ -1,0 +1,81 @@
+"""`celora local ...`: the PostgreSQL celora manages under .celora/ when no DATABASE_URL is set."""
+
+from __future__ import annotations
+
+import typer
+
+from celora_cli.cli import console
+from celora_cli.cli.app import load_settings_from
+from celora_cli.cli.console import safe
+
+app = typer.Typer(help="The local PostgreSQL celora manages in .celora/ (used when DATABASE_URL is unset).",
+                  no_args_is_help=True)
+
+
+def _server(ctx: typer.Context):
+    from celora_cli.local_server import LocalServer
+
+    return LocalServer.from_settings(load_settings_from(ctx))
+
+
+@app.command("start")
+def start(ctx: typer.Context) -> None:
+    """Initialise (first time) and start the local PostgreSQL; prints its URL.
+
+    Example: celora local start
+    """
+    server = _server(ctx)
+    url = server.ensure_running()
+    console.err.print(f"Local PostgreSQL running in {safe(server.data_dir)}")
+    console.out.print(safe(url))
+
+
+@app.command("stop")
+def stop(ctx: typer.Context) -> None:
+    """Stop the local PostgreSQL (its data stays in .celora/).
+
+    Example: celora local stop
+    """
+    server = _server(ctx)
+    if server.stop():
+        console.out.print("Local PostgreSQL stopped.")
+    else:
+        console.out.print("Local PostgreSQL was not running.")
+
+
+@app.command("url")
+def url(ctx: typer.Context) -> None:
+    """Print the local database URL (starting the server if needed), e.g. for DATABASE_URL=$(celora local url).
+
+    Example: psql "$(celora local url)"
+    """
+    console.out.print(safe(_server(ctx).ensure_running()))
+
+
+@app.command("status")
+def status(
+    ctx: typer.Context,
+    as_json: bool = typer.Option(False, "--json", help="Print the status as one JSON object."),
+) -> None:
+    """Say whether the local PostgreSQL is initialised and running (exit 1 when it is not running).
+
+    Example: celora local status --json
+    """
+    import dataclasses
+
+    result = _server(ctx).status()
+    if as_json:
+        console.print_json(dataclasses.asdict(result))
+    else:
+        state = "[green]running[/]" if result.running else ("[yellow]stopped[/]" if result.initialised
+                                                             else "[dim]not initialised[/]")
+        console.out.print(f"Local PostgreSQL: {state}")
+        console.out.print(f"data: {safe(result.data_dir)}")
+        if result.url:
+            console.out.print(f"url: {safe(result.url)}")
+        if result.bin_dir:
+            console.out.print(f"binaries: {safe(result.bin_dir)}  (version {safe(result.version or '?')})")
+        if result.run_as:
+            console.out.print(f"runs as OS user: {safe(result.run_as)}")
+    if not result.running:
+        raise typer.Exit(1)

@@ -1,0 +1,174 @@
+"""The one engine factory: pooled (app traffic, maybe via PgBouncer) and direct (migrations, DDL, locks).
+
+PgBouncer in transaction-pooling mode hands each transaction to whichever server connection is free, so
+anything that lives on a server session breaks: server-side prepared statements (psycopg prepares a query
+after 5 runs by default) and SET without LOCAL. With `?pgbouncer=true` the pooled engine therefore
+disables prepared statements (`prepare_threshold=None`), sends no startup `options` (PgBouncer rejects
+them) and applies timeouts/search_path per transaction with SET LOCAL.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import time
+from dataclasses import dataclass
+from typing import Iterator
+
+from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import NullPool
+
+from celora_cli.db.errors import translating
+from celora_cli.settings import DatabaseURL, Settings, parse_database_url
+
+query_log = logging.getLogger("celora.sql")
+
+
+@dataclass(frozen=True)
+class ResolvedURLs:
+    """The URLs celora connects to, after falling back to the local server when none is configured."""
+
+    pooled: DatabaseURL
+    direct: DatabaseURL | None  # None: DATABASE_URL is pooled and there is no direct URL
+    local: bool = False
+
+
+def resolve_urls(settings: Settings) -> ResolvedURLs:
+    """DATABASE_URL / DIRECT_DATABASE_URL, or the celora-managed local PostgreSQL (started on demand)."""
+    if settings.uses_local_server:
+        from celora_cli.local_server import LocalServer
+
+        url = parse_database_url(LocalServer.from_settings(settings).ensure_running(), "local database")
+        return ResolvedURLs(pooled=url, direct=settings.direct_database_url or url, local=True)
+    direct = settings.direct_database_url
+    if direct is None and not settings.database_url.pgbouncer:
+        direct = settings.database_url
+    return ResolvedURLs(pooled=settings.database_url, direct=direct)
+
+
+def direct_url(settings: Settings) -> DatabaseURL:
+    """The URL for DDL: raises ConfigError for a PgBouncer DATABASE_URL with no DIRECT_DATABASE_URL."""
+    if settings.uses_local_server:
+        return resolve_urls(settings).direct
+    return settings.ddl_url()
+
+
+def connect_args(url: DatabaseURL, settings: Settings, *, application_name: str) -> dict:
+    """psycopg connect() keywords for one URL (libpq parameters in the URL itself win)."""
+    args: dict = {}
+    if url.libpq_param("connect_timeout") is None and settings.connect_timeout:
+        args["connect_timeout"] = max(2, math.ceil(settings.connect_timeout))  # libpq's minimum is 2 s
+    if url.libpq_param("application_name") is None:
+        args["application_name"] = application_name
+    # Detect a dead peer (dropped packets) instead of waiting for the kernel's 15-minute default.
+    if url.libpq_param("keepalives") is None:
+        args.update(keepalives=1, keepalives_idle=10, keepalives_interval=5, keepalives_count=3)
+    if url.pgbouncer:
+        args["prepare_threshold"] = None  # no server-side prepared statements in transaction pooling
+    else:
+        options = []
+        if settings.statement_timeout:
+            options.append(f"-c statement_timeout={int(settings.statement_timeout * 1000)}")
+        if url.schema:
+            options.append(f"-c search_path={url.schema}")
+        if options and url.libpq_param("options") is None:
+            args["options"] = " ".join(options)
+    return args
+
+
+def _install_transaction_settings(engine: Engine, url: DatabaseURL, settings: Settings) -> None:
+    """PgBouncer mode: session settings would leak to other clients, so set them per transaction."""
+    statements = []
+    if settings.statement_timeout:
+        statements.append(f"SET LOCAL statement_timeout = {int(settings.statement_timeout * 1000)}")
+    if url.schema:
+        statements.append(f"SET LOCAL search_path TO \"{url.schema.replace(chr(34), '')}\"")
+    if not statements:
+        return
+
+    @event.listens_for(engine, "begin")
+    def _set_local(conn):  # runs inside the transaction that just began
+        for statement in statements:
+            conn.exec_driver_sql(statement)
+
+
+def _install_query_log(engine: Engine) -> None:
+    """CELORA_LOG_QUERIES: each statement with its duration; parameters are never logged."""
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def _start(conn, cursor, statement, parameters, context, executemany):
+        conn.info.setdefault("celora_query_start", []).append(time.perf_counter())
+
+    @event.listens_for(engine, "after_cursor_execute")
+    def _end(conn, cursor, statement, parameters, context, executemany):
+        started = conn.info["celora_query_start"].pop()
+        count = len(parameters) if isinstance(parameters, (list, tuple, dict)) else 0
+        hidden = f" [{count} parameter(s) hidden]" if count else ""
+        query_log.info("%.1f ms  %s%s", (time.perf_counter() - started) * 1000,
+                       " ".join(statement.split()), hidden)
+
+
+def build_engine(url: DatabaseURL, settings: Settings, *, pooled: bool = True,
+                 application_name: str = "celora") -> Engine:
+    """A new Engine for `url`: pooled engines keep connections, direct ones (DDL, CLI) do not."""
+    pool_kwargs: dict = {"poolclass": NullPool}
+    if pooled:
+        pool_kwargs = {"pool_size": url.connection_limit or 5, "max_overflow": 0 if url.connection_limit else 5,
+                       "pool_pre_ping": True}
+        if url.pool_timeout is not None:
+            pool_kwargs["pool_timeout"] = url.pool_timeout
+    engine = create_engine(url.sqlalchemy_url(), connect_args=connect_args(url, settings,
+                           application_name=application_name), hide_parameters=True, **pool_kwargs)
+    if url.pgbouncer:
+        _install_transaction_settings(engine, url, settings)
+    if settings.log_queries:
+        _install_query_log(engine)
+    return engine
+
+
+_engines: dict[tuple, Engine] = {}
+
+
+def get_engine(settings: Settings | None = None) -> Engine:
+    """The shared pooled engine for app traffic (DATABASE_URL, or the local server)."""
+    from celora_cli.settings import load_settings
+
+    settings = settings or load_settings()
+    url = resolve_urls(settings).pooled
+    key = (url, settings.connect_timeout, settings.statement_timeout, settings.log_queries)
+    if key not in _engines:
+        _engines[key] = build_engine(url, settings, pooled=True)
+    return _engines[key]
+
+
+def get_direct_engine(settings: Settings | None = None, application_name: str = "celora") -> Engine:
+    """A non-pooled engine on the direct URL, for migrations, DDL and advisory locks."""
+    from celora_cli.settings import load_settings
+
+    settings = settings or load_settings()
+    return build_engine(direct_url(settings), settings, pooled=False, application_name=application_name)
+
+
+@contextlib.contextmanager
+def session_scope(settings: Settings | None = None) -> Iterator[Session]:
+    """A Session on the pooled engine that commits on success and rolls back on error."""
+    engine = get_engine(settings)
+    factory = sessionmaker(engine, expire_on_commit=False)
+    with factory() as session:
+        try:
+            yield session
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+
+
+def ping(engine: Engine, url: DatabaseURL, setting: str = "DATABASE_URL") -> float:
+    """Round trip `SELECT 1` on a fresh connection; returns milliseconds. Raises translated errors."""
+    with translating(url, setting):
+        with engine.connect() as conn:
+            started = time.perf_counter()
+            conn.execute(text("SELECT 1"))
+            return (time.perf_counter() - started) * 1000

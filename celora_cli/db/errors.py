@@ -1,0 +1,107 @@
+"""Turn psycopg / SQLAlchemy exceptions into CeloraErrors that say the cause, what was checked and the fix."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator
+
+from celora_cli.errors import (
+    AuthenticationFailed,
+    CeloraError,
+    DatabaseError,
+    DatabaseNotFound,
+    DatabaseUnreachable,
+    SchemaNotMigrated,
+    TooManyConnections,
+)
+from celora_cli.settings import DatabaseURL, redact
+
+_UNREACHABLE = ("connection refused", "could not connect", "timeout expired", "no route to host",
+                "could not translate host name", "name or service not known", "network is unreachable",
+                "connection timed out", "server closed the connection", "connection reset",
+                "consuming input failed", "connection is lost", "the connection is closed",
+                "terminating connection", "server conn crashed", "is the server running")
+_AUTH = ("password authentication failed", "no password supplied", "no pg_hba.conf entry",
+         "authentication failed", "role \"", "sasl authentication")
+_TOO_MANY = ("too many connections", "remaining connection slots", "no more connections allowed",
+             "sorry, too many clients")
+
+
+def root_cause(exc: BaseException) -> BaseException:
+    """The DBAPI (psycopg) exception behind a SQLAlchemy wrapper, if any."""
+    return getattr(exc, "orig", None) or exc
+
+
+def sqlstate_of(exc: BaseException) -> str | None:
+    return getattr(root_cause(exc), "sqlstate", None)
+
+
+def postgres_message(exc: BaseException) -> str:
+    """The server's primary message (first line), without SQLAlchemy's statement dump."""
+    cause = root_cause(exc)
+    diag = getattr(cause, "diag", None)
+    primary = getattr(diag, "message_primary", None) if diag is not None else None
+    text = primary or str(cause)
+    return " ".join(text.strip().splitlines()[:1]) if not primary else primary
+
+
+def translate(exc: BaseException, url: DatabaseURL | None, setting: str = "DATABASE_URL") -> CeloraError:
+    """Map a database exception to the CeloraError a user can act on. Passwords never survive."""
+    if isinstance(exc, CeloraError):
+        return exc
+    cause = root_cause(exc)
+    state = sqlstate_of(exc) or ""
+    secrets = [url.password] if url and url.password else []
+    full = redact(str(cause), secrets)
+    lowered = full.lower()
+    message = redact(postgres_message(exc), secrets)
+    where = url.display_host if url else "the database server"
+    shown = url.masked if url else setting
+    dbname = url.database if url and url.database else "(default)"
+    user = url.username if url and url.username else "(default)"
+
+    if state in ("28P01", "28000") or any(m in lowered for m in _AUTH) and "does not exist" not in lowered:
+        return AuthenticationFailed(
+            f"Authentication failed for user {user!r} at {where} ({setting}={shown}): {message}",
+            f"Check the user name and password in {setting}; percent-encode special characters in the password.",
+        )
+    if state == "3D000" or ("database \"" in lowered and "does not exist" in lowered):
+        return DatabaseNotFound(
+            f"Database {dbname!r} does not exist on {where} ({setting}={shown}).",
+            f"Create it (`createdb -h {url.host if url else 'HOST'} -p {url.port or 5432 if url else 5432} {dbname}`) "
+            f"or fix the database name in {setting}.",
+        )
+    if state == "53300" or any(m in lowered for m in _TOO_MANY):
+        return TooManyConnections(
+            f"The database server at {where} has no connection slots left ({message}).",
+            "Use the PgBouncer URL for app traffic (DATABASE_URL with ?pgbouncer=true), lower connection_limit, "
+            "or close idle clients (see `celora db health`).",
+        )
+    if state == "42P01":
+        return SchemaNotMigrated(
+            f"A table celora needs does not exist on {where}: {message}.",
+            "Apply the migrations: `celora db migrate-deploy`.",
+        )
+    if state.startswith("08") or state in ("57P01", "57P02", "57P03") or any(m in lowered for m in _UNREACHABLE):
+        return DatabaseUnreachable(
+            f"Can't reach database server at {where} ({setting}={shown}): {message}",
+            f"Is PostgreSQL running and accepting TCP connections? Try `pg_isready -h {url.host or 'localhost'} "
+            f"-p {url.port or 5432}`." if url else "Is PostgreSQL running?",
+        )
+    return DatabaseError(
+        f"PostgreSQL error{f' {state}' if state else ''} at {where}: {message}",
+        "Run with --debug for the full error.",
+        sqlstate=state or None,
+    )
+
+
+@contextlib.contextmanager
+def translating(url: DatabaseURL | None, setting: str = "DATABASE_URL") -> Iterator[None]:
+    """Re-raise database exceptions as CeloraErrors (keeping the original as __cause__ for --debug)."""
+    import sqlalchemy.exc
+    import psycopg
+
+    try:
+        yield
+    except (sqlalchemy.exc.DBAPIError, psycopg.Error) as exc:
+        raise translate(exc, url, setting) from exc
