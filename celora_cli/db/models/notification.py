@@ -45,7 +45,7 @@ class Notification(TimestampMixin, Base):
     user: Mapped[User] = relationship(back_populates="notifications")
 
     def __repr__(self) -> str:
-        return f"<Notification id={self.id} user_id={self.user_id} status={self.status.value}>"
+        return f"<Notification id={self.id} user_id={self.user_id} status={self.status}>"
 
 
 # "A user's notifications, newest first"; also serves the user_id foreign key (cascade deletes).

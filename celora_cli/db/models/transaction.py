@@ -78,7 +78,7 @@ class Transaction(TimestampMixin, Base):
     wallet: Mapped[Wallet] = relationship(back_populates="transactions")
 
     def __repr__(self) -> str:
-        return f"<Transaction id={self.id} chain={self.chain.value} tx_hash={self.tx_hash!r}>"
+        return f"<Transaction id={self.id} chain={self.chain} tx_hash={self.tx_hash!r}>"
 
 
 # "A wallet's transactions, newest first"; also serves the wallet_id foreign key.

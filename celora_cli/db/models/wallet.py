@@ -45,7 +45,7 @@ class Wallet(TimestampMixin, Base):
     )
 
     def __repr__(self) -> str:
-        return f"<Wallet id={self.id} chain={self.chain.value} address={self.address!r}>"
+        return f"<Wallet id={self.id} chain={self.chain} address={self.address!r}>"
 
 
 # "A user's wallets", in the order they were added; also serves the user_id foreign key.

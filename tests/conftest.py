@@ -1,0 +1,192 @@
+"""Shared fixtures: one throwaway PostgreSQL cluster per test run (celora's own LocalServer), a real PgBouncer
+in transaction-pooling mode in front of it, and a fresh database per test (copied from a migrated template).
+
+Tests never see the developer's environment: DATABASE_URL, DIRECT_DATABASE_URL and CELORA_* are removed at
+start-up, and every Settings object is built from an explicit mapping.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import pwd
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+for _name in list(os.environ):
+    if _name in ("DATABASE_URL", "DIRECT_DATABASE_URL", "NO_COLOR") or _name.startswith("CELORA_"):
+        del os.environ[_name]
+
+_db_counter = itertools.count()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_port(port: int, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
+
+
+def shared_tmpdir(prefix: str) -> Path:
+    """A temp dir the unprivileged server user can reach (pytest's tmp_path is 0700 under root)."""
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    path.chmod(0o755)
+    return path
+
+
+@pytest.fixture(scope="session")
+def pg_server():
+    from celora_cli.local_server import LocalServer
+
+    base = shared_tmpdir("celora-test-pg-")
+    server = LocalServer(base / "cluster", fast=True, database="postgres")
+    server.ensure_running()
+    yield server
+    server.destroy()
+    shutil.rmtree(base, ignore_errors=True)
+
+
+def admin_execute(server, sql: str, database: str = "postgres") -> None:
+    import psycopg
+
+    with psycopg.connect(server.url(database), autocommit=True) as conn:
+        conn.execute(sql)
+
+
+def settings_for(url: str, direct: str | None = None, **extra):
+    """Settings from an explicit environment (never the developer's), rooted at the repo's migrations."""
+    from celora_cli.settings import load_settings
+
+    environ = {"DATABASE_URL": url, "CELORA_ENV": "test"}
+    if direct:
+        environ["DIRECT_DATABASE_URL"] = direct
+    environ.update({k: str(v) for k, v in extra.items()})
+    return load_settings(environ=environ, project_root=REPO)
+
+
+@pytest.fixture(scope="session")
+def migrated_template(pg_server):
+    """A database at head, copied by CREATE DATABASE ... TEMPLATE for each test that wants one."""
+    from celora_cli.migrations import deploy
+
+    name = "celora_template"
+    pg_server.create_database(name)
+    deploy(settings_for(pg_server.url(name)))
+    return name
+
+
+@pytest.fixture
+def empty_db(pg_server) -> str:
+    """URL of a new, empty database."""
+    name = f"t_empty_{next(_db_counter)}_{os.getpid()}"
+    url = pg_server.create_database(name)
+    yield url
+    _drop(pg_server, name)
+
+
+@pytest.fixture
+def migrated_db(pg_server, migrated_template) -> str:
+    """URL of a new database at the head revision."""
+    name = f"t_head_{next(_db_counter)}_{os.getpid()}"
+    url = pg_server.create_database(name, template=migrated_template)
+    yield url
+    _drop(pg_server, name)
+
+
+def _drop(server, name: str) -> None:
+    admin_execute(server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _pgbouncer_version(binary: str) -> tuple[int, ...]:
+    out = subprocess.run([binary, "--version"], capture_output=True, text=True).stdout
+    match = re.search(r"(\d+)\.(\d+)", out)
+    return tuple(int(n) for n in match.groups()) if match else (0, 0)
+
+
+@pytest.fixture(scope="session")
+def pgbouncer(pg_server):
+    """A real PgBouncer in transaction mode; yields a function db_name -> pooled URL (?pgbouncer=true)."""
+    binary = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
+    if not Path(binary).exists():
+        pytest.fail("pgbouncer is not installed (apt-get install -y pgbouncer); .ci/run installs it.")
+    base = shared_tmpdir("celora-test-pgbouncer-")
+    port = free_port()
+    (base / "users.txt").write_text('"celora" ""\n')
+    lines = [
+        "[databases]",
+        f"* = host=127.0.0.1 port={pg_server.port}",
+        "[pgbouncer]",
+        "listen_addr = 127.0.0.1",
+        f"listen_port = {port}",
+        "unix_socket_dir =",
+        "auth_type = trust",
+        f"auth_file = {base / 'users.txt'}",
+        "pool_mode = transaction",
+        # One server connection per database: any session state or prepared statement that leaked
+        # from one client would be seen by the next, so the tests below can catch it.
+        "default_pool_size = 1",
+        "max_client_conn = 200",
+        "ignore_startup_parameters = extra_float_digits",
+        f"logfile = {base / 'pgbouncer.log'}",
+        f"pidfile = {base / 'pgbouncer.pid'}",
+    ]
+    if _pgbouncer_version(binary) >= (1, 21):
+        lines.append("max_prepared_statements = 0")  # keep the classic transaction-mode behaviour
+    (base / "pgbouncer.ini").write_text("\n".join(lines) + "\n")
+    kwargs = {}
+    if os.geteuid() == 0:  # PgBouncer refuses to run as root, like PostgreSQL
+        user = pwd.getpwnam(pg_server.run_as)
+        for path in base.iterdir():
+            os.chown(path, user.pw_uid, user.pw_gid)
+        os.chown(base, user.pw_uid, user.pw_gid)
+        kwargs = {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": []}
+    process = subprocess.Popen([binary, str(base / "pgbouncer.ini")], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, **kwargs)
+    try:
+        wait_for_port(port)
+    except RuntimeError:
+        process.kill()
+        pytest.fail(f"pgbouncer did not start: {process.stderr.read().decode(errors='replace')}")
+
+    def url(database: str, flag: bool = True) -> str:
+        suffix = "?pgbouncer=true" if flag else ""
+        return f"postgresql://celora@127.0.0.1:{port}/{database}{suffix}"
+
+    url.port = port
+    yield url
+    process.terminate()
+    process.wait(10)
+    shutil.rmtree(base, ignore_errors=True)
+
+
+def db_name(url: str) -> str:
+    return url.rsplit("/", 1)[1].split("?")[0]
+
+
+def run_celora(*args: str, env: dict | None = None, cwd: Path | None = None, timeout: float = 120):
+    """Run the real `celora` entry point in a subprocess with a clean environment."""
+    clean = {k: v for k, v in os.environ.items()
+             if k not in ("DATABASE_URL", "DIRECT_DATABASE_URL") and not k.startswith("CELORA_")}
+    clean.update({"CELORA_PROJECT_ROOT": str(REPO), "NO_COLOR": "1", "COLUMNS": "200"})
+    clean.update(env or {})
+    return subprocess.run([sys.executable, "-m", "celora_cli", *args], capture_output=True, text=True,
+                          env=clean, cwd=cwd or REPO, timeout=timeout)
