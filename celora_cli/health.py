@@ -87,8 +87,10 @@ def _check(check: ConnectionCheck, url: DatabaseURL, settings: Settings, extras:
     from celora_cli.db.engine import build_engine
     from celora_cli.db.errors import translate
 
+    # Connect exactly as the app does (same startup options), only with timeouts capped by ours.
+    statement_timeout = min(settings.statement_timeout, timeout) if settings.statement_timeout else 0
     quick = dataclasses.replace(settings, connect_timeout=min(settings.connect_timeout, timeout),
-                                statement_timeout=timeout, log_queries=False)
+                                statement_timeout=statement_timeout, log_queries=False)
     engine = None
     try:
         engine = build_engine(url, quick, pooled=False, application_name="celora health")

@@ -7,6 +7,7 @@ from typing import Iterator
 
 from celora_cli.errors import (
     AuthenticationFailed,
+    ConfigError,
     CeloraError,
     DatabaseError,
     DatabaseNotFound,
@@ -60,6 +61,12 @@ def translate(exc: BaseException, url: DatabaseURL | None, setting: str = "DATAB
     dbname = url.database if url and url.database else "(default)"
     user = url.username if url and url.username else "(default)"
 
+    if "unsupported startup parameter" in lowered:
+        return ConfigError(
+            f"The server at {where} ({setting}={shown}) is a connection pooler that rejected celora's "
+            f"startup options ({message}): the URL goes through PgBouncer but does not say so.",
+            f"Add ?pgbouncer=true to {setting} (and set DIRECT_DATABASE_URL for migrations).",
+        )
     if state in ("28P01", "28000") or any(m in lowered for m in _AUTH) and "does not exist" not in lowered:
         return AuthenticationFailed(
             f"Authentication failed for user {user!r} at {where} ({setting}={shown}): {message}",

@@ -1,0 +1,167 @@
+"""migrate-deploy against a real PostgreSQL: fresh schema, idempotence, concurrency, failure, lock timeout."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import psycopg
+import pytest
+from sqlalchemy import create_engine, inspect
+
+from celora_cli.errors import ConfigError, LockTimeout, MigrationFailed
+from celora_cli.migrations import MIGRATION_LOCK_KEY, deploy, migration_status
+from tests.conftest import REPO, run_celora, settings_for
+
+TABLES = {"users", "sessions", "wallets", "transactions", "notifications", "idempotency_keys", "rate_limits"}
+HEAD = "20261126090000"
+
+
+def tables(url: str) -> set[str]:
+    with psycopg.connect(url) as conn:
+        rows = conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'").fetchall()
+    return {r[0] for r in rows}
+
+
+def version(url: str) -> list[str]:
+    with psycopg.connect(url) as conn:
+        return [r[0] for r in conn.execute("SELECT version_num FROM alembic_version").fetchall()]
+
+
+def test_deploy_creates_every_table_and_records_head(empty_db):
+    result = deploy(settings_for(empty_db))
+    assert [m.revision for m in result.applied] == [HEAD]
+    assert result.applied[0].name == f"{HEAD}_init"
+    assert tables(empty_db) == TABLES | {"alembic_version"}
+    assert version(empty_db) == [HEAD]
+
+
+def test_second_deploy_applies_nothing(migrated_db):
+    result = deploy(settings_for(migrated_db))
+    assert result.applied == []
+    assert result.current == (HEAD,)
+
+
+def test_cli_reports_each_migration_then_nothing_pending(empty_db):
+    first = run_celora("db", "migrate-deploy", env={"DATABASE_URL": empty_db})
+    assert first.returncode == 0, first.stderr
+    assert f"Applied {HEAD}_init" in first.stdout and " ms)" in first.stdout
+    second = run_celora("db", "migrate-deploy", "--json", env={"DATABASE_URL": empty_db})
+    assert second.returncode == 0, second.stderr
+    data = json.loads(second.stdout)
+    assert data["applied"] == [] and data["current"] == [HEAD] and data["head"] == HEAD
+
+
+def test_models_and_migrations_agree(migrated_db):
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
+    from celora_cli.db.models import Base
+
+    engine = create_engine(settings_for(migrated_db).database_url.sqlalchemy_url())
+    with engine.connect() as conn:
+        context = MigrationContext.configure(conn, opts={"compare_type": True, "compare_server_default": True})
+        assert compare_metadata(context, Base.metadata) == []
+        assert set(inspect(conn).get_table_names()) == TABLES | {"alembic_version"}
+    engine.dispose()
+
+
+# -- a migration history of our own, to make runs slow (concurrency) or broken (failure) -----------------
+
+def write_history(tmp_path: Path, *extra: tuple[str, str, str]) -> Path:
+    """Copy the real history and append migrations (revision, down_revision, upgrade body)."""
+    target = tmp_path / "migrations"
+    shutil.copytree(REPO / "migrations", target, ignore=shutil.ignore_patterns("__pycache__"))
+    for revision, down, body in extra:
+        (target / "versions" / f"{revision}_step.py").write_text(
+            f'"""step {revision}"""\nfrom alembic import op\n\nrevision = "{revision}"\n'
+            f'down_revision = "{down}"\nbranch_labels = None\ndepends_on = None\n\n\n'
+            f"def upgrade():\n{body}\n\n\ndef downgrade():\n    pass\n")
+    return target
+
+
+def test_concurrent_runs_apply_each_migration_once(empty_db, tmp_path):
+    # Each extra migration logs itself and sleeps, so the second runner must wait on the lock.
+    body = ("    op.execute(\"CREATE TABLE IF NOT EXISTS deploy_log (revision text, at timestamptz DEFAULT now())\")\n"
+            "    op.execute(\"INSERT INTO deploy_log (revision) VALUES ('{rev}')\")\n"
+            "    op.execute(\"SELECT pg_sleep(0.7)\")")
+    history = write_history(tmp_path, ("20261127000000", HEAD, body.format(rev="a")),
+                            ("20261128000000", "20261127000000", body.format(rev="b")))
+    env = {"DATABASE_URL": empty_db, "CELORA_MIGRATIONS_DIR": str(history)}
+    clean = {**__import__("os").environ, **env, "CELORA_PROJECT_ROOT": str(REPO), "NO_COLOR": "1"}
+    runners = [subprocess.Popen([sys.executable, "-m", "celora_cli", "db", "migrate-deploy"], env=clean,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outputs = [r.communicate(timeout=120) for r in runners]
+    assert [r.returncode for r in runners] == [0, 0], outputs
+    with psycopg.connect(empty_db) as conn:
+        log = [r[0] for r in conn.execute("SELECT revision FROM deploy_log ORDER BY at").fetchall()]
+    assert log == ["a", "b"]
+    assert version(empty_db) == ["20261128000000"]
+    combined = "".join(out + err for out, err in outputs)
+    assert combined.count("Applied 20261128000000_step") == 1
+    assert "Waiting for the migration lock held by pid" in combined
+    assert "No pending migrations" in combined
+
+
+def test_failed_migration_is_named_and_database_stays_at_last_good(empty_db, tmp_path):
+    good = "    op.execute('CREATE TABLE good_step (id int)')"
+    bad = ("    op.execute('CREATE TABLE half_done (id int)')\n"
+           "    op.execute('INSERT INTO half_done VALUES (1), (1)')\n"
+           "    op.execute('ALTER TABLE half_done ADD PRIMARY KEY (id)')")
+    history = write_history(tmp_path, ("20261127000000", HEAD, good), ("20261128000000", "20261127000000", bad))
+    settings = settings_for(empty_db, CELORA_MIGRATIONS_DIR=history)
+    with pytest.raises(MigrationFailed) as caught:
+        deploy(settings)
+    error = caught.value
+    assert error.revision == "20261128000000"
+    assert error.sqlstate == "23505"
+    assert "20261128000000_step" in error.message and "23505" in error.message
+    assert "20261127000000" in error.message  # where the database was left
+    assert [m.revision for m in error.applied] == [HEAD, "20261127000000"]
+    assert version(empty_db) == ["20261127000000"]
+    assert "good_step" in tables(empty_db) and "half_done" not in tables(empty_db)
+
+    cli = run_celora("db", "migrate-deploy", env={"DATABASE_URL": empty_db, "CELORA_MIGRATIONS_DIR": str(history)})
+    assert cli.returncode == 9
+    assert "20261128000000_step failed" in cli.stderr and "Traceback" not in cli.stderr + cli.stdout
+
+
+def test_lock_timeout_names_the_holder(migrated_db):
+    with psycopg.connect(migrated_db, autocommit=True) as holder:
+        holder.execute("SET application_name = 'stuck deploy'")
+        holder.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK_KEY,))
+        pid = holder.info.backend_pid
+        with pytest.raises(LockTimeout) as caught:
+            deploy(settings_for(migrated_db), lock_timeout=0.5)
+        assert f"pid {pid}" in caught.value.message and "stuck deploy" in caught.value.message
+        cli = run_celora("db", "migrate-deploy", "--lock-timeout", "0.5", env={"DATABASE_URL": migrated_db})
+        assert cli.returncode == 10, cli.stderr
+        assert f"pid {pid}" in cli.stderr
+
+
+def test_pgbouncer_url_without_direct_url_is_refused_for_ddl(pgbouncer, empty_db):
+    from tests.conftest import db_name
+
+    with pytest.raises(ConfigError, match="DIRECT_DATABASE_URL"):
+        deploy(settings_for(pgbouncer(db_name(empty_db))))
+    assert "alembic_version" not in tables(empty_db)
+
+
+def test_deploy_uses_the_direct_url_next_to_pgbouncer(pgbouncer, empty_db):
+    from tests.conftest import db_name
+
+    result = deploy(settings_for(pgbouncer(db_name(empty_db)), direct=empty_db))
+    assert [m.revision for m in result.applied] == [HEAD]
+    status = migration_status(settings_for(pgbouncer(db_name(empty_db)), direct=empty_db))
+    assert status.up_to_date and status.current == (HEAD,)
+
+
+def test_missing_database_is_a_clear_error(pg_server):
+    url = pg_server.url("no_such_db")
+    cli = run_celora("db", "migrate-deploy", env={"DATABASE_URL": url})
+    assert cli.returncode == 6, cli.stderr
+    assert "'no_such_db' does not exist" in cli.stderr and "createdb" in cli.stderr
+    assert "Traceback" not in cli.stderr
