@@ -31,6 +31,7 @@ from celora_cli.errors import LocalServerError
 DEFAULT_DATABASE = "celora"
 DEFAULT_USER = "celora"
 _REQUIRED = ("initdb", "pg_ctl", "postgres")
+SYSTEM_BIN_GLOBS = ("/usr/lib/postgresql/*/bin", "/usr/local/pgsql/bin", "/opt/homebrew/opt/postgresql@*/bin")
 
 
 @dataclass(frozen=True)
@@ -48,9 +49,17 @@ class LocalServerStatus:
 
 def find_pg_bin(explicit: Path | None = None) -> Path:
     """The directory holding initdb, pg_ctl and postgres; the first place that has all three wins."""
+    def has_server(directory: Path) -> bool:
+        return all((directory / name).is_file() and os.access(directory / name, os.X_OK) for name in _REQUIRED)
+
+    if explicit is not None:  # an explicit choice is never silently replaced by another install
+        if has_server(Path(explicit)):
+            return Path(explicit)
+        raise LocalServerError(
+            f"CELORA_PG_BIN={explicit} does not hold initdb, pg_ctl and postgres.",
+            "Point CELORA_PG_BIN at a PostgreSQL bin directory, e.g. /usr/lib/postgresql/15/bin.",
+        )
     candidates: list[tuple[str, Path]] = []
-    if explicit is not None:
-        candidates.append(("CELORA_PG_BIN", Path(explicit)))
     on_path = shutil.which("pg_ctl")
     if on_path:
         candidates.append(("PATH", Path(on_path).resolve().parent))
@@ -64,26 +73,40 @@ def find_pg_bin(explicit: Path | None = None) -> Path:
     def version_key(path: str) -> tuple[int, ...]:
         return tuple(int(n) for n in re.findall(r"\d+", path)) or (0,)
 
-    for path in sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=version_key, reverse=True):
-        candidates.append(("/usr/lib/postgresql", Path(path)))
-    spec = importlib.util.find_spec("pgserver")
-    if spec is not None and spec.origin:
-        candidates.append(("pgserver wheel", Path(spec.origin).parent / "pginstall" / "bin"))
+    for pattern in SYSTEM_BIN_GLOBS:
+        for path in sorted(glob.glob(pattern), key=version_key, reverse=True):
+            candidates.append((pattern, Path(path)))
+    embedded = pgserver_bin_dir()
+    if embedded is not None:
+        candidates.append(("pgserver wheel", embedded))
 
     for _source, directory in candidates:
-        if all((directory / name).is_file() and os.access(directory / name, os.X_OK) for name in _REQUIRED):
+        if has_server(directory):
             return directory
-    if explicit is not None:
-        raise LocalServerError(
-            f"CELORA_PG_BIN={explicit} does not hold initdb, pg_ctl and postgres.",
-            "Point CELORA_PG_BIN at a PostgreSQL bin directory, e.g. /usr/lib/postgresql/15/bin.",
-        )
     raise LocalServerError(
         "No PostgreSQL server binaries found for the local database (looked in PATH, `pg_config --bindir`, "
-        "/usr/lib/postgresql/*/bin and the pgserver wheel).",
+        f"{', '.join(SYSTEM_BIN_GLOBS)} and the pgserver wheel).",
         "Install PostgreSQL (`apt-get install postgresql`) or the embedded build "
         "(`pip install 'celora-cli[embedded]'`), or set DATABASE_URL to an existing server.",
     )
+
+
+def _blocked_ancestor(path: Path, user: str) -> Path | None:
+    """The first directory above `path` that `user` cannot search (None: all are searchable)."""
+    uid = pwd.getpwnam(user).pw_uid
+    for parent in Path(path).parents:
+        info = parent.stat()
+        if not info.st_mode & stat.S_IXOTH and info.st_uid != uid:
+            return parent
+    return None
+
+
+def pgserver_bin_dir() -> Path | None:
+    """The binaries inside the `pgserver` wheel (the `embedded` extra), found without importing it."""
+    spec = importlib.util.find_spec("pgserver")
+    if spec is None or not spec.origin:
+        return None
+    return Path(spec.origin).parent / "pginstall" / "bin"
 
 
 def free_port() -> int:
@@ -138,8 +161,37 @@ class LocalServer:
     @property
     def bin_dir(self) -> Path:
         if self._bin_dir is None:
-            self._bin_dir = find_pg_bin(self._explicit_bin)
+            found = find_pg_bin(self._explicit_bin)
+            if self.run_as is not None and _blocked_ancestor(found / "postgres", self.run_as) is not None:
+                found = self._copy_installation(found)
+            self._bin_dir = found
         return self._bin_dir
+
+    def _copy_installation(self, bin_dir: Path) -> Path:
+        """Binaries under a root-only directory (a wheel in /root/...): copy the relocatable install
+        next to the cluster, where the unprivileged server user can run it. The layout above bin/ is kept
+        (site-packages/<pkg>/pginstall/bin) with the wheel's bundled `<pkg>.libs`, which the binaries
+        find through an $ORIGIN-relative RPATH."""
+        install = bin_dir.parent  # pginstall
+        package = install.parent  # e.g. pgserver
+        target_root = self.base_dir / "pginstall"
+        target = target_root / package.name / install.name
+        if not (target / "bin" / "postgres").is_file():
+            shutil.rmtree(target_root, ignore_errors=True)
+            target_root.mkdir(parents=True)
+            shutil.copytree(install, target, symlinks=True)
+            bundled_libs = package.parent / f"{package.name}.libs"
+            if bundled_libs.is_dir():
+                shutil.copytree(bundled_libs, target_root / bundled_libs.name, symlinks=True)
+            for root, dirs, files in os.walk(target_root):
+                for name in dirs + files:
+                    path = Path(root) / name
+                    if not path.is_symlink():
+                        mode = path.stat().st_mode
+                        path.chmod(mode | stat.S_IROTH | (stat.S_IXOTH if path.is_dir() or mode & stat.S_IXUSR else 0))
+            for path in (target_root, target.parent):
+                path.chmod(0o755)
+        return target / "bin"
 
     @property
     def initialised(self) -> bool:
@@ -279,15 +331,14 @@ class LocalServer:
 
     @staticmethod
     def _check_traversable(path: Path, user: str) -> None:
-        for parent in path.parents:
-            mode = parent.stat().st_mode
-            if not mode & stat.S_IXOTH and parent.stat().st_uid != pwd.getpwnam(user).pw_uid:
-                raise LocalServerError(
-                    f"The local PostgreSQL runs as the unprivileged user {user!r} (celora runs as root), "
-                    f"but {parent} is not searchable by that user, so it cannot reach {path}.",
-                    "Set CELORA_LOCAL_DIR to a directory outside it, e.g. CELORA_LOCAL_DIR=/var/tmp/celora, "
-                    f"or `chmod o+x {parent}`.",
-                )
+        parent = _blocked_ancestor(path, user)
+        if parent is not None:
+            raise LocalServerError(
+                f"The local PostgreSQL runs as the unprivileged user {user!r} (celora runs as root), "
+                f"but {parent} is not searchable by that user, so it cannot reach {path}.",
+                "Set CELORA_LOCAL_DIR to a directory outside it, e.g. CELORA_LOCAL_DIR=/var/tmp/celora, "
+                f"or `chmod o+x {parent}`.",
+            )
 
     def _run(self, args, check: bool = True) -> subprocess.CompletedProcess:
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C", "LANG": "C"}

@@ -8,6 +8,7 @@ This module stays light (no SQLAlchemy, no psycopg): `celora --help` imports it.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from dataclasses import dataclass, field, replace
@@ -26,9 +27,26 @@ CELORA_URL_PARAMS = {"pgbouncer", "connection_limit", "pool_timeout", "schema", 
 _SCHEMES = {"postgresql": "postgresql", "postgres": "postgresql", "postgresql+psycopg": "postgresql"}
 
 
+_URL_AUTHORITY = re.compile(r"(?i)([a-z][a-z0-9+.-]*://)([^/?#\s]*)")
+
+
 def mask_url(url: str) -> str:
-    """Hide the password of a URL (and any password=... parameter): postgresql://app:****@db:5432/celora."""
-    masked = re.sub(r"(://[^:/@\s]*:)([^@\s]*)(@)", r"\1****\3", url)
+    """Hide the password of every URL in `url` (and any password=... parameter).
+
+    postgresql://app:s3cret@db:5432/celora -> postgresql://app:****@db:5432/celora. The user info ends at
+    the LAST '@' of the authority, as urlsplit reads it, so an unencoded '@' in a password stays hidden.
+    """
+
+    def hide(match: re.Match) -> str:
+        scheme, authority = match.group(1), match.group(2)
+        if "@" not in authority:
+            return match.group(0)
+        userinfo, host = authority.rsplit("@", 1)
+        if ":" in userinfo:
+            userinfo = userinfo.split(":", 1)[0] + ":****"
+        return f"{scheme}{userinfo}@{host}"
+
+    masked = _URL_AUTHORITY.sub(hide, url)
     return re.sub(r"(?i)((?:^|[?&\s])password=)[^&\s]*", r"\1****", masked)
 
 
@@ -52,9 +70,13 @@ class DatabaseURL:
     def masked(self) -> str:
         return mask_url(self.original)
 
+    host_in_query: bool = False  # libpq's ?host=/socket/dir form: the URL's authority has no host
+
     @property
     def display_host(self) -> str:
         host = self.host or "localhost"
+        if ":" in host:
+            host = f"[{host}]"
         return f"{host}:{self.port or 5432}"
 
     def sqlalchemy_url(self) -> str:
@@ -65,7 +87,7 @@ class DatabaseURL:
             if self.password is not None:
                 auth += ":" + quote(self.password, safe="")
             auth += "@"
-        host = self.host or ""
+        host = "" if self.host_in_query else (self.host or "")
         if host and ":" in host:  # IPv6 literal
             host = f"[{host}]"
         port = f":{self.port}" if self.port else ""
@@ -82,8 +104,9 @@ def parse_database_url(url: str, setting: str = "DATABASE_URL") -> DatabaseURL:
     url = url.strip()
     shown = mask_url(url)
     if "://" not in url:
+        # Not echoed: without a scheme we cannot tell where a password would sit in it.
         raise ConfigError(
-            f"{setting} is not a URL: {shown!r}.",
+            f"{setting} is not a URL (it has no scheme://).",
             "Use the form postgresql://USER:PASSWORD@HOST:5432/DATABASE",
         )
     scheme = url.split("://", 1)[0].lower()
@@ -109,13 +132,15 @@ def parse_database_url(url: str, setting: str = "DATABASE_URL") -> DatabaseURL:
     celora = {k: v for k, v in query if k in CELORA_URL_PARAMS}
     libpq = tuple((k, v) for k, v in query if k not in CELORA_URL_PARAMS)
     host = parts.hostname
-    if host is None:  # libpq allows ?host=/socket/dir
-        host = dict(libpq).get("host")
+    host_in_query = host is None and dict(libpq).get("host") is not None
+    if host_in_query:  # libpq allows postgresql:///db?host=/socket/dir
+        host = dict(libpq)["host"]
     return DatabaseURL(
         original=url,
         username=unquote(parts.username) if parts.username else None,
         password=unquote(parts.password) if parts.password is not None else None,
         host=host,
+        host_in_query=host_in_query,
         port=port,
         database=database,
         libpq_params=libpq,
@@ -135,13 +160,17 @@ def _parse_bool(value: str, name: str) -> bool:
     raise ConfigError(f"{name} must be true or false, not {value!r}.", "Use true or false.")
 
 
-def _parse_number(value, kind, name):
+def _parse_number(value, kind, name, maximum=None):
     if value is None or value == "":
         return None
     try:
         number = kind(value)
     except ValueError:
         raise ConfigError(f"{name} must be a number, not {value!r}.", "Use a plain number, e.g. 5.") from None
+    if not math.isfinite(number):
+        raise ConfigError(f"{name} must be a finite number, not {value!r}.", "Use a plain number, e.g. 5.")
+    if maximum is not None and number > maximum:
+        raise ConfigError(f"{name} must be at most {maximum} (got {value!r}).", f"Use a number up to {maximum}.")
     if number < 0:
         raise ConfigError(f"{name} must not be negative (got {value!r}).", "Use a number of 0 or more.")
     return number
@@ -257,6 +286,9 @@ def load_settings(
         except ValueError:
             raise ConfigError(f"{name} must be a number of seconds, not {raw!r}.",
                               f"Set {name}=5 (seconds) or unset it.") from None
+        if not math.isfinite(result):
+            raise ConfigError(f"{name} must be a finite number of seconds (got {raw!r}).",
+                              f"Set {name}=5 (seconds) or unset it.")
         if result < 0:
             raise ConfigError(f"{name} must not be negative (got {raw!r}).", f"Set {name} to 0 or more.")
         return result
@@ -282,7 +314,7 @@ def load_settings(
         local_dir=optional_path("CELORA_LOCAL_DIR"),
         local_pg_bin=optional_path("CELORA_PG_BIN"),
         local_pg_user=get("CELORA_PG_USER"),
-        local_port=_parse_number(local_port, int, "CELORA_LOCAL_PORT"),
+        local_port=_parse_number(local_port, int, "CELORA_LOCAL_PORT", maximum=65535),
         migrations_dir=optional_path("CELORA_MIGRATIONS_DIR"),
     )
     if settings.direct_database_url is not None and settings.direct_database_url.pgbouncer:

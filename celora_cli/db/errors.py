@@ -26,6 +26,7 @@ _AUTH = ("password authentication failed", "no password supplied", "no pg_hba.co
          "authentication failed", "role \"", "sasl authentication")
 _TOO_MANY = ("too many connections", "remaining connection slots", "no more connections allowed",
              "sorry, too many clients")
+# Checked after "database ... does not exist", so 'role "x" does not exist' is the only "does not exist" left.
 
 
 def root_cause(exc: BaseException) -> BaseException:
@@ -67,16 +68,16 @@ def translate(exc: BaseException, url: DatabaseURL | None, setting: str = "DATAB
             f"startup options ({message}): the URL goes through PgBouncer but does not say so.",
             f"Add ?pgbouncer=true to {setting} (and set DIRECT_DATABASE_URL for migrations).",
         )
-    if state in ("28P01", "28000") or any(m in lowered for m in _AUTH) and "does not exist" not in lowered:
-        return AuthenticationFailed(
-            f"Authentication failed for user {user!r} at {where} ({setting}={shown}): {message}",
-            f"Check the user name and password in {setting}; percent-encode special characters in the password.",
-        )
     if state == "3D000" or ("database \"" in lowered and "does not exist" in lowered):
         return DatabaseNotFound(
             f"Database {dbname!r} does not exist on {where} ({setting}={shown}).",
             f"Create it (`createdb -h {url.host if url else 'HOST'} -p {url.port or 5432 if url else 5432} {dbname}`) "
             f"or fix the database name in {setting}.",
+        )
+    if state in ("28P01", "28000") or any(m in lowered for m in _AUTH):
+        return AuthenticationFailed(
+            f"Authentication failed for user {user!r} at {where} ({setting}={shown}): {message}",
+            f"Check the user name and password in {setting}; percent-encode special characters in the password.",
         )
     if state == "53300" or any(m in lowered for m in _TOO_MANY):
         return TooManyConnections(

@@ -20,7 +20,11 @@ TRANSIENT_SQLSTATES = frozenset({"57P01", "57P02", "57P03", "53300", "40001", "4
 _CONNECTION_MESSAGES = ("connection refused", "connection reset", "server closed the connection",
                         "connection is lost", "the connection is closed", "could not connect",
                         "consuming input failed", "terminating connection", "timeout expired",
-                        "no connection to the server")
+                        "no connection to the server",
+                        # At connect time libpq reports these as text, without a SQLSTATE:
+                        "too many clients", "too many connections", "remaining connection slots",
+                        "the database system is starting up", "the database system is shutting down",
+                        "the database system is in recovery mode")
 _NEVER = ("password authentication failed", "no password supplied", "no pg_hba.conf entry",
           "authentication failed")
 

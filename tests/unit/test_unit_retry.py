@@ -101,9 +101,6 @@ def test_auth_sqlstate_wins_over_invalidated_connection():
 
 # Connection-time failures from libpq reach psycopg as a plain OperationalError WITHOUT a sqlstate
 # (psycopg.generators._connect: OperationalError(f"connection failed: {message}")), so only the text is there.
-@pytest.mark.xfail(strict=True, reason="BUG: at connect time 'FATAL: sorry, too many clients already' (53300) "
-                   "arrives as OperationalError with sqlstate None; is_transient only knows connection-loss "
-                   "phrases, so it returns False although the docstring lists too-many-connections as transient")
 def test_connect_time_too_many_clients_is_transient():
     exc = psycopg.OperationalError('connection failed: connection to server at "127.0.0.1", port 5432 failed: '
                                    "FATAL:  sorry, too many clients already")
@@ -111,9 +108,6 @@ def test_connect_time_too_many_clients_is_transient():
     assert is_transient(exc) is True
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: at connect time 'FATAL: the database system is starting up' "
-                   "(57P03) / 'is shutting down' arrive without a sqlstate and is_transient returns False, "
-                   "although the docstring says a starting/shutting-down server is transient")
 @pytest.mark.parametrize("phase", ["starting up", "shutting down"])
 def test_connect_time_server_starting_or_stopping_is_transient(phase):
     exc = psycopg.OperationalError('connection failed: connection to server at "127.0.0.1", port 5432 failed: '

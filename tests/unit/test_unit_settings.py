@@ -69,8 +69,6 @@ def test_rejected_urls_raise_config_error_without_password(url, needle):
     assert "topsecret" not in err.hint
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a URL missing its scheme (app:topsecret@db:5432/celora) is echoed "
-                   "verbatim in the 'is not a URL' ConfigError, password included (mask_url needs '://')")
 def test_scheme_less_url_error_does_not_leak_password():
     with pytest.raises(ConfigError) as info:
         parse_database_url("app:topsecret@db:5432/celora")
@@ -189,9 +187,6 @@ def test_user_without_password():
     assert parsed.sqlalchemy_url() == "postgresql+psycopg://app@h/db"
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a Unix-socket URL (host given as ?host=/dir) is rendered by "
-                   "sqlalchemy_url() as postgresql+psycopg:///var/run/postgresql/celora, so SQLAlchemy sees "
-                   "database 'var/run/postgresql/celora' instead of 'celora'")
 def test_unix_socket_host_query_param_keeps_database_name():
     parsed = parse_database_url("postgresql:///celora?host=/var/run/postgresql")
     assert parsed.host == "/var/run/postgresql"
@@ -234,16 +229,11 @@ def test_mask_url_leaves_urls_without_password_unchanged(url):
     assert mask_url(url) == url
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: mask_url stops at the FIRST '@', so a URL with no password but an "
-                   "'@' in the query is mangled: host, port and database are replaced by ****")
 def test_mask_url_no_password_with_at_in_query_unchanged():
     url = "postgresql://db:5432/celora?application_name=me@laptop"
     assert mask_url(url) == url
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: password with an unencoded '@' (hunter@22secret) is only masked up "
-                   "to the first '@': mask_url gives postgresql://app:****@22secret@db:5432/celora, leaking "
-                   "'22secret' (urlsplit itself parses the password as 'hunter@22secret')")
 def test_mask_url_password_with_unencoded_at_is_fully_masked():
     url = "postgresql://app:hunter@22secret@db:5432/celora"
     assert parse_database_url(url).password == "hunter@22secret"
@@ -252,9 +242,6 @@ def test_mask_url_password_with_unencoded_at_is_fully_masked():
     assert masked == "postgresql://app:****@db:5432/celora"
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: the malformed-URL ConfigError for postgresql://app:top@secret@db:bad/x "
-                   "shows postgresql://app:****@secret@db:bad/x: part of the password ('secret') leaks, exactly in "
-                   "the case the hint describes (an unencoded @ in the password)")
 def test_malformed_url_with_unencoded_at_in_password_does_not_leak():
     with pytest.raises(ConfigError) as info:
         parse_database_url("postgresql://app:top@secret@db:bad/celora")
@@ -404,16 +391,12 @@ def test_bad_timeouts_are_config_errors(tmp_path, name, value, words):
     assert words in info.value.message
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: CELORA_CONNECT_TIMEOUT=nan (and inf) pass validation "
-                   "(float('nan') < 0 is False); engine.connect_args() then crashes in math.ceil(nan)")
 @pytest.mark.parametrize("value", ["nan", "inf"])
 def test_non_finite_timeout_is_config_error(tmp_path, value):
     with pytest.raises(ConfigError):
         load_settings(environ={"CELORA_CONNECT_TIMEOUT": value}, project_root=tmp_path)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: CELORA_LOCAL_PORT=99999 is accepted (only negatives are rejected); "
-                   "a TCP port must be 1-65535")
 def test_local_port_out_of_range_is_config_error(tmp_path):
     with pytest.raises(ConfigError):
         load_settings(environ={"CELORA_LOCAL_PORT": "99999"}, project_root=tmp_path)
