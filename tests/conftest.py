@@ -7,6 +7,7 @@ start-up, and every Settings object is built from an explicit mapping.
 
 from __future__ import annotations
 
+import configparser
 import itertools
 import os
 import pwd
@@ -131,27 +132,26 @@ def pgbouncer(pg_server):
     base = shared_tmpdir("celora-test-pgbouncer-")
     port = free_port()
     (base / "users.txt").write_text('"celora" ""\n')
-    lines = [
-        "[databases]",
-        f"* = host=127.0.0.1 port={pg_server.port}",
-        "[pgbouncer]",
-        "listen_addr = 127.0.0.1",
-        f"listen_port = {port}",
-        "unix_socket_dir =",
-        "auth_type = trust",
-        f"auth_file = {base / 'users.txt'}",
-        "pool_mode = transaction",
+    # The repo's production pgbouncer.ini, with only the environment-specific keys replaced.
+    config = configparser.ConfigParser(interpolation=None, comment_prefixes=(";", "#"))
+    config.read(REPO / "pgbouncer.ini")
+    assert config["pgbouncer"]["pool_mode"] == "transaction"
+    config["databases"] = {"*": f"host=127.0.0.1 port={pg_server.port}"}
+    config["pgbouncer"].update({
+        "listen_addr": "127.0.0.1", "listen_port": str(port), "unix_socket_dir": "",
+        "auth_type": "trust", "auth_file": str(base / "users.txt"),
+        "logfile": str(base / "pgbouncer.log"), "pidfile": str(base / "pgbouncer.pid"),
+        "server_tls_sslmode": "disable", "min_pool_size": "0",
         # One server connection per database: any session state or prepared statement that leaked
-        # from one client would be seen by the next, so the tests below can catch it.
-        "default_pool_size = 1",
-        "max_client_conn = 200",
-        "ignore_startup_parameters = extra_float_digits",
-        f"logfile = {base / 'pgbouncer.log'}",
-        f"pidfile = {base / 'pgbouncer.pid'}",
-    ]
+        # from one client would be seen by the next, so the tests can catch it.
+        "default_pool_size": "1", "reserve_pool_size": "0",
+    })
+    for key in ("admin_users", "stats_users"):
+        config["pgbouncer"].pop(key, None)
     if _pgbouncer_version(binary) >= (1, 21):
-        lines.append("max_prepared_statements = 0")  # keep the classic transaction-mode behaviour
-    (base / "pgbouncer.ini").write_text("\n".join(lines) + "\n")
+        config["pgbouncer"]["max_prepared_statements"] = "0"  # keep the classic transaction-mode behaviour
+    with open(base / "pgbouncer.ini", "w") as handle:
+        config.write(handle)
     kwargs = {}
     if os.geteuid() == 0:  # PgBouncer refuses to run as root, like PostgreSQL
         user = pwd.getpwnam(pg_server.run_as)
