@@ -88,7 +88,7 @@ app = typer.Typer(
 @app.callback()
 def root(
     ctx: typer.Context,
-    env_file: Optional[Path] = typer.Option(
+    env_file: Optional[str] = typer.Option(
         None, "--env-file", help="Read settings from this dotenv file (beats the environment and .env)."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks for errors (or CELORA_DEBUG=1)."),
 ) -> None:

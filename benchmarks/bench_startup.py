@@ -1,0 +1,51 @@
+"""Start-up cost of the CLI, as ratios against baselines measured in the same run.
+
+The floor for any Typer CLI is Typer itself (it imports Rich, and pydantic for option coercion), so the
+baseline is a two-command Typer app with a root callback and a typed option. Targets: `celora --help` and
+`celora db health --help` within 1.5x of that floor (they import no SQLAlchemy/Alembic/psycopg/Faker).
+The cost of those libraries and of a bare interpreter are printed for context.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _timing import PYTHON, command, median_seconds, report  # noqa: E402
+
+RUNS = 15
+MINIMAL_TYPER_APP = """
+import typer
+app = typer.Typer()
+@app.callback()
+def root(debug: bool = False) -> None:
+    pass
+@app.command()
+def health(timeout: float = typer.Option(5.0, min=0.5), as_json: bool = False) -> None:
+    pass
+@app.command()
+def status() -> None:
+    pass
+app()
+"""
+
+
+def main() -> int:
+    python = median_seconds(command(PYTHON, "-c", "pass"), RUNS)
+    typer_root = median_seconds(command(PYTHON, "-c", MINIMAL_TYPER_APP, "--help"), RUNS)
+    # A subcommand's --help runs the root callback, which loads Typer's option coercion (pydantic).
+    typer_sub = median_seconds(command(PYTHON, "-c", MINIMAL_TYPER_APP, "health", "--help"), RUNS)
+    help_time = median_seconds(command(PYTHON, "-m", "celora_cli", "--help"), RUNS)
+    db_help = median_seconds(command(PYTHON, "-m", "celora_cli", "db", "health", "--help"), RUNS)
+    heavy = median_seconds(command(PYTHON, "-c", "import sqlalchemy, alembic.command, psycopg"), RUNS)
+    return report([
+        ("celora --help vs minimal Typer app", help_time, typer_root, 1.5),
+        ("celora db health --help vs minimal Typer app", db_help, typer_sub, 1.5),
+        ("minimal Typer app vs bare python (context)", typer_sub, python, float("inf")),
+        ("sqlalchemy+alembic+psycopg vs python (context)", heavy, python, float("inf")),
+    ])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
