@@ -90,7 +90,7 @@ def _check(check: ConnectionCheck, url: DatabaseURL, settings: Settings, extras:
     # Connect exactly as the app does (same startup options), only with timeouts capped by ours.
     statement_timeout = min(settings.statement_timeout, timeout) if settings.statement_timeout else 0
     quick = dataclasses.replace(settings, connect_timeout=min(settings.connect_timeout, timeout),
-                                statement_timeout=statement_timeout, log_queries=False)
+                                statement_timeout=statement_timeout)
     engine = None
     try:
         engine = build_engine(url, quick, pooled=False, application_name="celora health")

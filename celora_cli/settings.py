@@ -107,7 +107,7 @@ def parse_database_url(url: str, setting: str = "DATABASE_URL") -> DatabaseURL:
         # Not echoed: without a scheme we cannot tell where a password would sit in it.
         raise ConfigError(
             f"{setting} is not a URL (it has no scheme://).",
-            "Use the form postgresql://USER:PASSWORD@HOST:5432/DATABASE",
+            "Use the form postgresql://USER@HOST:5432/DATABASE, with the password as USER:PASSWORD before the @.",
         )
     scheme = url.split("://", 1)[0].lower()
     if scheme not in _SCHEMES:

@@ -104,8 +104,11 @@ def _install_query_log(engine: Engine) -> None:
     @event.listens_for(engine, "after_cursor_execute")
     def _end(conn, cursor, statement, parameters, context, executemany):
         started = conn.info["celora_query_start"].pop()
-        count = len(parameters) if isinstance(parameters, (list, tuple, dict)) else 0
+        rows = parameters if executemany and isinstance(parameters, (list, tuple)) else [parameters]
+        count = len(rows[0]) if rows and isinstance(rows[0], (list, tuple, dict)) else 0
         hidden = f" [{count} parameter(s) hidden]" if count else ""
+        if executemany:
+            hidden += f" x {len(rows)} rows"
         query_log.info("%.1f ms  %s%s", (time.perf_counter() - started) * 1000,
                        " ".join(statement.split()), hidden)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import re
 from typing import Iterator
 
 from celora_cli.errors import (
@@ -26,7 +27,13 @@ _AUTH = ("password authentication failed", "no password supplied", "no pg_hba.co
          "authentication failed", "role \"", "sasl authentication")
 _TOO_MANY = ("too many connections", "remaining connection slots", "no more connections allowed",
              "sorry, too many clients")
-# Checked after "database ... does not exist", so 'role "x" does not exist' is the only "does not exist" left.
+# Checked after "database ... does not exist" and "too many connections for role", so a remaining 'role "x"'
+# message is about authentication.
+
+
+# libpq refuses the connection string itself (no server contacted).
+_BAD_CONNINFO = re.compile(r"invalid connection option|invalid uri query parameter|invalid \w+ value"
+                           r"|invalid integer value|invalid port number|missing \"=\" after")
 
 
 def root_cause(exc: BaseException) -> BaseException:
@@ -62,6 +69,12 @@ def translate(exc: BaseException, url: DatabaseURL | None, setting: str = "DATAB
     dbname = url.database if url and url.database else "(default)"
     user = url.username if url and url.username else "(default)"
 
+    if _BAD_CONNINFO.search(lowered):
+        return ConfigError(
+            f"{setting} has a connection parameter libpq rejects ({shown}): {message}",
+            f"Fix or remove that parameter in {setting}; see the libpq connection parameters "
+            "(sslmode: disable, allow, prefer, require, verify-ca, verify-full).",
+        )
     if "unsupported startup parameter" in lowered:
         return ConfigError(
             f"The server at {where} ({setting}={shown}) is a connection pooler that rejected celora's "
@@ -74,16 +87,16 @@ def translate(exc: BaseException, url: DatabaseURL | None, setting: str = "DATAB
             f"Create it (`createdb -h {url.host if url else 'HOST'} -p {url.port or 5432 if url else 5432} {dbname}`) "
             f"or fix the database name in {setting}.",
         )
-    if state in ("28P01", "28000") or any(m in lowered for m in _AUTH):
-        return AuthenticationFailed(
-            f"Authentication failed for user {user!r} at {where} ({setting}={shown}): {message}",
-            f"Check the user name and password in {setting}; percent-encode special characters in the password.",
-        )
     if state == "53300" or any(m in lowered for m in _TOO_MANY):
         return TooManyConnections(
             f"The database server at {where} has no connection slots left ({message}).",
             "Use the PgBouncer URL for app traffic (DATABASE_URL with ?pgbouncer=true), lower connection_limit, "
             "or close idle clients (see `celora db health`).",
+        )
+    if state in ("28P01", "28000") or any(m in lowered for m in _AUTH):
+        return AuthenticationFailed(
+            f"Authentication failed for user {user!r} at {where} ({setting}={shown}): {message}",
+            f"Check the user name and password in {setting}; percent-encode special characters in the password.",
         )
     if state == "42P01":
         return SchemaNotMigrated(
