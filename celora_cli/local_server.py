@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import glob
+import hashlib
 import importlib.util
 import json
 import os
@@ -31,6 +32,7 @@ from celora_cli.errors import LocalServerError
 DEFAULT_DATABASE = "celora"
 DEFAULT_USER = "celora"
 _REQUIRED = ("initdb", "pg_ctl", "postgres")
+FALLBACK_PARENT = Path("/var/tmp")  # survives reboots, unlike /tmp
 SYSTEM_BIN_GLOBS = ("/usr/lib/postgresql/*/bin", "/usr/local/pgsql/bin", "/opt/homebrew/opt/postgresql@*/bin")
 
 
@@ -154,8 +156,14 @@ class LocalServer:
 
     @classmethod
     def from_settings(cls, settings) -> "LocalServer":
-        return cls(settings.local_server_dir, bin_dir=settings.local_pg_bin,
-                   run_as=settings.local_pg_user, port=settings.local_port)
+        base = settings.local_server_dir
+        run_as = settings.local_pg_user or default_run_as()
+        if settings.local_dir is None and run_as is not None and _blocked_ancestor(base, run_as) is not None:
+            # Root with the project in a private folder (/root/..., a 0700 mktemp): the server user cannot
+            # reach <project>/.celora, so keep the cluster in a per-project folder it can reach.
+            digest = hashlib.sha256(str(base.resolve()).encode()).hexdigest()[:12]
+            base = FALLBACK_PARENT / f"celora-{digest}"
+        return cls(base, bin_dir=settings.local_pg_bin, run_as=run_as, port=settings.local_port)
 
     # -- facts -----------------------------------------------------------------------------------------
     @property

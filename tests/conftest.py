@@ -186,7 +186,8 @@ def run_celora(*args: str, env: dict | None = None, cwd: Path | None = None, tim
     """Run the real `celora` entry point in a subprocess with a clean environment."""
     clean = {k: v for k, v in os.environ.items()
              if k not in ("DATABASE_URL", "DIRECT_DATABASE_URL") and not k.startswith("CELORA_")}
-    clean.update({"CELORA_PROJECT_ROOT": str(REPO), "NO_COLOR": "1", "COLUMNS": "200"})
+    # PYTHONPATH: always this checkout's code, whatever `pip install -e` last pointed at.
+    clean.update({"CELORA_PROJECT_ROOT": str(REPO), "NO_COLOR": "1", "COLUMNS": "200", "PYTHONPATH": str(REPO)})
     clean.update(env or {})
     return subprocess.run([sys.executable, "-m", "celora_cli", *args], capture_output=True, text=True,
                           env=clean, cwd=cwd or REPO, timeout=timeout)

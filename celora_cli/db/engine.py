@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import NullPool
 
 from celora_cli.db.errors import translating
+from celora_cli.errors import ConfigError
 from celora_cli.settings import DatabaseURL, Settings, parse_database_url
 
 query_log = logging.getLogger("celora.sql")
@@ -40,6 +41,14 @@ def resolve_urls(settings: Settings) -> ResolvedURLs:
     if settings.uses_local_server:
         from celora_cli.local_server import LocalServer
 
+        if settings.env in ("staging", "production"):
+            # A deploy with a missing DATABASE_URL must fail, not migrate a fresh local database and pass.
+            raise ConfigError(
+                f"DATABASE_URL is not set (CELORA_ENV={settings.env}). celora starts its own local PostgreSQL "
+                "only for development and test.",
+                "Set DATABASE_URL (and DIRECT_DATABASE_URL when it goes through PgBouncer) in the environment "
+                "or pass --env-file.",
+            )
         url = parse_database_url(LocalServer.from_settings(settings).ensure_running(), "local database")
         return ResolvedURLs(pooled=url, direct=settings.direct_database_url or url, local=True)
     direct = settings.direct_database_url

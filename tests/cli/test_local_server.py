@@ -87,3 +87,31 @@ def test_pgserver_wheel_is_found_and_runs(monkeypatch, tmp_path):
     finally:
         server.destroy()
         shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.mark.parametrize("env", ["staging", "production"])
+def test_no_local_server_outside_development(env, local_dir):
+    result = run_celora("db", "migrate-deploy", env={"CELORA_LOCAL_DIR": str(local_dir), "CELORA_ENV": env})
+    assert result.returncode == 3
+    assert f"DATABASE_URL is not set (CELORA_ENV={env})" in result.stderr
+    assert not (local_dir / "pgdata").exists()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root runs the server as another user")
+def test_private_project_folder_as_root_uses_a_reachable_cluster_dir(tmp_path):
+    """A project in a 0700 folder: the cluster moves to /var/tmp/celora-<hash> instead of failing."""
+    from celora_cli.settings import load_settings
+
+    project = tmp_path / "private-project"
+    project.mkdir()
+    tmp_path.chmod(0o700)
+    settings = load_settings(environ={}, project_root=project)
+    server = LocalServer.from_settings(settings)
+    try:
+        assert server.base_dir.parent == Path("/var/tmp") and server.base_dir.name.startswith("celora-")
+        assert LocalServer.from_settings(settings).base_dir == server.base_dir  # stable per project
+        url = run_celora("local", "url", env={"CELORA_PROJECT_ROOT": str(project)}, cwd=project)
+        assert url.returncode == 0, url.stderr
+        assert url.stdout.startswith("postgresql://celora@127.0.0.1:")
+    finally:
+        server.destroy()

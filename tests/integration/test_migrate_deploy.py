@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -91,7 +92,7 @@ def test_concurrent_runs_apply_each_migration_once(empty_db, tmp_path):
     history = write_history(tmp_path, ("20261127000000", HEAD, body.format(rev="a")),
                             ("20261128000000", "20261127000000", body.format(rev="b")))
     env = {"DATABASE_URL": empty_db, "CELORA_MIGRATIONS_DIR": str(history)}
-    clean = {**__import__("os").environ, **env, "CELORA_PROJECT_ROOT": str(REPO), "NO_COLOR": "1"}
+    clean = {**os.environ, **env, "CELORA_PROJECT_ROOT": str(REPO), "NO_COLOR": "1", "PYTHONPATH": str(REPO)}
     runners = [subprocess.Popen([sys.executable, "-m", "celora_cli", "db", "migrate-deploy"], env=clean,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
     outputs = [r.communicate(timeout=120) for r in runners]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+from pathlib import Path
 import sys
 
 import pytest
@@ -166,6 +167,7 @@ def test_help_imports_no_heavy_modules(tmp_path):
     )
     env = {k: v for k, v in os.environ.items() if k not in SETTING_VARS}
     env["CELORA_PROJECT_ROOT"] = str(tmp_path)
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])  # this checkout's code
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, env=env,
                           timeout=60)
     assert proc.returncode == 0, proc.stderr
