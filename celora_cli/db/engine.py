@@ -16,11 +16,10 @@ import time
 from dataclasses import dataclass
 from typing import Iterator
 
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import NullPool
 
-from celora_cli.db.errors import translating
 from celora_cli.errors import ConfigError
 from celora_cli.settings import DatabaseURL, Settings, parse_database_url
 
@@ -33,7 +32,6 @@ class ResolvedURLs:
 
     pooled: DatabaseURL
     direct: DatabaseURL | None  # None: DATABASE_URL is pooled and there is no direct URL
-    local: bool = False
 
 
 def resolve_urls(settings: Settings) -> ResolvedURLs:
@@ -50,7 +48,7 @@ def resolve_urls(settings: Settings) -> ResolvedURLs:
                 "or pass --env-file.",
             )
         url = parse_database_url(LocalServer.from_settings(settings).ensure_running(), "local database")
-        return ResolvedURLs(pooled=url, direct=settings.direct_database_url or url, local=True)
+        return ResolvedURLs(pooled=url, direct=settings.direct_database_url or url)
     direct = settings.direct_database_url
     if direct is None and not settings.database_url.pgbouncer:
         direct = settings.database_url
@@ -140,19 +138,18 @@ def build_engine(url: DatabaseURL, settings: Settings, *, pooled: bool = True,
     return engine
 
 
-_engines: dict[tuple, Engine] = {}
+_engines: dict[Settings, Engine] = {}
 
 
 def get_engine(settings: Settings | None = None) -> Engine:
-    """The shared pooled engine for app traffic (DATABASE_URL, or the local server)."""
+    """The shared pooled engine for app traffic (DATABASE_URL, or the local server), one per Settings."""
     from celora_cli.settings import load_settings
 
     settings = settings or load_settings()
-    url = resolve_urls(settings).pooled
-    key = (url, settings.connect_timeout, settings.statement_timeout, settings.log_queries)
-    if key not in _engines:
-        _engines[key] = build_engine(url, settings, pooled=True)
-    return _engines[key]
+    engine = _engines.get(settings)
+    if engine is None:  # resolve only once: for the local server that means starting it
+        engine = _engines[settings] = build_engine(resolve_urls(settings).pooled, settings, pooled=True)
+    return engine
 
 
 def get_direct_engine(settings: Settings | None = None, application_name: str = "celora") -> Engine:
@@ -175,12 +172,3 @@ def session_scope(settings: Settings | None = None) -> Iterator[Session]:
         except BaseException:
             session.rollback()
             raise
-
-
-def ping(engine: Engine, url: DatabaseURL, setting: str = "DATABASE_URL") -> float:
-    """Round trip `SELECT 1` on a fresh connection; returns milliseconds. Raises translated errors."""
-    with translating(url, setting):
-        with engine.connect() as conn:
-            started = time.perf_counter()
-            conn.execute(text("SELECT 1"))
-            return (time.perf_counter() - started) * 1000

@@ -153,7 +153,7 @@ def test_malformed_and_unsupported_urls_exit_3_without_the_password():
     calls = [(("db", command), {"DATABASE_URL": url}) for url, _, _ in MALFORMED
              for command in ("migrate-deploy", "status")]
     results = run_many(*calls)
-    for (args, env), result in zip(calls, results):
+    for (_args, env), result in zip(calls, results):
         url = env["DATABASE_URL"]
         _, cause, fix = next(case for case in MALFORMED if case[0] == url)
         assert result.returncode == ExitCode.CONFIG == 3, (url, result.stderr)
