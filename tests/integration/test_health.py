@@ -139,3 +139,28 @@ def test_health_counts_connections(migrated_db):
     finally:
         for conn in extra:
             conn.close()
+
+
+def test_direct_path_down_is_degraded(pgbouncer, migrated_db):
+    report = check_database_health(settings_for(pgbouncer(db_name(migrated_db)),
+                                                direct=f"postgresql://celora:dpw-123x@127.0.0.1:{free_port()}/x"))
+    assert report.status == "degraded" and report.exit_code == 1
+    assert report.checks["pooled"].ok and not report.checks["direct"].ok
+    assert any("direct path (DIRECT_DATABASE_URL) is down" in p for p in report.problems)
+    assert "dpw-123x" not in json.dumps(report.as_dict())
+
+
+def test_cli_runner_in_process(migrated_db, monkeypatch):
+    """The same command through Typer's CliRunner, in this process."""
+    from typer.testing import CliRunner
+
+    from celora_cli.cli.app import app
+    from tests.conftest import REPO
+
+    monkeypatch.chdir(REPO)
+    env = {"DATABASE_URL": migrated_db, "CELORA_PROJECT_ROOT": str(REPO), "NO_COLOR": "1"}
+    result = CliRunner().invoke(app, ["db", "health", "--json"], env=env)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["status"] == "healthy"
+    deploy = CliRunner().invoke(app, ["db", "migrate-deploy"], env=env)
+    assert deploy.exit_code == 0 and "No pending migrations" in deploy.output
