@@ -186,8 +186,8 @@ def check_database_health(settings: Settings | None = None, *, timeout: float | 
     extras = direct_extras if direct_url is not None else pooled_extras
     report.connections = extras.get("connections")
     report.migrations = extras.get("migrations")
-    if "migration_error" in extras:
-        report.warnings.append(extras["migration_error"])
+    if "migration_error" in extras:  # e.g. the database is ahead of the code: the app may not match it
+        report.problems.append(extras["migration_error"])
     return _finish(report, started, settings)
 
 

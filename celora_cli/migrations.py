@@ -120,6 +120,15 @@ def _info(script) -> MigrationInfo:
                          description=(script.doc or "").strip())
 
 
+def _known(script, revision: str) -> bool:
+    from alembic.util.exc import CommandError
+
+    try:
+        return script.get_revision(revision) is not None
+    except CommandError:
+        return False
+
+
 def status_on(connection, settings: Settings) -> MigrationStatus:
     """Current vs head on an open connection (leaves no transaction open)."""
     from alembic.runtime.migration import MigrationContext
@@ -128,6 +137,14 @@ def status_on(connection, settings: Settings) -> MigrationStatus:
     current = tuple(MigrationContext.configure(connection).get_current_heads())
     connection.rollback()
     head = script.get_current_head()
+    unknown = [revision for revision in current if not _known(script, revision)]
+    if unknown:
+        raise MigrationFailed(
+            f"The database is at revision {', '.join(unknown)}, which is not in this project's migration history "
+            f"({find_migrations_dir(settings)}; head {head}). The database is ahead of, or diverged from, the code.",
+            "Deploy the code that contains that migration, or check DATABASE_URL points at the right database.",
+            revision=unknown[0],
+        )
     pending: list[MigrationInfo] = []
     if head is not None:
         # iterate_revisions walks from head down to (excluding) current; oldest first is what we apply.

@@ -166,3 +166,17 @@ def test_missing_database_is_a_clear_error(pg_server):
     assert cli.returncode == 6, cli.stderr
     assert "'no_such_db' does not exist" in cli.stderr and "createdb" in cli.stderr
     assert "Traceback" not in cli.stderr
+
+
+def test_database_ahead_of_the_code_is_named(migrated_db):
+    with psycopg.connect(migrated_db, autocommit=True) as conn:
+        conn.execute("UPDATE alembic_version SET version_num = '20991231000000'")
+    for command in (("db", "status"), ("db", "migrate-deploy")):
+        cli = run_celora(*command, env={"DATABASE_URL": migrated_db})
+        assert cli.returncode == 9, cli.stderr
+        assert "revision 20991231000000, which is not in this project's migration history" in cli.stderr
+        assert "Traceback" not in cli.stderr
+    health = run_celora("db", "health", "--json", env={"DATABASE_URL": migrated_db})
+    report = json.loads(health.stdout)
+    assert health.returncode == 1 and report["status"] == "degraded"
+    assert report["migrations"] is None and any("20991231000000" in p for p in report["problems"])
