@@ -154,13 +154,16 @@ def status_on(connection, settings: Settings) -> MigrationStatus:
 
 
 def migration_status(settings: Settings) -> MigrationStatus:
-    from celora_cli.db.engine import direct_url, get_direct_engine
+    """Read-only, so it may use the pooled URL when there is no direct one (a plain SELECT is pool-safe)."""
+    from celora_cli.db.engine import build_engine, resolve_urls
     from celora_cli.db.errors import translating
 
-    url = direct_url(settings)
-    engine = get_direct_engine(settings)
+    urls = resolve_urls(settings)
+    url = urls.direct or urls.pooled
+    setting = _setting_name(settings) if urls.direct else "DATABASE_URL"
+    engine = build_engine(url, settings, pooled=False, application_name="celora db status")
     try:
-        with translating(url, _setting_name(settings)), engine.connect() as conn:
+        with translating(url, setting), engine.connect() as conn:
             return status_on(conn, settings)
     finally:
         engine.dispose()

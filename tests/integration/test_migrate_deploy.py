@@ -180,3 +180,10 @@ def test_database_ahead_of_the_code_is_named(migrated_db):
     report = json.loads(health.stdout)
     assert health.returncode == 1 and report["status"] == "degraded"
     assert report["migrations"] is None and any("20991231000000" in p for p in report["problems"])
+
+
+def test_status_reads_through_pgbouncer_without_a_direct_url(pgbouncer, migrated_db):
+    from tests.conftest import db_name
+
+    status = migration_status(settings_for(pgbouncer(db_name(migrated_db))))
+    assert status.up_to_date and status.current == (HEAD,)
