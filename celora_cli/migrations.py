@@ -252,7 +252,7 @@ def deploy(settings: Settings, *, lock_timeout: float | None = None,
             def on_applied(*, ctx, step, heads, run_args):
                 now = time.perf_counter()
                 info = before.pending[len(result.applied)]
-                applied = AppliedMigration(info.revision, info.name, (now - last[0]) * 1000)
+                applied = AppliedMigration(info.revision, info.name, round((now - last[0]) * 1000, 1))
                 last[0] = now
                 result.applied.append(applied)
                 progress("applied", applied)
