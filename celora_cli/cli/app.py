@@ -28,28 +28,20 @@ class CeloraGroup(TyperGroup):
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
-        except CeloraError as exc:
-            if _debug_enabled(ctx):
-                console.err.print(console.safe(traceback.format_exc()), markup=True)
-            console.error(exc.message, exc.hint)
-            raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
             console.error("Interrupted.")
             raise typer.Exit(ExitCode.INTERRUPTED) from None
-        except Exception as exc:  # noqa: BLE001 - a bug or an unforeseen failure: still no raw traceback
+        except Exception as exc:  # noqa: BLE001 - every failure ends here: a message, never a raw traceback
             if _is_cli_control_flow(exc):
                 raise
-            from_db = _translate_database_error(exc)
-            if from_db is not None:
-                if _debug_enabled(ctx):
-                    console.err.print(console.safe(traceback.format_exc()))
-                console.error(from_db.message, from_db.hint)
-                raise typer.Exit(from_db.exit_code) from None
+            error = exc if isinstance(exc, CeloraError) else _translate_database_error(exc)
+            if error is None:  # a bug or an unforeseen failure
+                error = CeloraError(f"Unexpected error: {type(exc).__name__}: {exc}",
+                                    "This is a bug in celora. Run again with --debug and report the traceback.")
             if _debug_enabled(ctx):
                 console.err.print(console.safe(traceback.format_exc()))
-            console.error(f"Unexpected error: {type(exc).__name__}: {exc}",
-                          "This is a bug in celora. Run again with --debug and report the traceback.")
-            raise typer.Exit(ExitCode.FAILURE) from None
+            console.error(error.message, error.hint)
+            raise typer.Exit(error.exit_code) from None
 
 
 def _is_cli_control_flow(exc: Exception) -> bool:
