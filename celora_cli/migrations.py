@@ -6,6 +6,7 @@ transactions need one server session for the whole run, which PgBouncer's transa
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import socket
@@ -262,7 +263,8 @@ def deploy(settings: Settings, *, lock_timeout: float | None = None,
             try:
                 command.upgrade(config, "head")
             except Exception as exc:  # noqa: BLE001 - any failure inside a migration is reported the same way
-                conn.rollback()
+                with contextlib.suppress(Exception):  # a lost connection is rolled back by the server
+                    conn.rollback()
                 failed = before.pending[min(len(result.applied), len(before.pending) - 1)]
                 good = result.applied[-1].revision if result.applied else (
                     before.current[0] if before.current else "an empty schema (no migration applied)")
@@ -274,7 +276,8 @@ def deploy(settings: Settings, *, lock_timeout: float | None = None,
                     detail = f"{type(exc).__name__}: {exc}"
                 raise MigrationFailed(
                     f"Migration {failed.name} failed: {detail}. It was rolled back; the database is at {good}.",
-                    f"Fix migrations/versions/{failed.name}.py and run `celora db migrate-deploy` again.",
+                    f"Fix {find_migrations_dir(settings) / 'versions' / failed.name}.py and run "
+                    "`celora db migrate-deploy` again.",
                     revision=failed.revision, sqlstate=state, applied=list(result.applied),
                 ) from exc
             result.current = status_on(conn, settings).current
