@@ -107,10 +107,8 @@ def _check(check: ConnectionCheck, url: DatabaseURL, settings: Settings, extras:
             if extras.get("want_details"):
                 _details(conn, settings, extras)
             check.ok = True
-    except CeloraError as exc:
-        check.error, check.hint = exc.message, exc.hint
     except Exception as exc:  # noqa: BLE001 - every failure becomes a line of the report
-        error = translate(exc, url, check.setting)
+        error = translate(exc, url, check.setting)  # a CeloraError comes back as it is
         check.error, check.hint = error.message, error.hint
     finally:
         if engine is not None:
@@ -139,6 +137,7 @@ def _details(conn, settings: Settings, extras: dict) -> None:
 
 def check_database_health(settings: Settings | None = None, *, timeout: float | None = None) -> HealthReport:
     """Check the pooled and direct paths; returns within `timeout` seconds (default CELORA_HEALTH_TIMEOUT)."""
+    from celora_cli.db.engine import resolve_urls
     from celora_cli.settings import load_settings
 
     settings = settings or load_settings()
@@ -148,54 +147,51 @@ def check_database_health(settings: Settings | None = None, *, timeout: float | 
     report = HealthReport(status=HEALTHY, latency=None, checks={}, timeout_s=timeout,
                           local_server=settings.uses_local_server)
     try:
-        pooled_url, direct_url = _urls(settings, report)
+        urls = resolve_urls(settings)
     except CeloraError as exc:
         report.checks["pooled"] = ConnectionCheck("pooled", "DATABASE_URL", None, error=exc.message,
                                                   hint=exc.hint)
         return _finish(report, started, settings)
 
-    pooled = ConnectionCheck("pooled", "DATABASE_URL" if not report.local_server else "local database",
-                             pooled_url.masked, pgbouncer=pooled_url.pgbouncer)
-    report.checks["pooled"] = pooled
-    direct_setting = "DIRECT_DATABASE_URL" if settings.direct_database_url else pooled.setting
-    direct = ConnectionCheck("direct", direct_setting, direct_url.masked if direct_url else None)
-    report.checks["direct"] = direct
-    # Details (connections, migrations) come from the direct path when there is one.
-    pooled_extras: dict = {"want_details": direct_url is None}
-    direct_extras: dict = {"want_details": True}
-
-    threads = [threading.Thread(target=_check, args=(pooled, pooled_url, settings, pooled_extras, timeout),
-                                daemon=True, name="celora-health-pooled")]
-    if direct_url is not None:
-        threads.append(threading.Thread(target=_check, args=(direct, direct_url, settings, direct_extras, timeout),
-                                        daemon=True, name="celora-health-direct"))
-    else:
-        direct.skipped = True
-        direct.hint = "Set DIRECT_DATABASE_URL so migrations can bypass PgBouncer."
+    pooled_setting = "local database" if report.local_server else "DATABASE_URL"
+    report.checks["pooled"] = ConnectionCheck("pooled", pooled_setting, urls.pooled.masked,
+                                              pgbouncer=urls.pooled.pgbouncer)
+    report.checks["direct"] = ConnectionCheck(
+        "direct", "DIRECT_DATABASE_URL" if settings.direct_database_url else pooled_setting,
+        urls.direct.masked if urls.direct else None)
+    if urls.direct is None:
+        report.checks["direct"].skipped = True
+        report.checks["direct"].hint = "Set DIRECT_DATABASE_URL so migrations can bypass PgBouncer."
         report.warnings.append("No direct URL: DATABASE_URL is pooled and DIRECT_DATABASE_URL is not set.")
-    for thread in threads:
+
+    # Each thread fills its own copy; a copy is adopted only if its thread finished in time, so a thread
+    # we stopped waiting for can never change the report after it is returned.
+    # Details (connections, migrations) come from the direct path when there is one.
+    jobs = []
+    for name, url in (("pooled", urls.pooled), ("direct", urls.direct)):
+        if url is None:
+            continue
+        work = dataclasses.replace(report.checks[name])
+        extras: dict = {"want_details": name == "direct" or urls.direct is None}
+        thread = threading.Thread(target=_check, args=(work, url, settings, extras, timeout), daemon=True,
+                                  name=f"celora-health-{name}")
         thread.start()
-    for thread in threads:
+        jobs.append((name, thread, work, extras))
+    for name, thread, work, extras in jobs:
         thread.join(max(0.0, deadline - time.monotonic()))
-    for thread, check in zip(threads, (pooled, direct)):
         if thread.is_alive():
-            check.ok = False
+            check = report.checks[name]
             check.error = (f"No answer from {check.url} within {timeout:g} s (the host may be dropping packets "
                            "or the server is overloaded).")
             check.hint = "Check the network path and the server (`pg_isready`); raise --timeout if it is just slow."
-    extras = direct_extras if direct_url is not None else pooled_extras
-    report.connections = extras.get("connections")
-    report.migrations = extras.get("migrations")
-    if "migration_error" in extras:  # e.g. the database is ahead of the code: the app may not match it
-        report.problems.append(extras["migration_error"])
+            continue
+        report.checks[name] = work
+        if extras["want_details"]:
+            report.connections = extras.get("connections")
+            report.migrations = extras.get("migrations")
+            if "migration_error" in extras:  # e.g. the database is ahead of the code: the app may not match it
+                report.problems.append(extras["migration_error"])
     return _finish(report, started, settings)
-
-
-def _urls(settings: Settings, report: HealthReport) -> tuple[DatabaseURL, DatabaseURL | None]:
-    from celora_cli.db.engine import resolve_urls
-
-    urls = resolve_urls(settings)
-    return urls.pooled, urls.direct
 
 
 def _finish(report: HealthReport, started: float, settings: Settings) -> HealthReport:

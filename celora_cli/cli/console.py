@@ -34,7 +34,7 @@ def print_json(data: Any) -> None:
     out.print(redact(text, _secrets), markup=False, highlight=False, soft_wrap=True)
 
 
-def error(message: str, hint: str | None = None, code: int | None = None) -> None:
+def error(message: str, hint: str | None = None) -> None:
     err.print(f"[bold red]Error:[/] {safe(message)}")
     if hint:
         err.print(f"[yellow]Hint:[/] {safe(hint)}")

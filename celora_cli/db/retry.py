@@ -36,12 +36,8 @@ def is_transient(exc: BaseException) -> bool:
 
     cause = root_cause(exc)
     state = sqlstate_of(exc)
-    if state is not None:
-        if state.startswith("28") or state[:2] in ("42", "23", "22"):
-            return False
-        if state.startswith("08") or state in TRANSIENT_SQLSTATES:
-            return True
-        return False
+    if state is not None:  # syntax (42), constraint (23), data (22) and auth (28) errors fall through to False
+        return state.startswith("08") or state in TRANSIENT_SQLSTATES
     if isinstance(exc, sqlalchemy.exc.DBAPIError) and exc.connection_invalidated:
         return True
     if isinstance(cause, (psycopg.OperationalError, ConnectionError)):
