@@ -6,13 +6,20 @@ The CLI turns these into a message and an exit status in exactly one place
 
 from __future__ import annotations
 
+from enum import IntEnum
 
-class ExitCode:
-    """Documented exit codes (README "Exit codes"). `db health` uses 0/1/2 for healthy/degraded/unhealthy."""
+
+class ExitCode(IntEnum):
+    """Documented exit codes, one meaning each (README "Exit codes" is the table; a test checks it).
+
+    1 and 2 are a command's own non-success states: `db health` degraded/unhealthy, `db status` pending.
+    Errors start at 3; usage errors, bugs, output failures and interruptions use the BSD sysexits numbers.
+    """
 
     OK = 0
-    FAILURE = 1  # unexpected error, or `db health`: degraded
-    USAGE = 2  # bad flags/arguments (Typer/Click), or `db health`: unhealthy
+    DEGRADED = 1  # `db health`: degraded;  `db status`: migrations pending
+    PENDING = 1
+    UNHEALTHY = 2  # `db health`: unhealthy (the app path is down)
     CONFIG = 3  # missing or malformed setting / URL
     UNREACHABLE = 4  # can't reach the database server (refused, timeout, DNS)
     AUTH = 5  # authentication failed
@@ -24,13 +31,17 @@ class ExitCode:
     LOCAL_SERVER = 11  # the celora-managed local PostgreSQL could not be set up or started
     REFUSED = 12  # a destructive action refused (no flag, not interactive, or production)
     DATABASE_ERROR = 13  # any other error reported by PostgreSQL
-    INTERRUPTED = 130
+    MIGRATION_HISTORY = 14  # the migration files themselves are broken (syntax error, unknown down_revision, heads)
+    USAGE = 64  # bad flags or arguments (EX_USAGE)
+    SOFTWARE = 70  # a bug in celora (EX_SOFTWARE)
+    OUTPUT_ERROR = 74  # the result could not be written (stdout closed, disk full) (EX_IOERR)
+    INTERRUPTED = 130  # Ctrl-C / SIGINT
 
 
 class CeloraError(Exception):
     """Base class: `message` says the cause and what was checked; `hint` says the fix."""
 
-    exit_code: int = ExitCode.FAILURE
+    exit_code: int = ExitCode.SOFTWARE
 
     def __init__(self, message: str, hint: str | None = None) -> None:
         super().__init__(message)
@@ -74,6 +85,12 @@ class MigrationFailed(CeloraError):
         self.revision = revision
         self.sqlstate = sqlstate
         self.applied = applied or []
+
+
+class MigrationHistoryError(CeloraError):
+    """A migration file can't be loaded (syntax error, missing down_revision, several heads)."""
+
+    exit_code = ExitCode.MIGRATION_HISTORY
 
 
 class LockTimeout(CeloraError):

@@ -25,6 +25,11 @@ from celora_cli.settings import DatabaseURL, Settings, parse_database_url
 
 query_log = logging.getLogger("celora.sql")
 
+# A custom setting celora sends in the startup `options` of every non-PgBouncer connection. PostgreSQL
+# applies it; a transaction pooler either rejects `options` ("unsupported startup parameter") or drops it.
+# Reading it back is therefore real evidence of what sits behind a URL, where a differing port is not.
+STARTUP_MARKER = "celora.direct_session"
+
 
 @dataclass(frozen=True)
 class ResolvedURLs:
@@ -75,7 +80,7 @@ def connect_args(url: DatabaseURL, settings: Settings, *, application_name: str)
     if url.pgbouncer:
         args["prepare_threshold"] = None  # no server-side prepared statements in transaction pooling
     else:
-        options = []
+        options = [f"-c {STARTUP_MARKER}=on"]
         if settings.statement_timeout:
             options.append(f"-c statement_timeout={int(settings.statement_timeout * 1000)}")
         if url.schema:
@@ -83,6 +88,20 @@ def connect_args(url: DatabaseURL, settings: Settings, *, application_name: str)
         if options and url.libpq_param("options") is None:
             args["options"] = " ".join(options)
     return args
+
+
+def sends_startup_options(url: DatabaseURL) -> bool:
+    """Whether connections to `url` carry celora's startup options (and so the marker)."""
+    return not url.pgbouncer and url.libpq_param("options") is None
+
+
+def startup_options_applied(conn) -> bool:
+    """On a connection to a URL for which `sends_startup_options` is true: did the server session get them?
+    False means something between celora and PostgreSQL (a transaction pooler) dropped them."""
+    from sqlalchemy import text
+
+    value = conn.execute(text("SELECT current_setting(:name, true)"), {"name": STARTUP_MARKER}).scalar()
+    return value == "on"
 
 
 def _install_transaction_settings(engine: Engine, url: DatabaseURL, settings: Settings) -> None:
