@@ -2,11 +2,14 @@
 in transaction-pooling mode in front of it, and a fresh database per test (copied from a migrated template).
 
 Tests never see the developer's environment: DATABASE_URL, DIRECT_DATABASE_URL and CELORA_* are removed at
-start-up, and every Settings object is built from an explicit mapping.
+start-up, every Settings object is built from an explicit mapping, and both Settings and CLI subprocesses use
+TEST_PROJECT as their project root: a throwaway folder holding only the repo's migrations (a symlink), so a
+developer's `.env` (or `.celora/` cluster) in the checkout is never read or started.
 """
 
 from __future__ import annotations
 
+import atexit
 import configparser
 import itertools
 import os
@@ -29,6 +32,17 @@ for _name in list(os.environ):
         del os.environ[_name]
 
 _db_counter = itertools.count()
+
+
+def _make_test_project() -> Path:
+    project = Path(tempfile.mkdtemp(prefix="celora-test-project-"))
+    project.chmod(0o755)  # the unprivileged server user may need to reach it when we run as root
+    (project / "migrations").symlink_to(REPO / "migrations")
+    atexit.register(shutil.rmtree, project, True)
+    return project
+
+
+TEST_PROJECT = _make_test_project()
 
 
 def free_port() -> int:
@@ -74,14 +88,14 @@ def admin_execute(server, sql: str, database: str = "postgres") -> None:
 
 
 def settings_for(url: str, direct: str | None = None, **extra):
-    """Settings from an explicit environment (never the developer's), rooted at the repo's migrations."""
+    """Settings from an explicit environment (never the developer's, nor the checkout's .env)."""
     from celora_cli.settings import load_settings
 
     environ = {"DATABASE_URL": url, "CELORA_ENV": "test"}
     if direct:
         environ["DIRECT_DATABASE_URL"] = direct
     environ.update({k: str(v) for k, v in extra.items()})
-    return load_settings(environ=environ, project_root=REPO)
+    return load_settings(environ=environ, project_root=TEST_PROJECT)
 
 
 @pytest.fixture(scope="session")
@@ -183,11 +197,12 @@ def db_name(url: str) -> str:
 
 
 def run_celora(*args: str, env: dict | None = None, cwd: Path | None = None, timeout: float = 120):
-    """Run the real `celora` entry point in a subprocess with a clean environment."""
+    """Run the real `celora` entry point in a subprocess with a clean environment, in TEST_PROJECT."""
     clean = {k: v for k, v in os.environ.items()
              if k not in ("DATABASE_URL", "DIRECT_DATABASE_URL") and not k.startswith("CELORA_")}
     # PYTHONPATH: always this checkout's code, whatever `pip install -e` last pointed at.
-    clean.update({"CELORA_PROJECT_ROOT": str(REPO), "NO_COLOR": "1", "COLUMNS": "200", "PYTHONPATH": str(REPO)})
+    clean.update({"CELORA_PROJECT_ROOT": str(TEST_PROJECT), "NO_COLOR": "1", "COLUMNS": "200",
+                  "PYTHONPATH": str(REPO)})
     clean.update(env or {})
     return subprocess.run([sys.executable, "-m", "celora_cli", *args], capture_output=True, text=True,
-                          env=clean, cwd=cwd or REPO, timeout=timeout)
+                          env=clean, cwd=cwd or TEST_PROJECT, timeout=timeout)
