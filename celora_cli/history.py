@@ -1,0 +1,184 @@
+"""The migration history read without Alembic: heads and pending revisions for `status` and `health`.
+
+Importing Alembic (and SQLAlchemy with it) costs about 0.3 s, more than the whole answer `celora db health`
+or `celora db status` has to give. Those commands only need each revision file's `revision`,
+`down_revision`, `depends_on` and `branch_labels`, which are plain literals in every file Alembic writes, so
+this module reads them with `ast` instead of executing the files.
+
+It follows Alembic's own rules (alembic/script/revision.py): heads are the revisions no other revision names
+as its `down_revision` (dependencies do not count); upgrading to the heads applies every ancestor of the
+heads, dependencies included, that is not already an ancestor of the current revisions. When a file is
+outside what it can read faithfully (computed values, abbreviated revision ids), `read_history` raises
+`NotLiteral` and the caller falls back to Alembic. tests/unit/test_unit_history.py checks that both agree on
+random histories with branches, merges and dependencies.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+from celora_cli.errors import MigrationHistoryError
+
+# Alembic's own file filter (script/base.py `_only_source_rev_file`): *.py, not __init__ or an editor lock file.
+_REVISION_FILE = re.compile(r"(?!\.\#|__init__)(.*\.py)$")
+_FIELDS = ("revision", "down_revision", "depends_on", "branch_labels")
+
+
+class NotLiteral(Exception):
+    """A revision file this reader cannot follow exactly; use Alembic instead."""
+
+
+@dataclass(frozen=True)
+class RevisionFile:
+    revision: str
+    down_revisions: tuple[str, ...]
+    depends_on: tuple[str, ...]
+    branch_labels: tuple[str, ...]
+    path: Path
+    doc: str
+
+    @property
+    def name(self) -> str:
+        return self.path.stem
+
+    @property
+    def parents(self) -> tuple[str, ...]:
+        """Everything that must be applied before this revision (Alembic's `_all_down_revisions`)."""
+        return tuple(dict.fromkeys(self.down_revisions + self.depends_on))
+
+
+@dataclass(frozen=True)
+class History:
+    revisions: dict[str, RevisionFile]
+    heads: tuple[str, ...]  # Alembic's ScriptDirectory.get_heads(): named by no down_revision
+
+    def unknown(self, current: Iterable[str]) -> list[str]:
+        return [revision for revision in current if revision not in self.revisions]
+
+    def pending(self, current: Iterable[str]) -> list[RevisionFile]:
+        """What `upgrade heads` would apply from `current`, oldest first (parents before children)."""
+        done = self._ancestors(current)
+        todo = self._ancestors(self.heads) - done
+        return self._in_order(todo)
+
+    def _ancestors(self, revisions: Iterable[str]) -> set[str]:
+        seen: set[str] = set()
+        stack = [r for r in revisions if r in self.revisions]
+        while stack:
+            revision = stack.pop()
+            if revision not in seen:
+                seen.add(revision)
+                stack.extend(self.revisions[revision].parents)
+        return seen
+
+    def _in_order(self, todo: set[str]) -> list[RevisionFile]:
+        """Parents first; among revisions ready at the same time, by file name (timestamped names sort by age)."""
+        waiting = {r: {p for p in self.revisions[r].parents if p in todo} for r in todo}
+        ordered: list[RevisionFile] = []
+        ready = sorted((r for r, parents in waiting.items() if not parents), key=self._sort_key)
+        while ready:
+            revision = ready.pop(0)
+            ordered.append(self.revisions[revision])
+            released = []
+            for child, parents in waiting.items():
+                if revision in parents:
+                    parents.discard(revision)
+                    if not parents:
+                        released.append(child)
+            ready = sorted(ready + released, key=self._sort_key)
+        return ordered
+
+    def _sort_key(self, revision: str) -> tuple[str, str]:
+        return (self.revisions[revision].path.name, revision)
+
+
+def read_history(versions_dir: Path) -> History:
+    """Read every revision file in `versions_dir` (not recursive, as Alembic's default)."""
+    revisions: dict[str, RevisionFile] = {}
+    labels: dict[str, str] = {}
+    for path in sorted(versions_dir.iterdir()) if versions_dir.is_dir() else ():
+        if not _REVISION_FILE.match(path.name) or not path.is_file():
+            continue
+        script = _read_file(path)
+        if script.revision in revisions:
+            raise NotLiteral(f"revision {script.revision} appears twice")  # Alembic warns and keeps the last
+        revisions[script.revision] = script
+        labels.update({label: script.revision for label in script.branch_labels})
+    resolved = {}
+    for revision, script in revisions.items():
+        depends_on = tuple(_resolve(name, revisions, labels, script) for name in script.depends_on)
+        for down in script.down_revisions:
+            if down not in revisions:
+                raise MigrationHistoryError(
+                    f"Migration {script.path} names down_revision {down!r}, which is not in {versions_dir}.",
+                    "Fix its down_revision to the revision id of the migration it follows "
+                    "(`alembic history` lists them), or restore the missing file.",
+                )
+        resolved[revision] = RevisionFile(script.revision, script.down_revisions, depends_on,
+                                          script.branch_labels, script.path, script.doc)
+    named_as_down = {down for script in resolved.values() for down in script.down_revisions}
+    heads = tuple(revision for revision in resolved if revision not in named_as_down)
+    return History(resolved, heads)
+
+
+def _resolve(name: str, revisions: dict, labels: dict, script: RevisionFile) -> str:
+    if name in revisions:
+        return name
+    if name in labels:
+        return labels[name]
+    raise NotLiteral(f"{script.path.name}: depends_on {name!r} is not a full revision id or branch label")
+
+
+def _read_file(path: Path) -> RevisionFile:
+    try:
+        source = path.read_bytes()
+        tree = ast.parse(source, filename=str(path))
+    except SyntaxError as exc:
+        raise MigrationHistoryError(
+            f"Migration {path} has a syntax error at line {exc.lineno}: {exc.msg}.",
+            "Fix the file (`python -m py_compile` on it shows the error), then run the command again.",
+        ) from None
+    except (OSError, ValueError) as exc:
+        raise MigrationHistoryError(f"Migration {path} can't be read: {exc}.",
+                                    "Check the file's permissions and encoding (UTF-8).") from None
+    values: dict[str, object] = {}
+    for node in tree.body:
+        target, value = _assignment(node)
+        if target in _FIELDS:
+            try:
+                values[target] = ast.literal_eval(value)
+            except ValueError:
+                raise NotLiteral(f"{path.name}: {target} is not a literal") from None
+    if not isinstance(values.get("revision"), str):
+        raise NotLiteral(f"{path.name}: no literal revision")  # Alembic has a legacy rule for these
+    doc = (ast.get_docstring(tree) or "").strip()
+    return RevisionFile(
+        revision=values["revision"],  # type: ignore[arg-type]
+        down_revisions=_names(values.get("down_revision"), path),
+        depends_on=_names(values.get("depends_on"), path),
+        branch_labels=_names(values.get("branch_labels"), path),
+        path=path,
+        doc=doc,
+    )
+
+
+def _assignment(node: ast.stmt) -> tuple[str | None, ast.expr | None]:
+    if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+        return node.targets[0].id, node.value
+    if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.value is not None:
+        return node.target.id, node.value
+    return None, None
+
+
+def _names(value: object, path: Path) -> tuple[str, ...]:
+    if value is None or value == ():
+        return ()
+    if isinstance(value, str):
+        return (value,)
+    if isinstance(value, (tuple, list)) and all(isinstance(v, str) for v in value):
+        return tuple(value)
+    raise NotLiteral(f"{path.name}: unexpected revision value {value!r}")
