@@ -1,0 +1,84 @@
+"""Current vs head on a plain psycopg connection, without importing Alembic or SQLAlchemy.
+
+`celora db status` and `celora db health` answer "which migrations are applied, which are pending" many times
+a day and when paged; Alembic's import alone costs more than the answer. This reads `alembic_version` with
+psycopg and the history with `celora_cli.history` (which agrees with Alembic, tested), and falls back to
+Alembic's ScriptDirectory only for a history it cannot read literally.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from celora_cli.errors import MigrationFailed, MigrationHistoryError
+from celora_cli.history import History, NotLiteral, RevisionFile, read_history
+from celora_cli.migrations import MigrationInfo, MigrationStatus, find_migrations_dir
+from celora_cli.settings import Settings
+
+
+def load_history(migrations_dir: Path) -> History:
+    """The history from the files; Alembic's reading of it when a file is not plain literals."""
+    try:
+        return read_history(migrations_dir / "versions")
+    except NotLiteral:
+        return _history_from_alembic(migrations_dir)
+
+
+def _history_from_alembic(migrations_dir: Path) -> History:
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    config = Config()
+    config.set_main_option("script_location", str(migrations_dir))
+    try:
+        script = ScriptDirectory.from_config(config)
+        scripts = list(script.walk_revisions())
+        heads = tuple(script.get_heads())
+    except Exception as exc:  # noqa: BLE001 - Alembic raises KeyError, CommandError, SyntaxError... for bad files
+        raise MigrationHistoryError(
+            f"The migration history in {migrations_dir} can't be loaded: {type(exc).__name__}: {exc}.",
+            "Fix the migration file it names (`alembic history` shows the same error), then run again.",
+        ) from None
+    revisions = {
+        s.revision: RevisionFile(s.revision, tuple(s._versioned_down_revisions),
+                                 tuple(r for r in s._all_down_revisions if r not in s._versioned_down_revisions),
+                                 tuple(s.branch_labels), Path(s.path), (s.doc or "").strip())
+        for s in scripts
+    }
+    return History(revisions, heads)
+
+
+def read_current(conn) -> tuple[str, ...]:
+    """The revisions in alembic_version (empty when the table does not exist yet: never migrated)."""
+    exists = conn.execute("SELECT to_regclass('alembic_version') IS NOT NULL").fetchone()[0]
+    if not exists:
+        return ()
+    rows = conn.execute("SELECT version_num FROM alembic_version ORDER BY version_num").fetchall()
+    return tuple(row[0] for row in rows)
+
+
+def status_from(current: tuple[str, ...], history: History, migrations_dir: Path) -> MigrationStatus:
+    if len(history.heads) > 1:
+        raise MigrationHistoryError(
+            f"The migration history in {migrations_dir} has {len(history.heads)} heads "
+            f"({', '.join(sorted(history.heads))}).",
+            "Merge them into one (`alembic merge heads -m merge`) before deploying.",
+        )
+    head = history.heads[0] if history.heads else None
+    unknown = history.unknown(current)
+    if unknown:
+        raise MigrationFailed(
+            f"The database is at revision {', '.join(unknown)}, which is not in this project's migration history "
+            f"({migrations_dir}; head {head}). The database is ahead of, or diverged from, the code.",
+            "Deploy the code that contains that migration, or check DATABASE_URL points at the right database.",
+            revision=unknown[0],
+        )
+    pending = tuple(MigrationInfo(r.revision, r.name, r.doc) for r in history.pending(current))
+    return MigrationStatus(current=current, head=head, pending=pending)
+
+
+def migration_state(conn, settings: Settings) -> MigrationStatus:
+    """Current vs head on an open psycopg connection (autocommit, or the caller ends the transaction)."""
+    migrations_dir = find_migrations_dir(settings)
+    history = load_history(migrations_dir)
+    return status_from(read_current(conn), history, migrations_dir)
