@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import enum
 
-from sqlalchemy import Enum
+from sqlalchemy import CheckConstraint, Enum
 
 from celora_cli.db.models.base import Base
 
@@ -18,6 +18,18 @@ class Chain(enum.StrEnum):
     ETHEREUM = "ethereum"
     BITCOIN = "bitcoin"
     SOLANA = "solana"
+
+
+# Chains whose addresses and hashes are hex, hence case-insensitive: stored lowercase only.
+EVM_CHAINS = (Chain.CELO, Chain.ETHEREUM)
+
+
+def evm_lowercase_check(column: str) -> CheckConstraint:
+    """CHECK that `column` is lowercase on EVM chains (the row's `chain` column); NULL passes."""
+    evm = ", ".join(f"'{chain.value}'" for chain in EVM_CHAINS)
+    return CheckConstraint(
+        f"chain NOT IN ({evm}) OR {column} = lower({column})", name=f"evm_{column}_lowercase"
+    )
 
 
 class TransactionDirection(enum.StrEnum):

@@ -6,7 +6,7 @@ import datetime as dt
 import uuid
 from typing import Any
 
-from sqlalchemy import CheckConstraint, ForeignKey, Text, func, text
+from sqlalchemy import CheckConstraint, ForeignKey, Index, Text, func, text
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -24,13 +24,10 @@ class IdempotencyKey(Base):
     id: Mapped[uuid.UUID] = mapped_column(
         UUID(as_uuid=True), primary_key=True, server_default=text("gen_random_uuid()")
     )
-    # Globally unique rather than unique per user: (user_id, key) would let any number of
-    # anonymous (NULL user_id) rows share a key on PostgreSQL 14, which lacks NULLS NOT DISTINCT.
-    # On a hit, callers must still check that user_id and request_fingerprint match.
-    key: Mapped[str] = mapped_column(Text, unique=True)
-    user_id: Mapped[uuid.UUID | None] = mapped_column(
-        ForeignKey("users.id", ondelete="CASCADE"), index=True
-    )
+    # Unique per user (two users may pick the same key), and among anonymous requests: see the two
+    # partial unique indexes below. On a hit, callers must still check request_fingerprint.
+    key: Mapped[str] = mapped_column(Text)
+    user_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
     method: Mapped[str] = mapped_column(Text)
     path: Mapped[str] = mapped_column(Text)
     request_fingerprint: Mapped[str] = mapped_column(Text)
@@ -45,3 +42,22 @@ class IdempotencyKey(Base):
 
     def __repr__(self) -> str:
         return f"<IdempotencyKey key={self.key!r} user_id={self.user_id}>"
+
+
+# Two partial indexes rather than UNIQUE (user_id, key): NULL user_ids never collide in a unique
+# constraint, and NULLS NOT DISTINCT needs PostgreSQL 15. Upserts name the matching one, e.g.
+#   ON CONFLICT (user_id, key) WHERE user_id IS NOT NULL DO NOTHING
+# The first also serves the user_id foreign key (user_id = $1 implies user_id IS NOT NULL).
+Index(
+    "uq_idempotency_keys_user_id_key",
+    IdempotencyKey.user_id,
+    IdempotencyKey.key,
+    unique=True,
+    postgresql_where=text("user_id IS NOT NULL"),
+)
+Index(
+    "uq_idempotency_keys_anonymous_key",
+    IdempotencyKey.key,
+    unique=True,
+    postgresql_where=text("user_id IS NULL"),
+)

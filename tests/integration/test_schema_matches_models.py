@@ -1,0 +1,67 @@
+"""The models and the migrations build the same schema, compared by `pg_dump --schema-only`.
+
+Alembic's compare_metadata cannot see CHECK constraints, enum labels, partial-index predicates, triggers or
+functions; pg_dump prints all of them, so any difference between the two schemas fails here with a diff.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import subprocess
+
+import pytest
+from sqlalchemy import create_engine
+
+from celora_cli.db.models import Base
+from tests.conftest import db_name
+
+# Lines that differ between any two dumps and say nothing about the schema: session settings, and
+# psql's \restrict / \unrestrict guards (a random key per dump since PostgreSQL 15.14).
+NOISE = re.compile(r"^(SET |SELECT pg_catalog\.set_config|\\restrict |\\unrestrict )")
+
+
+def schema_dump(pg_server, url: str) -> list[str]:
+    """The schema as pg_dump prints it, minus Alembic's bookkeeping table and per-dump noise.
+
+    pg_dump from the server's own bin directory, so its version matches the server's.
+    """
+    result = subprocess.run(
+        [str(pg_server.bin_dir / "pg_dump"), "--schema-only", "--no-owner", "--no-privileges",
+         "--exclude-table=public.alembic_version", "--dbname", pg_server.url(db_name(url))],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = [line for line in result.stdout.splitlines() if not NOISE.match(line)]
+    return collapse_blank_lines(lines)
+
+
+def collapse_blank_lines(lines: list[str]) -> list[str]:
+    collapsed: list[str] = []
+    for line in lines:
+        if line.strip() or (collapsed and collapsed[-1].strip()):
+            collapsed.append(line)
+    return collapsed
+
+
+def create_all(url: str) -> None:
+    engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
+    try:
+        with engine.begin() as conn:
+            Base.metadata.create_all(conn)
+    finally:
+        engine.dispose()
+
+
+def test_migrations_and_models_build_the_same_schema(pg_server, migrated_db, empty_db):
+    create_all(empty_db)
+    migrated = schema_dump(pg_server, migrated_db)
+    from_models = schema_dump(pg_server, empty_db)
+    # The dumps really hold the schema, including what Alembic's comparison cannot see.
+    for expected in ("CREATE TABLE public.users (", "CREATE FUNCTION public.celora_set_updated_at()",
+                     "CREATE TRIGGER trg_wallets_set_updated_at", "ck_wallets_evm_address_lowercase CHECK"):
+        assert any(expected in line for line in migrated), expected
+    diff = "\n".join(difflib.unified_diff(migrated, from_models, "migrations", "models", lineterm=""))
+    if diff:
+        pytest.fail(f"The migrations and the models build different schemas (- migrations, + models):\n{diff}",
+                    pytrace=False)
