@@ -5,8 +5,12 @@ from __future__ import annotations
 import typer
 
 from celora_cli.cli import console
-from celora_cli.cli.app import load_settings_from
+from celora_cli.cli.app import json_option, load_settings_from
 from celora_cli.cli.console import safe
+from celora_cli.errors import ExitCode
+
+# `local status`: a state the command reports, like `db status`'s pending (exit 1), not an error.
+NOT_RUNNING = ExitCode.PENDING
 
 app = typer.Typer(help="The local PostgreSQL celora manages in .celora/ (used when DATABASE_URL is unset).",
                   no_args_is_help=True)
@@ -55,7 +59,7 @@ def url(ctx: typer.Context) -> None:
 @app.command("status")
 def status(
     ctx: typer.Context,
-    as_json: bool = typer.Option(False, "--json", help="Print the status as one JSON object."),
+    as_json: bool = json_option("Print the status as one JSON object (README: JSON output)."),
 ) -> None:
     """Say whether the local PostgreSQL is initialised and running (exit 1 when it is not running).
 
@@ -78,4 +82,4 @@ def status(
         if result.run_as:
             console.out.print(f"runs as OS user: {safe(result.run_as)}")
     if not result.running:
-        raise typer.Exit(1)
+        raise typer.Exit(NOT_RUNNING)
