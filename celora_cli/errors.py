@@ -6,6 +6,7 @@ The CLI turns these into a message and an exit status in exactly one place
 
 from __future__ import annotations
 
+import dataclasses
 from enum import IntEnum
 
 
@@ -51,6 +52,10 @@ class CeloraError(Exception):
     def __str__(self) -> str:
         return self.message
 
+    def details(self) -> dict:
+        """Extra machine-readable fields for the `--json` error object (beside code, type, message, hint)."""
+        return {}
+
 
 class ConfigError(CeloraError):
     exit_code = ExitCode.CONFIG
@@ -86,6 +91,11 @@ class MigrationFailed(CeloraError):
         self.sqlstate = sqlstate
         self.applied = applied or []
 
+    def details(self) -> dict:
+        # The migrations applied before the failure stay applied: a deploy log must not lose them.
+        return {"revision": self.revision, "sqlstate": self.sqlstate,
+                "applied": [_as_dict(migration) for migration in self.applied]}
+
 
 class MigrationHistoryError(CeloraError):
     """A migration file can't be loaded (syntax error, missing down_revision, several heads)."""
@@ -111,3 +121,35 @@ class DatabaseError(CeloraError):
     def __init__(self, message: str, hint: str | None = None, *, sqlstate: str | None = None) -> None:
         super().__init__(message, hint)
         self.sqlstate = sqlstate
+
+    def details(self) -> dict:
+        return {"sqlstate": self.sqlstate}
+
+
+# Failures the CLI itself meets (never raised by the core); they give `--json` error objects a type name.
+class UsageError(CeloraError):
+    """Bad flags or arguments (Click's own usage errors, re-labelled)."""
+
+    exit_code = ExitCode.USAGE
+
+
+class InternalError(CeloraError):
+    """A bug: any exception that is neither a CeloraError nor a database error."""
+
+    exit_code = ExitCode.SOFTWARE
+
+
+class OutputError(CeloraError):
+    """The result could not be written: stdout closed (EPIPE) or the disk full (ENOSPC)."""
+
+    exit_code = ExitCode.OUTPUT_ERROR
+
+
+class Interrupted(CeloraError):
+    exit_code = ExitCode.INTERRUPTED
+
+
+def _as_dict(item) -> dict:
+    if dataclasses.is_dataclass(item) and not isinstance(item, type):
+        return dataclasses.asdict(item)
+    return dict(item) if isinstance(item, dict) else {"value": item}

@@ -1,4 +1,4 @@
-"""The root Typer app and the one place errors become messages and exit codes.
+"""The root Typer app and the one place failures become messages, JSON error objects and exit codes.
 
 Command modules import the core lazily inside their functions, so `celora --help` loads neither
 SQLAlchemy, Alembic, psycopg nor Faker.
@@ -6,47 +6,138 @@ SQLAlchemy, Alembic, psycopg nor Faker.
 
 from __future__ import annotations
 
+import errno
 import os
+import sys
 import traceback
-from typing import Optional
+from typing import NoReturn, Optional
 
 import typer
 from typer.core import TyperGroup
 
 from celora_cli.cli import console
-from celora_cli.errors import CeloraError, ExitCode
+from celora_cli.errors import CeloraError, InternalError, Interrupted, OutputError, UsageError
+
+# ctx.meta is shared by every context of one invocation (root, group, command).
+JSON_REQUESTED = "celora.json"
+JSON_FAILURE_FIELDS = "celora.json_failure_fields"
 
 
 def _debug_enabled(ctx: typer.Context | None) -> bool:
-    obj = ctx.obj if ctx is not None and isinstance(ctx.obj, dict) else {}
+    root = ctx.find_root() if ctx is not None else None
+    obj = root.obj if root is not None and isinstance(root.obj, dict) else {}
     return bool(obj.get("debug")) or os.environ.get("CELORA_DEBUG", "").lower() in ("1", "true", "yes")
 
 
 class CeloraGroup(TyperGroup):
-    """Maps every exception from every command to a message and an exit code (and nothing else does)."""
+    """Every exception from every command (and from parsing the root options) ends in `_fail`, and nothing
+    else maps exceptions to exit codes."""
+
+    def make_context(self, info_name, args, parent=None, **extra):
+        # The root options are parsed here, before invoke: a bad root flag, no command, --help, --version.
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - see _fail
+            _fail(None, exc)
 
     def invoke(self, ctx):
+        # Decided from the raw arguments, so that even a failure before the command's own options are
+        # parsed (an unknown flag, a malformed setting) still answers with one JSON object.
+        ctx.meta[JSON_REQUESTED] = "--json" in _command_args(ctx)
         try:
-            return super().invoke(ctx)
-        except KeyboardInterrupt:
-            console.error("Interrupted.")
-            raise typer.Exit(ExitCode.INTERRUPTED) from None
-        except Exception as exc:  # noqa: BLE001 - every failure ends here: a message, never a raw traceback
-            if _is_cli_control_flow(exc):
-                raise
-            error = exc if isinstance(exc, CeloraError) else _translate_database_error(exc)
-            if error is None:  # a bug or an unforeseen failure
-                error = CeloraError(f"Unexpected error: {type(exc).__name__}: {exc}",
-                                    "This is a bug in celora. Run again with --debug and report the traceback.")
-            if _debug_enabled(ctx):
-                console.err.print(console.safe(traceback.format_exc()))
-            console.error(error.message, error.hint)
-            raise typer.Exit(error.exit_code) from None
+            try:
+                return super().invoke(ctx)
+            finally:
+                sys.stdout.flush()  # a full disk must fail here, where it is reported, not at interpreter exit
+        except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - see _fail
+            _fail(ctx, exc)
 
 
-def _is_cli_control_flow(exc: Exception) -> bool:
-    # Exit, Abort and usage errors belong to Typer (which vendors Click in newer releases) or Click.
+def _command_args(ctx: typer.Context) -> list[str]:
+    args = [*getattr(ctx, "_protected_args", ()), *ctx.args]
+    return args[: args.index("--")] if "--" in args else args
+
+
+def _fail(ctx: typer.Context | None, exc: BaseException) -> NoReturn:
+    """The one mapping: exception -> (JSON error object on stdout with --json) + message on stderr + exit code."""
+    if isinstance(exc, typer.Exit):  # a command's own exit status; Exit(0) is success
+        raise exc
+    if _is_click_error(exc):
+        _fail_usage(ctx, exc)
+    error = _as_celora_error(exc)
+    if _debug_enabled(ctx):
+        _to_stderr(lambda: console.err.print(console.safe("".join(traceback.format_exception(exc)))))
+    if isinstance(error, OutputError):
+        _fail_output(error)
+    if ctx is not None and ctx.meta.get(JSON_REQUESTED):
+        try:
+            console.print_json_error(error, **ctx.meta.get(JSON_FAILURE_FIELDS, {}))
+            sys.stdout.flush()
+        except (OutputError, OSError) as write_error:
+            _fail_output(_as_celora_error(write_error))
+    _to_stderr(lambda: console.error(error.message, error.hint))
+    raise typer.Exit(error.exit_code)
+
+
+def _fail_usage(ctx: typer.Context | None, exc) -> NoReturn:
+    """Click's usage errors keep Click's own rendering (usage line, "Try --help"), with exit 64 (not 2)."""
+    from typer.exceptions import Abort
+
+    if isinstance(exc, Abort):  # a prompt answered with Ctrl-C or end of input
+        _fail(ctx, KeyboardInterrupt())
+    if not hasattr(exc, "format_message"):  # some other control flow of Click's: not ours to judge
+        raise exc
+    error = UsageError(exc.format_message(), "Run the command with --help for its options.")
+    if ctx is not None and ctx.meta.get(JSON_REQUESTED):
+        try:
+            console.print_json_error(error)
+            sys.stdout.flush()
+        except (OutputError, OSError) as write_error:
+            _fail_output(_as_celora_error(write_error))
+    exc.exit_code = error.exit_code
+    raise exc
+
+
+def _fail_output(error: CeloraError) -> NoReturn:
+    """stdout is gone: point it at /dev/null (so the interpreter's last flush cannot fail again) and say so
+    in one line on stderr."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # stdout without a file descriptor (tests' in-memory streams)
+        pass
+    _to_stderr(lambda: console.error(error.message))
+    raise typer.Exit(error.exit_code)
+
+
+def _to_stderr(write) -> None:
+    try:
+        write()
+    except OSError:  # stderr is gone as well: the exit code is all that is left
+        pass
+
+
+def _is_click_error(exc: BaseException) -> bool:
+    # Abort and usage errors belong to Typer (which vendors Click in newer releases) or Click.
     return type(exc).__module__.split(".")[0] in ("typer", "click")
+
+
+OUTPUT_ERRNOS = (errno.EPIPE, errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+def _as_celora_error(exc: BaseException) -> CeloraError:
+    if isinstance(exc, CeloraError):
+        return exc
+    if isinstance(exc, KeyboardInterrupt):
+        return Interrupted("Interrupted.")
+    if isinstance(exc, OSError) and exc.errno in OUTPUT_ERRNOS:
+        return console.output_error(exc)
+    error = _translate_database_error(exc)
+    if error is not None:
+        return error
+    return InternalError(
+        f"celora hit an unexpected internal error ({type(exc).__name__}: {exc}) (exit 70).",
+        "This is a bug in celora, not in your input. Run again with --debug and report the traceback.")
 
 
 def _translate_database_error(exc: Exception) -> CeloraError | None:
@@ -69,28 +160,62 @@ app = typer.Typer(
     cls=CeloraGroup,
     name="celora",
     help="celora: the Celora app's database toolkit (migrations, health, local PostgreSQL).",
-    no_args_is_help=True,
+    no_args_is_help=True,  # `celora` alone prints help and exits 64: no command was given
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
-    add_completion=False,
+    add_completion=True,  # Typer's own --install-completion / --show-completion
 )
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        console.out.print(f"celora {_version()}", markup=False)
+        raise typer.Exit()
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("celora-cli")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        from celora_cli import __version__
+
+        return __version__
 
 
 @app.callback()
 def root(
     ctx: typer.Context,
     env_file: Optional[str] = typer.Option(
-        None, "--env-file", help="Read settings from this dotenv file (beats the environment and .env)."),
+        None, "--env-file", metavar="FILE",
+        help="Read settings from this dotenv file (beats the environment and .env)."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks for errors (or CELORA_DEBUG=1)."),
+    version: bool = typer.Option(False, "--version", is_eager=True, callback=_show_version,
+                                 help="Print celora's version and exit."),
 ) -> None:
     """celora: the Celora app's database toolkit."""
     ctx.obj = {"env_file": env_file, "debug": debug}
+
+
+def json_option(help: str = "Print the result as one JSON object (README: JSON output).", **failure_fields):
+    """The `--json` flag every command shares. `failure_fields` join the top level of the error object, e.g.
+    `db health` keeps its promise of a `status` even when the check could not run."""
+
+    def remember(ctx: typer.Context, value: bool) -> bool:
+        if value:
+            ctx.meta[JSON_REQUESTED] = True
+            ctx.meta[JSON_FAILURE_FIELDS] = failure_fields
+        return value
+
+    return typer.Option(False, "--json", help=help, callback=remember)
 
 
 def load_settings_from(ctx: typer.Context, **flags):
     """Settings for a command: flags > --env-file > environment > .env > defaults."""
     from celora_cli.settings import load_settings
 
+    console.show_notices()
     root_obj = ctx.find_root().obj or {}
     settings = load_settings(env_file=root_obj.get("env_file"), **flags)
     console.register_secrets(settings.secrets())
@@ -104,9 +229,11 @@ def load_settings_from(ctx: typer.Context, **flags):
 def _enable_query_log() -> None:
     import logging
 
-    handler = logging.StreamHandler()  # stderr, so stdout stays clean for --json
-    handler.setFormatter(logging.Formatter("celora.sql %(message)s"))
     logger = logging.getLogger("celora.sql")
+    if any(isinstance(h, console.StderrHandler) for h in logger.handlers):
+        return  # once per process (the tests invoke the app many times in one)
+    handler = console.StderrHandler()  # stderr, so stdout stays clean for --json
+    handler.setFormatter(logging.Formatter("celora.sql %(message)s"))
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
     logger.propagate = False

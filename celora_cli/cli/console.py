@@ -1,21 +1,44 @@
-"""The one place output is made: stdout for results, stderr for errors and progress.
+"""The one place output is made: stdout for results, stderr for errors, notices and progress.
 
 Rich disables colour by itself when NO_COLOR is set or the stream is not a terminal. Every text that can
 hold a database value or an error goes through `safe()` (Rich markup escaped, passwords masked).
+
+`--json` output (README "JSON output"): stdout holds exactly one object,
+`{"format_version": 1, "ok": true, ...result}` or `{"format_version": 1, "ok": false, "error": {...}}`.
 """
 
 from __future__ import annotations
 
+import errno
 import json
+import logging
+import sys
 from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
 
+from celora_cli.errors import CeloraError, OutputError
 from celora_cli.settings import redact
 
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+JSON_FORMAT_VERSION = 1
+
+
+class _ResultConsole(Console):
+    """stdout: a write that fails (a closed pipe, a full disk) becomes OutputError (exit 74), never a traceback."""
+
+    def print(self, *args, **kwargs) -> None:
+        try:
+            super().print(*args, **kwargs)
+        except OSError as exc:
+            raise output_error(exc) from exc
+
+    def on_broken_pipe(self) -> None:  # Rich's default exits 1 on its own
+        raise output_error(BrokenPipeError(errno.EPIPE, "Broken pipe"))
+
+
+out = _ResultConsole(highlight=False, soft_wrap=True, emoji=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
 
 _secrets: list[str] = []
 
@@ -29,12 +52,75 @@ def safe(value: Any) -> str:
     return escape(redact(str(value), _secrets))
 
 
-def print_json(data: Any) -> None:
-    text = json.dumps(data, indent=2, default=str, sort_keys=False)
+def output_error(exc: OSError) -> OutputError:
+    reason = exc.strerror or str(exc)
+    return OutputError(f"celora could not write its output: {reason} (is stdout a closed pipe or a full disk?).")
+
+
+def print_json(data: dict) -> None:
+    """A command's result as the one JSON object on stdout (success)."""
+    _write_json({"format_version": JSON_FORMAT_VERSION, "ok": True, **data})
+
+
+def print_json_error(error: CeloraError, **fields: Any) -> None:
+    """A failure as the one JSON object on stdout; `fields` join the top level (e.g. health's status)."""
+    body = {"code": int(error.exit_code), "type": type(error).__name__, "message": error.message,
+            "hint": error.hint, **error.details()}
+    _write_json({"format_version": JSON_FORMAT_VERSION, "ok": False, **fields, "error": body})
+
+
+def _write_json(data: dict) -> None:
+    text = json.dumps(rounded(data), indent=2, default=str)
     out.print(redact(text, _secrets), markup=False, highlight=False, soft_wrap=True)
+
+
+def rounded(value: Any, key: str = "") -> Any:
+    """Durations in milliseconds to 0.1 ms (`*_ms`), every other float (seconds, ratios) to 0.001."""
+    if isinstance(value, dict):
+        return {k: rounded(v, str(k)) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [rounded(v, key) for v in value]
+    if isinstance(value, float):
+        return round(value, 1 if key.endswith("_ms") else 3)
+    return value
 
 
 def error(message: str, hint: str | None = None) -> None:
     err.print(f"[bold red]Error:[/] {safe(message)}")
     if hint:
         err.print(f"[yellow]Hint:[/] {safe(hint)}")
+
+
+def notice(message: str) -> None:
+    err.print(safe(message))
+
+
+class _NoticeHandler(logging.Handler):
+    """`celora.notice` records (the core announcing what it does unasked) as plain lines on stderr."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            notice(record.getMessage())
+        except OSError:  # stderr is gone; the command itself must not fail for a notice
+            pass
+
+
+class StderrHandler(logging.StreamHandler):
+    """A handler that writes to whatever sys.stderr is now (the tests swap it per invocation)."""
+
+    @property
+    def stream(self):  # type: ignore[override]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
+def show_notices() -> None:
+    """Wire the `celora.notice` logger to stderr (once per process)."""
+    logger = logging.getLogger("celora.notice")
+    if not any(isinstance(h, _NoticeHandler) for h in logger.handlers):
+        logger.addHandler(_NoticeHandler())
+    logger.setLevel(logging.INFO)
+    logger.propagate = False

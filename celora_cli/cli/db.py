@@ -7,8 +7,9 @@ from typing import Optional
 import typer
 
 from celora_cli.cli import console
-from celora_cli.cli.app import load_settings_from
+from celora_cli.cli.app import json_option, load_settings_from
 from celora_cli.cli.console import safe
+from celora_cli.errors import ExitCode
 
 app = typer.Typer(help="Database commands: migrate-deploy, status, health.", no_args_is_help=True)
 
@@ -17,9 +18,9 @@ app = typer.Typer(help="Database commands: migrate-deploy, status, health.", no_
 def migrate_deploy(
     ctx: typer.Context,
     lock_timeout: Optional[float] = typer.Option(
-        None, "--lock-timeout", min=0, help="Seconds to wait for another runner's migration lock "
-        "(default CELORA_LOCK_TIMEOUT or 60)."),
-    as_json: bool = typer.Option(False, "--json", help="Print the result as one JSON object."),
+        None, "--lock-timeout", metavar="SECONDS", help="Seconds to wait for another runner's migration lock "
+        "(0 to 86400; default CELORA_LOCK_TIMEOUT or 60)."),
+    as_json: bool = json_option(),
 ) -> None:
     """Apply all pending migrations (CI/deploy): never prompts, serialised by an advisory lock.
 
@@ -27,7 +28,8 @@ def migrate_deploy(
     """
     from celora_cli.migrations import deploy
 
-    settings = load_settings_from(ctx)
+    # The flag is validated with the environment's setting, by the one validator in settings (exit 3).
+    settings = load_settings_from(ctx, lock_timeout=lock_timeout)
 
     def progress(kind: str, data) -> None:
         if kind == "lock_wait":
@@ -37,7 +39,7 @@ def migrate_deploy(
         elif kind == "applied" and not as_json:
             console.out.print(f"[green]Applied[/] {safe(data.name)} [dim]({data.duration_ms:.0f} ms)[/]")
 
-    result = deploy(settings, lock_timeout=lock_timeout, progress=progress)
+    result = deploy(settings, progress=progress)
     if as_json:
         console.print_json(result.as_dict())
         return
@@ -52,7 +54,7 @@ def migrate_deploy(
 @app.command("status")
 def status(
     ctx: typer.Context,
-    as_json: bool = typer.Option(False, "--json", help="Print the result as one JSON object."),
+    as_json: bool = json_option(),
 ) -> None:
     """Show applied vs pending migrations (exit 1 when some are pending).
 
@@ -75,15 +77,17 @@ def status(
         for migration in result.pending:
             console.out.print(f"[yellow]Pending[/] {safe(migration.name)}")
     if not result.up_to_date:
-        raise typer.Exit(1)
+        raise typer.Exit(ExitCode.PENDING)
 
 
 @app.command("health")
 def health(
     ctx: typer.Context,
     timeout: Optional[float] = typer.Option(
-        None, "--timeout", min=0.5, help="Seconds the whole check may take (default CELORA_HEALTH_TIMEOUT or 5)."),
-    as_json: bool = typer.Option(False, "--json", help="Print the report as one JSON object."),
+        None, "--timeout", metavar="SECONDS",
+        help="Seconds the whole check may take, 0.5 to 3600 (default CELORA_HEALTH_TIMEOUT or 5)."),
+    # A check that could not run (a malformed URL) still answers with the status health promises.
+    as_json: bool = json_option("Print the report as one JSON object (README: JSON output).", status="unhealthy"),
 ) -> None:
     """Check the pooled and direct connections, migrations and connection usage.
 
@@ -91,7 +95,8 @@ def health(
     """
     from celora_cli.health import check_database_health
 
-    report = check_database_health(load_settings_from(ctx), timeout=timeout)
+    # The flag is validated with the environment's setting, by the one validator in settings (exit 3).
+    report = check_database_health(load_settings_from(ctx, health_timeout=timeout))
     if as_json:
         console.print_json(report.as_dict())
     else:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import subprocess
 from pathlib import Path
 import sys
@@ -18,7 +20,9 @@ SETTING_VARS = ["DATABASE_URL", "DIRECT_DATABASE_URL", "CELORA_ENV", "CELORA_LOG
                 "CELORA_LOCAL_DIR", "CELORA_PG_BIN", "CELORA_PG_USER", "CELORA_LOCAL_PORT", "CELORA_MIGRATIONS_DIR"]
 
 EXPECTED_COMMANDS = {("db", "migrate-deploy"), ("db", "status"), ("db", "health"),
-                     ("local", "start"), ("local", "stop"), ("local", "url"), ("local", "status")}
+                     ("local", "start"), ("local", "stop"), ("local", "url"), ("local", "status"),
+                     ("local", "destroy")}
+JSON_COMMANDS = [["db", "health"], ["db", "status"], ["db", "migrate-deploy"], ["local", "status"]]
 
 
 @pytest.fixture
@@ -72,9 +76,10 @@ def test_db_help_lists_commands(run):
         assert word in out
 
 
-def test_no_args_shows_help(run):
-    result = run([])
-    assert result.exit_code == 2  # no_args_is_help
+@pytest.mark.parametrize("args", [[], ["db"], ["local"]], ids=lambda a: " ".join(a) or "root")
+def test_no_command_shows_help_and_exits_64(run, args):
+    result = run(args)
+    assert result.exit_code == 64  # no command given: nothing was done, so not success (README: Exit codes)
     assert "Usage: celora" in result.output
 
 
@@ -150,10 +155,29 @@ def test_bad_timeout_setting_exits_3(run):
     assert "CELORA_CONNECT_TIMEOUT must be a number of seconds, not 'abc'" in result.output
 
 
-def test_flag_validation_is_usage_error(run):
-    result = run(["db", "health", "--timeout", "0.1"])
-    assert result.exit_code == 2
-    assert "--timeout" in result.output
+@pytest.mark.parametrize("args", [["db", "health", "--timeout", "abc"], ["db", "status", "--bogus"],
+                                  ["--bogus"], ["db", "nosuchcommand"], ["db", "migrate-deploy", "--lock-timeout"]])
+def test_usage_errors_exit_64_not_2(run, args):
+    result = run(args)
+    assert result.exit_code == 64, result.output  # 2 means "unhealthy" for db health
+    assert "Error" in result.stderr
+    assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("value", ["inf", "0", "nan", "1e12", "0.1", "-5"])
+def test_health_timeout_flag_is_validated_like_the_setting(run, value):
+    result = run(["db", "health", "--timeout", value], DATABASE_URL="postgresql://u:topsecret@127.0.0.1:1/db")
+    assert result.exit_code == 3, result.output
+    assert "--timeout" in result.output or "timeout" in result.output.lower()
+    assert "Traceback" not in result.output and "OverflowError" not in result.output
+
+
+@pytest.mark.parametrize("value", ["inf", "nan", "-1", "1e12"])
+def test_lock_timeout_flag_is_validated_like_the_setting(run, value):
+    result = run(["db", "migrate-deploy", "--lock-timeout", value],
+                 DATABASE_URL="postgresql://u:topsecret@127.0.0.1:1/db")
+    assert result.exit_code == 3, result.output
+    assert "Traceback" not in result.output and "OverflowError" not in result.output
 
 
 def test_help_imports_no_heavy_modules(tmp_path):
@@ -174,3 +198,155 @@ def test_help_imports_no_heavy_modules(tmp_path):
     assert "Usage: celora" in proc.stdout
     assert "EXIT 0" in proc.stdout
     assert "HEAVY []" in proc.stdout, proc.stdout[-500:]
+
+
+def test_version(run):
+    result = run(["--version"])
+    assert result.exit_code == 0
+    assert re.fullmatch(r"celora \d+\.\d+\.\d+\S*\n", result.stdout), result.stdout
+
+
+def test_help_metavars_name_what_they_take(run):
+    assert "FILE" in run(["--help"]).stdout
+    assert "SECONDS" in run(["db", "health", "--help"]).stdout
+    assert "SECONDS" in run(["db", "migrate-deploy", "--help"]).stdout
+    for args in (["--help"], ["db", "health", "--help"], ["db", "migrate-deploy", "--help"]):
+        out = run(args).stdout
+        assert "<str>" not in out and "<float>" not in out, out
+
+
+def test_shell_completion_is_offered(run):
+    out = run(["--help"]).stdout
+    assert "--install-completion" in out and "--show-completion" in out
+    shown = run(["--show-completion", "bash"])
+    assert shown.exit_code == 0, shown.output
+    assert "complete" in shown.stdout and "celora" in shown.stdout.lower()
+
+
+# --- the JSON contract for failures the CLI meets before any database (README: JSON output) ---------------
+
+def _one_json_object(stdout: str) -> dict:
+    data = json.loads(stdout)  # raises if stdout is anything but exactly one JSON document
+    assert isinstance(data, dict)
+    assert data["format_version"] == 1
+    return data
+
+
+def _assert_json_error(result, code: int, error_type: str) -> dict:
+    assert result.exit_code == code, result.output
+    data = _one_json_object(result.stdout)
+    assert data["ok"] is False
+    error = data["error"]
+    assert (error["code"], error["type"]) == (code, error_type)
+    assert error["message"] and "hint" in error
+    assert "topsecret" not in result.stdout + result.stderr
+    return data
+
+
+@pytest.mark.parametrize("command", JSON_COMMANDS, ids=" ".join)
+def test_json_config_error_is_one_object(run, command):
+    result = run([*command, "--json"], DATABASE_URL="postgresql://u:topsecret@h:notaport/db")
+    data = _assert_json_error(result, 3, "ConfigError")
+    assert "malformed" in data["error"]["message"]
+    assert "Error:" in result.stderr  # the human message still goes to stderr
+
+
+def test_json_health_config_error_keeps_the_status_field(run):
+    result = run(["db", "health", "--json"], DATABASE_URL="postgresql://u:topsecret@h:notaport/db")
+    data = _assert_json_error(result, 3, "ConfigError")
+    assert data["status"] == "unhealthy"
+
+
+def test_json_env_file_error_is_one_object(run):
+    result = run(["--env-file", "nope.env", "db", "status", "--json"])
+    _assert_json_error(result, 3, "ConfigError")
+
+
+@pytest.mark.parametrize("args", [["db", "status", "--json", "--bogus"], ["db", "health", "--json", "--timeout", "x"]])
+def test_json_usage_error_is_one_object(run, args):
+    _assert_json_error(run(args), 64, "UsageError")
+
+
+def test_without_json_stdout_stays_empty_on_error(run):
+    result = run(["db", "status"], DATABASE_URL="postgresql://u:topsecret@h:notaport/db")
+    assert result.exit_code == 3
+    assert result.stdout == ""
+
+
+# --- bugs and interruptions: a real exception raised where the core would raise it ----------------------
+
+@pytest.fixture
+def broken_status(monkeypatch):
+    """`db status` whose core call fails with the given exception (no database is reached)."""
+    import celora_cli.migrations
+
+    def install(exc):
+        def fail(settings):
+            raise exc
+        monkeypatch.setattr(celora_cli.migrations, "migration_status", fail)
+    return install
+
+
+def test_bug_exits_70_with_a_bug_message(run, broken_status):
+    broken_status(ZeroDivisionError("division by zero"))
+    result = run(["db", "status"], DATABASE_URL="postgresql://u:topsecret@127.0.0.1:1/db")
+    assert result.exit_code == 70, result.output
+    assert "unexpected internal error" in result.stderr
+    assert "ZeroDivisionError" in result.stderr
+    assert "--debug" in result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_bug_with_json_is_an_internal_error_object(run, broken_status):
+    broken_status(KeyError("x"))
+    result = run(["db", "status", "--json"], DATABASE_URL="postgresql://u:topsecret@127.0.0.1:1/db")
+    _assert_json_error(result, 70, "InternalError")
+
+
+def test_bug_with_debug_shows_the_traceback(run, broken_status):
+    broken_status(ZeroDivisionError("division by zero"))
+    result = run(["--debug", "db", "status"], DATABASE_URL="postgresql://u:topsecret@127.0.0.1:1/db")
+    assert result.exit_code == 70
+    assert "Traceback" in result.stderr
+
+
+def test_ctrl_c_exits_130(run, broken_status):
+    broken_status(KeyboardInterrupt())
+    result = run(["db", "status", "--json"], DATABASE_URL="postgresql://u:topsecret@127.0.0.1:1/db")
+    _assert_json_error(result, 130, "Interrupted")
+    assert "Interrupted" in result.stderr
+
+
+def test_user_errors_are_not_reported_as_bugs(run, broken_status):
+    from celora_cli.errors import MigrationFailed
+
+    broken_status(MigrationFailed("Migration x failed.", "Fix x.", revision="x", sqlstate="42601",
+                                  applied=[{"revision": "a", "name": "a_init", "duration_ms": 1.23456}]))
+    result = run(["db", "status", "--json"], DATABASE_URL="postgresql://u:topsecret@127.0.0.1:1/db")
+    data = _assert_json_error(result, 9, "MigrationFailed")
+    assert data["error"]["revision"] == "x" and data["error"]["sqlstate"] == "42601"
+    assert data["error"]["applied"] == [{"revision": "a", "name": "a_init", "duration_ms": 1.2}]
+    assert "internal error" not in result.output
+
+
+def test_json_numbers_are_rounded():
+    from celora_cli.cli.console import rounded
+
+    data = {"duration_ms": 12.3456, "waited_for_lock_s": 1.234567, "ratio": 0.123456, "count": 3,
+            "checks": {"pooled": {"latency_ms": 0.04567}}, "applied": [{"duration_ms": 9.99}]}
+    assert rounded(data) == {"duration_ms": 12.3, "waited_for_lock_s": 1.235, "ratio": 0.123, "count": 3,
+                             "checks": {"pooled": {"latency_ms": 0.0}}, "applied": [{"duration_ms": 10.0}]}
+
+
+def test_notice_logger_reaches_stderr(run, monkeypatch):
+    import logging
+
+    import celora_cli.migrations
+
+    def noisy(settings):
+        logging.getLogger("celora.notice").info("Creating the local PostgreSQL in /somewhere ...")
+        raise KeyboardInterrupt
+    monkeypatch.setattr(celora_cli.migrations, "migration_status", noisy)
+    result = run(["db", "status", "--json"], DATABASE_URL="postgresql://u:topsecret@127.0.0.1:1/db")
+    assert "Creating the local PostgreSQL in /somewhere ..." in result.stderr
+    assert "Creating" not in result.stdout
