@@ -8,6 +8,7 @@ This module stays light (no SQLAlchemy, no psycopg): `celora --help` imports it.
 
 from __future__ import annotations
 
+import io
 import math
 import os
 import re
@@ -24,30 +25,157 @@ ENVIRONMENTS = ("development", "test", "staging", "production")
 CELORA_URL_PARAMS = {"pgbouncer", "connection_limit", "pool_timeout", "schema", "socket_timeout",
                      "statement_cache_size"}
 
+# libpq's connection keywords (PostgreSQL 18 docs, "Parameter Key Words"). In a URL's query an '@' inside the
+# value of one of these (options=-c x=a@b, application_name=me@laptop) is data; an '@' anywhere else after the
+# host may end a password holding an unencoded '/', '?' or '#', so masking treats it as the end of the user info.
+LIBPQ_PARAMS = {
+    "host", "hostaddr", "port", "dbname", "user", "password", "passfile", "require_auth", "channel_binding",
+    "connect_timeout", "client_encoding", "options", "application_name", "fallback_application_name",
+    "keepalives", "keepalives_idle", "keepalives_interval", "keepalives_count", "tcp_user_timeout",
+    "replication", "gssencmode", "sslmode", "requiressl", "sslnegotiation", "sslcompression", "sslcert",
+    "sslkey", "sslkeylogfile", "sslpassword", "sslcertmode", "sslrootcert", "sslcrl", "sslcrldir", "sslsni",
+    "requirepeer", "ssl_min_protocol_version", "ssl_max_protocol_version", "min_protocol_version",
+    "max_protocol_version", "krbsrvname", "gsslib", "gssdelegation", "scram_client_key", "scram_server_key",
+    "service", "target_session_attrs", "load_balance_hosts", "oauth_issuer", "oauth_client_id",
+    "oauth_client_secret", "oauth_scope",
+}
+
 _SCHEMES = {"postgresql": "postgresql", "postgres": "postgresql", "postgresql+psycopg": "postgresql"}
 
+# A PostgreSQL URL is a few hundred characters at most; a 40 kB one is a mistake (a file's content, a loop).
+MAX_URL_LENGTH = 8192
 
-_URL_AUTHORITY = re.compile(r"(?i)([a-z][a-z0-9+.-]*://)([^/?#\s]*)")
+# Seconds, (minimum, maximum). One validator (validate_seconds) applies them to the environment, to flags and to
+# library arguments alike, so a value refused in one place is refused everywhere.
+HEALTH_TIMEOUT_LIMITS = (0.5, 3600.0)  # CELORA_HEALTH_TIMEOUT, db health --timeout
+CONNECT_TIMEOUT_LIMITS = (1.0, 3600.0)  # CELORA_CONNECT_TIMEOUT; libpq reads 0 as "wait forever"
+STATEMENT_TIMEOUT_LIMITS = (0.0, 86400.0)  # CELORA_STATEMENT_TIMEOUT; 0 = no limit
+LOCK_TIMEOUT_LIMITS = (0.0, 86400.0)  # CELORA_LOCK_TIMEOUT, migrate-deploy --lock-timeout
+
+# Settings field -> (environment variable, limits)
+_TIMEOUT_SETTINGS = {
+    "connect_timeout": ("CELORA_CONNECT_TIMEOUT", CONNECT_TIMEOUT_LIMITS),
+    "statement_timeout": ("CELORA_STATEMENT_TIMEOUT", STATEMENT_TIMEOUT_LIMITS),
+    "lock_timeout": ("CELORA_LOCK_TIMEOUT", LOCK_TIMEOUT_LIMITS),
+    "health_timeout": ("CELORA_HEALTH_TIMEOUT", HEALTH_TIMEOUT_LIMITS),
+}
+
+_ENCODE_HINT = ("Percent-encode special characters in the user name and password: / as %2F, ? as %3F, "
+                "# as %23, @ as %40, % as %25 (python3 -c \"import urllib.parse,sys; "
+                "print(urllib.parse.quote(sys.argv[1], safe=''))\" 'PASSWORD'). An '@' in the database name or "
+                "in a parameter value is written %40.")
 
 
-def mask_url(url: str) -> str:
-    """Hide the password of every URL in `url` (and any password=... parameter).
+# --------------------------------------------------------------------------- masking
 
-    postgresql://app:s3cret@db:5432/celora -> postgresql://app:****@db:5432/celora. The user info ends at
-    the LAST '@' of the authority, as urlsplit reads it, so an unencoded '@' in a password stays hidden.
+
+_WHITESPACE = re.compile(r"\s")
+_AUTHORITY_END = re.compile(r"[/?#]")
+_USERINFO_SCAN = re.compile(r"[@?&#=]")
+_PASSWORD_PARAM = re.compile(r"(?i)((?:^|[?&\s])password=)[^&\s]*")
+
+
+def _userinfo_end(rest: str) -> int | None:
+    """Index in `rest` (a URL after its scheme://) of the '@' that ends the user info, or None.
+
+    That is the last '@' before the host. A password may hold an unencoded '/', '?' or '#', so the host is not
+    simply what follows the first '@' before '/?#': every '@' counts except one inside the value of a libpq
+    parameter in the query (?options=a@b, ?application_name=me@laptop). One pass over `rest`: linear time.
     """
+    last_candidate = last_at = None
+    state = "before query"  # then "query" after the first '?', "fragment" after a '#'
+    piece_start, key = 0, None  # the current query parameter: where it starts, its name once '=' is seen
+    for match in _USERINFO_SCAN.finditer(rest):
+        char, at = match.group(), match.start()
+        if char == "@":
+            last_at = at
+            if not (state == "query" and key is not None and key.lower() in _QUERY_KEYS):
+                last_candidate = at
+        elif char == "#":
+            state = "fragment"
+        elif char == "?" and state == "before query":
+            state, piece_start, key = "query", at + 1, None
+        elif char == "&" and state == "query":
+            piece_start, key = at + 1, None
+        elif char == "=" and state == "query" and key is None:
+            key = rest[piece_start:at]
+    if last_candidate is not None:
+        return last_candidate
+    if last_at is not None:
+        # Every '@' sits in a parameter value. If what precedes the query is not host[:port] either, the
+        # ':' began a password that runs into the query: hide everything up to the last '@'.
+        end = _AUTHORITY_END.search(rest)
+        if not _is_host_and_port(rest[:end.start() if end else len(rest)]):
+            return last_at
+    return None
 
-    def hide(match: re.Match) -> str:
-        scheme, authority = match.group(1), match.group(2)
-        if "@" not in authority:
-            return match.group(0)
-        userinfo, host = authority.rsplit("@", 1)
-        if ":" in userinfo:
-            userinfo = userinfo.split(":", 1)[0] + ":****"
-        return f"{scheme}{userinfo}@{host}"
 
-    masked = _URL_AUTHORITY.sub(hide, url)
-    return re.sub(r"(?i)((?:^|[?&\s])password=)[^&\s]*", r"\1****", masked)
+_QUERY_KEYS = LIBPQ_PARAMS | CELORA_URL_PARAMS
+
+
+def _is_host_and_port(authority: str) -> bool:
+    """host, host:port, [v6]:port, or several of them separated by commas (libpq's multi-host form)."""
+    for spec in authority.split(","):
+        if spec.startswith("["):
+            closing = spec.find("]")
+            if closing < 0:
+                return False
+            port = spec[closing + 1:]
+            if port and not (port.startswith(":") and port[1:].isdigit()):
+                return False
+        elif ":" in spec and not spec.split(":", 1)[1].isdigit():
+            return False
+    return True
+
+
+def _mask_userinfo(rest: str) -> str:
+    """`rest` (after scheme://) with the password replaced by ****."""
+    end = _userinfo_end(rest)
+    if end is None:
+        return rest
+    colon = rest.find(":", 0, end)
+    if colon < 0:
+        return rest  # a user name without a password: nothing secret
+    return f"{rest[:colon + 1]}****{rest[end:]}"
+
+
+def mask_url(text: str) -> str:
+    """Hide the password of every URL in free text (and any password=... parameter).
+
+    postgresql://app:s3cret@db:5432/celora -> postgresql://app:****@db:5432/celora. The password ends at the
+    last '@' before the host (see _userinfo_end), so an unencoded '@', '/', '?' or '#' in it stays hidden. In
+    free text a URL ends at whitespace. Linear time: every character is looked at a bounded number of times.
+    """
+    pieces = []
+    position = 0
+    while (separator := text.find("://", position)) >= 0:
+        start = separator + 3
+        space = _WHITESPACE.search(text, start)
+        end = space.start() if space else len(text)
+        pieces += [text[position:start], _mask_userinfo(text[start:end])]
+        position = end
+    pieces.append(text[position:])
+    return _PASSWORD_PARAM.sub(r"\1****", "".join(pieces))
+
+
+def _mask_one_url(url: str) -> str:
+    """Mask `url` known to be a single URL (so a space in its password does not end it, as in free text)."""
+    if "://" not in url:
+        return _PASSWORD_PARAM.sub(r"\1****", url)
+    scheme, rest = url.split("://", 1)
+    return _PASSWORD_PARAM.sub(r"\1****", f"{scheme}://{_mask_userinfo(rest)}")
+
+
+def redact(text: str, secrets: list[str] | tuple[str, ...] = ()) -> str:
+    """Mask URL passwords and every known secret in free text (error messages, logs). Linear in len(text)."""
+    text = mask_url(text)
+    for secret in secrets:
+        if secret and len(secret) >= 3:
+            text = text.replace(secret, "****")
+    return text
+
+
+# --------------------------------------------------------------------------- URL parsing
 
 
 @dataclass(frozen=True)
@@ -57,7 +185,7 @@ class DatabaseURL:
     original: str
     username: str | None
     password: str | None
-    host: str | None
+    host: str | None  # as written (not lower-cased), percent-decoded; a path starting with '/' is a socket dir
     port: int | None
     database: str | None
     libpq_params: tuple[tuple[str, str], ...]
@@ -65,15 +193,20 @@ class DatabaseURL:
     connection_limit: int | None = None
     pool_timeout: float | None = None
     schema: str | None = None
-
-    @property
-    def masked(self) -> str:
-        return mask_url(self.original)
-
     host_in_query: bool = False  # libpq's ?host=/socket/dir form: the URL's authority has no host
 
     @property
+    def masked(self) -> str:
+        return _mask_one_url(self.original)
+
+    @property
+    def is_socket(self) -> bool:
+        return bool(self.host) and self.host.startswith("/")
+
+    @property
     def display_host(self) -> str:
+        if self.is_socket:  # what libpq itself names: the socket file
+            return f"{self.host.rstrip('/')}/.s.PGSQL.{self.port or 5432}"
         host = self.host or "localhost"
         if ":" in host:
             host = f"[{host}]"
@@ -87,12 +220,17 @@ class DatabaseURL:
             if self.password is not None:
                 auth += ":" + quote(self.password, safe="")
             auth += "@"
+        params = self.libpq_params
         host = "" if self.host_in_query else (self.host or "")
-        if host and ":" in host:  # IPv6 literal
+        if host.startswith("/"):
+            # SQLAlchemy does not percent-decode the host, so a socket directory travels as libpq's ?host=.
+            params = (*params, ("host", host))
+            host = ""
+        elif ":" in host:  # IPv6 literal
             host = f"[{host}]"
         port = f":{self.port}" if self.port else ""
         path = f"/{quote(self.database, safe='')}" if self.database else "/"
-        query = f"?{urlencode(self.libpq_params)}" if self.libpq_params else ""
+        query = f"?{urlencode(params)}" if params else ""
         return f"postgresql+psycopg://{auth}{host}{port}{path}{query}"
 
     def libpq_param(self, name: str) -> str | None:
@@ -100,45 +238,51 @@ class DatabaseURL:
 
 
 def parse_database_url(url: str, setting: str = "DATABASE_URL") -> DatabaseURL:
-    """Parse and validate a URL; errors name the setting and show the URL masked."""
+    """Parse and validate a URL; errors name the setting and never show the password."""
     url = url.strip()
-    shown = mask_url(url)
+    _check_length_and_encoding(url, setting)
     if "://" not in url:
         # Not echoed: without a scheme we cannot tell where a password would sit in it.
         raise ConfigError(
             f"{setting} is not a URL (it has no scheme://).",
             "Use the form postgresql://USER@HOST:5432/DATABASE, with the password as USER:PASSWORD before the @.",
         )
-    scheme = url.split("://", 1)[0].lower()
-    if scheme not in _SCHEMES:
+    shown = _mask_one_url(url)
+    scheme, rest = url.split("://", 1)
+    if scheme.lower() not in _SCHEMES:
         raise ConfigError(
-            f"{setting} uses the unsupported scheme {scheme!r} ({shown}). celora works with PostgreSQL only.",
+            f"{setting} uses the unsupported scheme {scheme.lower()!r} ({shown}). celora works with PostgreSQL "
+            "only.",
             "Use a postgresql:// (or postgres://) URL.",
+        )
+    end = _userinfo_end(rest)
+    if end is not None and _AUTHORITY_END.search(rest, 0, end):
+        raise ConfigError(
+            f"{setting} has a '/', '?' or '#' before the '@' that ends its user name and password ({shown}), "
+            "so its host, database and password cannot be told apart.",
+            _ENCODE_HINT,
         )
     try:
         parts = urlsplit(url)
-        port = parts.port
     except ValueError as exc:
-        raise ConfigError(
-            f"{setting} is malformed ({shown}): {mask_url(str(exc))}.",
-            "Check the port is a number and special characters in the password are percent-encoded "
-            "(e.g. @ as %40).",
-        ) from None
-    database = unquote(parts.path.lstrip("/")) or None
+        raise ConfigError(f"{setting} is malformed ({shown}): {_urlsplit_problem(exc)}.", _ENCODE_HINT) from None
+    userinfo, at, hostport = parts.netloc.rpartition("@")
+    user, colon, password = userinfo.partition(":")
+    host, port = _host_and_port(hostport, setting, shown)
+    database = _decode(parts.path.lstrip("/"), "database name", setting, shown) or None
     if database and "/" in database:
         raise ConfigError(f"{setting} has an invalid database name {database!r} ({shown}).",
                           "The path of the URL is the database name: postgresql://host:5432/celora")
     query = parse_qsl(parts.query, keep_blank_values=True)
     celora = {k: v for k, v in query if k in CELORA_URL_PARAMS}
     libpq = tuple((k, v) for k, v in query if k not in CELORA_URL_PARAMS)
-    host = parts.hostname
     host_in_query = host is None and dict(libpq).get("host") is not None
     if host_in_query:  # libpq allows postgresql:///db?host=/socket/dir
         host = dict(libpq)["host"]
     return DatabaseURL(
         original=url,
-        username=unquote(parts.username) if parts.username else None,
-        password=unquote(parts.password) if parts.password is not None else None,
+        username=_decode(user, "user name", setting, shown) if at and user else None,
+        password=_decode(password, "password", setting, shown) if at and colon else None,
         host=host,
         host_in_query=host_in_query,
         port=port,
@@ -149,6 +293,85 @@ def parse_database_url(url: str, setting: str = "DATABASE_URL") -> DatabaseURL:
         pool_timeout=_parse_number(celora.get("pool_timeout"), float, f"{setting} ?pool_timeout"),
         schema=celora.get("schema") or None,
     )
+
+
+def _check_length_and_encoding(url: str, setting: str) -> None:
+    """Checked before anything else reads the URL (or echoes it)."""
+    if len(url) > MAX_URL_LENGTH:
+        raise ConfigError(
+            f"{setting} is {len(url):,} characters long; celora accepts database URLs up to "
+            f"{MAX_URL_LENGTH:,} characters.",
+            f"Check that {setting} holds one PostgreSQL URL (postgresql://USER@HOST:5432/DATABASE), not a "
+            "file's content.",
+        )
+    try:
+        url.encode("utf-8")
+    except UnicodeEncodeError:  # os.environ keeps undecodable bytes as lone surrogates
+        raise ConfigError(
+            f"{setting} contains bytes that are not UTF-8 text.",
+            f"Set {setting} as UTF-8, and percent-encode non-ASCII characters (e.g. é as %C3%A9).",
+        ) from None
+
+
+def _urlsplit_problem(exc: ValueError) -> str:
+    """Why urlsplit refused the URL, in our words: its own messages can repeat the netloc, password included."""
+    text = str(exc)
+    if "IPv6" in text:
+        return "unbalanced [ ] around an IPv6 address"
+    if "NFKC" in text:
+        return "its host or user info has characters that Unicode normalisation changes (e.g. full-width ＃)"
+    return "it is not a valid URL"
+
+
+def _host_and_port(hostport: str, setting: str, shown: str) -> tuple[str | None, int | None]:
+    """The host as written (percent-decoded, case kept: urlsplit's .hostname lower-cases) and the port."""
+    if hostport.startswith("["):
+        closing = hostport.find("]")
+        raw_host, port_text = hostport[1:closing], hostport[closing + 1:]
+        if port_text and not port_text.startswith(":"):
+            raise ConfigError(f"{setting} is malformed ({shown}): text after the IPv6 address ']'.",
+                              "Write an IPv6 host as [2001:db8::1]:5432.")
+        port_text = port_text[1:]
+        ipv6 = True
+    else:
+        raw_host, _, port_text = hostport.rpartition(":") if ":" in hostport else (hostport, "", "")
+        ipv6 = False
+    port = None
+    if port_text:
+        # urlsplit's own wording. Safe to echo: the user info (checked above) ends before the port.
+        if not (port_text.isascii() and port_text.isdigit()):
+            problem = f"Port could not be cast to integer value as {port_text!r}"
+        elif int(port_text) > 65535:
+            problem = f"Port out of range 0-65535 (got {port_text})"
+        else:
+            problem = None
+        if problem:
+            raise ConfigError(f"{setting} is malformed ({shown}): {problem}.",
+                              "Check the port is a number and special characters in the password are "
+                              "percent-encoded (e.g. @ as %40).")
+        port = int(port_text)
+    host = _decode(raw_host, "host", setting, shown) or None
+    if host and not ipv6 and not host.startswith("/"):
+        try:  # what the resolver will do with it (socket.getaddrinfo encodes with idna)
+            host.encode("idna")
+        except UnicodeError:
+            raise ConfigError(
+                f"{setting} has an invalid host name {host!r} ({shown}): a part between dots is empty or "
+                "longer than 63 characters, or holds characters a host name cannot have.",
+                "Check the host name; a unix socket directory is written percent-encoded "
+                "(postgresql://USER@%2Fvar%2Frun%2Fpostgresql/DATABASE) or as ?host=/var/run/postgresql.",
+            ) from None
+    return host, port
+
+
+def _decode(component: str, what: str, setting: str, shown: str) -> str:
+    try:
+        return unquote(component, errors="strict")
+    except UnicodeDecodeError:
+        raise ConfigError(
+            f"{setting} has a percent-encoded {what} that is not UTF-8 ({shown}).",
+            "Percent-encode the UTF-8 bytes of each character (e.g. é as %C3%A9).",
+        ) from None
 
 
 def _parse_bool(value: str, name: str) -> bool:
@@ -174,6 +397,28 @@ def _parse_number(value, kind, name, maximum=None):
     if number < 0:
         raise ConfigError(f"{name} must not be negative (got {value!r}).", "Use a number of 0 or more.")
     return number
+
+
+def validate_seconds(value, name: str, *, minimum: float, maximum: float) -> float:
+    """A number of seconds from the environment (a string), a flag or a library argument, within limits.
+
+    `name` is what the user wrote (CELORA_HEALTH_TIMEOUT, --timeout, check_database_health(timeout=...)).
+    """
+    fix = f"Use a number of seconds from {minimum:g} to {maximum:g}."
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ConfigError(f"{name} must be a number of seconds, not {value!r}.", fix)
+    try:
+        seconds = float(value)
+    except (ValueError, OverflowError):
+        raise ConfigError(f"{name} must be a number of seconds, not {value!r}.", fix) from None
+    if not math.isfinite(seconds):
+        raise ConfigError(f"{name} must be a finite number of seconds, not {value!r}.", fix)
+    if not minimum <= seconds <= maximum:
+        raise ConfigError(f"{name} must be from {minimum:g} to {maximum:g} seconds, not {value!r}.", fix)
+    return seconds
+
+
+# --------------------------------------------------------------------------- Settings
 
 
 @dataclass(frozen=True)
@@ -204,10 +449,6 @@ class Settings:
     def local_server_dir(self) -> Path:
         return self.local_dir or self.project_root / ".celora"
 
-    @property
-    def is_production(self) -> bool:
-        return self.env == "production"
-
     def ddl_url(self) -> DatabaseURL | None:
         """The URL for migrations, DDL and locks: DIRECT_DATABASE_URL, else DATABASE_URL unless it is pooled."""
         if self.direct_database_url is not None:
@@ -226,47 +467,123 @@ class Settings:
         return [u.password for u in (self.database_url, self.direct_database_url) if u and u.password]
 
     def with_overrides(self, **changes) -> "Settings":
-        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+        """A copy with `changes` applied (None values ignored); timeouts are validated like the environment's."""
+        changes = {name: value for name, value in changes.items() if value is not None}
+        for name, value in changes.items():
+            if name in _TIMEOUT_SETTINGS:
+                minimum, maximum = _TIMEOUT_SETTINGS[name][1]
+                changes[name] = validate_seconds(value, name, minimum=minimum, maximum=maximum)
+        return replace(self, **changes)
+
+
+# --------------------------------------------------------------------------- project root and env files
 
 
 def find_project_root(start: Path | None = None) -> Path:
-    """Nearest directory (from cwd up) holding pyproject.toml, .env, .celora or migrations/; else cwd."""
+    """Nearest directory (from cwd up) that is a celora project; else cwd.
+
+    A celora project has `migrations/env.py`, a `[tool.celora]` table in pyproject.toml, or a local server's
+    `.celora/server.json`. Any pyproject.toml or .env is not enough: a command run in some other project
+    must not read that project's .env nor create a cluster in it.
+    """
     start = (start or Path.cwd()).resolve()
     for directory in (start, *start.parents):
-        if any((directory / marker).exists() for marker in ("pyproject.toml", ".env", ".celora", "migrations")):
+        if _is_celora_project(directory):
             return directory
     return start
 
 
-def _read_env_file(path: Path) -> dict[str, str]:
-    from dotenv import dotenv_values
+def _is_celora_project(directory: Path) -> bool:
+    try:
+        if (directory / "migrations" / "env.py").is_file() or (directory / ".celora" / "server.json").is_file():
+            return True
+        return (directory / "pyproject.toml").is_file() and _has_celora_table(directory / "pyproject.toml")
+    except OSError:  # an unreadable folder on the way up is not ours
+        return False
 
-    return {k: v for k, v in dotenv_values(path).items() if v is not None}
+
+def _has_celora_table(pyproject: Path) -> bool:
+    import tomllib
+
+    try:
+        data = tomllib.loads(pyproject.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return False  # a broken pyproject.toml is its own tool's problem, not a reason to fail here
+    tool = data.get("tool")
+    return isinstance(tool, dict) and isinstance(tool.get("celora"), dict)
+
+
+_KEY_OF_LINE = re.compile(r"\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_.-]*)\s*=")
+
+
+def _read_env_file(path: Path, environ: Mapping[str, str], what: str) -> dict[str, str]:
+    """KEY=value pairs of a dotenv file, parsed by python-dotenv; a file it cannot read fully is an error.
+
+    python-dotenv itself only warns about a line it cannot parse and skips it: a DATABASE_URL with an
+    unterminated quote would be dropped and the command would go on against the environment's database.
+    `${VAR}` references resolve against `environ` and the file's earlier keys, as python-dotenv does.
+    """
+    from dotenv.parser import parse_stream
+    from dotenv.variables import parse_variables
+
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{what} {path} cannot be read: {exc.strerror or exc}.",
+                          "Check the file's permissions, or pass another --env-file.") from None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise ConfigError(f"{what} {path} is not UTF-8 text (byte 0x{data[exc.start]:02x} on line {line}).",
+                          f"Save {path.name} as UTF-8 (e.g. iconv -f latin1 -t utf-8).") from None
+    values: dict[str, str] = {}
+    for binding in parse_stream(io.StringIO(text)):
+        if binding.error:
+            raise ConfigError(_unparsable_line(path, what, binding.original.string, binding.original.line),
+                              "Write each setting as KEY=value on its own line; close every quote "
+                              "(KEY=\"value\"); start comments with #.")
+        if binding.key is None or binding.value is None:
+            continue
+        scope = {**environ, **values}
+        values[binding.key] = "".join(atom.resolve(scope) for atom in parse_variables(binding.value))
+    return values
+
+
+def _unparsable_line(path: Path, what: str, original: str, line: int) -> str:
+    """Names the file, the line and the key, never the value (it may be a password)."""
+    leading = original[:len(original) - len(original.lstrip())]
+    line += leading.count("\n")  # python-dotenv's line is where the blank lines before the statement start
+    key = _KEY_OF_LINE.match(original)
+    which = f" (the value of {key.group(1)})" if key else ""
+    return (f"{what} {path} line {line}{which} cannot be parsed: an unterminated quote, or a line that is not "
+            "KEY=value. celora stops rather than skip it.")
 
 
 def load_settings(
     environ: Mapping[str, str] | None = None,
-    env_file: Path | None = None,
+    env_file: Path | str | None = None,
     project_root: Path | None = None,
     **flags,
 ) -> Settings:
     """Build Settings from defaults < .env < environment < --env-file < flags.
 
     `environ` defaults to os.environ; tests pass their own mapping so they never see the developer's.
+    Flags are Settings field names (health_timeout=3, ...); None values are ignored; timeouts are validated.
     """
     environ = dict(os.environ if environ is None else environ)
     root = Path(project_root or environ.get("CELORA_PROJECT_ROOT") or find_project_root())
     values: dict[str, str] = {}
     default_env_file = root / ".env"
-    if default_env_file.is_file():
-        values.update(_read_env_file(default_env_file))
+    if _is_file(default_env_file):
+        values.update(_read_env_file(default_env_file, environ, "The project's .env"))
     values.update(environ)
     if env_file is not None:
         env_file = Path(env_file)
-        if not env_file.is_file():
+        if not _is_file(env_file):
             raise ConfigError(f"--env-file {env_file} does not exist or is not a file.",
                               "Pass the path of a dotenv file (KEY=value lines), e.g. --env-file .env.staging")
-        values.update(_read_env_file(env_file))
+        values.update(_read_env_file(env_file, environ, "--env-file"))
 
     def get(name: str) -> str | None:
         value = values.get(name)
@@ -277,21 +594,10 @@ def load_settings(
         raise ConfigError(f"CELORA_ENV is {env!r}, which celora does not know.",
                           f"Use one of: {', '.join(ENVIRONMENTS)}.")
 
-    def number(name: str, default: float) -> float:
+    def seconds(field_name: str, default: float) -> float:
+        name, (minimum, maximum) = _TIMEOUT_SETTINGS[field_name]
         raw = get(name)
-        if raw is None:
-            return default
-        try:
-            result = float(raw)
-        except ValueError:
-            raise ConfigError(f"{name} must be a number of seconds, not {raw!r}.",
-                              f"Set {name}=5 (seconds) or unset it.") from None
-        if not math.isfinite(result):
-            raise ConfigError(f"{name} must be a finite number of seconds (got {raw!r}).",
-                              f"Set {name}=5 (seconds) or unset it.")
-        if result < 0:
-            raise ConfigError(f"{name} must not be negative (got {raw!r}).", f"Set {name} to 0 or more.")
-        return result
+        return default if raw is None else validate_seconds(raw.strip(), name, minimum=minimum, maximum=maximum)
 
     def optional_path(name: str) -> Path | None:
         raw = get(name)
@@ -305,10 +611,10 @@ def load_settings(
         direct_database_url=parse_database_url(direct_url, "DIRECT_DATABASE_URL") if direct_url else None,
         env=env,
         log_queries=_parse_bool(get("CELORA_LOG_QUERIES") or "false", "CELORA_LOG_QUERIES"),
-        connect_timeout=number("CELORA_CONNECT_TIMEOUT", 5.0),
-        statement_timeout=number("CELORA_STATEMENT_TIMEOUT", 30.0),
-        lock_timeout=number("CELORA_LOCK_TIMEOUT", 60.0),
-        health_timeout=number("CELORA_HEALTH_TIMEOUT", 5.0),
+        connect_timeout=seconds("connect_timeout", 5.0),
+        statement_timeout=seconds("statement_timeout", 30.0),
+        lock_timeout=seconds("lock_timeout", 60.0),
+        health_timeout=seconds("health_timeout", 5.0),
         debug=_parse_bool(get("CELORA_DEBUG") or "false", "CELORA_DEBUG"),
         project_root=root,
         local_dir=optional_path("CELORA_LOCAL_DIR"),
@@ -323,10 +629,8 @@ def load_settings(
     return settings.with_overrides(**flags)
 
 
-def redact(text: str, secrets: list[str] | tuple[str, ...] = ()) -> str:
-    """Mask URL passwords and every known secret in free text (error messages, logs)."""
-    text = mask_url(text)
-    for secret in secrets:
-        if secret and len(secret) >= 3:
-            text = text.replace(secret, "****")
-    return text
+def _is_file(path: Path) -> bool:
+    try:
+        return path.is_file()
+    except OSError:  # e.g. a folder on the way we may not search: reading the file will say why
+        return True
