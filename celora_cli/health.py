@@ -4,10 +4,20 @@ Each connection path (pooled = DATABASE_URL, maybe PgBouncer; direct = DIRECT_DA
 its own daemon thread and the caller waits at most `timeout` seconds in all: libpq's connect_timeout does
 not cover a host that accepts the TCP connection and then goes silent, and a thread we stop waiting for
 cannot hold the report hostage.
+
+Status: UNHEALTHY only when SELECT 1 on the app path fails; DEGRADED for a real problem found on the way
+(the direct path down or reaching a pooler, an undeclared pooler on the app path, pending migrations, a slow
+round trip, connections nearly exhausted); otherwise HEALTHY. What health cannot find out (the migration
+state when the role may not read alembic_version) is a warning, not a problem. A pooler is reported only on
+evidence (celora's startup marker missing, or PgBouncer rejecting the startup options), never because the
+server's port differs from the URL's: Docker `-p 5433:5432`, SSH tunnels and port-forwards do that too.
+
+Health never starts anything: a stopped (or never created) local PostgreSQL is reported as unhealthy.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import threading
 import time
@@ -19,6 +29,7 @@ from celora_cli.settings import DatabaseURL, Settings, redact
 HEALTHY, DEGRADED, UNHEALTHY = "healthy", "degraded", "unhealthy"
 SLOW_LATENCY_MS = 1000.0  # a round trip slower than this is reported as degraded
 BUSY_CONNECTIONS = 0.8  # share of max_connections in use that counts as degraded
+TIMEOUT_LIMITS = (0.5, 3600.0)  # seconds; the same limits as --timeout and CELORA_HEALTH_TIMEOUT
 
 
 @dataclass
@@ -26,15 +37,25 @@ class ConnectionCheck:
     name: str  # "pooled" or "direct"
     setting: str  # the setting it came from
     url: str | None  # masked
-    ok: bool = False
+    ok: bool = False  # SELECT 1 answered
     skipped: bool = False
     latency_ms: float | None = None  # round trip of SELECT 1 on an open connection
     connect_ms: float | None = None
     server_version: str | None = None
+    server_port: int | None = None  # the port PostgreSQL itself listens on (a mapped port differs: no alarm)
     pgbouncer: bool = False  # declared with ?pgbouncer=true
-    through_proxy: bool | None = None  # the server's port differs from the URL's: a pooler is in between
+    # Evidence-based: True when celora's startup marker did not reach the server session or PgBouncer
+    # rejected the startup options; False when the marker arrived; None when it could not be tested
+    # (?pgbouncer=true sends no startup options, nor does a URL with its own ?options=).
+    pooler_detected: bool | None = None
+    pooler_evidence: str | None = None
     error: str | None = None
     hint: str | None = None
+
+    @property
+    def through_proxy(self) -> bool | None:
+        """Old name of `pooler_detected`, kept for callers that still read it (not in as_dict)."""
+        return self.pooler_detected
 
 
 @dataclass
@@ -61,7 +82,7 @@ class HealthReport:
     status: str
     latency: int | None  # ms, the app path's round trip (the seed's `{status, latency}`)
     checks: dict[str, ConnectionCheck]
-    migrations: MigrationState | None = None
+    migrations: MigrationState | None = None  # None: not known (see warnings)
     connections: ConnectionUsage | None = None
     problems: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
@@ -71,7 +92,7 @@ class HealthReport:
 
     @property
     def exit_code(self) -> int:
-        return {HEALTHY: ExitCode.OK, DEGRADED: 1, UNHEALTHY: 2}[self.status]
+        return {HEALTHY: ExitCode.OK, DEGRADED: ExitCode.DEGRADED, UNHEALTHY: ExitCode.UNHEALTHY}[self.status]
 
     def as_dict(self) -> dict:
         data = dataclasses.asdict(self)
@@ -99,61 +120,127 @@ def _check(check: ConnectionCheck, url: DatabaseURL, settings: Settings, extras:
             check.connect_ms = round((time.perf_counter() - started) * 1000, 1)
             started = time.perf_counter()
             conn.execute(text("SELECT 1"))
-            check.latency_ms = round((time.perf_counter() - started) * 1000, 2)
-            version, port = conn.execute(text("SELECT current_setting('server_version'), inet_server_port()")).one()
-            check.server_version = version
-            if port is not None and url.port is not None:
-                check.through_proxy = int(port) != url.port
-            if extras.get("want_details"):
-                _details(conn, settings, extras)
-            check.ok = True
+            check.latency_ms = round((time.perf_counter() - started) * 1000, 1)
+            check.ok = True  # the path works; what follows only describes it
+            try:
+                _facts(check, conn, url)
+                if extras.get("want_details"):
+                    _details(conn, settings, extras, url, check.setting)
+            except Exception as exc:  # noqa: BLE001 - a fact we could not read is a warning, not an outage
+                extras["warning"] = (f"The {check.name} path answered SELECT 1, but reading the server's "
+                                     f"details failed: {translate(exc, url, check.setting).message}")
     except Exception as exc:  # noqa: BLE001 - every failure becomes a line of the report
         error = translate(exc, url, check.setting)  # a CeloraError comes back as it is
         check.error, check.hint = error.message, error.hint
+        if _pooler_rejected_options(exc):
+            check.pooler_detected = True
+            check.pooler_evidence = f"it rejected celora's startup options ({_server_message(exc)})"
     finally:
         if engine is not None:
             engine.dispose()
 
 
-def _details(conn, settings: Settings, extras: dict) -> None:
-    """Connections in use vs max_connections, and migration state (on one connection)."""
+def _facts(check: ConnectionCheck, conn, url: DatabaseURL) -> None:
+    """Server version and port, and whether celora's startup marker reached the server session."""
     from sqlalchemy import text
+
+    from celora_cli.db.engine import (
+        STARTUP_MARKER,
+        sends_startup_options,
+        startup_options_applied,
+    )
+
+    version, port = conn.execute(text("SELECT current_setting('server_version'), inet_server_port()")).one()
+    check.server_version = version
+    check.server_port = int(port) if port is not None else None
+    if sends_startup_options(url):
+        applied = startup_options_applied(conn)
+        check.pooler_detected = not applied
+        if not applied:
+            check.pooler_evidence = (f"celora's startup marker ({STARTUP_MARKER}, sent in the startup options) "
+                                     "did not reach the server session: something in between dropped it, "
+                                     "as a transaction pooler does")
+    conn.rollback()
+
+
+def _pooler_rejected_options(exc: BaseException) -> bool:
+    """PgBouncer's own answer to startup options it does not pass on."""
+    from celora_cli.db.errors import root_cause
+
+    return "unsupported startup parameter" in str(root_cause(exc)).lower()
+
+
+def _server_message(exc: BaseException) -> str:
+    from celora_cli.db.errors import postgres_message
+
+    return postgres_message(exc)
+
+
+def _details(conn, settings: Settings, extras: dict, url: DatabaseURL, setting: str) -> None:
+    """Connections in use vs max_connections, and migration state (on one connection)."""
+    import psycopg
+    from sqlalchemy import text
+    from sqlalchemy.exc import DBAPIError
 
     in_use, max_conn = conn.execute(text(
         "SELECT (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'),"
         "       current_setting('max_connections')::int")).one()
     extras["connections"] = ConnectionUsage(int(in_use), int(max_conn))
     conn.rollback()
-    try:
-        from celora_cli.migrations import status_on
+    from celora_cli.db.errors import postgres_message, sqlstate_of
+    from celora_cli.migration_state import migration_state
 
-        status = status_on(conn, settings)
-        extras["migrations"] = MigrationState(
-            current=list(status.current), head=status.head, pending=len(status.pending),
-            pending_names=[m.name for m in status.pending], up_to_date=status.up_to_date)
-    except CeloraError as exc:
-        extras["migration_error"] = exc.message
+    driver = conn.connection.driver_connection  # psycopg's own: the fast path imports no Alembic
+    try:
+        status = migration_state(driver, settings)
+        driver.rollback()
+    except (CeloraError, DBAPIError, psycopg.Error) as exc:
+        database_error = exc.__cause__ if isinstance(exc, CeloraError) else exc
+        if not isinstance(database_error, (DBAPIError, psycopg.Error)):  # e.g. the database is ahead of the code
+            extras["migration_error"] = exc.message
+            return
+        # The app role may lack SELECT on alembic_version: the app still works, we just cannot tell.
+        with contextlib.suppress(psycopg.Error):
+            driver.rollback()
+        role = url.username or "the connecting role"
+        fix = ("Grant that role SELECT on alembic_version, or set DIRECT_DATABASE_URL to the migration role so "
+               "health can read it." if sqlstate_of(database_error) == "42501" else "Run `celora db status`.")
+        extras["migration_unknown"] = (f"Migration state unknown: {setting} as role {role!r} could not read "
+                                       f"alembic_version ({postgres_message(database_error)}). {fix}")
+        return
+    extras["migrations"] = MigrationState(
+        current=list(status.current), head=status.head, pending=len(status.pending),
+        pending_names=[m.name for m in status.pending], up_to_date=status.up_to_date)
+
+
+def _validated_timeout(timeout: float) -> float:
+    from celora_cli.settings import validate_seconds
+
+    return validate_seconds(timeout, "check_database_health(timeout=...)", minimum=TIMEOUT_LIMITS[0],
+                            maximum=TIMEOUT_LIMITS[1])
 
 
 def check_database_health(settings: Settings | None = None, *, timeout: float | None = None) -> HealthReport:
-    """Check the pooled and direct paths; returns within `timeout` seconds (default CELORA_HEALTH_TIMEOUT)."""
+    """Check the pooled and direct paths; returns within `timeout` seconds (default CELORA_HEALTH_TIMEOUT).
+
+    Raises ConfigError for a timeout outside 0.5..3600 s. Never starts the local PostgreSQL."""
     from celora_cli.db.engine import resolve_urls
     from celora_cli.settings import load_settings
 
     settings = settings or load_settings()
-    timeout = settings.health_timeout if timeout is None else timeout
+    timeout = settings.health_timeout if timeout is None else _validated_timeout(timeout)
     started = time.monotonic()
     deadline = started + timeout
-    report = HealthReport(status=HEALTHY, latency=None, checks={}, timeout_s=timeout,
+    report = HealthReport(status=HEALTHY, latency=None, checks={}, timeout_s=round(timeout, 3),
                           local_server=settings.uses_local_server)
+    pooled_setting = "local database" if report.local_server else "DATABASE_URL"
     try:
-        urls = resolve_urls(settings)
+        urls = resolve_urls(settings, start=False)
     except CeloraError as exc:
-        report.checks["pooled"] = ConnectionCheck("pooled", "DATABASE_URL", None, error=exc.message,
+        report.checks["pooled"] = ConnectionCheck("pooled", pooled_setting, None, error=exc.message,
                                                   hint=exc.hint)
         return _finish(report, started, settings)
 
-    pooled_setting = "local database" if report.local_server else "DATABASE_URL"
     report.checks["pooled"] = ConnectionCheck("pooled", pooled_setting, urls.pooled.masked,
                                               pgbouncer=urls.pooled.pgbouncer)
     report.checks["direct"] = ConnectionCheck(
@@ -186,11 +273,15 @@ def check_database_health(settings: Settings | None = None, *, timeout: float | 
             check.hint = "Check the network path and the server (`pg_isready`); raise --timeout if it is just slow."
             continue
         report.checks[name] = work
+        if "warning" in extras:
+            report.warnings.append(extras["warning"])
         if extras["want_details"]:
             report.connections = extras.get("connections")
             report.migrations = extras.get("migrations")
-            if "migration_error" in extras:  # e.g. the database is ahead of the code: the app may not match it
+            if "migration_error" in extras:
                 report.problems.append(extras["migration_error"])
+            if "migration_unknown" in extras:
+                report.warnings.append(extras["migration_unknown"])
     return _finish(report, started, settings)
 
 
@@ -204,15 +295,15 @@ def _finish(report: HealthReport, started: float, settings: Settings) -> HealthR
                                f"{pooled.error if pooled else 'not checked'}")
     else:
         report.latency = round(pooled.latency_ms) if pooled.latency_ms is not None else None
-    if direct is not None and not direct.ok and not direct.skipped:
-        report.problems.append(f"The direct path ({direct.setting}) is down: {direct.error}")
+    if direct is not None and not direct.skipped:
+        report.problems.extend(_direct_problems(direct))
     for check in report.checks.values():
         if check.ok and check.latency_ms is not None and check.latency_ms > SLOW_LATENCY_MS:
             report.problems.append(f"The {check.name} path is slow: {check.latency_ms:.0f} ms round trip.")
-        if check.ok and check.through_proxy and not check.pgbouncer and check.name == "pooled":
-            report.problems.append(
-                f"{check.setting} reaches PostgreSQL through a pooler (the server listens on another port) "
-                "but lacks ?pgbouncer=true: prepared statements will fail in transaction pooling.")
+    if pooled is not None and pooled.ok and pooled.pooler_detected and not pooled.pgbouncer:
+        report.problems.append(
+            f"{pooled.setting} goes through a connection pooler ({pooled.pooler_evidence}) but lacks "
+            "?pgbouncer=true: prepared statements and session settings break under transaction pooling.")
     if report.migrations is not None and not report.migrations.up_to_date:
         names = ", ".join(report.migrations.pending_names[:3])
         report.problems.append(f"{report.migrations.pending} migration(s) pending ({names}): "
@@ -226,3 +317,20 @@ def _finish(report: HealthReport, started: float, settings: Settings) -> HealthR
         report.status = DEGRADED
     report.duration_ms = round((time.monotonic() - started) * 1000, 1)
     return report
+
+
+def _direct_problems(direct: ConnectionCheck) -> list[str]:
+    """The direct path is for migrations: down is degraded, and so is a pooler behind it."""
+    if direct.pooler_detected:
+        if direct.setting == "DIRECT_DATABASE_URL":
+            direct.hint = ("Point DIRECT_DATABASE_URL at the PostgreSQL server itself (usually port 5432), "
+                           "not at PgBouncer.")
+        else:
+            direct.hint = ("Add ?pgbouncer=true to DATABASE_URL and set DIRECT_DATABASE_URL to the PostgreSQL "
+                           "server itself for migrations.")
+        problem = (f"The direct path ({direct.setting}) reaches a connection pooler ({direct.pooler_evidence}): "
+                   "migrations would go through a pooler, which cannot keep their session advisory lock.")
+        return [problem]
+    if not direct.ok:
+        return [f"The direct path ({direct.setting}) is down: {direct.error}"]
+    return []

@@ -95,7 +95,7 @@ def find_pg_bin(explicit: Path | None = None) -> Path:
 
 def _blocked_ancestor(path: Path, user: str) -> Path | None:
     """The first directory above `path` that `user` cannot search (None: all are searchable)."""
-    uid = pwd.getpwnam(user).pw_uid
+    uid = LocalServer._os_user(user).pw_uid
     for parent in Path(path).parents:
         info = parent.stat()
         if not info.st_mode & stat.S_IXOTH and info.st_uid != uid:
@@ -155,15 +155,94 @@ class LocalServer:
         self.fast = fast  # tests: no fsync; never for a developer's data
 
     @classmethod
-    def from_settings(cls, settings) -> "LocalServer":
+    def from_settings(cls, settings) -> LocalServer:
+        """The server these settings use. Validates CELORA_PG_USER and CELORA_LOCAL_DIR (ConfigError), and
+        creates nothing: a command must be able to fail on its own checks before a cluster appears."""
         base = settings.local_server_dir
+        cls._check_base_dir(base, "CELORA_LOCAL_DIR" if settings.local_dir is not None else None)
+        if settings.local_pg_user is not None:
+            cls._check_pg_user(settings.local_pg_user)
         run_as = settings.local_pg_user or default_run_as()
         if settings.local_dir is None and run_as is not None and _blocked_ancestor(base, run_as) is not None:
             # Root with the project in a private folder (/root/..., a 0700 mktemp): the server user cannot
             # reach <project>/.celora, so keep the cluster in a per-project folder it can reach.
-            digest = hashlib.sha256(str(base.resolve()).encode()).hexdigest()[:12]
-            base = FALLBACK_PARENT / f"celora-{digest}"
+            base = cls._fallback_dir(base)
         return cls(base, bin_dir=settings.local_pg_bin, run_as=run_as, port=settings.local_port)
+
+    @classmethod
+    def all_for(cls, settings) -> list[LocalServer]:
+        """Every place this project's cluster may live, whether or not it exists: the one `from_settings`
+        picks, plus <project>/.celora and /var/tmp/celora-<hash> (which of those is used depends on who runs
+        celora and on CELORA_LOCAL_DIR, so cleaning up must look in all of them)."""
+        chosen = cls.from_settings(settings)
+        project_dir = (settings.project_root / ".celora").resolve()
+        servers, seen = [chosen], {chosen.base_dir}
+        for base in (project_dir, cls._fallback_dir(project_dir)):
+            if base.resolve() not in seen:
+                seen.add(base.resolve())
+                servers.append(cls(base, bin_dir=settings.local_pg_bin, run_as=chosen.run_as,
+                                   port=settings.local_port))
+        return servers
+
+    @staticmethod
+    def _fallback_dir(base: Path) -> Path:
+        digest = hashlib.sha256(str(Path(base).resolve()).encode()).hexdigest()[:12]
+        return FALLBACK_PARENT / f"celora-{digest}"
+
+    @staticmethod
+    def _check_base_dir(base: Path, setting: str | None) -> None:
+        """The cluster folder must be a directory, or creatable as one (no file on the way)."""
+        from celora_cli.errors import ConfigError
+
+        named = f"{setting}={base}" if setting else f"The local server folder {base}"
+        fix = ("Point CELORA_LOCAL_DIR at a directory (created if missing), e.g. CELORA_LOCAL_DIR=/var/tmp/celora."
+               if setting else "Move that file away, or set CELORA_LOCAL_DIR to a directory for the local server.")
+        for path in (Path(base), *Path(base).parents):
+            if path.exists():
+                if not path.is_dir():
+                    where = "is a file" if path == Path(base) else f"cannot be created: {path} is a file"
+                    raise ConfigError(f"{named} {where}, not a directory.", fix)
+                return
+
+    @staticmethod
+    def _check_pg_user(name: str) -> None:
+        """CELORA_PG_USER must be an existing, unprivileged user that celora can run programs as."""
+        from celora_cli.errors import ConfigError
+
+        try:
+            user = pwd.getpwnam(name)
+        except (KeyError, ValueError):
+            raise ConfigError(
+                f"CELORA_PG_USER={name!r} is not a user on this machine (celora runs the local PostgreSQL as "
+                "that OS user when it runs as root).",
+                f"Create it (`useradd --system {name}`), set CELORA_PG_USER to an existing unprivileged user "
+                "(e.g. postgres), or unset it and let celora choose.",
+            ) from None
+        if user.pw_uid == 0:
+            raise ConfigError(f"CELORA_PG_USER={name!r} is root, and PostgreSQL refuses to run as root.",
+                              "Set CELORA_PG_USER to an unprivileged user (e.g. postgres), or unset it.")
+        if os.geteuid() not in (0, user.pw_uid):
+            raise ConfigError(
+                f"CELORA_PG_USER={name!r} is another user, and only root can run the local PostgreSQL as "
+                "another user.",
+                "Unset CELORA_PG_USER (celora then runs the server as you), or run celora as root.")
+
+    @staticmethod
+    def _os_user(name: str) -> pwd.struct_passwd:
+        try:
+            return pwd.getpwnam(name)
+        except (KeyError, ValueError):
+            raise LocalServerError(
+                f"The local PostgreSQL should run as the OS user {name!r}, which does not exist.",
+                "Set CELORA_PG_USER to an existing unprivileged user (e.g. postgres), or create that user.",
+            ) from None
+
+    @staticmethod
+    def _notice(message: str) -> None:
+        """Something the user did not ask for by name (creating, starting a server): say so on stderr."""
+        import logging
+
+        logging.getLogger("celora.notice").info(message)
 
     # -- facts -----------------------------------------------------------------------------------------
     @property
@@ -249,19 +328,66 @@ class LocalServer:
             self._create_database(self.database)
         return self.url()
 
+    def running_url(self) -> str:
+        """The URL of the running server, starting nothing: for health, which reports a stopped server."""
+        if not self.initialised:
+            raise LocalServerError(
+                f"The local PostgreSQL has not been created (no cluster in {self.data_dir}); DATABASE_URL is "
+                "not set, so celora would use it.",
+                "Start it with `celora local start` (or `celora db migrate-deploy`), or set DATABASE_URL.",
+            )
+        if not self.is_running():
+            raise LocalServerError(
+                f"The local PostgreSQL in {self.data_dir} is not running (DATABASE_URL is not set, so celora "
+                "uses it).",
+                "Start it with `celora local start`.",
+            )
+        return self.url()
+
     def stop(self) -> bool:
         """Stop the server; False if it was not running."""
+        if not self.initialised:
+            return False  # nothing to stop, and no folder to create just for the lock
         with self._lock():
             if not self.is_running():
                 return False
             self._run([self.bin_dir / "pg_ctl", "stop", "-D", self.data_dir, "-m", "fast", "-w", "-t", "60"])
             return True
 
-    def destroy(self) -> None:
-        """Stop and delete the cluster (tests' throwaway clusters)."""
-        with contextlib.suppress(LocalServerError):
-            self.stop()
-        shutil.rmtree(self.base_dir, ignore_errors=True)
+    # What a cluster folder holds. destroy() deletes these and nothing else, so a CELORA_LOCAL_DIR that
+    # points at a folder with other files in it (a home directory, by mistake) loses only celora's.
+    OWN_ENTRIES = ("pgdata", "postgres.log", "server.json", "lock", "pginstall")
+
+    @property
+    def has_files(self) -> bool:
+        return any((self.base_dir / name).exists() for name in self.OWN_ENTRIES)
+
+    def destroy(self) -> bool:
+        """Stop the server and delete its cluster; False if there was nothing to delete. The folder itself
+        goes too when nothing else is left in it."""
+        if not self.has_files:
+            return False
+        if self.initialised:
+            try:
+                self.stop()
+            except LocalServerError as exc:
+                if (self.data_dir / "postmaster.pid").exists():  # deleting its files would not stop it
+                    raise LocalServerError(
+                        f"Could not stop the local PostgreSQL in {self.data_dir}, so its files were not deleted: "
+                        f"{exc.message}",
+                        f"Stop it (`celora local stop`, or end the postgres process whose pid is the first line "
+                        f"of {self.data_dir / 'postmaster.pid'}), then destroy it again.",
+                    ) from exc
+        for name in self.OWN_ENTRIES:
+            path = self.base_dir / name
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+        with contextlib.suppress(OSError):
+            self.base_dir.rmdir()  # only when empty
+        return True
 
     def create_database(self, name: str, template: str | None = None) -> str:
         self._create_database(name, template)
@@ -270,6 +396,7 @@ class LocalServer:
     # -- internals -------------------------------------------------------------------------------------
     def _init(self) -> None:
         self._prepare_dirs()
+        self._notice(f"Creating a local PostgreSQL cluster in {self.data_dir} (initdb; first use) ...")
         self._run([self.bin_dir / "initdb", "-D", self.data_dir, "-U", DEFAULT_USER, "--auth=trust",
                    "-E", "UTF8", "--locale=C", "--no-instructions"])
 
@@ -277,6 +404,8 @@ class LocalServer:
         self._prepare_dirs()
         port = self._choose_port()
         self.state_file.write_text(json.dumps({"port": port}))
+        self._notice(f"Starting the local PostgreSQL in {self.data_dir} on 127.0.0.1:{port} "
+                     "(`celora local stop` stops it) ...")
         options = [f"-p {port}", "-c listen_addresses=127.0.0.1", "-c unix_socket_directories=''",
                    "-c max_connections=200"]
         if self.fast:
@@ -322,10 +451,10 @@ class LocalServer:
                                    f"Check {self.log_file}.") from exc
 
     def _prepare_dirs(self) -> None:
-        self.base_dir.mkdir(parents=True, exist_ok=True)
+        self._make_base_dir()
         if self.run_as is None:
             return
-        user = pwd.getpwnam(self.run_as)
+        user = self._os_user(self.run_as)
         self._check_traversable(self.base_dir, self.run_as)
         # The run-as user owns the cluster; .celora itself stays readable for the project's owner.
         os.chmod(self.base_dir, 0o755)
@@ -352,11 +481,11 @@ class LocalServer:
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C", "LANG": "C"}
         kwargs = {}
         if self.run_as is not None:
-            user = pwd.getpwnam(self.run_as)
+            user = self._os_user(self.run_as)
             kwargs = {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": []}
             env["HOME"] = str(self.base_dir)
         try:
-            result = subprocess.run([str(a) for a in args], capture_output=True, text=True, env=env,
+            result = subprocess.run([str(a) for a in args], capture_output=True, text=True, env=env, check=False,
                                     cwd=self.base_dir if self.base_dir.exists() else None, timeout=120,
                                     **kwargs)
         except (OSError, subprocess.SubprocessError) as exc:
@@ -379,10 +508,19 @@ class LocalServer:
     @contextlib.contextmanager
     def _lock(self):
         """Serialise start/stop between concurrent celora processes on the same project."""
-        self.base_dir.mkdir(parents=True, exist_ok=True)
+        self._make_base_dir()
         with open(self.base_dir / "lock", "w") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             try:
                 yield
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def _make_base_dir(self) -> None:
+        try:
+            self.base_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:  # a file in the way, a read-only or foreign folder
+            raise LocalServerError(
+                f"Could not create the local server folder {self.base_dir}: {exc.strerror or exc}.",
+                "Set CELORA_LOCAL_DIR to a directory you can write to, e.g. CELORA_LOCAL_DIR=/var/tmp/celora.",
+            ) from None

@@ -83,3 +83,38 @@ def status(
             console.out.print(f"runs as OS user: {safe(result.run_as)}")
     if not result.running:
         raise typer.Exit(NOT_RUNNING)
+
+
+@app.command("destroy")
+def destroy(
+    ctx: typer.Context,
+    yes: bool = typer.Option(False, "--yes", "-y", help="Delete without asking (required when stdin is not a "
+                             "terminal or CI is set)."),
+) -> None:
+    """Stop the local PostgreSQL and delete its data, wherever it lives (.celora/, /var/tmp/celora-<hash>,
+    CELORA_LOCAL_DIR). Refuses without --yes when it cannot ask (exit 12).
+
+    Example: celora local destroy --yes
+    """
+    import os
+    import sys
+
+    from celora_cli.errors import Refused
+    from celora_cli.local_server import LocalServer
+
+    servers = [s for s in LocalServer.all_for(load_settings_from(ctx)) if s.has_files]
+    if not servers:
+        console.out.print("No local PostgreSQL to delete.")
+        return
+    places = ", ".join(str(s.base_dir) for s in servers)
+    if not yes:
+        if os.environ.get("CI", "").lower() not in ("", "0", "false") or not sys.stdin.isatty():
+            raise Refused(f"Not deleting the local PostgreSQL in {places}: this deletes its data, and celora "
+                          "cannot ask for confirmation here (stdin is not a terminal, or CI is set).",
+                          "Run `celora local destroy --yes` to delete it.")
+        if not typer.confirm(f"Stop the local PostgreSQL and delete all its data in {places}?", default=False):
+            raise Refused("Nothing deleted: the deletion was not confirmed.",
+                          "Run `celora local destroy` again and answer y, or pass --yes.")
+    for server in servers:
+        if server.destroy():
+            console.out.print(f"Deleted the local PostgreSQL in {safe(server.base_dir)}.")

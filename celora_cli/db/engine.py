@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import re
 import time
 from dataclasses import dataclass
 from typing import Iterator
@@ -39,8 +40,12 @@ class ResolvedURLs:
     direct: DatabaseURL | None  # None: DATABASE_URL is pooled and there is no direct URL
 
 
-def resolve_urls(settings: Settings) -> ResolvedURLs:
-    """DATABASE_URL / DIRECT_DATABASE_URL, or the celora-managed local PostgreSQL (started on demand)."""
+def resolve_urls(settings: Settings, *, start: bool = True) -> ResolvedURLs:
+    """DATABASE_URL / DIRECT_DATABASE_URL, or the celora-managed local PostgreSQL.
+
+    start=True (commands that use the database) initialises and starts the local server when it is not
+    running, announcing it on the `celora.notice` logger. start=False (health, which reports and must not
+    change what it reports on) raises LocalServerError when the local server is not running."""
     if settings.uses_local_server:
         from celora_cli.local_server import LocalServer
 
@@ -52,7 +57,9 @@ def resolve_urls(settings: Settings) -> ResolvedURLs:
                 "Set DATABASE_URL (and DIRECT_DATABASE_URL when it goes through PgBouncer) in the environment "
                 "or pass --env-file.",
             )
-        url = parse_database_url(LocalServer.from_settings(settings).ensure_running(), "local database")
+        server = LocalServer.from_settings(settings)  # validates CELORA_PG_USER / CELORA_LOCAL_DIR first
+        raw = server.ensure_running() if start else server.running_url()
+        url = parse_database_url(raw, "local database")
         return ResolvedURLs(pooled=url, direct=settings.direct_database_url or url)
     direct = settings.direct_database_url
     if direct is None and not settings.database_url.pgbouncer:
@@ -60,10 +67,10 @@ def resolve_urls(settings: Settings) -> ResolvedURLs:
     return ResolvedURLs(pooled=settings.database_url, direct=direct)
 
 
-def direct_url(settings: Settings) -> DatabaseURL:
+def direct_url(settings: Settings, *, start: bool = True) -> DatabaseURL:
     """The URL for DDL: raises ConfigError for a PgBouncer DATABASE_URL with no DIRECT_DATABASE_URL."""
     if settings.uses_local_server:
-        return resolve_urls(settings).direct
+        return resolve_urls(settings, start=start).direct
     return settings.ddl_url()
 
 
@@ -80,14 +87,21 @@ def connect_args(url: DatabaseURL, settings: Settings, *, application_name: str)
     if url.pgbouncer:
         args["prepare_threshold"] = None  # no server-side prepared statements in transaction pooling
     else:
-        options = [f"-c {STARTUP_MARKER}=on"]
+        options = [_startup_option(STARTUP_MARKER, "on")]
         if settings.statement_timeout:
-            options.append(f"-c statement_timeout={int(settings.statement_timeout * 1000)}")
+            options.append(_startup_option("statement_timeout", str(int(settings.statement_timeout * 1000))))
         if url.schema:
-            options.append(f"-c search_path={url.schema}")
+            # search_path is a list of identifiers: quoted, a schema named "my schema" or "App" is one name.
+            options.append(_startup_option("search_path", '"' + url.schema.replace('"', '""') + '"'))
         if options and url.libpq_param("options") is None:
             args["options"] = " ".join(options)
     return args
+
+
+def _startup_option(name: str, value: str) -> str:
+    """`-c name=value` for libpq's `options`: the server splits that string at whitespace unless a backslash
+    escapes it, and reads a backslash as escaping the next character (so a literal one is written \\)."""
+    return "-c " + re.sub(r"([\\\s])", r"\\\1", f"{name}={value}")
 
 
 def sends_startup_options(url: DatabaseURL) -> bool:
