@@ -1,7 +1,8 @@
-"""Alembic driven from code: migration status and `migrate-deploy` (serialised by an advisory lock).
+"""Alembic driven from code: migration status and `migrate-deploy` (serialised by the migration lock).
 
-Migrations always run on the direct (non-pooled) connection: a session advisory lock and per-migration
-transactions need one server session for the whole run, which PgBouncer's transaction pooling cannot give.
+Migrations always run on the direct (non-pooled) connection, through the runtime they share with a
+hand-run `alembic` (celora_cli.migration_runtime): no app statement timeout, a refusal when a pooler answers
+on the direct URL, and a transaction-level advisory lock re-taken by every transaction of the run.
 """
 
 from __future__ import annotations
@@ -15,14 +16,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from celora_cli.errors import ConfigError, LockTimeout, MigrationFailed
-from celora_cli.settings import DatabaseURL, Settings
+from celora_cli.errors import CeloraError, ConfigError, MigrationFailed
+from celora_cli.migration_runtime import (  # noqa: F401 - LockHolder and the key are part of this module's API
+    FILE_TEMPLATE,
+    MIGRATION_LOCK_KEY,
+    LockHolder,
+    MigrationLock,
+    RevisionMoved,
+    load_script_directory,
+    migration_engine,
+    open_migration_connection,
+    read_current,
+    setting_name,
+)
+from celora_cli.settings import Settings
 
-# pg_advisory_lock key for migrate-deploy: "celo" as a 32-bit integer, so pg_locks shows it as
-# classid=0, objid=1667591279 and anyone can find the holder.
-MIGRATION_LOCK_KEY = 0x63656C6F
-FILE_TEMPLATE = "%%(year)d%%(month).2d%%(day).2d%%(hour).2d%%(minute).2d%%(second).2d_%%(slug)s"
 _PACKAGED = Path(__file__).parent / "_migrations"
+# Each re-plan means another runner applied at least one migration meanwhile, so this is never reached in
+# practice; it only bounds a loop that depends on other processes.
+_MAX_REPLANS = 1000
 
 
 @dataclass(frozen=True)
@@ -50,18 +62,6 @@ class AppliedMigration:
     duration_ms: float
 
 
-@dataclass(frozen=True)
-class LockHolder:
-    pid: int
-    application_name: str
-    client: str
-    held_for_s: float
-
-    def describe(self) -> str:
-        return (f"pid {self.pid} ({self.application_name or 'unknown application'} from {self.client}, "
-                f"connected {self.held_for_s:.0f} s ago)")
-
-
 @dataclass
 class DeployResult:
     database: str  # masked URL
@@ -76,7 +76,7 @@ class DeployResult:
 
 
 # Progress events for a live view: ("lock_wait", LockHolder), ("lock_acquired", seconds waited),
-# ("applied", AppliedMigration). The core reports; the caller decides how to show it.
+# ("applied", AppliedMigration), ("replan", RevisionMoved). The core reports; the caller decides how to show it.
 ProgressCallback = Callable[[str, object], None]
 
 
@@ -93,6 +93,8 @@ def find_migrations_dir(settings: Settings) -> Path:
 
 
 def alembic_config(settings: Settings, connection=None):
+    """The Alembic Config celora runs with: the same script location, file names and time zone as
+    [tool.alembic] in pyproject.toml gives a hand-run `alembic`."""
     from alembic.config import Config
 
     config = Config()
@@ -105,15 +107,9 @@ def alembic_config(settings: Settings, connection=None):
     return config
 
 
-def _script_directory(settings: Settings):
-    from alembic.script import ScriptDirectory
-
-    script = ScriptDirectory.from_config(alembic_config(settings))
-    heads = script.get_heads()
-    if len(heads) > 1:
-        raise ConfigError(f"The migration history has {len(heads)} heads ({', '.join(heads)}).",
-                          "Merge them into one (a merge migration) before deploying.")
-    return script
+def script_directory(settings: Settings, config=None):
+    """The migration history (Alembic's ScriptDirectory, revision map loaded); MigrationHistoryError if broken."""
+    return load_script_directory(find_migrations_dir(settings), config or alembic_config(settings))
 
 
 def _info(script) -> MigrationInfo:
@@ -130,12 +126,12 @@ def _known(script, revision: str) -> bool:
         return False
 
 
-def status_on(connection, settings: Settings) -> MigrationStatus:
-    """Current vs head on an open connection (leaves no transaction open)."""
-    from alembic.runtime.migration import MigrationContext
+def status_on(connection, settings: Settings, *, script=None) -> MigrationStatus:
+    """Current vs head on an open connection (leaves no transaction open).
 
-    script = _script_directory(settings)
-    current = tuple(MigrationContext.configure(connection).get_current_heads())
+    `script`: the already loaded history, so one run loads it once."""
+    script = script or script_directory(settings)
+    current = read_current(connection)
     connection.rollback()
     head = script.get_current_head()
     unknown = [revision for revision in current if not _known(script, revision)]
@@ -159,128 +155,116 @@ def migration_status(settings: Settings) -> MigrationStatus:
     from celora_cli.db.engine import build_engine, resolve_urls
     from celora_cli.db.errors import translating
 
+    script = script_directory(settings)  # a broken history is reported before anything connects
     urls = resolve_urls(settings)
     url = urls.direct or urls.pooled
-    setting = _setting_name(settings) if urls.direct else "DATABASE_URL"
+    setting = setting_name(settings) if urls.direct else "DATABASE_URL"
     engine = build_engine(url, settings, pooled=False, application_name="celora db status")
     try:
         with translating(url, setting), engine.connect() as conn:
-            return status_on(conn, settings)
+            return status_on(conn, settings, script=script)
     finally:
         engine.dispose()
 
 
-def _setting_name(settings: Settings) -> str:
-    return "DIRECT_DATABASE_URL" if settings.direct_database_url else "DATABASE_URL"
-
-
-def _lock_holder(conn) -> LockHolder | None:
-    from sqlalchemy import text
-
-    row = conn.execute(text(
-        "SELECT a.pid, coalesce(a.application_name, ''), coalesce(host(a.client_addr), 'local socket'),"
-        "       extract(epoch FROM now() - a.backend_start)"
-        "  FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
-        " WHERE l.locktype = 'advisory' AND l.granted AND l.classid = 0 AND l.objid = :key"
-        "   AND l.objsubid = 1 AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())"
-    ), {"key": MIGRATION_LOCK_KEY}).first()
-    return LockHolder(int(row[0]), row[1], row[2], float(row[3] or 0)) if row else None
-
-
-def _acquire_lock(conn, timeout: float, progress: ProgressCallback, result: DeployResult) -> None:
-    from sqlalchemy import text
-
-    started = time.monotonic()
-    reported = False
-    while True:
-        got = conn.execute(text("SELECT pg_try_advisory_lock(:key)"), {"key": MIGRATION_LOCK_KEY}).scalar()
-        conn.commit()  # the lock is session-level; leave no transaction open for Alembic
-        if got:
-            result.waited_for_lock_s = time.monotonic() - started
-            if reported:
-                progress("lock_acquired", result.waited_for_lock_s)
-            return
-        holder = _lock_holder(conn)
-        conn.commit()
-        if holder is not None and not reported:
-            result.lock_holder = holder
-            progress("lock_wait", holder)
-            reported = True
-        if time.monotonic() - started >= timeout:
-            who = holder.describe() if holder else "another session"
-            raise LockTimeout(
-                f"Another migrate-deploy holds the migration lock (advisory lock {MIGRATION_LOCK_KEY}): {who}. "
-                f"Waited {timeout:g} s.",
-                "Wait for it to finish and run again, raise --lock-timeout (CELORA_LOCK_TIMEOUT), or, if it is "
-                "stuck, end it with `SELECT pg_terminate_backend(<pid>)`.",
-            )
-        time.sleep(min(0.25, max(0.0, timeout - (time.monotonic() - started))))
-
-
 def deploy(settings: Settings, *, lock_timeout: float | None = None,
            progress: ProgressCallback | None = None) -> DeployResult:
-    """Apply every pending migration, each in its own transaction, holding the migration lock.
+    """Apply every pending migration, each in its own transaction, under the migration lock.
 
     On failure the failing migration is rolled back, earlier ones stay applied (the database is at the
-    last good revision), and MigrationFailed names the migration and the PostgreSQL error.
+    last good revision), and MigrationFailed names the migration and the PostgreSQL error. When another
+    runner applied migrations between two of this run's transactions, the run re-reads the database and
+    goes on from there (each migration is applied once, by whichever runner holds the lock).
     """
-    from alembic import command
-    from sqlalchemy.exc import DBAPIError
-
-    from celora_cli.db.engine import build_engine, direct_url
-    from celora_cli.db.errors import postgres_message, sqlstate_of, translating
+    from celora_cli.db.errors import translating
 
     progress = progress or (lambda kind, data: None)
-    url: DatabaseURL = direct_url(settings)
-    setting = _setting_name(settings)
-    # DDL on a large table may legitimately run longer than an app query: no statement timeout here.
-    ddl_settings = dataclasses.replace(settings, statement_timeout=0)
-    app_name = f"celora migrate-deploy {socket.gethostname()}:{os.getpid()}"[:63]
-    engine = build_engine(url, ddl_settings, pooled=False, application_name=app_name)
-    result = DeployResult(database=url.masked)
     lock_timeout = settings.lock_timeout if lock_timeout is None else lock_timeout
+    config = alembic_config(settings)
+    script = script_directory(settings, config)  # loaded once per run; broken files fail before connecting
+    engine, url, setting = migration_engine(
+        settings, f"celora migrate-deploy {socket.gethostname()}:{os.getpid()}")
+    result = DeployResult(database=url.masked)
     try:
-        with translating(url, setting), engine.connect() as conn:
-            _acquire_lock(conn, lock_timeout, progress, result)
-            before = status_on(conn, settings)
-            result.head = before.head
-            if before.up_to_date:
-                result.current = before.current
-                return result
-
-            last = [time.perf_counter()]
-
-            def on_applied(*, ctx, step, heads, run_args):
-                now = time.perf_counter()
-                info = before.pending[len(result.applied)]
-                applied = AppliedMigration(info.revision, info.name, round((now - last[0]) * 1000, 1))
-                last[0] = now
-                result.applied.append(applied)
-                progress("applied", applied)
-
-            config = alembic_config(settings, connection=conn)
-            config.attributes["on_version_apply"] = on_applied
-            try:
-                command.upgrade(config, "head")
-            except Exception as exc:  # noqa: BLE001 - any failure inside a migration is reported the same way
-                with contextlib.suppress(Exception):  # a lost connection is rolled back by the server
-                    conn.rollback()
-                failed = before.pending[min(len(result.applied), len(before.pending) - 1)]
-                good = result.applied[-1].revision if result.applied else (
-                    before.current[0] if before.current else "an empty schema (no migration applied)")
-                if isinstance(exc, DBAPIError):
-                    state = sqlstate_of(exc)
-                    detail = f"PostgreSQL error {state}: {postgres_message(exc)}"
-                else:
-                    state = None
-                    detail = f"{type(exc).__name__}: {exc}"
-                raise MigrationFailed(
-                    f"Migration {failed.name} failed: {detail}. It was rolled back; the database is at {good}.",
-                    f"Fix {find_migrations_dir(settings) / 'versions' / failed.name}.py and run "
-                    "`celora db migrate-deploy` again.",
-                    revision=failed.revision, sqlstate=state, applied=list(result.applied),
-                ) from exc
-            result.current = status_on(conn, settings).current
-            return result
+        with translating(url, setting):
+            for _attempt in range(_MAX_REPLANS):
+                conn = open_migration_connection(engine, url, setting)
+                lock = MigrationLock(lock_timeout, progress).install(conn)
+                try:
+                    _deploy_on(conn, lock, config, script, settings, result, progress)
+                    return result
+                except RevisionMoved as moved:
+                    progress("replan", moved)
+                finally:
+                    conn.close()  # also ends any transaction, and with it the lock
+                    result.waited_for_lock_s = round(result.waited_for_lock_s + lock.waited_s, 3)
+                    result.lock_holder = result.lock_holder or lock.holder
+            raise RuntimeError(f"migrate-deploy re-planned {_MAX_REPLANS} times")
     finally:
-        engine.dispose()  # closing the session also releases the advisory lock
+        engine.dispose()
+
+
+def _deploy_on(conn, lock: MigrationLock, config, script, settings: Settings, result: DeployResult,
+               progress: ProgressCallback) -> None:
+    from sqlalchemy.exc import DBAPIError
+
+    from celora_cli.db.errors import postgres_message, sqlstate_of
+
+    before = status_on(conn, settings, script=script)  # its transaction takes the lock first
+    result.head = before.head
+    result.current = before.current
+    if before.up_to_date:
+        return
+    lock.expected = before.current  # what every later transaction must find under the lock
+    pending = {m.revision: m for m in before.pending}
+    last = [time.perf_counter()]
+
+    def on_applied(*, ctx, step, heads, run_args):
+        now = time.perf_counter()
+        info = pending[step.up_revision_id]
+        applied = AppliedMigration(info.revision, info.name, round((now - last[0]) * 1000, 1))
+        last[0] = now
+        result.applied.append(applied)
+        progress("applied", applied)
+
+    config.attributes["connection"] = conn
+    config.attributes["on_version_apply"] = on_applied
+    try:
+        _upgrade(config, script)
+    except (CeloraError, RevisionMoved):
+        raise
+    except Exception as exc:  # noqa: BLE001 - any failure inside a migration is reported the same way
+        with contextlib.suppress(Exception):  # a lost connection is rolled back by the server
+            conn.rollback()
+        done = {m.revision for m in result.applied}
+        failed = next((m for m in before.pending if m.revision not in done), before.pending[-1])
+        good = ", ".join(lock.expected or ()) or "an empty schema (no migration applied)"
+        if isinstance(exc, DBAPIError):
+            state = sqlstate_of(exc)
+            detail = f"PostgreSQL error {state}: {postgres_message(exc)}"
+        else:
+            state = None
+            detail = f"{type(exc).__name__}: {exc}"
+        raise MigrationFailed(
+            f"Migration {failed.name} failed: {detail}. It was rolled back; the database is at {good}.",
+            f"Fix {find_migrations_dir(settings) / 'versions' / failed.name}.py and run "
+            "`celora db migrate-deploy` again.",
+            revision=failed.revision, sqlstate=state, applied=list(result.applied),
+        ) from exc
+    finally:
+        config.attributes.pop("connection", None)
+        config.attributes.pop("on_version_apply", None)
+    result.current = lock.expected or ()
+
+
+def _upgrade(config, script, destination: str = "head") -> None:
+    """alembic.command.upgrade, with the ScriptDirectory this run already loaded (command.upgrade would
+    build a second one and import every revision file again)."""
+    from alembic.runtime.environment import EnvironmentContext
+
+    def upgrade(rev, context):
+        return script._upgrade_revs(destination, rev)  # what command.upgrade passes as fn
+
+    with EnvironmentContext(config, script, fn=upgrade, as_sql=False, starting_rev=None,
+                            destination_rev=destination, tag=None):
+        script.run_env()

@@ -18,7 +18,17 @@ from celora_cli.migrations import MIGRATION_LOCK_KEY, deploy, migration_status
 from tests.conftest import REPO, run_celora, settings_for
 
 TABLES = {"users", "sessions", "wallets", "transactions", "notifications", "idempotency_keys", "rate_limits"}
-HEAD = "20261126090000"
+
+
+def _repo_history() -> list[str]:
+    """The repository's revisions, oldest first: the tests follow the history as it grows."""
+    from celora_cli.migration_runtime import load_script_directory
+
+    return [s.revision for s in reversed(list(load_script_directory(REPO / "migrations").walk_revisions()))]
+
+
+REVISIONS = _repo_history()
+INIT, HEAD = REVISIONS[0], REVISIONS[-1]
 
 
 def tables(url: str) -> set[str]:
@@ -34,8 +44,8 @@ def version(url: str) -> list[str]:
 
 def test_deploy_creates_every_table_and_records_head(empty_db):
     result = deploy(settings_for(empty_db))
-    assert [m.revision for m in result.applied] == [HEAD]
-    assert result.applied[0].name == f"{HEAD}_init"
+    assert [m.revision for m in result.applied] == REVISIONS
+    assert result.applied[0].name == f"{INIT}_init"
     assert tables(empty_db) == TABLES | {"alembic_version"}
     assert version(empty_db) == [HEAD]
 
@@ -49,7 +59,7 @@ def test_second_deploy_applies_nothing(migrated_db):
 def test_cli_reports_each_migration_then_nothing_pending(empty_db):
     first = run_celora("db", "migrate-deploy", env={"DATABASE_URL": empty_db})
     assert first.returncode == 0, first.stderr
-    assert f"Applied {HEAD}_init" in first.stdout and " ms)" in first.stdout
+    assert f"Applied {INIT}_init" in first.stdout and " ms)" in first.stdout
     second = run_celora("db", "migrate-deploy", "--json", env={"DATABASE_URL": empty_db})
     assert second.returncode == 0, second.stderr
     data = json.loads(second.stdout)
@@ -121,7 +131,7 @@ def test_failed_migration_is_named_and_database_stays_at_last_good(empty_db, tmp
     assert error.sqlstate == "23505"
     assert "20261128000000_step" in error.message and "23505" in error.message
     assert "20261127000000" in error.message  # where the database was left
-    assert [m.revision for m in error.applied] == [HEAD, "20261127000000"]
+    assert [m.revision for m in error.applied] == [*REVISIONS, "20261127000000"]
     assert version(empty_db) == ["20261127000000"]
     assert "good_step" in tables(empty_db) and "half_done" not in tables(empty_db)
 
@@ -155,7 +165,7 @@ def test_deploy_uses_the_direct_url_next_to_pgbouncer(pgbouncer, empty_db):
     from tests.conftest import db_name
 
     result = deploy(settings_for(pgbouncer(db_name(empty_db)), direct=empty_db))
-    assert [m.revision for m in result.applied] == [HEAD]
+    assert [m.revision for m in result.applied] == REVISIONS
     status = migration_status(settings_for(pgbouncer(db_name(empty_db)), direct=empty_db))
     assert status.up_to_date and status.current == (HEAD,)
 

@@ -1,0 +1,416 @@
+"""The one migration runtime, shared by `celora db migrate-deploy` and a hand-run `alembic` (via env.py).
+
+Both go through the same set-up, so a migration behaves the same whichever way it is run:
+- the direct URL (DIRECT_DATABASE_URL, else a non-PgBouncer DATABASE_URL), never PgBouncer, and a refusal
+  when the evidence says a connection pooler answers on it anyway (see `open_migration_connection`);
+- no app statement timeout (DDL on a large table may legitimately take longer than an app query);
+- the migration lock: a transaction-level advisory lock taken at the start of every transaction on the
+  migration connection, with the revision re-read under it (see `MigrationLock`);
+- the same file names: YYYYMMDDHHMMSS_slug.py, and the same timestamp as the revision id.
+
+Why a transaction-level lock: a session-level advisory lock lives on the server session. Behind a
+transaction pooler that session is a pooled server connection that outlives the client, so the lock stayed
+held after the run and the next deploy waited for a pid that no longer existed. A transaction-level lock
+ends with its transaction whatever sits in between. Alembic runs each migration in its own transaction
+(`transaction_per_migration`), so the lock is re-taken per transaction, and because another runner may get
+in between two of them, the revision is re-read under the lock and compared with what this run expects.
+(A migration that uses `autocommit_block()` runs that block outside any transaction, so outside the lock.)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from celora_cli.errors import LockTimeout, MigrationHistoryError, Refused
+from celora_cli.settings import DatabaseURL, Settings
+
+# Advisory lock key: "celo" as a 32-bit integer, so pg_locks shows it as classid=0, objid=1667591279
+# and anyone can find the holder.
+MIGRATION_LOCK_KEY = 0x63656C6F
+# Alembic's file_template (in Config.set_main_option form, % doubled); [tool.alembic] in pyproject.toml
+# holds the same template for a hand-run `alembic revision` (a test checks they agree).
+FILE_TEMPLATE = "%%(year)d%%(month).2d%%(day).2d%%(hour).2d%%(minute).2d%%(second).2d_%%(slug)s"
+_POLL_S = 0.25
+_LOCK_ATTRIBUTE = "celora_migration_lock"
+
+# Progress events for a live view: ("lock_wait", LockHolder), ("lock_acquired", seconds waited),
+# ("applied", AppliedMigration), ("replan", RevisionMoved). The core reports; the caller shows it.
+ProgressCallback = Callable[[str, object], None]
+
+
+@dataclass(frozen=True)
+class LockHolder:
+    pid: int
+    application_name: str
+    client: str
+    connection_age_s: float  # how long the holder's connection has been open (not how long it held the lock)
+
+    def describe(self) -> str:
+        return (f"pid {self.pid} ({self.application_name or 'unknown application'} from {self.client}, "
+                f"connected {self.connection_age_s:.0f} s ago)")
+
+
+class RevisionMoved(Exception):
+    """Another runner changed alembic_version between two of this run's transactions."""
+
+    def __init__(self, expected: tuple[str, ...], found: tuple[str, ...]) -> None:
+        super().__init__(f"the database moved from {', '.join(expected) or 'empty'} to "
+                         f"{', '.join(found) or 'empty'} while this run waited for the migration lock")
+        self.expected = expected
+        self.found = found
+
+
+# -- the connection --------------------------------------------------------------------------------------
+
+def migration_settings(settings: Settings) -> Settings:
+    """DDL may legitimately run longer than an app query: no statement timeout on the migration connection."""
+    return dataclasses.replace(settings, statement_timeout=0)
+
+
+def setting_name(settings: Settings) -> str:
+    return "DIRECT_DATABASE_URL" if settings.direct_database_url else "DATABASE_URL"
+
+
+def migration_engine(settings: Settings, application_name: str):
+    """(engine, url, setting name) on the direct URL with no statement timeout; no connection made yet."""
+    from celora_cli.db.engine import build_engine, direct_url
+
+    url = direct_url(settings)
+    engine = build_engine(url, migration_settings(settings), pooled=False, application_name=application_name[:63])
+    return engine, url, setting_name(settings)
+
+
+def _pooler_refusal(url: DatabaseURL, setting: str, evidence: str) -> Refused:
+    return Refused(
+        f"{setting} ({url.masked}) reaches PostgreSQL through a connection pooler, so migrations were not run "
+        f"and nothing was locked or changed. Checked: {evidence}. Migrations need a server session of their own "
+        "(the migration lock and each migration's transaction must stay on one PostgreSQL connection).",
+        f"Point {setting} at PostgreSQL itself (usually port 5432 on the database host), not at PgBouncer; keep "
+        "the PgBouncer URL in DATABASE_URL with ?pgbouncer=true.",
+    )
+
+
+def open_migration_connection(engine, url: DatabaseURL, setting: str):
+    """Connect and prove the connection is a PostgreSQL session of its own before anything is locked.
+
+    celora's startup options carry a marker (db/engine.py). PgBouncer either rejects them ("unsupported
+    startup parameter") or, with ignore_startup_parameters=options, drops them: either is proof of a pooler.
+    A differing port is not (Docker -p 5433:5432, SSH tunnels and port-forwards reach PostgreSQL directly).
+    """
+    from sqlalchemy.exc import DBAPIError
+
+    from celora_cli.db.engine import sends_startup_options, startup_options_applied
+
+    try:
+        conn = engine.connect()
+    except DBAPIError as exc:
+        if "unsupported startup parameter" in str(getattr(exc, "orig", exc)).lower():
+            raise _pooler_refusal(url, setting, "the server rejected celora's startup options with "
+                                  "'unsupported startup parameter', which is PgBouncer's answer") from None
+        raise
+    try:
+        if sends_startup_options(url) and not startup_options_applied(conn):
+            raise _pooler_refusal(url, setting, "celora's startup marker (options=-c celora.direct_session=on) "
+                                  "did not reach the server session, so something in between dropped it")
+        conn.rollback()
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+# -- the lock --------------------------------------------------------------------------------------------
+
+def lock_holder(conn) -> LockHolder | None:
+    """Who holds the migration lock in this database (session- or transaction-level), if anyone."""
+    from sqlalchemy import text
+
+    row = conn.execute(text(
+        "SELECT a.pid, coalesce(a.application_name, ''), coalesce(host(a.client_addr), 'local socket'),"
+        "       extract(epoch FROM now() - a.backend_start)"
+        "  FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
+        " WHERE l.locktype = 'advisory' AND l.granted AND l.classid = 0 AND l.objid = :key"
+        "   AND l.objsubid = 1 AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+    ), {"key": MIGRATION_LOCK_KEY}).first()
+    return LockHolder(int(row[0]), row[1], row[2], round(float(row[3] or 0), 3)) if row else None
+
+
+class MigrationLock:
+    """The migration lock on one connection: taken at the start of every transaction it begins.
+
+    `expected` is the revision set this run believes the database is at (None: not known yet, the next
+    transaction reads it); each applied migration moves it (`on_version_apply`). A transaction that finds
+    alembic_version elsewhere raises RevisionMoved: the caller closes the connection and re-plans or stops.
+    An exception raised in a "begin" listener leaves the SQLAlchemy Connection unusable, so on LockTimeout
+    and RevisionMoved the connection must be closed (closing rolls back and so releases the lock).
+    """
+
+    def __init__(self, timeout: float, progress: ProgressCallback | None = None) -> None:
+        self.timeout = timeout
+        self.progress = progress or (lambda kind, data: None)
+        self.expected: tuple[str, ...] | None = None
+        self.holder: LockHolder | None = None
+        self.waited_s = 0.0
+        self._reported = False
+
+    def install(self, conn) -> "MigrationLock":
+        from sqlalchemy import event
+
+        event.listen(conn, "begin", self._on_begin)
+        conn.info[_LOCK_ATTRIBUTE] = self
+        return self
+
+    @staticmethod
+    def installed_on(conn) -> "MigrationLock | None":
+        return conn.info.get(_LOCK_ATTRIBUTE)
+
+    def on_version_apply(self, *, ctx, step, heads, run_args) -> None:
+        self.expected = tuple(sorted(heads))
+
+    def _on_begin(self, conn) -> None:  # runs inside the transaction that just began
+        self._acquire(conn)
+        if self.expected is not None:
+            found = read_current(conn, maybe_missing=not self.expected)
+            if found != self.expected:
+                raise RevisionMoved(self.expected, found)
+
+    def _acquire(self, conn) -> None:
+        from sqlalchemy import text
+
+        started = time.monotonic()
+        busy = False
+        while True:
+            # A failed try takes nothing, so polling inside the open transaction holds nothing either.
+            if conn.execute(text("SELECT pg_try_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY}).scalar():
+                if busy:
+                    waited = time.monotonic() - started
+                    self.waited_s = round(self.waited_s + waited, 3)
+                    self.progress("lock_acquired", round(waited, 3))
+                return
+            busy = True
+            holder = lock_holder(conn)
+            if holder is not None and not self._reported:
+                self.holder = holder
+                self.progress("lock_wait", holder)
+                self._reported = True
+            if time.monotonic() - started >= self.timeout:
+                who = holder.describe() if holder else "another session"
+                raise LockTimeout(
+                    f"Another migration run holds the migration lock (advisory lock {MIGRATION_LOCK_KEY}): {who}. "
+                    f"Waited {self.timeout:g} s.",
+                    "Wait for it to finish and run again, raise --lock-timeout (CELORA_LOCK_TIMEOUT), or, if it is "
+                    "stuck, end it with `SELECT pg_terminate_backend(<pid>)`.",
+                )
+            time.sleep(min(_POLL_S, max(0.0, self.timeout - (time.monotonic() - started))))
+
+
+def read_current(conn, *, maybe_missing: bool = True) -> tuple[str, ...]:
+    """alembic_version's revisions, sorted; () when the table does not exist (never migrated)."""
+    from sqlalchemy import text
+
+    if maybe_missing:
+        # pg_class read with this statement's snapshot: fresh even in a transaction that began before
+        # another runner created the table (to_regclass could answer from a stale catalog cache).
+        exists = conn.execute(text(
+            "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n"
+            " ON n.oid = c.relnamespace WHERE c.relname = 'alembic_version'"
+            " AND n.nspname = ANY (current_schemas(false)))")).scalar()
+        if not exists:
+            return ()
+    return tuple(sorted(r[0] for r in conn.execute(text("SELECT version_num FROM alembic_version"))))
+
+
+# -- the history -----------------------------------------------------------------------------------------
+
+def load_script_directory(migrations_dir: Path, config=None):
+    """Alembic's ScriptDirectory with its revision map loaded, once per run.
+
+    Loading imports every revision file; a broken one (syntax error, a down_revision that does not exist,
+    an import that fails) becomes MigrationHistoryError naming the file, and so do several heads.
+    """
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    if config is None:
+        config = Config()
+        config.set_main_option("script_location", str(migrations_dir))
+    script = ScriptDirectory.from_config(config)
+    try:
+        heads = script.get_heads()  # builds (and memoizes) the revision map: every file is imported here
+    except Exception as exc:  # noqa: BLE001 - Alembic lets SyntaxError, KeyError, ImportError... through
+        raise _history_error(script, migrations_dir, exc) from exc
+    if len(heads) > 1:
+        raise MigrationHistoryError(
+            f"The migration history in {migrations_dir} has {len(heads)} heads ({', '.join(sorted(heads))}): "
+            "two migrations name the same down_revision.",
+            "Merge them into one (`alembic merge heads -m merge`) before deploying.",
+        )
+    return script
+
+
+def _history_error(script, migrations_dir: Path, exc: Exception) -> MigrationHistoryError:
+    import traceback
+
+    versions = migrations_dir / "versions"
+    if isinstance(exc, SyntaxError):
+        return MigrationHistoryError(
+            f"Migration {exc.filename} has a syntax error at line {exc.lineno}: {exc.msg}.",
+            "Fix the file (`python3 -m py_compile` on it shows the error), then run the command again.")
+    if isinstance(exc, KeyError):
+        missing = exc.args[0] if exc.args else "?"
+        culprit = _file_naming(script, missing)
+        where = f"Migration {culprit}" if culprit else f"A migration in {versions}"
+        return MigrationHistoryError(
+            f"{where} names down_revision {missing!r}, which is not in {versions}.",
+            "Fix its down_revision to the revision id of the migration it follows (`alembic history` lists "
+            "them), or restore the missing file.")
+    frames = [f.filename for f in traceback.extract_tb(exc.__traceback__)
+              if Path(f.filename).resolve().parent == versions.resolve()]
+    where = f"Migration {frames[-1]}" if frames else f"The migration history in {migrations_dir}"
+    return MigrationHistoryError(f"{where} can't be loaded: {type(exc).__name__}: {exc}.",
+                                 "Fix that file, then run the command again.")
+
+
+def _file_naming(script, revision: str) -> str | None:
+    """The file whose down_revision names `revision` (read without building the revision map)."""
+    try:
+        for candidate in script._load_revisions():  # Alembic's own file loader, as the revision map uses it
+            downs = candidate.down_revision
+            if downs == revision or (isinstance(downs, (tuple, list)) and revision in downs):
+                return candidate.path
+    except Exception:  # noqa: BLE001 - best effort: the message still names the missing revision
+        return None
+    return None
+
+
+def timestamp_revision_id(now: datetime.datetime | None = None) -> str:
+    """Revision ids are the file's timestamp (UTC), as in 20261126090000_init.py."""
+    return (now or datetime.datetime.now(datetime.timezone.utc)).strftime("%Y%m%d%H%M%S")
+
+
+def _timestamp_rev_ids(context, revision, directives) -> None:
+    """process_revision_directives: `alembic revision` gets a timestamp id unless --rev-id was given."""
+    cmd_opts = getattr(context.config, "cmd_opts", None)
+    if cmd_opts is not None and getattr(cmd_opts, "rev_id", None):
+        return
+    for directive in directives:
+        if getattr(directive, "rev_id", None) is not None:
+            directive.rev_id = timestamp_revision_id()
+
+
+# -- env.py ----------------------------------------------------------------------------------------------
+
+# Alembic commands that only read: they neither wait for nor take the migration lock.
+_READ_ONLY_COMMANDS = {"current", "history", "heads", "branches", "show", "check"}
+
+
+def run_env(context, target_metadata) -> None:
+    """The body of migrations/env.py, for celora (config.attributes["connection"]) and a hand-run alembic."""
+    config = context.config
+    opts = dict(
+        target_metadata=target_metadata,
+        transaction_per_migration=True,  # a failing migration rolls back alone; earlier ones stay
+        compare_type=True,
+        compare_server_default=True,
+        process_revision_directives=_timestamp_rev_ids,
+    )
+    if context.is_offline_mode():
+        # --sql writes SQL for a DBA to run; it needs PostgreSQL's dialect, not a connection (nor a local server).
+        context.configure(dialect_name="postgresql", literal_binds=True, **opts)
+        with context.begin_transaction():
+            context.run_migrations()
+        return
+    if _command_name(config) == "revision" and not getattr(config.cmd_opts, "autogenerate", False):
+        # `alembic revision -m x` writes a file: no database needed, only the revision id hook.
+        context.configure(dialect_name="postgresql", as_sql=True, **opts)
+        context.run_migrations()
+        return
+
+    from sqlalchemy.engine import Connection, Engine
+
+    connectable = config.attributes.get("connection")
+    if isinstance(connectable, Connection):
+        _run_online(context, connectable, opts, _settings(config), owned=False)
+    elif isinstance(connectable, Engine):  # pytest-alembic and Alembic's cookbook hand over an Engine
+        with connectable.connect() as conn:
+            _run_online(context, conn, opts, _settings(config), owned=True)
+    elif connectable is None:
+        _run_by_hand(context, opts, config)
+    else:
+        raise TypeError(f"config.attributes['connection'] must be a SQLAlchemy Connection or Engine, "
+                        f"not {type(connectable).__name__}")
+
+
+def _command_name(config) -> str | None:
+    cmd = getattr(getattr(config, "cmd_opts", None), "cmd", None)
+    if isinstance(cmd, (tuple, list)) and cmd:
+        return getattr(cmd[0], "__name__", None)
+    return None
+
+
+def _settings(config) -> Settings:
+    from celora_cli.settings import load_settings
+
+    settings = config.attributes.get("celora_settings")
+    if settings is None:
+        settings = config.attributes["celora_settings"] = load_settings()
+    return settings
+
+
+def _run_online(context, conn, opts: dict, settings: Settings, *, owned: bool,
+                progress: ProgressCallback | None = None) -> None:
+    config = context.config
+    callbacks = [config.attributes["on_version_apply"]] if config.attributes.get("on_version_apply") else []
+    lock = MigrationLock.installed_on(conn)
+    if lock is None and _command_name(config) not in _READ_ONLY_COMMANDS:
+        lock = MigrationLock(settings.lock_timeout, progress).install(conn)
+    if lock is not None:
+        callbacks.insert(0, lock.on_version_apply)  # first, so the caller's callback sees the lock up to date
+    context.configure(connection=conn, on_version_apply=callbacks, **opts)
+    with context.begin_transaction():
+        context.run_migrations()
+    if owned and conn.in_transaction():
+        conn.commit()
+
+
+def _run_by_hand(context, opts: dict, config) -> None:
+    """`alembic upgrade head` etc. from a shell: celora's settings, the direct URL, celora's refusal and lock."""
+    import sys
+
+    from alembic.util import CommandError
+
+    from celora_cli.db.errors import translating
+    from celora_cli.errors import CeloraError
+
+    def progress(kind: str, data: object) -> None:  # a hand run has no celora CLI to render events
+        if kind == "lock_wait":
+            print(f"Waiting for the migration lock held by {data.describe()} ...", file=sys.stderr)  # type: ignore[attr-defined]
+        elif kind == "lock_acquired":
+            print(f"Got the migration lock after {data:.1f} s.", file=sys.stderr)
+
+    try:
+        settings = _settings(config)
+        engine, url, setting = migration_engine(settings, f"alembic {_command_name(config) or ''}".strip())
+        try:
+            with translating(url, setting):
+                conn = open_migration_connection(engine, url, setting)
+                try:
+                    _run_online(context, conn, opts, settings, owned=True, progress=progress)
+                finally:
+                    conn.close()
+        finally:
+            engine.dispose()
+    except CeloraError as exc:  # Alembic's CLI prints a CommandError as one line instead of a traceback
+        raise CommandError(f"{exc.message}{f' Hint: {exc.hint}' if exc.hint else ''}") from exc
+    except RevisionMoved as exc:
+        raise CommandError(f"Stopped: {exc}. Nothing of this step was applied; run the command again.") from exc
+
+
+__all__ = ["MIGRATION_LOCK_KEY", "FILE_TEMPLATE", "LockHolder", "MigrationLock", "RevisionMoved",
+           "load_script_directory", "migration_engine", "open_migration_connection",
+           "read_current", "run_env", "lock_holder", "timestamp_revision_id"]
