@@ -14,7 +14,9 @@ import pytest
 from sqlalchemy import create_engine
 
 from celora_cli.db.models import Base
-from tests.conftest import db_name
+from tests.conftest import db_name, settings_for
+
+INIT = "20261126090000"
 
 # Lines that differ between any two dumps and say nothing about the schema: session settings, and
 # psql's \restrict / \unrestrict guards (a random key per dump since PostgreSQL 15.14).
@@ -44,6 +46,30 @@ def collapse_blank_lines(lines: list[str]) -> list[str]:
     return collapsed
 
 
+def assert_same_schema(expected: list[str], actual: list[str], expected_name: str, actual_name: str) -> None:
+    diff = "\n".join(difflib.unified_diff(expected, actual, expected_name, actual_name, lineterm=""))
+    if diff:
+        pytest.fail(f"{expected_name} and {actual_name} differ (- {expected_name}, + {actual_name}):\n{diff}",
+                    pytrace=False)
+
+
+def migrate(url: str, action: str, target: str) -> None:
+    """alembic upgrade/downgrade on celora's direct connection, as migrate-deploy runs it."""
+    from alembic import command
+
+    from celora_cli.db.engine import get_direct_engine
+    from celora_cli.migrations import alembic_config
+
+    settings = settings_for(url)
+    engine = get_direct_engine(settings)
+    try:
+        with engine.connect() as conn:
+            getattr(command, action)(alembic_config(settings, connection=conn), target)
+            conn.commit()
+    finally:
+        engine.dispose()
+
+
 def create_all(url: str) -> None:
     engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
     try:
@@ -61,7 +87,17 @@ def test_migrations_and_models_build_the_same_schema(pg_server, migrated_db, emp
     for expected in ("CREATE TABLE public.users (", "CREATE FUNCTION public.celora_set_updated_at()",
                      "CREATE TRIGGER trg_wallets_set_updated_at", "ck_wallets_evm_address_lowercase CHECK"):
         assert any(expected in line for line in migrated), expected
-    diff = "\n".join(difflib.unified_diff(migrated, from_models, "migrations", "models", lineterm=""))
-    if diff:
-        pytest.fail(f"The migrations and the models build different schemas (- migrations, + models):\n{diff}",
-                    pytrace=False)
+    assert_same_schema(migrated, from_models, "migrations", "models")
+
+
+def test_each_migration_downgrades_to_the_schema_before_it(pg_server, migrated_db, empty_db):
+    """head -> init gives exactly the schema init alone builds; init -> head again gives head's."""
+    at_head = schema_dump(pg_server, migrated_db)
+    migrate(empty_db, "upgrade", INIT)
+    init_only = schema_dump(pg_server, empty_db)
+    assert init_only != at_head
+
+    migrate(migrated_db, "downgrade", INIT)
+    assert_same_schema(init_only, schema_dump(pg_server, migrated_db), "init", "head downgraded to init")
+    migrate(migrated_db, "upgrade", "head")
+    assert_same_schema(at_head, schema_dump(pg_server, migrated_db), "head", "init upgraded to head again")
