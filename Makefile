@@ -1,40 +1,74 @@
 # Developer entry points. `make quickstart` runs celora's main job on a fresh machine; `make test` runs the suite.
+#
+# Everything is installed into the project's own virtualenv, .venv (made by uv when it is on PATH, else by
+# `python3 -m venv`), never into the interpreter's site-packages: that works on PEP 668 systems (Debian and
+# Ubuntu refuse `pip install` into their python3) and leaves the user's Python as it was. Installs run only
+# when pyproject.toml is newer than a stamp in .venv, so a second `make quickstart` installs nothing.
 PYTHON ?= python3
-PIP ?= $(PYTHON) -m pip
+VENV ?= .venv
+VPY := $(VENV)/bin/python
+CELORA := $(VENV)/bin/celora
+UV ?= $(shell command -v uv 2>/dev/null)
 
-.PHONY: install install-dev quickstart run test test-unit bench db-start db-stop db-url clean
+ifneq ($(UV),)
+MAKE_VENV = $(UV) venv --quiet --python $(PYTHON) $(VENV)
+VENV_INSTALL = $(UV) pip install --quiet --python $(VPY)
+else
+MAKE_VENV = $(PYTHON) -m venv $(VENV)
+VENV_INSTALL = $(VPY) -m pip install --quiet --disable-pip-version-check
+endif
 
-install:            ## install celora (console script `celora`) in editable mode
-	$(PIP) install -e .
+.PHONY: install install-dev quickstart run test test-unit bench lint db-start db-stop db-url clean distclean
 
-install-dev:        ## install celora with the test dependencies and the embedded PostgreSQL build
-	$(PIP) install -e '.[test,embedded]'
+install: $(VENV)/.installed          ## celora (console script .venv/bin/celora) in editable mode, with its embedded PostgreSQL
+
+install-dev: $(VENV)/.installed-dev  ## celora plus the test dependencies
+
+$(VPY):
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
+	  { echo "celora needs Python 3.11 or newer; $(PYTHON) is $$($(PYTHON) --version 2>&1). Run make PYTHON=python3.11 ..."; exit 1; }
+	$(MAKE_VENV) || { rm -rf $(VENV); echo "Could not create $(VENV). On Debian/Ubuntu: apt-get install python3-venv (or install uv)."; exit 1; }
+	@echo '*' > $(VENV)/.gitignore
+
+$(VENV)/.installed: pyproject.toml | $(VPY)
+	$(VENV_INSTALL) -e .
+	@touch $@
+
+$(VENV)/.installed-dev: pyproject.toml | $(VPY)
+	$(VENV_INSTALL) -e '.[test]'
+	@touch $@ $(VENV)/.installed
 
 quickstart: install ## install, start the local PostgreSQL (if no DATABASE_URL), apply migrations, check health
-	celora db migrate-deploy
-	celora db health
+	$(CELORA) db migrate-deploy
+	$(CELORA) db health
 
 run: quickstart
 
-test:               ## the whole suite against a throwaway PostgreSQL + PgBouncer it starts itself
-	$(PYTHON) -m pytest
+test: install-dev   ## the whole suite against a throwaway PostgreSQL + PgBouncer it starts itself
+	$(VPY) -m pytest
 
-test-unit:          ## only the tests that need no database
-	$(PYTHON) -m pytest tests/unit
+test-unit: install-dev ## only the tests that need no database
+	$(VPY) -m pytest tests/unit
 
-bench:              ## performance scripts; each prints ratios against a baseline measured in the same run
-	$(PYTHON) benchmarks/bench_startup.py
-	$(PYTHON) benchmarks/bench_health.py
+bench: install-dev  ## performance scripts; each prints ratios against a baseline measured in the same run
+	@set -e; for script in benchmarks/bench_*.py; do echo "== $$script"; $(VPY) $$script; done
 
-db-start:           ## start the celora-managed local PostgreSQL (.celora/)
-	celora local start
+lint: install-dev   ## ruff and mypy from the virtualenv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy celora_cli
 
-db-stop:
-	celora local stop
+db-start: install   ## start the celora-managed local PostgreSQL (.celora/)
+	$(CELORA) local start
 
-db-url:
-	@celora local url
+db-stop: install
+	$(CELORA) local stop
 
-clean:              ## stop the local PostgreSQL and delete its data (asks no question: this is the dev database)
-	-celora local stop
+db-url: install
+	@$(CELORA) local url
+
+clean:              ## stop the local PostgreSQL and delete its data wherever it lives (asks nothing: it is the dev database)
+	-@if [ -x $(CELORA) ]; then $(CELORA) local destroy --yes 2>/dev/null || $(CELORA) local stop; fi
 	rm -rf .celora .pytest_cache build dist *.egg-info
+
+distclean: clean    ## clean, and delete the virtualenv too
+	rm -rf $(VENV)
