@@ -7,6 +7,8 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import psycopg
@@ -112,9 +114,54 @@ def test_concurrent_runs_apply_each_migration_once(empty_db, tmp_path):
     assert log == ["a", "b"]
     assert version(empty_db) == ["20261128000000"]
     combined = "".join(out + err for out, err in outputs)
-    assert combined.count("Applied 20261128000000_step") == 1
+    for revision in (*REVISIONS, "20261127000000", "20261128000000"):
+        assert combined.count(f"Applied {revision}_") == 1, combined
     assert "Waiting for the migration lock held by pid" in combined
-    assert "No pending migrations" in combined
+    # Usually one runner applies everything and the other then finds nothing to do. The lock is taken per
+    # transaction, so the waiter may also get in between two migrations and apply the rest: each migration is
+    # still applied exactly once (above), which is what matters; test_runner_replans_... pins that case down.
+
+
+def test_runner_replans_when_another_runner_moves_the_revision_between_migrations(empty_db, tmp_path):
+    """Between two of this run's transactions another runner takes the lock and applies the next migration:
+    this run must notice under the lock (the revision moved), re-read, and not apply it a second time."""
+    history = write_history(tmp_path, ("20261127000000", HEAD, "    op.execute('CREATE TABLE step_a (id int)')"),
+                            ("20261128000000", "20261127000000", "    op.execute('CREATE TABLE step_b (id int)')"))
+    other: dict = {}
+
+    def other_runner():  # what a second migrate-deploy would do with 20261128000000
+        with psycopg.connect(empty_db) as conn:
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK_KEY,))  # waits for our transaction
+            conn.execute("CREATE TABLE step_b (id int)")
+            conn.execute("UPDATE alembic_version SET version_num = '20261128000000'")
+            other["pid"] = conn.info.backend_pid
+        other["done"] = True
+
+    events = []
+
+    def progress(kind, data):
+        events.append((kind, data))
+        if kind == "applied" and data.revision == "20261127000000":  # still inside that migration's transaction
+            thread = threading.Thread(target=other_runner, daemon=True)
+            thread.start()
+            other["thread"] = thread
+            with psycopg.connect(empty_db, autocommit=True) as watcher:
+                for _ in range(400):  # until the other runner queues for the lock
+                    if watcher.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+                                       " AND objid = %s", (MIGRATION_LOCK_KEY,)).fetchone()[0]:
+                        break
+                    time.sleep(0.025)
+                else:
+                    raise AssertionError("the other runner never queued for the migration lock")
+
+    result = deploy(settings_for(empty_db, CELORA_MIGRATIONS_DIR=history), progress=progress, lock_timeout=30)
+    other["thread"].join(30)
+    assert other.get("done")
+    assert [m.revision for m in result.applied] == [*REVISIONS, "20261127000000"]
+    assert result.current == ("20261128000000",)
+    assert version(empty_db) == ["20261128000000"]
+    assert [kind for kind, _ in events if kind == "replan"] == ["replan"]
+    assert any(kind == "lock_wait" and data.pid == other["pid"] for kind, data in events)
 
 
 def test_failed_migration_is_named_and_database_stays_at_last_good(empty_db, tmp_path):
