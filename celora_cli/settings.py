@@ -258,8 +258,8 @@ def parse_database_url(url: str, setting: str = "DATABASE_URL") -> DatabaseURL:
     end = _userinfo_end(rest)
     if end is not None and _AUTHORITY_END.search(rest, 0, end):
         raise ConfigError(
-            f"{setting} has a '/', '?' or '#' before the '@' that ends its user name and password ({shown}), "
-            "so its host, database and password cannot be told apart.",
+            f"{setting} has an '@' after a '/', '?' or '#' ({shown}): either the password holds an unencoded "
+            "'/', '?' or '#', or the database name or a parameter holds an unencoded '@'.",
             _ENCODE_HINT,
         )
     try:
