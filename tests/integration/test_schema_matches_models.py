@@ -70,13 +70,17 @@ def migrate(url: str, action: str, target: str) -> None:
         engine.dispose()
 
 
-def create_all(url: str) -> None:
+def on_metadata(url: str, action: str) -> None:
     engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
     try:
         with engine.begin() as conn:
-            Base.metadata.create_all(conn)
+            getattr(Base.metadata, action)(conn)
     finally:
         engine.dispose()
+
+
+def create_all(url: str) -> None:
+    on_metadata(url, "create_all")
 
 
 def test_migrations_and_models_build_the_same_schema(pg_server, migrated_db, empty_db):
@@ -101,3 +105,12 @@ def test_each_migration_downgrades_to_the_schema_before_it(pg_server, migrated_d
     assert_same_schema(init_only, schema_dump(pg_server, migrated_db), "init", "head downgraded to init")
     migrate(migrated_db, "upgrade", "head")
     assert_same_schema(at_head, schema_dump(pg_server, migrated_db), "head", "init upgraded to head again")
+
+
+def test_create_all_twice_then_drop_all_leaves_nothing(pg_server, empty_db):
+    """The trigger function rides on the metadata's DDL events: created once, dropped with the tables."""
+    create_all(empty_db)
+    create_all(empty_db)  # checkfirst for tables; the function is replaced, not duplicated
+    on_metadata(empty_db, "drop_all")
+    leftovers = [line for line in schema_dump(pg_server, empty_db) if line.startswith("CREATE ")]
+    assert leftovers == []

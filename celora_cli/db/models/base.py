@@ -18,10 +18,11 @@ NAMING_CONVENTION = {
 
 # The database keeps updated_at, not the ORM: raw UPDATEs and INSERT ... ON CONFLICT DO UPDATE (the
 # indexer's path) never run ORM hooks. One shared function, one BEFORE UPDATE trigger per table.
-# The migrations create the same objects from these same strings, so both schemas are identical.
+# Migration 20261126150000 writes the same SQL out (history is a snapshot, not an import);
+# tests/integration/test_schema_matches_models.py checks that both build the same schema.
 SET_UPDATED_AT_FUNCTION = "celora_set_updated_at"
 CREATE_SET_UPDATED_AT_FUNCTION = f"""\
-CREATE FUNCTION {SET_UPDATED_AT_FUNCTION}() RETURNS trigger
+CREATE OR REPLACE FUNCTION {SET_UPDATED_AT_FUNCTION}() RETURNS trigger
     LANGUAGE plpgsql
     AS $$
 BEGIN
@@ -29,7 +30,7 @@ BEGIN
     RETURN NEW;
 END;
 $$"""
-DROP_SET_UPDATED_AT_FUNCTION = f"DROP FUNCTION {SET_UPDATED_AT_FUNCTION}()"
+DROP_SET_UPDATED_AT_FUNCTION = f"DROP FUNCTION IF EXISTS {SET_UPDATED_AT_FUNCTION}()"
 
 
 def updated_at_trigger_name(table: str) -> str:
@@ -49,7 +50,8 @@ class Base(DeclarativeBase):
 
 
 # The function belongs to the metadata: create_all makes it before any table (and trigger) needs it,
-# drop_all removes it after the tables that use it.
+# drop_all removes it after the tables that use it. OR REPLACE / IF EXISTS: like the tables'
+# checkfirst, a second create_all or drop_all on the same database is not an error.
 event.listen(Base.metadata, "before_create", DDL(CREATE_SET_UPDATED_AT_FUNCTION))
 event.listen(Base.metadata, "after_drop", DDL(DROP_SET_UPDATED_AT_FUNCTION))
 
