@@ -23,7 +23,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from celora_cli.errors import CeloraError, ExitCode
+from celora_cli.errors import CeloraError, ConfigError, ExitCode
 from celora_cli.settings import DatabaseURL, Settings, redact
 
 HEALTHY, DEGRADED, UNHEALTHY = "healthy", "degraded", "unhealthy"
@@ -223,7 +223,8 @@ def _validated_timeout(timeout: float) -> float:
 def check_database_health(settings: Settings | None = None, *, timeout: float | None = None) -> HealthReport:
     """Check the pooled and direct paths; returns within `timeout` seconds (default CELORA_HEALTH_TIMEOUT).
 
-    Raises ConfigError for a timeout outside 0.5..3600 s. Never starts the local PostgreSQL."""
+    Raises ConfigError for a timeout outside 0.5..3600 s or settings it cannot run with (e.g. CELORA_PG_USER
+    naming no user). Never starts the local PostgreSQL: a stopped one is reported as unhealthy."""
     from celora_cli.db.engine import resolve_urls
     from celora_cli.settings import load_settings
 
@@ -236,7 +237,9 @@ def check_database_health(settings: Settings | None = None, *, timeout: float | 
     pooled_setting = "local database" if report.local_server else "DATABASE_URL"
     try:
         urls = resolve_urls(settings, start=False)
-    except CeloraError as exc:
+    except ConfigError:
+        raise  # the check cannot run as configured (exit 3), as for a malformed DATABASE_URL
+    except CeloraError as exc:  # e.g. the local server is stopped: that is the answer, not an error
         report.checks["pooled"] = ConnectionCheck("pooled", pooled_setting, None, error=exc.message,
                                                   hint=exc.hint)
         return _finish(report, started, settings)

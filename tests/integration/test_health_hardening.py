@@ -18,7 +18,16 @@ import pytest
 
 from celora_cli.errors import ConfigError
 from celora_cli.health import check_database_health
-from tests.conftest import REPO, admin_execute, db_name, free_port, run_celora, settings_for, shared_tmpdir, wait_for_port
+from tests.conftest import (
+    REPO,
+    admin_execute,
+    db_name,
+    free_port,
+    run_celora,
+    settings_for,
+    shared_tmpdir,
+    wait_for_port,
+)
 
 _roles = itertools.count()
 
