@@ -301,6 +301,18 @@ def test_idempotency_keys_are_unique_per_user_and_among_anonymous_requests(setti
             session.add(key(None, "k1"))
 
 
+def test_deleting_a_user_finds_its_idempotency_keys_by_index(migrated_db):
+    # ix_idempotency_keys_user_id was dropped: the partial (user_id, key) index serves the cascade,
+    # whose generic plan (user_id = $1) must still prove the index's "user_id IS NOT NULL".
+    with psycopg.connect(migrated_db) as conn:
+        conn.execute("SET enable_seqscan = off")
+        conn.execute("SET plan_cache_mode = force_generic_plan")
+        conn.execute("PREPARE cascade_delete(uuid) AS DELETE FROM idempotency_keys WHERE user_id = $1")
+        (plan,), = conn.execute("EXPLAIN (FORMAT JSON) EXECUTE cascade_delete(gen_random_uuid())").fetchone()
+    nodes = list(plan_nodes(plan["Plan"]))
+    assert any(n.get("Index Name") == "uq_idempotency_keys_user_id_key" for n in nodes), plan
+
+
 def test_upgrade_lowercases_existing_evm_hex_and_downgrade_returns_to_init(migrated_db):
     from alembic import command
 
