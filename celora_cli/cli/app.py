@@ -10,13 +10,19 @@ import errno
 import os
 import sys
 import traceback
-from typing import NoReturn, Optional
+from typing import NoReturn
 
 import typer
 from typer.core import TyperGroup
 
 from celora_cli.cli import console
-from celora_cli.errors import CeloraError, InternalError, Interrupted, OutputError, UsageError
+from celora_cli.errors import (
+    CeloraError,
+    InternalError,
+    Interrupted,
+    OutputError,
+    UsageError,
+)
 
 # ctx.meta is shared by every context of one invocation (root, group, command).
 JSON_REQUESTED = "celora.json"
@@ -132,7 +138,7 @@ def _as_celora_error(exc: BaseException) -> CeloraError:
         return Interrupted("Interrupted.")
     if isinstance(exc, OSError) and exc.errno in OUTPUT_ERRNOS:
         return console.output_error(exc)
-    error = _translate_database_error(exc)
+    error = _translate_database_error(exc) if isinstance(exc, Exception) else None
     if error is not None:
         return error
     return InternalError(
@@ -187,7 +193,7 @@ def _version() -> str:
 @app.callback()
 def root(
     ctx: typer.Context,
-    env_file: Optional[str] = typer.Option(
+    env_file: str | None = typer.Option(
         None, "--env-file", metavar="FILE",
         help="Read settings from this dotenv file (beats the environment and .env)."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks for errors (or CELORA_DEBUG=1)."),

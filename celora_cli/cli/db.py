@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Optional
-
 import typer
 
 from celora_cli.cli import console
@@ -17,7 +15,7 @@ app = typer.Typer(help="Database commands: migrate-deploy, status, health.", no_
 @app.command("migrate-deploy")
 def migrate_deploy(
     ctx: typer.Context,
-    lock_timeout: Optional[float] = typer.Option(
+    lock_timeout: float | None = typer.Option(
         None, "--lock-timeout", metavar="SECONDS", help="Seconds to wait for another runner's migration lock "
         "(0 to 86400; default CELORA_LOCK_TIMEOUT or 60)."),
     as_json: bool = json_option(),
@@ -27,9 +25,9 @@ def migrate_deploy(
     Example: celora db migrate-deploy --lock-timeout 120
     """
     from celora_cli.migrations import deploy
+    from celora_cli.settings import LOCK_TIMEOUT_LIMITS
 
-    # The flag is validated with the environment's setting, by the one validator in settings (exit 3).
-    settings = load_settings_from(ctx, lock_timeout=lock_timeout)
+    settings = load_settings_from(ctx, lock_timeout=seconds_flag(lock_timeout, "--lock-timeout", LOCK_TIMEOUT_LIMITS))
 
     def progress(kind: str, data) -> None:
         if kind == "lock_wait":
@@ -83,7 +81,7 @@ def status(
 @app.command("health")
 def health(
     ctx: typer.Context,
-    timeout: Optional[float] = typer.Option(
+    timeout: float | None = typer.Option(
         None, "--timeout", metavar="SECONDS",
         help="Seconds the whole check may take, 0.5 to 3600 (default CELORA_HEALTH_TIMEOUT or 5)."),
     # A check that could not run (a malformed URL) still answers with the status health promises.
@@ -94,14 +92,22 @@ def health(
     Exit 0 healthy, 1 degraded, 2 unhealthy. Example: celora db health --json --timeout 3
     """
     from celora_cli.health import check_database_health
+    from celora_cli.settings import HEALTH_TIMEOUT_LIMITS
 
-    # The flag is validated with the environment's setting, by the one validator in settings (exit 3).
-    report = check_database_health(load_settings_from(ctx, health_timeout=timeout))
+    settings = load_settings_from(ctx, health_timeout=seconds_flag(timeout, "--timeout", HEALTH_TIMEOUT_LIMITS))
+    report = check_database_health(settings)
     if as_json:
         console.print_json(report.as_dict())
     else:
         _render_health(report)
     raise typer.Exit(report.exit_code)
+
+
+def seconds_flag(value: float | None, flag: str, limits: tuple[float, float]) -> float | None:
+    """A seconds flag through the one validator settings uses for its environment (exit 3, naming the flag)."""
+    from celora_cli.settings import validate_seconds
+
+    return None if value is None else validate_seconds(value, flag, minimum=limits[0], maximum=limits[1])
 
 
 def _render_health(report) -> None:

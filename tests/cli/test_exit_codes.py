@@ -27,8 +27,8 @@ def _env(extra: dict | None = None) -> dict:
 
 def _run_to(stdout, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     """The real CLI with stdout going to `stdout` (a file or a pipe end), stderr captured."""
-    return subprocess.run([sys.executable, "-m", "celora_cli", *args], stdout=stdout, stderr=subprocess.PIPE,
-                          text=True, env=_env(env), cwd=TEST_PROJECT, timeout=120)
+    return subprocess.run([sys.executable, "-m", "celora_cli", *args], check=False, stdout=stdout,
+                          stderr=subprocess.PIPE, text=True, env=_env(env), cwd=TEST_PROJECT, timeout=120)
 
 
 def _assert_one_line_output_error(proc: subprocess.CompletedProcess) -> None:
@@ -113,8 +113,8 @@ main()
 
 
 def _run_bug(*args: str, stdout=subprocess.PIPE) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", BUG, *args], stdout=stdout, stderr=subprocess.PIPE, text=True,
-                          env=_env({"DATABASE_URL": "postgresql://u:topsecret@127.0.0.1:1/db"}),
+    return subprocess.run([sys.executable, "-c", BUG, *args], check=False, stdout=stdout, stderr=subprocess.PIPE,
+                          text=True, env=_env({"DATABASE_URL": "postgresql://u:topsecret@127.0.0.1:1/db"}),
                           cwd=TEST_PROJECT, timeout=120)
 
 

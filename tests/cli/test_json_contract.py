@@ -157,10 +157,10 @@ BAD = GOOD.replace('"""good', '"""bad').replace(
 
 
 def _head_revision(versions: Path) -> str:
-    revisions = {re.search(r'^revision = "([^"]+)"', p.read_text(), re.M).group(1): p
+    revisions = {re.search(r'^revision = "([^"]+)"', p.read_text(), re.MULTILINE).group(1): p
                  for p in versions.glob("*.py")}
     downs = {m.group(1) for p in versions.glob("*.py")
-             if (m := re.search(r'^down_revision = "([^"]+)"', p.read_text(), re.M))}
+             if (m := re.search(r'^down_revision = "([^"]+)"', p.read_text(), re.MULTILINE))}
     (head,) = set(revisions) - downs
     return head
 

@@ -6,8 +6,8 @@ import json
 import os
 import re
 import subprocess
-from pathlib import Path
 import sys
+from pathlib import Path
 
 import pytest
 import typer
@@ -114,7 +114,8 @@ def test_debug_traceback_still_hides_password(run):
 
 
 def test_migrate_deploy_pgbouncer_without_direct_url_exits_3(run):
-    result = run(["db", "migrate-deploy"], DATABASE_URL="postgresql://u:topsecret@127.0.0.1:1/db?pgbouncer=true")
+    result = run(["db", "migrate-deploy"], DATABASE_URL="postgresql://u:topsecret@127.0.0.1:1/db?pgbouncer=true",
+                 CELORA_MIGRATIONS_DIR=str(Path(__file__).resolve().parents[2] / "migrations"))
     _assert_clean_config_error(result)
     assert "DIRECT_DATABASE_URL" in result.output
 
@@ -168,7 +169,7 @@ def test_usage_errors_exit_64_not_2(run, args):
 def test_health_timeout_flag_is_validated_like_the_setting(run, value):
     result = run(["db", "health", "--timeout", value], DATABASE_URL="postgresql://u:topsecret@127.0.0.1:1/db")
     assert result.exit_code == 3, result.output
-    assert "--timeout" in result.output or "timeout" in result.output.lower()
+    assert "--timeout must be" in result.stderr and "0.5 to 3600" in result.stderr
     assert "Traceback" not in result.output and "OverflowError" not in result.output
 
 
@@ -177,7 +178,14 @@ def test_lock_timeout_flag_is_validated_like_the_setting(run, value):
     result = run(["db", "migrate-deploy", "--lock-timeout", value],
                  DATABASE_URL="postgresql://u:topsecret@127.0.0.1:1/db")
     assert result.exit_code == 3, result.output
+    assert "--lock-timeout must be" in result.stderr
     assert "Traceback" not in result.output and "OverflowError" not in result.output
+
+
+def test_timeout_environment_is_validated_too(run):
+    result = run(["db", "health"], CELORA_HEALTH_TIMEOUT="1e12", DATABASE_URL="postgresql://u:p@127.0.0.1:1/db")
+    assert result.exit_code == 3, result.output
+    assert "CELORA_HEALTH_TIMEOUT" in result.stderr
 
 
 def test_help_imports_no_heavy_modules(tmp_path):
@@ -192,8 +200,8 @@ def test_help_imports_no_heavy_modules(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in SETTING_VARS}
     env["CELORA_PROJECT_ROOT"] = str(tmp_path)
     env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])  # this checkout's code
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, env=env,
-                          timeout=60)
+    proc = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, cwd=tmp_path,
+                          env=env, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert "Usage: celora" in proc.stdout
     assert "EXIT 0" in proc.stdout
