@@ -313,7 +313,7 @@ def test_deleting_a_user_finds_its_idempotency_keys_by_index(migrated_db):
     assert any(n.get("Index Name") == "uq_idempotency_keys_user_id_key" for n in nodes), plan
 
 
-def test_upgrade_lowercases_existing_evm_hex_and_downgrade_returns_to_init(migrated_db):
+def test_upgrade_lowercases_existing_evm_hex_and_keeps_other_chains_case(migrated_db):
     from alembic import command
 
     from celora_cli.db.engine import get_direct_engine
@@ -327,14 +327,22 @@ def test_upgrade_lowercases_existing_evm_hex_and_downgrade_returns_to_init(migra
             action(alembic_config(settings, connection=conn), target)
             conn.commit()
 
+    mixed = "0x" + "aB" * 20
     try:
-        alembic(command.downgrade, INIT)
+        alembic(command.downgrade, INIT)  # rows written under the old convention
         (user_id,), = raw(migrated_db, "INSERT INTO users (firebase_uid) VALUES ('u1') RETURNING id")
-        mixed = "0x" + "aB" * 20
-        raw(migrated_db, "INSERT INTO wallets (user_id, chain, address) VALUES (%s, 'celo', %s), "
-                         "(%s, 'solana', 'So1MiXed')", (user_id, mixed, user_id))
+        for chain, value in (("celo", mixed), ("solana", "So1MiXed")):
+            (wallet_id,), = raw(migrated_db, "INSERT INTO wallets (user_id, chain, address) VALUES (%s, %s, %s) "
+                                             "RETURNING id", (user_id, chain, value))
+            raw(migrated_db, "INSERT INTO transactions (wallet_id, chain, tx_hash, direction, amount, asset, "
+                             "decimals, from_address, to_address, token_contract) "
+                             "VALUES (%s, %s, %s, 'incoming', 1, 'X', 0, %s, %s, %s)",
+                (wallet_id, chain, value, value, value, value))
         alembic(command.upgrade, "head")
     finally:
         engine.dispose()
-    addresses = raw(migrated_db, "SELECT chain::text, address FROM wallets ORDER BY chain")
-    assert addresses == [("celo", mixed.lower()), ("solana", "So1MiXed")]
+    assert raw(migrated_db, "SELECT chain::text, address FROM wallets ORDER BY chain") == [
+        ("celo", mixed.lower()), ("solana", "So1MiXed")]
+    assert raw(migrated_db, "SELECT chain::text, tx_hash, from_address, to_address, token_contract "
+                            "FROM transactions ORDER BY chain") == [
+        ("celo", *[mixed.lower()] * 4), ("solana", *["So1MiXed"] * 4)]
