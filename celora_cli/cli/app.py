@@ -76,11 +76,7 @@ def _fail(ctx: typer.Context | None, exc: BaseException) -> NoReturn:
     if isinstance(error, OutputError):
         _fail_output(error)
     if ctx is not None and ctx.meta.get(JSON_REQUESTED):
-        try:
-            console.print_json_error(error, **ctx.meta.get(JSON_FAILURE_FIELDS, {}))
-            sys.stdout.flush()
-        except (OutputError, OSError) as write_error:
-            _fail_output(_as_celora_error(write_error))
+        _json_error(error, **ctx.meta.get(JSON_FAILURE_FIELDS, {}))
     _to_stderr(lambda: console.error(error.message, error.hint))
     raise typer.Exit(error.exit_code)
 
@@ -95,13 +91,19 @@ def _fail_usage(ctx: typer.Context | None, exc) -> NoReturn:
         raise exc
     error = UsageError(exc.format_message(), "Run the command with --help for its options.")
     if ctx is not None and ctx.meta.get(JSON_REQUESTED):
-        try:
-            console.print_json_error(error)
-            sys.stdout.flush()
-        except (OutputError, OSError) as write_error:
-            _fail_output(_as_celora_error(write_error))
+        _json_error(error)
     exc.exit_code = error.exit_code
     raise exc
+
+
+def _json_error(error: CeloraError, **fields) -> None:
+    try:
+        console.print_json_error(error, **fields)
+        sys.stdout.flush()
+    except (OutputError, OSError) as write_error:
+        # Nothing reaches stdout: the error itself still goes to stderr, then the output failure (exit 74).
+        _to_stderr(lambda: console.error(error.message, error.hint))
+        _fail_output(_as_celora_error(write_error))
 
 
 def _fail_output(error: CeloraError) -> NoReturn:

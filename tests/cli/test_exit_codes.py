@@ -67,12 +67,27 @@ def test_help_and_version_exit_0():
     (("--version",), None),
     (("--help",), None),
     (("db", "health", "--help"), None),
-    (("db", "status", "--json"), MALFORMED),  # the JSON error object itself cannot be written
-], ids=["version", "help", "subcommand-help", "json-error"])
+], ids=["version", "help", "subcommand-help"])
 def test_full_disk_exits_74(args, env):
     with open("/dev/full", "w") as full:
         proc = _run_to(full, *args, env=env)
     _assert_one_line_output_error(proc)
+
+
+def test_full_disk_for_a_json_error_object_still_tells_the_error():
+    with open("/dev/full", "w") as full:
+        proc = _run_to(full, "db", "status", "--json", env=MALFORMED)  # the error object cannot be written
+    assert proc.returncode == 74, proc.stderr
+    assert "malformed" in proc.stderr  # the error itself is not lost ...
+    assert proc.stderr.strip().splitlines()[-1].startswith("Error: celora could not write its output")  # ... then why
+    assert "Traceback" not in proc.stderr and "topsecret" not in proc.stderr
+
+
+def test_full_disk_for_a_bug_with_json():
+    with open("/dev/full", "w") as full:
+        proc = _run_bug("db", "status", "--json", stdout=full)
+    assert proc.returncode == 74, proc.stderr
+    assert "unexpected internal error" in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_full_disk_without_output_keeps_the_real_error():

@@ -337,6 +337,17 @@ def test_user_errors_are_not_reported_as_bugs(run, broken_status):
     assert "internal error" not in result.output
 
 
+def test_database_error_escaping_the_core_is_translated(run, broken_status):
+    import psycopg
+
+    try:  # a real libpq failure: nothing listens on port 1
+        psycopg.connect("postgresql://u@127.0.0.1:1/db", connect_timeout=2)
+    except psycopg.OperationalError as exc:
+        broken_status(exc)
+    result = run(["db", "status", "--json"], DATABASE_URL="postgresql://u:topsecret@127.0.0.1:1/db")
+    _assert_json_error(result, 4, "DatabaseUnreachable")
+
+
 def test_json_numbers_are_rounded():
     from celora_cli.cli.console import rounded
 
