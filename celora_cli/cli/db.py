@@ -89,7 +89,8 @@ def health(
 ) -> None:
     """Check the pooled and direct connections, migrations and connection usage.
 
-    Exit 0 healthy, 1 degraded, 2 unhealthy. Example: celora db health --json --timeout 3
+    Exit 0 healthy, 1 degraded, 2 unhealthy; 3 and up when the check could not run (README: Exit codes).
+    Example: celora db health --json --timeout 3
     """
     from celora_cli.health import check_database_health
     from celora_cli.settings import HEALTH_TIMEOUT_LIMITS
