@@ -196,8 +196,8 @@ def _details(conn, settings: Settings, extras: dict, url: DatabaseURL, setting: 
         driver.rollback()
     except (CeloraError, DBAPIError, psycopg.Error) as exc:
         database_error = exc.__cause__ if isinstance(exc, CeloraError) else exc
-        if not isinstance(database_error, (DBAPIError, psycopg.Error)):  # e.g. the database is ahead of the code
-            extras["migration_error"] = exc.message
+        if not isinstance(database_error, (DBAPIError, psycopg.Error)):
+            extras["migration_error"] = str(exc)  # a CeloraError's message: e.g. the database is ahead of the code
             return
         # The app role may lack SELECT on alembic_version: the app still works, we just cannot tell.
         with contextlib.suppress(psycopg.Error):

@@ -614,7 +614,7 @@ class LocalServer:
 
     def _run(self, args, check: bool = True) -> subprocess.CompletedProcess:
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C", "LANG": "C"}
-        kwargs = {}
+        kwargs: dict = {}
         if self.run_as is not None:
             user = self._os_user(self.run_as)
             kwargs = {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": []}

@@ -61,17 +61,23 @@ def resolve_urls(settings: Settings, *, start: bool = True) -> ResolvedURLs:
         raw = server.ensure_running() if start else server.running_url()
         url = parse_database_url(raw, "local database")
         return ResolvedURLs(pooled=url, direct=settings.direct_database_url or url)
+    pooled = settings.database_url
+    assert pooled is not None  # uses_local_server is exactly "no DATABASE_URL"
     direct = settings.direct_database_url
-    if direct is None and not settings.database_url.pgbouncer:
-        direct = settings.database_url
-    return ResolvedURLs(pooled=settings.database_url, direct=direct)
+    if direct is None and not pooled.pgbouncer:
+        direct = pooled
+    return ResolvedURLs(pooled=pooled, direct=direct)
 
 
 def direct_url(settings: Settings, *, start: bool = True) -> DatabaseURL:
     """The URL for DDL: raises ConfigError for a PgBouncer DATABASE_URL with no DIRECT_DATABASE_URL."""
     if settings.uses_local_server:
-        return resolve_urls(settings, start=start).direct
-    return settings.ddl_url()
+        local = resolve_urls(settings, start=start).direct
+        assert local is not None  # the local server is always reachable directly
+        return local
+    url = settings.ddl_url()  # raises rather than return None when there is a DATABASE_URL
+    assert url is not None
+    return url
 
 
 def connect_args(url: DatabaseURL, settings: Settings, *, application_name: str) -> dict:
