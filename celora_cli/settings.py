@@ -12,9 +12,9 @@ import io
 import math
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Mapping
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
 from celora_cli.errors import ConfigError
@@ -201,13 +201,13 @@ class DatabaseURL:
 
     @property
     def is_socket(self) -> bool:
-        return bool(self.host) and self.host.startswith("/")
+        return self.host is not None and self.host.startswith("/")
 
     @property
     def display_host(self) -> str:
-        if self.is_socket:  # what libpq itself names: the socket file
-            return f"{self.host.rstrip('/')}/.s.PGSQL.{self.port or 5432}"
         host = self.host or "localhost"
+        if host.startswith("/"):  # a socket directory: name the socket file, as libpq does
+            return f"{host.rstrip('/')}/.s.PGSQL.{self.port or 5432}"
         if ":" in host:
             host = f"[{host}]"
         return f"{host}:{self.port or 5432}"
@@ -466,7 +466,7 @@ class Settings:
         """Every password celora knows of, for scrubbing any text before it is shown."""
         return [u.password for u in (self.database_url, self.direct_database_url) if u and u.password]
 
-    def with_overrides(self, **changes) -> "Settings":
+    def with_overrides(self, **changes) -> Settings:
         """A copy with `changes` applied (None values ignored); timeouts are validated like the environment's."""
         changes = {name: value for name, value in changes.items() if value is not None}
         for name, value in changes.items():
