@@ -304,13 +304,11 @@ def _check_length_and_encoding(url: str, setting: str) -> None:
             f"Check that {setting} holds one PostgreSQL URL (postgresql://USER@HOST:5432/DATABASE), not a "
             "file's content.",
         )
-    try:
-        url.encode("utf-8")
-    except UnicodeEncodeError:  # os.environ keeps undecodable bytes as lone surrogates
+    if not _is_utf8(url):  # os.environ keeps undecodable bytes as lone surrogates
         raise ConfigError(
             f"{setting} contains bytes that are not UTF-8 text.",
             f"Set {setting} as UTF-8, and percent-encode non-ASCII characters (e.g. é as %C3%A9).",
-        ) from None
+        )
 
 
 def _urlsplit_problem(exc: ValueError) -> str:
@@ -619,7 +617,7 @@ def load_settings(
         project_root=root,
         local_dir=optional_path("CELORA_LOCAL_DIR"),
         local_pg_bin=optional_path("CELORA_PG_BIN"),
-        local_pg_user=get("CELORA_PG_USER"),
+        local_pg_user=_utf8_text(get("CELORA_PG_USER"), "CELORA_PG_USER"),
         local_port=_parse_number(local_port, int, "CELORA_LOCAL_PORT", maximum=65535),
         migrations_dir=optional_path("CELORA_MIGRATIONS_DIR"),
     )
@@ -627,6 +625,21 @@ def load_settings(
         raise ConfigError("DIRECT_DATABASE_URL has ?pgbouncer=true, but the direct URL must bypass PgBouncer.",
                           "Point DIRECT_DATABASE_URL at PostgreSQL itself and drop ?pgbouncer=true from it.")
     return settings.with_overrides(**flags)
+
+
+def _utf8_text(value: str | None, name: str) -> str | None:
+    """A setting that must be text (a user name): os.environ keeps undecodable bytes as lone surrogates."""
+    if value is not None and not _is_utf8(value):
+        raise ConfigError(f"{name} contains bytes that are not UTF-8 text.", f"Set {name} as UTF-8 text.")
+    return value
+
+
+def _is_utf8(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _is_file(path: Path) -> bool:

@@ -283,6 +283,11 @@ def test_non_utf8_bytes_in_url_are_a_config_error_naming_the_setting(tmp_path, s
     assert "%C3%A9" in info.value.hint
 
 
+def test_non_utf8_pg_user_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="^CELORA_PG_USER contains bytes that are not UTF-8"):
+        load_settings(environ={"CELORA_PG_USER": "p\udce9"}, project_root=tmp_path)
+
+
 def test_ipv6_zone_and_literal_not_idna_checked():
     parsed = parse_database_url("postgresql://u@[fe80::1%25eth0]:5432/db")
     assert parsed.host == "fe80::1%eth0"
