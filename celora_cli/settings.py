@@ -61,9 +61,8 @@ _TIMEOUT_SETTINGS = {
 }
 
 _ENCODE_HINT = ("Percent-encode special characters in the user name and password: / as %2F, ? as %3F, "
-                "# as %23, @ as %40, % as %25 (python3 -c \"import urllib.parse,sys; "
-                "print(urllib.parse.quote(sys.argv[1], safe=''))\" 'PASSWORD'). An '@' in the database name or "
-                "in a parameter value is written %40.")
+                "# as %23, @ as %40, % as %25 (Python: urllib.parse.quote(password, safe='')). An '@' in the "
+                "database name or in a parameter value is written %40.")
 
 
 # --------------------------------------------------------------------------- masking
