@@ -204,5 +204,6 @@ def run_celora(*args: str, env: dict | None = None, cwd: Path | None = None, tim
     clean.update({"CELORA_PROJECT_ROOT": str(TEST_PROJECT), "NO_COLOR": "1", "COLUMNS": "200",
                   "PYTHONPATH": str(REPO)})
     clean.update(env or {})
+    # stdin is not the developer's terminal: a command that would ask must refuse, never hang `make test`.
     return subprocess.run([sys.executable, "-m", "celora_cli", *args], capture_output=True, text=True,
-                          env=clean, cwd=cwd or TEST_PROJECT, timeout=timeout)
+                          env=clean, cwd=cwd or TEST_PROJECT, timeout=timeout, stdin=subprocess.DEVNULL)
