@@ -150,8 +150,6 @@ def _as_celora_error(exc: BaseException) -> CeloraError:
 
 def _translate_database_error(exc: Exception) -> CeloraError | None:
     """A database exception that escaped the core's own translation (only if psycopg is loaded)."""
-    import sys
-
     if "psycopg" not in sys.modules:
         return None
     import psycopg
