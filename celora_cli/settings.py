@@ -68,6 +68,7 @@ _ENCODE_HINT = ("Percent-encode special characters in the user name and password
 # --------------------------------------------------------------------------- masking
 
 
+_QUERY_KEYS = LIBPQ_PARAMS | CELORA_URL_PARAMS
 _WHITESPACE = re.compile(r"\s")
 _AUTHORITY_END = re.compile(r"[/?#]")
 _USERINFO_SCAN = re.compile(r"[@?&#=]")
@@ -83,21 +84,22 @@ def _userinfo_end(rest: str) -> int | None:
     """
     last_candidate = last_at = None
     state = "before query"  # then "query" after the first '?', "fragment" after a '#'
-    piece_start, key = 0, None  # the current query parameter: where it starts, its name once '=' is seen
+    # The current query parameter: where it starts, and once its '=' is seen whether its name is libpq's.
+    piece_start, named = 0, None
     for match in _USERINFO_SCAN.finditer(rest):
         char, at = match.group(), match.start()
         if char == "@":
             last_at = at
-            if not (state == "query" and key is not None and key.lower() in _QUERY_KEYS):
+            if not (state == "query" and named):
                 last_candidate = at
         elif char == "#":
             state = "fragment"
         elif char == "?" and state == "before query":
-            state, piece_start, key = "query", at + 1, None
+            state, piece_start, named = "query", at + 1, None
         elif char == "&" and state == "query":
-            piece_start, key = at + 1, None
-        elif char == "=" and state == "query" and key is None:
-            key = rest[piece_start:at]
+            piece_start, named = at + 1, None
+        elif char == "=" and state == "query" and named is None:
+            named = rest[piece_start:at].lower() in _QUERY_KEYS  # once per parameter: stays linear
     if last_candidate is not None:
         return last_candidate
     if last_at is not None:
@@ -107,9 +109,6 @@ def _userinfo_end(rest: str) -> int | None:
         if not _is_host_and_port(rest[:end.start() if end else len(rest)]):
             return last_at
     return None
-
-
-_QUERY_KEYS = LIBPQ_PARAMS | CELORA_URL_PARAMS
 
 
 def _is_host_and_port(authority: str) -> bool:

@@ -191,6 +191,7 @@ ADVERSARIAL = {
     "query_ats": "'postgresql://u:p@h/db?options=' + '@' * 1_000_000",
     "query_pieces": "'postgresql://h/db?' + 'options=a@b&' * 90_000",
     "colons": "'postgresql://' + ':' * 1_000_000 + '@h'",
+    "long_key_ats": "'postgresql://h/db?' + 'k' * 500_000 + '=' + '@' * 500_000",
     "password_params": "'password=x ' * 100_000",
 }
 
