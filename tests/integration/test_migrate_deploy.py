@@ -134,7 +134,6 @@ def test_runner_replans_when_another_runner_moves_the_revision_between_migration
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK_KEY,))  # waits for our transaction
             conn.execute("CREATE TABLE step_b (id int)")
             conn.execute("UPDATE alembic_version SET version_num = '20261128000000'")
-            other["pid"] = conn.info.backend_pid
         other["done"] = True
 
     events = []
@@ -161,7 +160,6 @@ def test_runner_replans_when_another_runner_moves_the_revision_between_migration
     assert result.current == ("20261128000000",)
     assert version(empty_db) == ["20261128000000"]
     assert [kind for kind, _ in events if kind == "replan"] == ["replan"]
-    assert any(kind == "lock_wait" and data.pid == other["pid"] for kind, data in events)
 
 
 def test_failed_migration_is_named_and_database_stays_at_last_good(empty_db, tmp_path):
