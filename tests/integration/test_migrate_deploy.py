@@ -185,6 +185,19 @@ def test_failed_migration_is_named_and_database_stays_at_last_good(empty_db, tmp
     assert "20261128000000_step failed" in cli.stderr and "Traceback" not in cli.stderr + cli.stdout
 
 
+def test_failed_migration_json_keeps_what_was_applied(empty_db, tmp_path):
+    bad = "    op.execute('SELECT 1/0')"
+    history = write_history(tmp_path, ("20261127000000", HEAD, "    pass"), ("20261128000000", "20261127000000", bad))
+    cli = run_celora("db", "migrate-deploy", "--json",
+                     env={"DATABASE_URL": empty_db, "CELORA_MIGRATIONS_DIR": str(history)})
+    assert cli.returncode == 9, cli.stderr
+    error = json.loads(cli.stdout)["error"]
+    assert error["type"] == "MigrationFailed" and error["code"] == 9
+    assert error["revision"] == "20261128000000" and error["sqlstate"] == "22012"
+    assert [m["revision"] for m in error["applied"]] == [*REVISIONS, "20261127000000"]
+    assert all(isinstance(m["duration_ms"], float) and m["name"] for m in error["applied"])
+
+
 def test_lock_timeout_names_the_holder(migrated_db):
     with psycopg.connect(migrated_db, autocommit=True) as holder:
         holder.execute("SET application_name = 'stuck deploy'")
@@ -196,6 +209,22 @@ def test_lock_timeout_names_the_holder(migrated_db):
         cli = run_celora("db", "migrate-deploy", "--lock-timeout", "0.5", env={"DATABASE_URL": migrated_db})
         assert cli.returncode == 10, cli.stderr
         assert f"pid {pid}" in cli.stderr
+
+
+def test_waiting_runner_reports_the_holder_connection_age(migrated_db):
+    holder = psycopg.connect(migrated_db, autocommit=True)
+    holder.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK_KEY,))
+    release = threading.Timer(0.6, holder.close)  # closing the session ends its lock
+    release.start()
+    try:
+        result = deploy(settings_for(migrated_db), lock_timeout=30)
+    finally:
+        release.join()
+    data = result.as_dict()
+    assert set(data["lock_holder"]) == {"pid", "application_name", "client", "connection_age_s"}
+    age = data["lock_holder"]["connection_age_s"]
+    assert isinstance(age, float) and age == round(age, 3) and age >= 0
+    assert data["waited_for_lock_s"] > 0 and data["waited_for_lock_s"] == round(data["waited_for_lock_s"], 3)
 
 
 def test_pgbouncer_url_without_direct_url_is_refused_for_ddl(pgbouncer, empty_db):
