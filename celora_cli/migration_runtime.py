@@ -22,9 +22,9 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from celora_cli.errors import LockTimeout, MigrationHistoryError, Refused
 from celora_cli.settings import DatabaseURL, Settings
@@ -158,7 +158,7 @@ class MigrationLock:
         self.waited_s = 0.0
         self._reported = False
 
-    def install(self, conn) -> "MigrationLock":
+    def install(self, conn) -> MigrationLock:
         from sqlalchemy import event
 
         event.listen(conn, "begin", self._on_begin)
@@ -166,7 +166,7 @@ class MigrationLock:
         return self
 
     @staticmethod
-    def installed_on(conn) -> "MigrationLock | None":
+    def installed_on(conn) -> MigrationLock | None:
         return conn.info.get(_LOCK_ATTRIBUTE)
 
     def on_version_apply(self, *, ctx, step, heads, run_args) -> None:
@@ -242,7 +242,7 @@ def load_script_directory(migrations_dir: Path, config=None):
     script = ScriptDirectory.from_config(config)
     try:
         heads = script.get_heads()  # builds (and memoizes) the revision map: every file is imported here
-    except Exception as exc:  # noqa: BLE001 - Alembic lets SyntaxError, KeyError, ImportError... through
+    except Exception as exc:  # Alembic lets SyntaxError, KeyError, ImportError... from the files through
         raise _history_error(script, migrations_dir, exc) from exc
     if len(heads) > 1:
         raise MigrationHistoryError(
@@ -290,7 +290,7 @@ def _file_naming(script, revision: str) -> str | None:
 
 def timestamp_revision_id(now: datetime.datetime | None = None) -> str:
     """Revision ids are the file's timestamp (UTC), as in 20261126090000_init.py."""
-    return (now or datetime.datetime.now(datetime.timezone.utc)).strftime("%Y%m%d%H%M%S")
+    return (now or datetime.datetime.now(datetime.UTC)).strftime("%Y%m%d%H%M%S")
 
 
 def _timestamp_rev_ids(context, revision, directives) -> None:
@@ -305,20 +305,21 @@ def _timestamp_rev_ids(context, revision, directives) -> None:
 
 # -- env.py ----------------------------------------------------------------------------------------------
 
-# Alembic commands that only read: they neither wait for nor take the migration lock.
-_READ_ONLY_COMMANDS = {"current", "history", "heads", "branches", "show", "check"}
+# Alembic commands that only read (`revision --autogenerate` compares, it writes a file, not the database):
+# they neither wait for nor take the migration lock.
+_READ_ONLY_COMMANDS = {"current", "history", "heads", "branches", "show", "check", "revision"}
 
 
 def run_env(context, target_metadata) -> None:
     """The body of migrations/env.py, for celora (config.attributes["connection"]) and a hand-run alembic."""
     config = context.config
-    opts = dict(
-        target_metadata=target_metadata,
-        transaction_per_migration=True,  # a failing migration rolls back alone; earlier ones stay
-        compare_type=True,
-        compare_server_default=True,
-        process_revision_directives=_timestamp_rev_ids,
-    )
+    opts = {
+        "target_metadata": target_metadata,
+        "transaction_per_migration": True,  # a failing migration rolls back alone; earlier ones stay
+        "compare_type": True,
+        "compare_server_default": True,
+        "process_revision_directives": _timestamp_rev_ids,
+    }
     if context.is_offline_mode():
         # --sql writes SQL for a DBA to run; it needs PostgreSQL's dialect, not a connection (nor a local server).
         context.configure(dialect_name="postgresql", literal_binds=True, **opts)
@@ -411,6 +412,17 @@ def _run_by_hand(context, opts: dict, config) -> None:
         raise CommandError(f"Stopped: {exc}. Nothing of this step was applied; run the command again.") from exc
 
 
-__all__ = ["MIGRATION_LOCK_KEY", "FILE_TEMPLATE", "LockHolder", "MigrationLock", "RevisionMoved",
-           "load_script_directory", "migration_engine", "open_migration_connection",
-           "read_current", "run_env", "lock_holder", "timestamp_revision_id"]
+__all__ = [
+    "FILE_TEMPLATE",
+    "MIGRATION_LOCK_KEY",
+    "LockHolder",
+    "MigrationLock",
+    "RevisionMoved",
+    "load_script_directory",
+    "lock_holder",
+    "migration_engine",
+    "open_migration_connection",
+    "read_current",
+    "run_env",
+    "timestamp_revision_id",
+]

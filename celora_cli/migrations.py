@@ -12,9 +12,9 @@ import dataclasses
 import os
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from celora_cli.errors import CeloraError, ConfigError, MigrationFailed
 from celora_cli.migration_runtime import (  # noqa: F401 - LockHolder and the key are part of this module's API
@@ -233,7 +233,7 @@ def _deploy_on(conn, lock: MigrationLock, config, script, settings: Settings, re
         _upgrade(config, script)
     except (CeloraError, RevisionMoved):
         raise
-    except Exception as exc:  # noqa: BLE001 - any failure inside a migration is reported the same way
+    except Exception as exc:  # any failure inside a migration is reported the same way
         with contextlib.suppress(Exception):  # a lost connection is rolled back by the server
             conn.rollback()
         done = {m.revision for m in result.applied}

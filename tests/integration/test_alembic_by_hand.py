@@ -17,7 +17,11 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from celora_cli.migration_runtime import FILE_TEMPLATE, MIGRATION_LOCK_KEY, load_script_directory
+from celora_cli.migration_runtime import (
+    FILE_TEMPLATE,
+    MIGRATION_LOCK_KEY,
+    load_script_directory,
+)
 from tests.conftest import REPO, db_name, run_celora, settings_for
 
 HEAD = load_script_directory(REPO / "migrations").get_current_head()
@@ -31,7 +35,7 @@ def alembic(*args: str, env: dict | None = None, cwd: Path = REPO, isolated_root
     clean.update({"PYTHONPATH": str(REPO), "CELORA_PROJECT_ROOT": str(isolated_root or cwd)})
     clean.update(env or {})
     return subprocess.run([sys.executable, "-m", "alembic", *args], capture_output=True, text=True, env=clean,
-                          cwd=cwd, timeout=timeout)
+                          cwd=cwd, timeout=timeout, check=False)
 
 
 @pytest.fixture
@@ -156,7 +160,7 @@ def test_revision_uses_the_timestamped_names_and_needs_no_database(project, sett
     match = re.fullmatch(r"(\d{14})_add_wallet_labels\.py", created[0].name)
     assert match, created[0].name
     source = created[0].read_text()
-    revision = re.search(r"^revision = ['\"](\w+)['\"]", source, re.M).group(1)
+    revision = re.search(r"^revision = ['\"](\w+)['\"]", source, re.MULTILINE).group(1)
     assert re.fullmatch(r"\d{14}", revision) and abs(int(revision) - int(match.group(1))) <= 1
     assert f"down_revision = {HEAD!r}" in source
     assert not (settings_root / ".celora").exists()

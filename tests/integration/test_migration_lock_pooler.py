@@ -14,7 +14,6 @@ import shutil
 import socket
 import subprocess
 import threading
-from pathlib import Path
 
 import psycopg
 import pytest
