@@ -54,6 +54,7 @@ bench: install-dev  ## performance scripts; each prints ratios against a baselin
 	@set -e; for script in benchmarks/bench_*.py; do echo "== $$script"; $(VPY) $$script; done
 
 lint: install-dev   ## ruff and mypy from the virtualenv
+	@for tool in ruff mypy; do [ -x $(VENV)/bin/$$tool ] || { echo "$$tool is not installed in $(VENV) (it comes with the test extra: make install-dev)"; exit 1; }; done
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy celora_cli
 
