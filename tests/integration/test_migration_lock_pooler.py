@@ -116,6 +116,15 @@ def test_direct_url_through_pgbouncer_is_refused_and_nothing_stays_locked(pooled
     assert result.applied and result.waited_for_lock_s == 0
 
 
+def test_database_url_through_pgbouncer_without_the_flag_is_refused(pgbouncer, empty_db, pg_server):
+    # No DIRECT_DATABASE_URL: DATABASE_URL is the migration URL, and the refusal names it.
+    cli = run_celora("db", "migrate-deploy", env={"DATABASE_URL": pgbouncer(db_name(empty_db), flag=False)})
+    assert cli.returncode == 12, cli.stdout + cli.stderr
+    assert "DATABASE_URL" in cli.stderr and "DIRECT_DATABASE_URL (" not in cli.stderr
+    assert "connection pooler" in cli.stderr and "unsupported startup parameter" in cli.stderr
+    assert migration_locks(pg_server) == [] and not has_version_table(empty_db)
+
+
 def test_library_refusal_is_a_refused_error(pgbouncer_dropping_options, pgbouncer, empty_db):
     through_pooler = pgbouncer_dropping_options(db_name(empty_db))
     with pytest.raises(Refused) as caught:
