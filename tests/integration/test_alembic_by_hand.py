@@ -197,3 +197,14 @@ def test_env_accepts_an_engine_or_a_connection(empty_db):
         assert version(empty_db) == []
     finally:
         engine.dispose()
+
+
+def test_autogenerate_revision_against_a_database_at_head(migrated_db, project, settings_root):
+    made = alembic("revision", "--autogenerate", "-m", "auto check", cwd=project, isolated_root=settings_root,
+                   env={"DATABASE_URL": migrated_db})
+    assert made.returncode == 0, made.stdout + made.stderr
+    [created] = [p for p in (project / "migrations" / "versions").glob("*_auto_check.py")]
+    assert re.fullmatch(r"\d{14}_auto_check\.py", created.name)
+    source = created.read_text()
+    assert re.search(r"^revision = '\d{14}'$", source, re.MULTILINE), source
+    assert "op." not in source.split("def upgrade", 1)[1], source  # models and migrations agree: nothing to do
