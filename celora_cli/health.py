@@ -29,7 +29,6 @@ from celora_cli.settings import DatabaseURL, Settings, redact
 HEALTHY, DEGRADED, UNHEALTHY = "healthy", "degraded", "unhealthy"
 SLOW_LATENCY_MS = 1000.0  # a round trip slower than this is reported as degraded
 BUSY_CONNECTIONS = 0.8  # share of max_connections in use that counts as degraded
-TIMEOUT_LIMITS = (0.5, 3600.0)  # seconds; the same limits as --timeout and CELORA_HEALTH_TIMEOUT
 
 
 @dataclass
@@ -52,10 +51,6 @@ class ConnectionCheck:
     error: str | None = None
     hint: str | None = None
 
-    @property
-    def through_proxy(self) -> bool | None:
-        """Old name of `pooler_detected`, kept for callers that still read it (not in as_dict)."""
-        return self.pooler_detected
 
 
 @dataclass
@@ -214,10 +209,10 @@ def _details(conn, settings: Settings, extras: dict, url: DatabaseURL, setting: 
 
 
 def _validated_timeout(timeout: float) -> float:
-    from celora_cli.settings import validate_seconds
+    from celora_cli.settings import HEALTH_TIMEOUT_LIMITS, validate_seconds
 
-    return validate_seconds(timeout, "check_database_health(timeout=...)", minimum=TIMEOUT_LIMITS[0],
-                            maximum=TIMEOUT_LIMITS[1])
+    return validate_seconds(timeout, "check_database_health(timeout=...)", minimum=HEALTH_TIMEOUT_LIMITS[0],
+                            maximum=HEALTH_TIMEOUT_LIMITS[1])
 
 
 def check_database_health(settings: Settings | None = None, *, timeout: float | None = None) -> HealthReport:

@@ -179,7 +179,13 @@ def deploy(settings: Settings, *, lock_timeout: float | None = None,
     from celora_cli.db.errors import translating
 
     progress = progress or (lambda kind, data: None)
-    lock_timeout = settings.lock_timeout if lock_timeout is None else lock_timeout
+    if lock_timeout is None:
+        lock_timeout = settings.lock_timeout
+    else:  # a library caller's value gets the same check as --lock-timeout and CELORA_LOCK_TIMEOUT
+        from celora_cli.settings import LOCK_TIMEOUT_LIMITS, validate_seconds
+
+        lock_timeout = validate_seconds(lock_timeout, "deploy(lock_timeout=...)", minimum=LOCK_TIMEOUT_LIMITS[0],
+                                        maximum=LOCK_TIMEOUT_LIMITS[1])
     config = alembic_config(settings)
     script = script_directory(settings, config)  # loaded once per run; broken files fail before connecting
     engine, url, setting = migration_engine(

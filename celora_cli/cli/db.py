@@ -34,6 +34,8 @@ def migrate_deploy(
             console.err.print(f"Waiting for the migration lock held by {safe(data.describe())} ...")
         elif kind == "lock_acquired":
             console.err.print(f"Got the migration lock after {data:.1f} s.")
+        elif kind == "replan":
+            console.err.print(f"Another runner applied migrations meanwhile ({safe(data)}); re-reading the database.")
         elif kind == "applied" and not as_json:
             console.out.print(f"[green]Applied[/] {safe(data.name)} [dim]({data.duration_ms:.0f} ms)[/]")
 
@@ -125,8 +127,13 @@ def _render_health(report) -> None:
             timing += f"PostgreSQL {safe((check.server_version or '?').split(' ')[0])}, "
         else:
             state, timing = "[red]down[/]", ""
-        pooler = "via PgBouncer" if check.pgbouncer else ("via a pooler (detected)" if check.through_proxy else "direct")
-        console.out.print(f"{check.name:<7} {state} {timing}{pooler}  {safe(check.url or '-')}")
+        if check.pgbouncer:
+            route = "via PgBouncer"
+        elif check.pooler_detected:
+            route = f"via a pooler ({safe(check.pooler_evidence or 'detected')})"
+        else:
+            route = "direct"
+        console.out.print(f"{check.name:<7} {state} {timing}{route}  {safe(check.url or '-')}")
     if report.migrations is not None:
         m = report.migrations
         console.out.print(f"migrations: current {safe(', '.join(m.current) or 'none')}, head {safe(m.head)}, "

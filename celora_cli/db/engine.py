@@ -130,7 +130,8 @@ def _install_transaction_settings(engine: Engine, url: DatabaseURL, settings: Se
     if settings.statement_timeout:
         statements.append(f"SET LOCAL statement_timeout = {int(settings.statement_timeout * 1000)}")
     if url.schema:
-        statements.append(f"SET LOCAL search_path TO \"{url.schema.replace(chr(34), '')}\"")
+        quoted = '"' + url.schema.replace('"', '""') + '"'  # an identifier, exactly as written
+        statements.append(f"SET LOCAL search_path TO {quoted}")
     if not statements:
         return
 

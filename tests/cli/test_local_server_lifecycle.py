@@ -180,7 +180,7 @@ def test_unknown_pg_user_is_a_config_error(command, base):
     assert result.returncode == 3, result.stdout + result.stderr
     assert "CELORA_PG_USER='no_such_user_celora' is not a user on this machine" in result.stderr
     assert "useradd" in result.stderr
-    assert "Traceback" not in result.stderr and "Unexpected error" not in result.stderr
+    assert "Traceback" not in result.stderr and "internal error" not in result.stderr
     assert not local_dir.exists()
 
 
@@ -199,5 +199,5 @@ def test_local_dir_that_is_a_file_is_a_config_error(command, below, base):
     result = run_celora(*command, env={"CELORA_LOCAL_DIR": str(local_dir)})
     assert result.returncode == 3, result.stdout + result.stderr
     assert f"CELORA_LOCAL_DIR={local_dir}" in result.stderr and "is a file" in result.stderr
-    assert "Traceback" not in result.stderr and "Unexpected error" not in result.stderr
+    assert "Traceback" not in result.stderr and "internal error" not in result.stderr
     assert a_file.read_text() == "x"

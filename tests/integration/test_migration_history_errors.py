@@ -88,7 +88,7 @@ def test_migrate_deploy_names_the_broken_file(kind, tmp_path, empty_db):
     cli = run_celora("db", "migrate-deploy", env={"DATABASE_URL": empty_db, "CELORA_MIGRATIONS_DIR": str(history)})
     assert cli.returncode == ExitCode.MIGRATION_HISTORY == 14, cli.stdout + cli.stderr
     assert named in cli.stderr and words in cli.stderr
-    assert "Unexpected error" not in cli.stderr and "Traceback" not in cli.stderr
+    assert "internal error" not in cli.stderr and "Traceback" not in cli.stderr
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -97,7 +97,7 @@ def test_status_names_the_broken_file(kind, tmp_path, migrated_db):
     cli = run_celora("db", "status", env={"DATABASE_URL": migrated_db, "CELORA_MIGRATIONS_DIR": str(history)})
     assert cli.returncode == 14, cli.stdout + cli.stderr
     assert named in cli.stderr and words in cli.stderr
-    assert "Unexpected error" not in cli.stderr and "Traceback" not in cli.stderr
+    assert "internal error" not in cli.stderr and "Traceback" not in cli.stderr
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -109,4 +109,4 @@ def test_health_reports_the_broken_file_as_a_migration_problem(kind, tmp_path, m
     assert cli.returncode == 1 and report["status"] == "degraded", cli.stdout + cli.stderr
     assert report["migrations"] is None
     assert any(named in line and words in line for line in report["problems"] + report["warnings"]), report
-    assert "Unexpected error" not in cli.stdout + cli.stderr and "Traceback" not in cli.stderr
+    assert "internal error" not in cli.stdout + cli.stderr and "Traceback" not in cli.stderr

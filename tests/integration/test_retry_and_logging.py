@@ -253,7 +253,7 @@ def test_log_queries_shows_sql_and_durations_but_never_parameters(migrated_db):
     assert lines, logged.stderr
     for line in lines:
         assert SQL_LINE.match(line), line
-    lock = [line for line in lines if "pg_try_advisory_lock" in line]
+    lock = [line for line in lines if "pg_try_advisory_xact_lock" in line]
     assert lock, lines
     assert all(line.endswith("[1 parameter(s) hidden]") for line in lock), lock
     assert str(MIGRATION_LOCK_KEY) == "1667591279"
@@ -268,7 +268,7 @@ def test_log_queries_shows_sql_and_durations_but_never_parameters(migrated_db):
     logged_json = runs["json"]
     assert logged_json.returncode == 0, logged_json.stderr
     assert json.loads(logged_json.stdout)["applied"] == []  # stdout stays pure JSON
-    assert any("pg_try_advisory_lock" in line for line in sql_lines(logged_json.stderr)), logged_json.stderr
+    assert any("pg_try_advisory_xact_lock" in line for line in sql_lines(logged_json.stderr)), logged_json.stderr
     assert "1667591279" not in logged_json.stdout + logged_json.stderr
 
     # `db health` builds its engines with log_queries=False on purpose (health.py); its JSON stays clean too.

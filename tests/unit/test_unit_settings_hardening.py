@@ -476,7 +476,7 @@ def test_cli_refuses_infinite_and_huge_health_timeouts(tmp_path, monkeypatch):
                         (["db", "health"], {"CELORA_HEALTH_TIMEOUT": "0"})]:
         result = runner.invoke(app, args, env={**env, **extra})
         assert result.exit_code == ExitCode.CONFIG, (args, extra, result.output)
-        assert "Unexpected error" not in result.output
+        assert "internal error" not in result.output
 
 
 # --------------------------------------------------------------------------- 7. project root
