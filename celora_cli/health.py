@@ -17,7 +17,6 @@ Health never starts anything: a stopped (or never created) local PostgreSQL is r
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import threading
 import time
@@ -97,24 +96,26 @@ class HealthReport:
 
 
 def _check(check: ConnectionCheck, url: DatabaseURL, settings: Settings, extras: dict, timeout: float) -> None:
-    """Fill `check` in place (the thread may be abandoned, so it never raises)."""
-    from sqlalchemy import text
+    """Fill `check` in place (the thread may be abandoned, so it never raises).
 
-    from celora_cli.db.engine import build_engine
+    Plain psycopg, not an Engine: health is what on-call runs when paged, and SQLAlchemy's import would cost
+    more than the whole check."""
+    from celora_cli.db.connect import connect
     from celora_cli.db.errors import translate
 
     # Connect exactly as the app does (same startup options), only with timeouts capped by ours.
     statement_timeout = min(settings.statement_timeout, timeout) if settings.statement_timeout else 0
     quick = dataclasses.replace(settings, connect_timeout=min(settings.connect_timeout, timeout),
                                 statement_timeout=statement_timeout)
-    engine = None
+    conn = None
     try:
-        engine = build_engine(url, quick, pooled=False, application_name="celora health")
         started = time.perf_counter()
-        with engine.connect() as conn:
+        # autocommit: every query stands alone, so no transaction is left open on the server or a pooler.
+        conn = connect(url, quick, application_name="celora health")
+        with conn:
             check.connect_ms = round((time.perf_counter() - started) * 1000, 1)
             started = time.perf_counter()
-            conn.execute(text("SELECT 1"))
+            conn.execute("SELECT 1").fetchone()
             check.latency_ms = round((time.perf_counter() - started) * 1000, 1)
             check.ok = True  # the path works; what follows only describes it
             try:
@@ -131,21 +132,15 @@ def _check(check: ConnectionCheck, url: DatabaseURL, settings: Settings, extras:
             check.pooler_detected = True
             check.pooler_evidence = f"it rejected celora's startup options ({_server_message(exc)})"
     finally:
-        if engine is not None:
-            engine.dispose()
+        if conn is not None:
+            conn.close()
 
 
 def _facts(check: ConnectionCheck, conn, url: DatabaseURL) -> None:
     """Server version and port, and whether celora's startup marker reached the server session."""
-    from sqlalchemy import text
+    from celora_cli.db.connect import STARTUP_MARKER, sends_startup_options, startup_options_applied
 
-    from celora_cli.db.engine import (
-        STARTUP_MARKER,
-        sends_startup_options,
-        startup_options_applied,
-    )
-
-    version, port = conn.execute(text("SELECT current_setting('server_version'), inet_server_port()")).one()
+    version, port = conn.execute("SELECT current_setting('server_version'), inet_server_port()").fetchone()
     check.server_version = version
     check.server_port = int(port) if port is not None else None
     if sends_startup_options(url):
@@ -155,7 +150,6 @@ def _facts(check: ConnectionCheck, conn, url: DatabaseURL) -> None:
             check.pooler_evidence = (f"celora's startup marker ({STARTUP_MARKER}, sent in the startup options) "
                                      "did not reach the server session: something in between dropped it, "
                                      "as a transaction pooler does")
-    conn.rollback()
 
 
 def _pooler_rejected_options(exc: BaseException) -> bool:
@@ -174,29 +168,22 @@ def _server_message(exc: BaseException) -> str:
 def _details(conn, settings: Settings, extras: dict, url: DatabaseURL, setting: str) -> None:
     """Connections in use vs max_connections, and migration state (on one connection)."""
     import psycopg
-    from sqlalchemy import text
-    from sqlalchemy.exc import DBAPIError
 
-    in_use, max_conn = conn.execute(text(
-        "SELECT (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'),"
-        "       current_setting('max_connections')::int")).one()
-    extras["connections"] = ConnectionUsage(int(in_use), int(max_conn))
-    conn.rollback()
     from celora_cli.db.errors import postgres_message, sqlstate_of
     from celora_cli.migration_state import migration_state
 
-    driver = conn.connection.driver_connection  # psycopg's own: the fast path imports no Alembic
+    in_use, max_conn = conn.execute(
+        "SELECT (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'),"
+        "       current_setting('max_connections')::int").fetchone()
+    extras["connections"] = ConnectionUsage(int(in_use), int(max_conn))
     try:
-        status = migration_state(driver, settings)
-        driver.rollback()
-    except (CeloraError, DBAPIError, psycopg.Error) as exc:
+        status = migration_state(conn, settings)
+    except (CeloraError, psycopg.Error) as exc:
         database_error = exc.__cause__ if isinstance(exc, CeloraError) else exc
-        if not isinstance(database_error, (DBAPIError, psycopg.Error)):
+        if not isinstance(database_error, psycopg.Error):
             extras["migration_error"] = str(exc)  # a CeloraError's message: e.g. the database is ahead of the code
             return
         # The app role may lack SELECT on alembic_version: the app still works, we just cannot tell.
-        with contextlib.suppress(psycopg.Error):
-            driver.rollback()
         role = url.username or "the connecting role"
         fix = ("Grant that role SELECT on alembic_version, or set DIRECT_DATABASE_URL to the migration role so "
                "health can read it." if sqlstate_of(database_error) == "42501" else "Run `celora db status`.")
@@ -220,7 +207,7 @@ def check_database_health(settings: Settings | None = None, *, timeout: float | 
 
     Raises ConfigError for a timeout outside 0.5..3600 s or settings it cannot run with (e.g. CELORA_PG_USER
     naming no user). Never starts the local PostgreSQL: a stopped one is reported as unhealthy."""
-    from celora_cli.db.engine import resolve_urls
+    from celora_cli.db.connect import resolve_urls
     from celora_cli.settings import load_settings
 
     settings = settings or load_settings()

@@ -77,8 +77,24 @@ def status_from(current: tuple[str, ...], history: History, migrations_dir: Path
     return MigrationStatus(current=current, head=head, pending=pending)
 
 
-def migration_state(conn, settings: Settings) -> MigrationStatus:
-    """Current vs head on an open psycopg connection (autocommit, or the caller ends the transaction)."""
+def migration_state(conn, settings: Settings, history: History | None = None) -> MigrationStatus:
+    """Current vs head on an open psycopg connection (autocommit, or the caller ends the transaction).
+    `history`: already loaded (callers load it before connecting, so broken files fail first)."""
     migrations_dir = find_migrations_dir(settings)
-    history = load_history(migrations_dir)
+    history = history or load_history(migrations_dir)
     return status_from(read_current(conn), history, migrations_dir)
+
+
+def migration_status(settings: Settings) -> MigrationStatus:
+    """`celora db status`: read-only, so it may use the pooled URL when there is no direct one."""
+    from celora_cli.db.connect import connect, resolve_urls
+    from celora_cli.db.errors import translating
+    from celora_cli.migrations import setting_name
+
+    migrations_dir = find_migrations_dir(settings)
+    history = load_history(migrations_dir)  # a broken history is reported before anything connects
+    urls = resolve_urls(settings)
+    url = urls.direct or urls.pooled
+    setting = setting_name(settings) if urls.direct else "DATABASE_URL"
+    with translating(url, setting), connect(url, settings, application_name="celora db status") as conn:
+        return status_from(read_current(conn), history, migrations_dir)

@@ -151,20 +151,11 @@ def status_on(connection, settings: Settings, *, script=None) -> MigrationStatus
 
 
 def migration_status(settings: Settings) -> MigrationStatus:
-    """Read-only, so it may use the pooled URL when there is no direct one (a plain SELECT is pool-safe)."""
-    from celora_cli.db.engine import build_engine, resolve_urls
-    from celora_cli.db.errors import translating
+    """Current vs head (read-only; through the pooled URL when there is no direct one). Answered with plain
+    psycopg and the ast-read history: no Alembic or SQLAlchemy import (celora_cli.migration_state)."""
+    from celora_cli import migration_state
 
-    script = script_directory(settings)  # a broken history is reported before anything connects
-    urls = resolve_urls(settings)
-    url = urls.direct or urls.pooled
-    setting = setting_name(settings) if urls.direct else "DATABASE_URL"
-    engine = build_engine(url, settings, pooled=False, application_name="celora db status")
-    try:
-        with translating(url, setting), engine.connect() as conn:
-            return status_on(conn, settings, script=script)
-    finally:
-        engine.dispose()
+    return migration_state.migration_status(settings)
 
 
 def deploy(settings: Settings, *, lock_timeout: float | None = None,

@@ -118,11 +118,19 @@ def translate(exc: BaseException, url: DatabaseURL | None, setting: str = "DATAB
 
 @contextlib.contextmanager
 def translating(url: DatabaseURL | None, setting: str = "DATABASE_URL") -> Iterator[None]:
-    """Re-raise database exceptions as CeloraErrors (keeping the original as __cause__ for --debug)."""
-    import sqlalchemy.exc
+    """Re-raise database exceptions as CeloraErrors (keeping the original as __cause__ for --debug).
+
+    SQLAlchemy's errors are caught only when SQLAlchemy is loaded: the plain-psycopg paths never import it."""
+    import sys
+
     import psycopg
 
+    errors: tuple[type[BaseException], ...] = (psycopg.Error,)
+    if "sqlalchemy" in sys.modules:
+        import sqlalchemy.exc
+
+        errors += (sqlalchemy.exc.DBAPIError,)
     try:
         yield
-    except (sqlalchemy.exc.DBAPIError, psycopg.Error) as exc:
+    except errors as exc:
         raise translate(exc, url, setting) from exc

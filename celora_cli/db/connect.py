@@ -1,0 +1,166 @@
+"""Where celora connects and with what arguments, without importing SQLAlchemy.
+
+The engine factory (celora_cli.db.engine) builds on this; `db status` and `db health` use `connect()` directly,
+because they answer in a few queries and SQLAlchemy's import alone costs more than that.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+from celora_cli.errors import ConfigError
+from celora_cli.settings import DatabaseURL, Settings, parse_database_url
+
+# A custom setting celora sends in the startup `options` of every non-PgBouncer connection. PostgreSQL
+# applies it; a transaction pooler either rejects `options` ("unsupported startup parameter") or drops it.
+# Reading it back is therefore real evidence of what sits behind a URL, where a differing port is not.
+STARTUP_MARKER = "celora.direct_session"
+
+
+@dataclass(frozen=True)
+class ResolvedURLs:
+    """The URLs celora connects to, after falling back to the local server when none is configured."""
+
+    pooled: DatabaseURL
+    direct: DatabaseURL | None  # None: DATABASE_URL is pooled and there is no direct URL
+
+
+def resolve_urls(settings: Settings, *, start: bool = True) -> ResolvedURLs:
+    """DATABASE_URL / DIRECT_DATABASE_URL, or the celora-managed local PostgreSQL.
+
+    start=True (commands that use the database) initialises and starts the local server when it is not
+    running, announcing it on the `celora.notice` logger. start=False (health, which reports and must not
+    change what it reports on) raises LocalServerError when the local server is not running."""
+    if settings.uses_local_server:
+        from celora_cli.local_server import LocalServer
+
+        if settings.env in ("staging", "production"):
+            # A deploy with a missing DATABASE_URL must fail, not migrate a fresh local database and pass.
+            raise ConfigError(
+                f"DATABASE_URL is not set (CELORA_ENV={settings.env}). celora starts its own local PostgreSQL "
+                "only for development and test.",
+                "Set DATABASE_URL (and DIRECT_DATABASE_URL when it goes through PgBouncer) in the environment "
+                "or pass --env-file.",
+            )
+        server = LocalServer.from_settings(settings)  # validates CELORA_PG_USER / CELORA_LOCAL_DIR first
+        raw = server.ensure_running() if start else server.running_url()
+        url = parse_database_url(raw, "local database")
+        return ResolvedURLs(pooled=url, direct=settings.direct_database_url or url)
+    pooled = settings.database_url
+    assert pooled is not None  # uses_local_server is exactly "no DATABASE_URL"
+    direct = settings.direct_database_url
+    if direct is None and not pooled.pgbouncer:
+        direct = pooled
+    return ResolvedURLs(pooled=pooled, direct=direct)
+
+
+def direct_url(settings: Settings, *, start: bool = True) -> DatabaseURL:
+    """The URL for DDL: raises ConfigError for a PgBouncer DATABASE_URL with no DIRECT_DATABASE_URL."""
+    if settings.uses_local_server:
+        local = resolve_urls(settings, start=start).direct
+        assert local is not None  # the local server is always reachable directly
+        return local
+    url = settings.ddl_url()  # raises rather than return None when there is a DATABASE_URL
+    assert url is not None
+    return url
+
+
+def connect_args(url: DatabaseURL, settings: Settings, *, application_name: str) -> dict:
+    """psycopg connect() keywords for one URL (libpq parameters in the URL itself win)."""
+    args: dict = {}
+    if url.libpq_param("connect_timeout") is None and settings.connect_timeout:
+        args["connect_timeout"] = max(2, math.ceil(settings.connect_timeout))  # libpq's minimum is 2 s
+    if url.libpq_param("application_name") is None:
+        args["application_name"] = application_name
+    # Detect a dead peer (dropped packets) instead of waiting for the kernel's 15-minute default.
+    if url.libpq_param("keepalives") is None:
+        args.update(keepalives=1, keepalives_idle=10, keepalives_interval=5, keepalives_count=3)
+    if url.pgbouncer:
+        args["prepare_threshold"] = None  # no server-side prepared statements in transaction pooling
+    else:
+        options = [_startup_option(STARTUP_MARKER, "on")]
+        if settings.statement_timeout:
+            options.append(_startup_option("statement_timeout", str(int(settings.statement_timeout * 1000))))
+        if url.schema:
+            # search_path is a list of identifiers: quoted, a schema named "my schema" or "App" is one name.
+            options.append(_startup_option("search_path", '"' + url.schema.replace('"', '""') + '"'))
+        if options and url.libpq_param("options") is None:
+            args["options"] = " ".join(options)
+    return args
+
+
+def _startup_option(name: str, value: str) -> str:
+    """`-c name=value` for libpq's `options`: the server splits that string at whitespace unless a backslash
+    escapes it, and reads a backslash as escaping the next character (so a literal one is written \\)."""
+    return "-c " + re.sub(r"([\\\s])", r"\\\1", f"{name}={value}")
+
+
+def sends_startup_options(url: DatabaseURL) -> bool:
+    """Whether connections to `url` carry celora's startup options (and so the marker)."""
+    return not url.pgbouncer and url.libpq_param("options") is None
+
+
+_MARKER_QUERY = f"SELECT current_setting('{STARTUP_MARKER}', true)"
+
+
+def startup_options_applied(conn) -> bool:
+    """On a connection to a URL for which `sends_startup_options` is true: did the server session get them?
+    False means something between celora and PostgreSQL (a transaction pooler) dropped them.
+    `conn` is a psycopg Connection or a SQLAlchemy one."""
+    if hasattr(conn, "exec_driver_sql"):
+        return conn.exec_driver_sql(_MARKER_QUERY).scalar() == "on"
+    return conn.execute(_MARKER_QUERY).fetchone()[0] == "on"
+
+
+def libpq_params(url: DatabaseURL) -> dict:
+    """libpq keywords for `url` (celora's own parameters removed). Keywords, not a URL: no second round of
+    URL encoding can change a socket path, a database name or a password on the way."""
+    params: dict = dict(url.libpq_params)
+    if url.host and not url.host_in_query:
+        params["host"] = url.host
+    if url.port:
+        params["port"] = url.port
+    if url.database:
+        params["dbname"] = url.database
+    if url.username:
+        params["user"] = url.username
+    if url.password is not None:
+        params["password"] = url.password
+    return params
+
+
+def connect(url: DatabaseURL, settings: Settings, *, application_name: str, autocommit: bool = True):
+    """A plain psycopg connection with the same connect arguments as the engines (startup options, timeouts,
+    keepalives). For commands that answer a question in a few queries, where SQLAlchemy's import would cost
+    more than the answer: `db status`, `db health`."""
+    import psycopg
+
+    kwargs = {**libpq_params(url), **connect_args(url, settings, application_name=application_name)}
+    if settings.log_queries:
+        kwargs["cursor_factory"] = _logging_cursor()
+    return psycopg.connect("", autocommit=autocommit, **kwargs)
+
+
+def _logging_cursor():
+    """CELORA_LOG_QUERIES for plain psycopg connections: the same `celora.sql` lines as the engines."""
+    import logging
+    import time
+
+    import psycopg
+
+    log = logging.getLogger("celora.sql")
+
+    class LoggingCursor(psycopg.Cursor):
+        def execute(self, query, params=None, **kwargs):
+            started = time.perf_counter()
+            try:
+                return super().execute(query, params, **kwargs)
+            finally:
+                count = len(params) if isinstance(params, (list, tuple, dict)) else 0
+                hidden = f" [{count} parameter(s) hidden]" if count else ""
+                log.info("%.1f ms  %s%s", (time.perf_counter() - started) * 1000, " ".join(str(query).split()),
+                         hidden)
+
+    return LoggingCursor
