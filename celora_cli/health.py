@@ -239,12 +239,14 @@ def check_database_health(settings: Settings | None = None, *, timeout: float | 
     # Each thread fills its own copy; a copy is adopted only if its thread finished in time, so a thread
     # we stopped waiting for can never change the report after it is returned.
     # Details (connections, migrations) come from the direct path when there is one.
+    # With no DIRECT_DATABASE_URL both paths are the same URL: one connection answers for both.
+    same_url = urls.direct == urls.pooled
     jobs = []
-    for name, url in (("pooled", urls.pooled), ("direct", urls.direct)):
+    for name, url in (("pooled", urls.pooled), ("direct", None if same_url else urls.direct)):
         if url is None:
             continue
         work = dataclasses.replace(report.checks[name])
-        extras: dict = {"want_details": name == "direct" or urls.direct is None}
+        extras: dict = {"want_details": name == "direct" or urls.direct is None or same_url}
         thread = threading.Thread(target=_check, args=(work, url, settings, extras, timeout), daemon=True,
                                   name=f"celora-health-{name}")
         thread.start()
@@ -267,6 +269,9 @@ def check_database_health(settings: Settings | None = None, *, timeout: float | 
                 report.problems.append(extras["migration_error"])
             if "migration_unknown" in extras:
                 report.warnings.append(extras["migration_unknown"])
+    if same_url:
+        pooled = report.checks["pooled"]
+        report.checks["direct"] = dataclasses.replace(pooled, name="direct", setting=report.checks["direct"].setting)
     return _finish(report, started, settings)
 
 
