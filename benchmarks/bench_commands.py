@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parent.parent))
-from _timing import PYTHON, command, median_seconds, report  # noqa: E402
+from _timing import PYTHON, command, median_seconds, report
 
 REPO = Path(__file__).resolve().parent.parent
 RUNS = 9

@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parent.parent))
-from _timing import median_seconds, report  # noqa: E402
+from _timing import median_seconds, report
 
 RUNS = 25
 

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _timing import PYTHON, command, median_seconds, report  # noqa: E402
+from _timing import PYTHON, command, median_seconds, report
 
 RUNS = 15
 MINIMAL_TYPER_APP = """

@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import ast
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
 
 from celora_cli.errors import MigrationHistoryError
 
@@ -148,7 +148,7 @@ def _read_file(path: Path) -> RevisionFile:
     values: dict[str, object] = {}
     for node in tree.body:
         target, value = _assignment(node)
-        if target in _FIELDS:
+        if target in _FIELDS and value is not None:
             try:
                 values[target] = ast.literal_eval(value)
             except ValueError:

@@ -79,7 +79,7 @@ def _has_server(directory: Path) -> bool:
     return all((directory / name).is_file() and os.access(directory / name, os.X_OK) for name in _REQUIRED)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _server_version(bin_dir: Path) -> str | None:
     """'18.6' for `pg_ctl (PostgreSQL) 18.6`; None when it does not run (a broken install). pg_ctl, not
     postgres: same version, but it starts in ~2 ms where a distribution's postgres loads ICU, SSL, LDAP..."""

@@ -109,7 +109,7 @@ class StderrHandler(logging.StreamHandler):
     """A handler that writes to whatever sys.stderr is now (the tests swap it per invocation)."""
 
     @property
-    def stream(self):  # type: ignore[override]
+    def stream(self):
         return sys.stderr
 
     @stream.setter

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import re
-from typing import Iterator
+from collections.abc import Iterator
 
 from celora_cli.errors import (
     AuthenticationFailed,
-    ConfigError,
     CeloraError,
+    ConfigError,
     DatabaseError,
     DatabaseNotFound,
     DatabaseUnreachable,
@@ -106,8 +106,9 @@ def translate(exc: BaseException, url: DatabaseURL | None, setting: str = "DATAB
     if state.startswith("08") or state in ("57P01", "57P02", "57P03") or any(m in lowered for m in _UNREACHABLE):
         return DatabaseUnreachable(
             f"Can't reach database server at {where} ({setting}={shown}): {message}",
-            f"Is {'PgBouncer' if url.pgbouncer else 'PostgreSQL'} running and accepting TCP connections? "
-            f"Try `pg_isready -h {url.host or 'localhost'} -p {url.port or 5432}`." if url else "Is PostgreSQL running?",
+            (f"Is {'PgBouncer' if url.pgbouncer else 'PostgreSQL'} running and accepting TCP connections? "
+             f"Try `pg_isready -h {url.host or 'localhost'} -p {url.port or 5432}`.") if url
+            else "Is PostgreSQL running?",
         )
     return DatabaseError(
         f"PostgreSQL error{f' {state}' if state else ''} at {where}: {message}",

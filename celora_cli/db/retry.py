@@ -8,7 +8,8 @@ failure (40001) and deadlock (40P01). Never syntax, constraint or authentication
 from __future__ import annotations
 
 import functools
-from typing import Callable, TypeVar, overload
+from collections.abc import Callable
+from typing import TypeVar, overload
 
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 

@@ -152,7 +152,7 @@ def test_explicit_bin_dir_must_match_the_cluster_version(installs, tmp_path):
     server.data_dir.mkdir(parents=True)
     (server.data_dir / "PG_VERSION").write_text("15\n")
     with pytest.raises(LocalServerError) as caught:
-        server.bin_dir
+        _ = server.bin_dir
     assert "holds PostgreSQL 17.2" in caught.value.message and "created by PostgreSQL 15" in caught.value.message
     assert LocalServer(tmp_path / "other", bin_dir=installs["17"], run_as=None).binaries.source == "CELORA_PG_BIN"
 

@@ -88,7 +88,7 @@ def test_deleting_a_user_cascades_in_the_database(settings):
                         asset="SOL", decimals=9),
             Notification(user=user, channel=NotificationChannel.PUSH, type="tx", title="t", body="b"),
             Session(user=user, token_hash=hashlib.sha256(b"token").digest(),
-                    expires_at=dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=1)),
+                    expires_at=dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)),
         ])
     with session_scope(settings) as session:
         session.execute(delete(User))  # a bulk SQL delete: only ON DELETE CASCADE can clean up
@@ -101,7 +101,7 @@ def test_session_stores_a_hash_never_a_token(settings):
     with pytest.raises(IntegrityError, match="token_hash"):
         with session_scope(settings) as session:
             session.add(Session(user=make_user(session, "u1"), token_hash=b"raw-firebase-token",
-                                expires_at=dt.datetime.now(dt.timezone.utc)))
+                                expires_at=dt.datetime.now(dt.UTC)))
 
 
 def test_downgrade_to_base_removes_everything(migrated_db):
@@ -163,7 +163,7 @@ def test_rate_limits_with_different_windows_are_separate_counters(migrated_db):
 
 def test_updated_at_moves_on_raw_update_and_upsert(migrated_db, settings):
     # now() is the transaction's start time, so each statement below runs in its own transaction.
-    long_ago = dt.datetime(2000, 1, 1, tzinfo=dt.timezone.utc)
+    long_ago = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
     raw(migrated_db, "INSERT INTO users (firebase_uid, updated_at) VALUES ('u1', %s)", (long_ago,))
     raw(migrated_db, "UPDATE users SET display_name = 'raw' WHERE firebase_uid = 'u1'")
     (after_update,), = raw(migrated_db, "SELECT updated_at FROM users")
@@ -274,7 +274,7 @@ def test_wallet_history_keyset_page_reads_the_index_in_order(migrated_db, settin
         conn.execute("ANALYZE transactions")
         page = ("SELECT * FROM transactions WHERE wallet_id = %(w)s AND (block_timestamp, id) < (%(t)s, %(id)s) "
                 "ORDER BY block_timestamp DESC, id DESC LIMIT 50")
-        params = {"w": wallets[1].id, "t": dt.datetime(2026, 1, 1, 10, tzinfo=dt.timezone.utc),
+        params = {"w": wallets[1].id, "t": dt.datetime(2026, 1, 1, 10, tzinfo=dt.UTC),
                   "id": "ffffffff-ffff-ffff-ffff-ffffffffffff"}
         (plan,), = conn.execute("EXPLAIN (FORMAT JSON) " + page, params).fetchone()
         rows = conn.execute(page, params).fetchall()
@@ -288,7 +288,7 @@ def test_idempotency_keys_are_unique_per_user_and_among_anonymous_requests(setti
     def key(user, value: str) -> IdempotencyKey:
         return IdempotencyKey(key=value, user_id=user.id if user else None, method="POST", path="/v1/transfers",
                               request_fingerprint="0" * 64,
-                              expires_at=dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=1))
+                              expires_at=dt.datetime.now(dt.UTC) + dt.timedelta(days=1))
 
     with session_scope(settings) as session:
         alice, bob = make_user(session, "alice"), make_user(session, "bob")

@@ -153,7 +153,7 @@ def test_malformed_and_unsupported_urls_exit_3_without_the_password():
     calls = [(("db", command), {"DATABASE_URL": url}) for url, _, _ in MALFORMED
              for command in ("migrate-deploy", "status")]
     results = run_many(*calls)
-    for (_args, env), result in zip(calls, results):
+    for (_args, env), result in zip(calls, results, strict=True):
         url = env["DATABASE_URL"]
         _, cause, fix = next(case for case in MALFORMED if case[0] == url)
         assert result.returncode == ExitCode.CONFIG == 3, (url, result.stderr)
@@ -290,7 +290,7 @@ def test_no_command_prints_either_password(pgbouncer, migrated_db):
     commands = [("db", "migrate-deploy"), ("db", "status"), ("db", "health"), ("db", "health", "--json"),
                 ("db", "migrate-deploy", "--json"), ("db", "status", "--json")]
     results = run_many(*[(command, env) for command in commands])
-    for command, result in zip(commands, results):
+    for command, result in zip(commands, results, strict=True):
         assert result.returncode == 0, (command, result.stdout, result.stderr)
         assert_clean(result, pooled_pw, direct_pw)
         if "--json" in command:

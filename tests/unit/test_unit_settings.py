@@ -14,7 +14,6 @@ from sqlalchemy.engine import make_url
 from celora_cli.errors import ConfigError, ExitCode
 from celora_cli.settings import Settings, load_settings, mask_url, parse_database_url, redact
 
-
 # --------------------------------------------------------------------------- parse_database_url
 
 
