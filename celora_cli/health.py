@@ -239,6 +239,8 @@ def check_database_health(settings: Settings | None = None, *, timeout: float | 
     # Each thread fills its own copy; a copy is adopted only if its thread finished in time, so a thread
     # we stopped waiting for can never change the report after it is returned.
     # Details (connections, migrations) come from the direct path when there is one.
+    import psycopg  # noqa: F401 - imported here, not first in a worker thread, where it is measurably slower
+
     # With no DIRECT_DATABASE_URL both paths are the same URL: one connection answers for both.
     same_url = urls.direct == urls.pooled
     jobs = []

@@ -19,9 +19,15 @@ from rich.console import Console
 from rich.markup import escape
 
 from celora_cli.errors import CeloraError, OutputError
-from celora_cli.settings import redact
 
 JSON_FORMAT_VERSION = 1
+
+
+def _redact(text: str) -> str:
+    # Imported on first use: `celora --help` should not pay for URL parsing it never does.
+    from celora_cli.settings import redact
+
+    return redact(text, _secrets)
 
 
 class _ResultConsole(Console):
@@ -49,7 +55,7 @@ def register_secrets(secrets: list[str]) -> None:
 
 
 def safe(value: Any) -> str:
-    return escape(redact(str(value), _secrets))
+    return escape(_redact(str(value)))
 
 
 def output_error(exc: OSError) -> OutputError:
@@ -71,7 +77,7 @@ def print_json_error(error: CeloraError, **fields: Any) -> None:
 
 def _write_json(data: dict) -> None:
     text = json.dumps(rounded(data), indent=2, default=str)
-    out.print(redact(text, _secrets), markup=False, highlight=False, soft_wrap=True)
+    out.print(_redact(text), markup=False, highlight=False, soft_wrap=True)
 
 
 def rounded(value: Any, key: str = "") -> Any:
