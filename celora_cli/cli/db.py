@@ -148,3 +148,7 @@ def _render_health(report) -> None:
     for check in report.checks.values():
         if check.hint and not check.ok:
             console.out.print(f"[yellow]hint ({check.name}):[/] {safe(check.hint)}")
+
+
+# Command groups kept in their own modules register on `app` when imported (one import line each, below).
+# They import their core modules lazily, like this one, so `celora --help` stays light.
