@@ -1,0 +1,1 @@
+"""Seeding: the Celora fixtures and Faker-generated volume."""
