@@ -137,16 +137,16 @@ def _pgbouncer_version(binary: str) -> tuple[int, ...]:
     return tuple(int(n) for n in match.groups()) if match else (0, 0)
 
 
-@pytest.fixture(scope="session")
-def pgbouncer(pg_server):
-    """A real PgBouncer in transaction mode; yields a function db_name -> pooled URL (?pgbouncer=true)."""
+def _run_pgbouncer(pg_server, prefix: str, **overrides: str):
+    """A real PgBouncer in transaction mode in front of `pg_server`, from the repo's production pgbouncer.ini with
+    only the environment's keys replaced (plus `overrides`). Yields a function db_name -> URL: with
+    ?pgbouncer=true by default, without it for `flag=False`."""
     binary = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
     if not Path(binary).exists():
         pytest.fail("pgbouncer is not installed (apt-get install -y pgbouncer); .ci/run installs it.")
-    base = shared_tmpdir("celora-test-pgbouncer-")
+    base = shared_tmpdir(prefix)
     port = free_port()
     (base / "users.txt").write_text('"celora" ""\n')
-    # The repo's production pgbouncer.ini, with only the environment-specific keys replaced.
     config = configparser.ConfigParser(interpolation=None, comment_prefixes=(";", "#"))
     config.read(REPO / "pgbouncer.ini")
     assert config["pgbouncer"]["pool_mode"] == "transaction"
@@ -159,6 +159,7 @@ def pgbouncer(pg_server):
         # One server connection per database: any session state or prepared statement that leaked
         # from one client would be seen by the next, so the tests can catch it.
         "default_pool_size": "1", "reserve_pool_size": "0",
+        **overrides,
     })
     for key in ("admin_users", "stats_users"):
         config["pgbouncer"].pop(key, None)
@@ -169,9 +170,8 @@ def pgbouncer(pg_server):
     kwargs = {}
     if os.geteuid() == 0:  # PgBouncer refuses to run as root, like PostgreSQL
         user = pwd.getpwnam(pg_server.run_as)
-        for path in base.iterdir():
+        for path in (base, *base.iterdir()):
             os.chown(path, user.pw_uid, user.pw_gid)
-        os.chown(base, user.pw_uid, user.pw_gid)
         kwargs = {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": []}
     process = subprocess.Popen([binary, str(base / "pgbouncer.ini")], stdout=subprocess.DEVNULL,
                                stderr=subprocess.PIPE, **kwargs)
@@ -185,11 +185,27 @@ def pgbouncer(pg_server):
         suffix = "?pgbouncer=true" if flag else ""
         return f"postgresql://celora@127.0.0.1:{port}/{database}{suffix}"
 
-    url.port = port
-    yield url
-    process.terminate()
-    process.wait(10)
-    shutil.rmtree(base, ignore_errors=True)
+    url.port = port  # type: ignore[attr-defined]
+    try:
+        yield url
+    finally:
+        process.terminate()
+        process.wait(10)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def pgbouncer(pg_server):
+    """PgBouncer exactly as the repo configures it: it rejects the `options` startup parameter."""
+    yield from _run_pgbouncer(pg_server, "celora-test-pgbouncer-")
+
+
+@pytest.fixture(scope="session")
+def pgbouncer_dropping_options(pg_server):
+    """PgBouncer with `options` in ignore_startup_parameters, as some deployments configure it: it accepts
+    celora's startup options and silently drops them (so the startup marker never arrives)."""
+    yield from _run_pgbouncer(pg_server, "celora-test-pgbouncer-dropping-",
+                              ignore_startup_parameters="extra_float_digits,options")
 
 
 def db_name(url: str) -> str:

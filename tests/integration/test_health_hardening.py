@@ -4,30 +4,16 @@ alembic_version, and library timeouts validated like the flag."""
 
 from __future__ import annotations
 
-import configparser
 import itertools
 import json
 import os
-import pwd
-import shutil
-import socket
-import subprocess
-import threading
 
 import pytest
 
 from celora_cli.errors import ConfigError
 from celora_cli.health import check_database_health
-from tests.conftest import (
-    REPO,
-    admin_execute,
-    db_name,
-    free_port,
-    run_celora,
-    settings_for,
-    shared_tmpdir,
-    wait_for_port,
-)
+from tests.conftest import admin_execute, db_name, run_celora, settings_for
+from tests.relay import Relay
 
 _roles = itertools.count()
 
@@ -35,81 +21,14 @@ _roles = itertools.count()
 @pytest.fixture
 def forwarded_port(pg_server):
     """127.0.0.1:<new port> -> the test server: a port mapping with no pooler (Docker -p, SSH -L, port-forward)."""
-    listener = socket.create_server(("127.0.0.1", 0))
-    listener.settimeout(0.2)
-    stop = threading.Event()
-    sockets: list[socket.socket] = []
-
-    def pipe(source: socket.socket, target: socket.socket) -> None:
-        try:
-            while data := source.recv(65536):
-                target.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for sock in (source, target):
-                try:
-                    sock.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-
-    def accept() -> None:
-        while not stop.is_set():
-            try:
-                client, _ = listener.accept()
-            except OSError:
-                continue
-            server = socket.create_connection(("127.0.0.1", pg_server.port))
-            sockets.extend((client, server))
-            for args in ((client, server), (server, client)):
-                threading.Thread(target=pipe, args=args, daemon=True).start()
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    yield listener.getsockname()[1]
-    stop.set()
-    thread.join()
-    listener.close()
-    for sock in sockets:
-        sock.close()
+    with Relay.tcp(pg_server.port) as relay:
+        yield relay.port
 
 
-@pytest.fixture(scope="module")
-def dropping_pgbouncer(pg_server):
-    """The repo's PgBouncer config, but told to ignore (drop) the `options` startup parameter instead of
-    rejecting it: celora's startup marker then never reaches the server. Yields db name -> URL (no flag)."""
-    binary = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
-    base = shared_tmpdir("celora-test-pgbouncer-drop-")
-    port = free_port()
-    (base / "users.txt").write_text('"celora" ""\n')
-    config = configparser.ConfigParser(interpolation=None, comment_prefixes=(";", "#"))
-    config.read(REPO / "pgbouncer.ini")
-    config["databases"] = {"*": f"host=127.0.0.1 port={pg_server.port}"}
-    config["pgbouncer"].update({
-        "listen_addr": "127.0.0.1", "listen_port": str(port), "unix_socket_dir": "", "auth_type": "trust",
-        "auth_file": str(base / "users.txt"), "logfile": str(base / "pgbouncer.log"),
-        "pidfile": str(base / "pgbouncer.pid"), "server_tls_sslmode": "disable", "min_pool_size": "0",
-        "ignore_startup_parameters": "extra_float_digits,options",
-    })
-    for key in ("admin_users", "stats_users"):
-        config["pgbouncer"].pop(key, None)
-    with open(base / "pgbouncer.ini", "w") as handle:
-        config.write(handle)
-    kwargs = {}
-    if os.geteuid() == 0:  # PgBouncer refuses to run as root
-        user = pwd.getpwnam(pg_server.run_as)
-        for path in (base, *base.iterdir()):
-            os.chown(path, user.pw_uid, user.pw_gid)
-        kwargs = {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": []}
-    process = subprocess.Popen([binary, str(base / "pgbouncer.ini")], stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL, **kwargs)
-    try:
-        wait_for_port(port)
-        yield lambda database: f"postgresql://celora@127.0.0.1:{port}/{database}"
-    finally:
-        process.terminate()
-        process.wait(10)
-        shutil.rmtree(base, ignore_errors=True)
+@pytest.fixture
+def dropping_pgbouncer(pgbouncer_dropping_options):
+    """URLs through a PgBouncer that drops celora's startup options, without ?pgbouncer=true."""
+    return lambda database: pgbouncer_dropping_options(database, flag=False)
 
 
 # -- pooler detection: evidence, not ports ---------------------------------------------------------------

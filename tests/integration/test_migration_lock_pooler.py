@@ -7,76 +7,19 @@ PostgreSQL (a plain TCP relay, as Docker -p or an SSH tunnel) must still deploy:
 
 from __future__ import annotations
 
-import configparser
-import os
-import pwd
-import shutil
-import socket
-import subprocess
-import threading
-
 import psycopg
 import pytest
 
 from celora_cli.errors import Refused
 from celora_cli.migrations import MIGRATION_LOCK_KEY, deploy
 from tests.conftest import (
-    REPO,
-    _pgbouncer_version,
     db_name,
-    free_port,
     run_celora,
     settings_for,
-    shared_tmpdir,
-    wait_for_port,
 )
+from tests.relay import Relay
 
 pytestmark = pytest.mark.pgbouncer
-
-
-@pytest.fixture(scope="module")
-def pgbouncer_dropping_options(pg_server):
-    """PgBouncer from the repo's pgbouncer.ini, but with `options` in ignore_startup_parameters: it accepts
-    celora's startup options and drops them, as some deployments configure it."""
-    binary = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
-    base = shared_tmpdir("celora-test-pgbouncer-dropping-")
-    port = free_port()
-    (base / "users.txt").write_text('"celora" ""\n')
-    config = configparser.ConfigParser(interpolation=None, comment_prefixes=(";", "#"))
-    config.read(REPO / "pgbouncer.ini")
-    assert config["pgbouncer"]["pool_mode"] == "transaction"
-    config["databases"] = {"*": f"host=127.0.0.1 port={pg_server.port}"}
-    config["pgbouncer"].update({
-        "listen_addr": "127.0.0.1", "listen_port": str(port), "unix_socket_dir": "",
-        "auth_type": "trust", "auth_file": str(base / "users.txt"),
-        "logfile": str(base / "pgbouncer.log"), "pidfile": str(base / "pgbouncer.pid"),
-        "server_tls_sslmode": "disable", "min_pool_size": "0",
-        "default_pool_size": "1", "reserve_pool_size": "0",
-        "ignore_startup_parameters": "extra_float_digits,options",
-    })
-    for key in ("admin_users", "stats_users"):
-        config["pgbouncer"].pop(key, None)
-    if _pgbouncer_version(binary) >= (1, 21):
-        config["pgbouncer"]["max_prepared_statements"] = "0"
-    with open(base / "pgbouncer.ini", "w") as handle:
-        config.write(handle)
-    kwargs = {}
-    if os.geteuid() == 0:  # PgBouncer refuses to run as root
-        user = pwd.getpwnam(pg_server.run_as)
-        for path in [base, *base.iterdir()]:
-            os.chown(path, user.pw_uid, user.pw_gid)
-        kwargs = {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": []}
-    process = subprocess.Popen([binary, str(base / "pgbouncer.ini")], stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE, **kwargs)
-    try:
-        wait_for_port(port)
-    except RuntimeError:
-        process.kill()
-        pytest.fail(f"pgbouncer did not start: {process.stderr.read().decode(errors='replace')}")
-    yield lambda database: f"postgresql://celora@127.0.0.1:{port}/{database}"
-    process.terminate()
-    process.wait(10)
-    shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture(params=["rejects-options", "drops-options"])
@@ -84,7 +27,7 @@ def pooled_direct_url(request, pgbouncer, empty_db):
     """(DIRECT_DATABASE_URL through a PgBouncer, without ?pgbouncer=true; the real URL of the same database)."""
     if request.param == "rejects-options":
         return pgbouncer(db_name(empty_db), flag=False), empty_db
-    return request.getfixturevalue("pgbouncer_dropping_options")(db_name(empty_db)), empty_db
+    return request.getfixturevalue("pgbouncer_dropping_options")(db_name(empty_db), flag=False), empty_db
 
 
 def migration_locks(server) -> list[tuple]:
@@ -126,7 +69,7 @@ def test_database_url_through_pgbouncer_without_the_flag_is_refused(pgbouncer, e
 
 
 def test_library_refusal_is_a_refused_error(pgbouncer_dropping_options, pgbouncer, empty_db):
-    through_pooler = pgbouncer_dropping_options(db_name(empty_db))
+    through_pooler = pgbouncer_dropping_options(db_name(empty_db), flag=False)
     with pytest.raises(Refused) as caught:
         deploy(settings_for(pgbouncer(db_name(empty_db)), direct=through_pooler))
     assert "startup marker" in caught.value.message and caught.value.exit_code == 12
@@ -136,7 +79,7 @@ def test_lock_is_released_even_when_the_pooler_check_cannot_run(pgbouncer_droppi
                                                                  empty_db, pg_server):
     # With its own ?options= the URL carries no celora marker, so the refusal has no evidence and the run
     # goes through the pooler. The lock itself must still end with the run (it is transaction-level).
-    through_pooler = pgbouncer_dropping_options(db_name(empty_db)) + "?options=-c%20work_mem%3D8MB"
+    through_pooler = pgbouncer_dropping_options(db_name(empty_db), flag=False) + "?options=-c%20work_mem%3D8MB"
     result = deploy(settings_for(pgbouncer(db_name(empty_db)), direct=through_pooler))
     assert result.applied
     assert migration_locks(pg_server) == []
@@ -144,52 +87,10 @@ def test_lock_is_released_even_when_the_pooler_check_cannot_run(pgbouncer_droppi
     assert again.applied == [] and again.waited_for_lock_s == 0
 
 
-class TcpRelay:
-    """A plain port mapping (what Docker -p 5433:5432, an SSH tunnel or kubectl port-forward do)."""
-
-    def __init__(self, target_port: int) -> None:
-        self.target_port = target_port
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        self.closed = False
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while not self.closed:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            server = socket.create_connection(("127.0.0.1", self.target_port))
-            for a, b in ((client, server), (server, client)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
-
-    @staticmethod
-    def _pipe(source: socket.socket, sink: socket.socket) -> None:
-        try:
-            while data := source.recv(65536):
-                sink.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for sock in (source, sink):
-                try:
-                    sock.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-
-    def close(self) -> None:
-        self.closed = True
-        self.listener.close()
-
-
 def test_port_mapped_postgresql_still_deploys(pg_server, empty_db):
-    relay = TcpRelay(pg_server.port)
-    try:
+    with Relay.tcp(pg_server.port) as relay:
         mapped = empty_db.replace(f":{pg_server.port}/", f":{relay.port}/")
         assert mapped != empty_db
         cli = run_celora("db", "migrate-deploy", env={"DATABASE_URL": mapped})
         assert cli.returncode == 0, cli.stderr
         assert has_version_table(empty_db)
-    finally:
-        relay.close()

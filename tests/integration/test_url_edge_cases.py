@@ -10,9 +10,7 @@ the server behind it is the real one.
 from __future__ import annotations
 
 import shutil
-import socket
 import tempfile
-import threading
 from pathlib import Path
 from urllib.parse import quote
 
@@ -21,47 +19,7 @@ from sqlalchemy import text
 
 from celora_cli.db.engine import build_engine, get_direct_engine
 from tests.conftest import admin_execute, db_name, run_celora, settings_for
-
-
-class UnixSocketRelay:
-    """Accepts on a unix socket and relays every connection to 127.0.0.1:target_port."""
-
-    def __init__(self, directory: Path, port: int, target_port: int) -> None:
-        self.path = directory / f".s.PGSQL.{port}"
-        self.target_port = target_port
-        self.accepted = 0
-        self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self._listener.bind(str(self.path))
-        self._listener.listen(16)
-        threading.Thread(target=self._accept_loop, daemon=True).start()
-
-    def _accept_loop(self) -> None:
-        while True:
-            try:
-                client, _ = self._listener.accept()
-            except OSError:  # closed
-                return
-            self.accepted += 1
-            server = socket.create_connection(("127.0.0.1", self.target_port))
-            for source, target in ((client, server), (server, client)):
-                threading.Thread(target=self._pump, args=(source, target), daemon=True).start()
-
-    @staticmethod
-    def _pump(source: socket.socket, target: socket.socket) -> None:
-        try:
-            while data := source.recv(65536):
-                target.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for sock in (source, target):
-                try:
-                    sock.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-
-    def close(self) -> None:
-        self._listener.close()
+from tests.relay import Relay
 
 
 @pytest.fixture
@@ -69,7 +27,7 @@ def socket_dir(pg_server):
     """A socket folder whose name has upper case and a space (so lower-casing or not decoding it shows),
     with a relay to the test server on the default port 5432."""
     directory = Path(tempfile.mkdtemp(prefix="cel-Sock "))
-    relay = UnixSocketRelay(directory, 5432, pg_server.port)
+    relay = Relay.unix(directory, 5432, pg_server.port)
     yield directory, relay
     relay.close()
     shutil.rmtree(directory, ignore_errors=True)
