@@ -33,6 +33,7 @@ class ExitCode(IntEnum):
     REFUSED = 12  # a destructive action refused (no flag, not interactive, or production)
     DATABASE_ERROR = 13  # any other error reported by PostgreSQL
     MIGRATION_HISTORY = 14  # the migration files themselves are broken (syntax error, unknown down_revision, heads)
+    DRIFT = 15  # `db migrate`: the development database differs from what the migration history builds
     USAGE = 64  # bad flags or arguments (EX_USAGE)
     SOFTWARE = 70  # a bug in celora (EX_SOFTWARE)
     OUTPUT_ERROR = 74  # the result could not be written (stdout closed, disk full) (EX_IOERR)
@@ -124,6 +125,19 @@ class DatabaseError(CeloraError):
 
     def details(self) -> dict:
         return {"sqlstate": self.sqlstate}
+
+
+class DriftDetected(CeloraError):
+    """The development database differs from what the migration history builds (`differences` names each)."""
+
+    exit_code = ExitCode.DRIFT
+
+    def __init__(self, message: str, hint: str | None = None, *, differences: list | None = None) -> None:
+        super().__init__(message, hint)
+        self.differences = differences or []
+
+    def details(self) -> dict:
+        return {"differences": [_as_dict(difference) for difference in self.differences]}
 
 
 # Failures the CLI itself meets (never raised by the core); they give `--json` error objects a type name.
