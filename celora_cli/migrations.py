@@ -189,6 +189,7 @@ def deploy(settings: Settings, *, lock_timeout: float | None = None,
                 lock = MigrationLock(lock_timeout, progress).install(conn)
                 try:
                     _deploy_on(conn, lock, config, script, settings, result, progress)
+                    stamp_after_deploy(conn, settings)
                     return result
                 except RevisionMoved as moved:
                     progress("replan", moved)
@@ -199,6 +200,15 @@ def deploy(settings: Settings, *, lock_timeout: float | None = None,
             raise RuntimeError(f"migrate-deploy re-planned {_MAX_REPLANS} times")
     finally:
         engine.dispose()
+
+
+def stamp_after_deploy(conn, settings: Settings) -> None:
+    """Record CELORA_ENV in celora_metadata (the protected-environment stamp, celora_cli.environment_stamp),
+    in a transaction of its own on the migration connection, so under the migration lock."""
+    from celora_cli.environment_stamp import stamp_environment
+
+    stamp_environment(conn, settings.env)
+    conn.commit()
 
 
 def _deploy_on(conn, lock: MigrationLock, config, script, settings: Settings, result: DeployResult,

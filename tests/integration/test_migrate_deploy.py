@@ -48,7 +48,7 @@ def test_deploy_creates_every_table_and_records_head(empty_db):
     result = deploy(settings_for(empty_db))
     assert [m.revision for m in result.applied] == REVISIONS
     assert result.applied[0].name == f"{INIT}_init"
-    assert tables(empty_db) == TABLES | {"alembic_version"}
+    assert tables(empty_db) == TABLES | {"alembic_version", "celora_metadata"}  # celora_metadata: the env stamp
     assert version(empty_db) == [HEAD]
 
 
@@ -73,12 +73,14 @@ def test_models_and_migrations_agree(migrated_db):
     from alembic.runtime.migration import MigrationContext
 
     from celora_cli.db.models import Base
+    from celora_cli.environment_stamp import include_name
 
     engine = create_engine(settings_for(migrated_db).database_url.sqlalchemy_url())
     with engine.connect() as conn:
-        context = MigrationContext.configure(conn, opts={"compare_type": True, "compare_server_default": True})
+        context = MigrationContext.configure(conn, opts={"compare_type": True, "compare_server_default": True,
+                                                         "include_name": include_name})
         assert compare_metadata(context, Base.metadata) == []
-        assert set(inspect(conn).get_table_names()) == TABLES | {"alembic_version"}
+        assert set(inspect(conn).get_table_names()) == TABLES | {"alembic_version", "celora_metadata"}
     engine.dispose()
 
 

@@ -24,13 +24,14 @@ NOISE = re.compile(r"^(SET |SELECT pg_catalog\.set_config|\\restrict |\\unrestri
 
 
 def schema_dump(pg_server, url: str) -> list[str]:
-    """The schema as pg_dump prints it, minus Alembic's bookkeeping table and per-dump noise.
+    """The schema as pg_dump prints it, minus Alembic's and celora's bookkeeping tables and per-dump noise.
 
     pg_dump from the server's own bin directory, so its version matches the server's.
     """
     result = subprocess.run(
         [str(pg_server.bin_dir / "pg_dump"), "--schema-only", "--no-owner", "--no-privileges",
-         "--exclude-table=public.alembic_version", "--dbname", pg_server.url(db_name(url))],
+         "--exclude-table=public.alembic_version", "--exclude-table=public.celora_metadata",
+         "--dbname", pg_server.url(db_name(url))],
         capture_output=True, text=True, timeout=60, check=False,
     )
     assert result.returncode == 0, result.stderr
