@@ -1,0 +1,86 @@
+"""`celora db seed`: the Celora fixtures (alice, bob, four chains), idempotent, plus optional generated volume."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from celora_cli.cli import console
+from celora_cli.cli.app import json_option, load_settings_from
+from celora_cli.cli.console import safe
+from celora_cli.cli.db import app
+
+
+@app.command("seed")
+def seed(
+    ctx: typer.Context,
+    fixtures: Path | None = typer.Option(
+        None, "--fixtures", metavar="DIR", help="Folder of fixture files (default: <project root>/fixtures)."),
+    users: int = typer.Option(
+        0, "--users", metavar="N", min=0,
+        help="Also generate N users with wallets, transactions and notifications (Faker, streamed with COPY)."),
+    seed_value: int = typer.Option(
+        0, "--seed", metavar="S", help="Seed of the generated volume: the same seed gives the same rows."),
+    allow_production: bool = typer.Option(
+        False, "--allow-production",
+        help="Seed even a production database (the database's environment stamp or CELORA_ENV=production)."),
+    as_json: bool = json_option(),
+) -> None:
+    """Load the fixtures in one transaction; a second run changes nothing (upserts on natural keys).
+
+    Refused on a production database unless --allow-production. Example: celora db seed --users 1000 --seed 7
+    """
+    from celora_cli.seed.apply import seed as run_seed
+
+    settings = load_settings_from(ctx)
+    directory = fixtures if fixtures is not None else settings.project_root / "fixtures"
+    progress = None if as_json or users == 0 else _ProgressBar()
+    try:
+        result = run_seed(settings, directory, allow_production=allow_production, volume_users=users,
+                          volume_seed=seed_value, volume_progress=progress)
+    finally:
+        if progress is not None:
+            progress.close()
+    if as_json:
+        console.print_json(result.as_dict())
+    else:
+        _render(result)
+
+
+class _ProgressBar:
+    """A Rich progress bar on stderr, one task per table, fed by generate_volume's progress(table, done, total)."""
+
+    def __init__(self) -> None:
+        from rich.progress import Progress
+
+        self._progress = Progress(console=console.err, transient=False)
+        self._tasks: dict[str, object] = {}
+        self._progress.start()
+
+    def __call__(self, table: str, done: int, total: int) -> None:
+        task = self._tasks.get(table)
+        if task is None:
+            task = self._tasks[table] = self._progress.add_task(table, total=total)
+        self._progress.update(task, completed=done)  # type: ignore[arg-type]
+
+    def close(self) -> None:
+        self._progress.stop()
+
+
+def _render(result) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"Seeded {safe(result.database)} from {safe(result.fixtures_dir)}", title_justify="left")
+    table.add_column("table")
+    for heading in ("created", "updated", "unchanged"):
+        table.add_column(heading, justify="right")
+    for name, counts in result.tables.items():
+        table.add_row(name, str(counts.created), str(counts.updated), str(counts.unchanged))
+    console.out.print(table)
+    if not result.changed:
+        console.out.print("Nothing changed: the database already held every fixture.")
+    if result.volume is not None:
+        rows = ", ".join(f"{name} {count:,}" for name, count in result.volume.items())
+        console.out.print(f"Generated volume: {rows}.")
+    console.out.print(f"[dim]{result.duration_ms:.0f} ms; production check: {safe(result.environment)}[/]")

@@ -1,0 +1,172 @@
+"""`celora db seed` against a real PostgreSQL: creates, then changes nothing; updates; broken files; production."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from celora_cli.errors import ConfigError, Refused
+from celora_cli.seed.apply import seed
+from tests.conftest import REPO, run_celora, settings_for
+
+TABLES = ("users", "wallets", "transactions", "notifications")
+EXPECTED = {"users": 2, "wallets": 4, "transactions": 8, "notifications": 6}
+
+
+@pytest.fixture
+def fixtures_dir(tmp_path) -> Path:
+    """A private copy of the repo's fixtures, for tests that edit them."""
+    copy = tmp_path / "fixtures"
+    shutil.copytree(REPO / "fixtures", copy)
+    return copy
+
+
+def row_counts(url: str) -> dict[str, int]:
+    with psycopg.connect(url) as conn:
+        return {t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in TABLES}
+
+
+def counts_of(result, kind: str) -> dict[str, int]:
+    return {table: getattr(counts, kind) for table, counts in result.tables.items()}
+
+
+def test_first_run_creates_everything_second_changes_nothing(migrated_db, fixtures_dir):
+    settings = settings_for(migrated_db)
+    first = seed(settings, fixtures_dir)
+    assert counts_of(first, "created") == EXPECTED
+    assert row_counts(migrated_db) == EXPECTED
+    with psycopg.connect(migrated_db) as conn:
+        before = conn.execute("SELECT max(updated_at) FROM users").fetchone()[0]
+        wallets = conn.execute("SELECT u.email, w.chain::text, w.address, w.is_primary FROM wallets w "
+                               "JOIN users u ON u.id = w.user_id ORDER BY 1, 2").fetchall()
+    assert [(e, c, p) for e, c, _, p in wallets] == [
+        ("alice@celora.io", "celo", True), ("alice@celora.io", "ethereum", False),
+        ("bob@celora.io", "bitcoin", True), ("bob@celora.io", "solana", False)]
+    assert wallets[0][2] == wallets[0][2].lower()  # the checksum-cased fixture is stored lowercase
+
+    second = seed(settings, fixtures_dir)
+    assert counts_of(second, "unchanged") == EXPECTED
+    assert counts_of(second, "created") == counts_of(second, "updated") == dict.fromkeys(TABLES, 0)
+    assert not second.changed
+    assert row_counts(migrated_db) == EXPECTED
+    with psycopg.connect(migrated_db) as conn:  # nothing was rewritten: the updated_at trigger never fired
+        assert conn.execute("SELECT max(updated_at) FROM users").fetchone()[0] == before
+
+
+def test_changed_fixture_value_is_reported_updated(migrated_db, fixtures_dir):
+    settings = settings_for(migrated_db)
+    seed(settings, fixtures_dir)
+    wallets = fixtures_dir / "wallets.toml"
+    wallets.write_text(wallets.read_text().replace('label = "Bob\'s savings"', 'label = "Bob cold storage"'))
+    notifications = fixtures_dir / "notifications.toml"
+    # Moving the "read" mark: read_at removed from one notification.
+    notifications.write_text(notifications.read_text().replace("read_at = 2026-11-19T08:30:12Z\n", ""))
+    result = seed(settings, fixtures_dir)
+    assert result.tables["wallets"].updated == 1 and result.tables["wallets"].unchanged == 3
+    assert result.tables["notifications"].updated == 1 and result.tables["notifications"].unchanged == 5
+    assert result.tables["users"].unchanged == 2
+    assert row_counts(migrated_db) == EXPECTED
+    with psycopg.connect(migrated_db) as conn:
+        assert conn.execute("SELECT label FROM wallets WHERE chain = 'bitcoin'").fetchone()[0] == "Bob cold storage"
+
+
+def test_primary_wallet_can_move_to_another_wallet(migrated_db, fixtures_dir):
+    settings = settings_for(migrated_db)
+    seed(settings, fixtures_dir)
+    wallets = fixtures_dir / "wallets.toml"
+    text = wallets.read_text().replace('label = "Alice on Celo (Valora)"\nis_primary = true',
+                                       'label = "Alice on Celo (Valora)"')
+    wallets.write_text(text.replace('label = "Alice on Ethereum (MetaMask)"',
+                                    'label = "Alice on Ethereum (MetaMask)"\nis_primary = true'))
+    result = seed(settings, fixtures_dir)
+    assert result.tables["wallets"].updated == 2
+
+
+BROKEN = [
+    ("users.toml", lambda t: t.replace('email_verified = true', 'email_verified = "yes"'),
+     "users.toml: users[0].email_verified", "expected true or false"),
+    ("users.toml", lambda t: t + "\n[[users]\n", "users.toml", "TOML syntax error"),
+    ("wallets.toml", lambda t: t.replace('label = "Bob\'s savings"', 'lable = "Bob\'s savings"'),
+     "wallets.toml: wallets[2].lable", "unknown field"),
+    ("wallets.toml", lambda t: t.replace("0xdd532982fd2Da62aB60E411DD1f8ced9bc7ae732",
+                                         "0xdd532982fd2Da62aB60E411DD1f8ced9bc7ae733"),
+     "wallets.toml: wallets[1].address", "not a valid ethereum address"),
+    ("wallets.toml", lambda t: t.replace("0x3DD5eaE815d5b824e0B56FC2A2D60a3997Fe9166",
+                                         "0x3DD5eaE815d5b824e0B56FC2A2D60a3997Fe9167", 1),
+     "wallets.toml: wallets[0].address", "EIP-55 checksum"),
+    ("wallets.toml", lambda t: t.replace("bc1qd4gayzh3xzfmkjprc96y7etxqk5ftkwau0ekf7",
+                                         "bc1qd4gayzh3xzfmkjprc96y7etxqk5ftkwau0ekf8"),
+     "wallets.toml: wallets[2].address", "bech32 checksum"),
+    ("wallets.toml", lambda t: t.replace('user = "bob@celora.io"\nchain = "solana"',
+                                         'user = "carol@celora.io"\nchain = "solana"'),
+     "wallets.toml: wallets[3].user", "no user 'carol@celora.io'"),
+    ("transactions.toml", lambda t: t.replace('wallet = "HPLUuSo1NCVtPims6xbvPv2HtRK6Kvpboif3ZfwFNGkg"',
+                                              'wallet = "Dh1BmBVpT5ScJ2wtwxbeZy6mAVesVZGyi88Zfoy1zfDE"', 1),
+     "transactions.toml: transactions[6].wallet", "no solana wallet"),
+    ("notifications.toml", lambda t: t.replace('user = "bob@celora.io"\nkey = "received-btc"',
+                                               'user = "bob@celora.io"\nkey = "verify-email"'),
+     "notifications.toml: notifications[4].key", "already used by notifications[3]"),
+]
+
+
+@pytest.mark.parametrize(("file", "edit", "place", "problem"), BROKEN,
+                         ids=[f"{b[0]}:{b[3]}" for b in BROKEN])
+def test_broken_fixture_names_file_and_place_and_writes_nothing(migrated_db, fixtures_dir, file, edit, place,
+                                                                problem):
+    path = fixtures_dir / file
+    path.write_text(edit(path.read_text()))
+    with pytest.raises(ConfigError) as caught:
+        seed(settings_for(migrated_db), fixtures_dir)
+    assert place in caught.value.message and problem in caught.value.message
+    assert row_counts(migrated_db) == dict.fromkeys(TABLES, 0)
+
+
+def test_production_is_refused_and_nothing_written(migrated_db, fixtures_dir):
+    with pytest.raises(Refused) as caught:
+        seed(settings_for(migrated_db, CELORA_ENV="production"), fixtures_dir)
+    assert "CELORA_ENV is 'production'" in caught.value.message
+    assert "--allow-production" in caught.value.hint
+    assert row_counts(migrated_db) == dict.fromkeys(TABLES, 0)
+    # The loud override does seed.
+    result = seed(settings_for(migrated_db, CELORA_ENV="production"), fixtures_dir, allow_production=True)
+    assert counts_of(result, "created") == EXPECTED
+
+
+def test_cli_json_first_and_second_run(migrated_db):
+    env = {"DATABASE_URL": migrated_db, "CELORA_ENV": "test"}
+    fixtures = str(REPO / "fixtures")
+    first = run_celora("db", "seed", "--fixtures", fixtures, "--json", env=env)
+    assert first.returncode == 0, first.stderr
+    data = json.loads(first.stdout)
+    assert data["ok"] is True and data["changed"] is True
+    assert {t: c["created"] for t, c in data["tables"].items()} == EXPECTED
+    second = run_celora("db", "seed", "--fixtures", fixtures, "--json", env=env)
+    data = json.loads(second.stdout)
+    assert second.returncode == 0 and data["changed"] is False
+    assert {t: c["unchanged"] for t, c in data["tables"].items()} == EXPECTED
+    human = run_celora("db", "seed", "--fixtures", fixtures, env=env)
+    assert human.returncode == 0 and "Nothing changed" in human.stdout
+
+
+def test_cli_production_refused_exit_12(migrated_db):
+    result = run_celora("db", "seed", "--fixtures", str(REPO / "fixtures"), "--json",
+                        env={"DATABASE_URL": migrated_db, "CELORA_ENV": "production"})
+    assert result.returncode == 12
+    error = json.loads(result.stdout)["error"]
+    assert error["type"] == "Refused" and "--allow-production" in error["hint"]
+    assert row_counts(migrated_db) == dict.fromkeys(TABLES, 0)
+
+
+def test_cli_broken_fixture_exit_3_names_place(migrated_db, fixtures_dir):
+    path = fixtures_dir / "transactions.toml"
+    path.write_text(path.read_text().replace("decimals = 6", "decimals = 6.5"))
+    result = run_celora("db", "seed", "--fixtures", str(fixtures_dir),
+                        env={"DATABASE_URL": migrated_db, "CELORA_ENV": "test"})
+    assert result.returncode == 3
+    assert "transactions.toml: transactions[2].decimals" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert row_counts(migrated_db) == dict.fromkeys(TABLES, 0)
