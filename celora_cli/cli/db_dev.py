@@ -39,3 +39,54 @@ def generate(
             console.out.print(f"Up to date: {safe(', '.join(result.unchanged))}.")
     if not result.up_to_date:
         raise typer.Exit(ExitCode.PENDING)
+
+
+@app.command("migrate")
+def migrate(
+    ctx: typer.Context,
+    name: str | None = typer.Option(None, "--name", "-n", metavar="NAME",
+                                    help="Name of the new migration (asked for when interactive)."),
+    create_only: bool = typer.Option(False, "--create-only", help="Write the new migration but do not apply it."),
+    as_json: bool = json_option(),
+) -> None:
+    """Development: check drift against a shadow database, apply pending migrations, write and apply a new
+    migration from the models, regenerate the schema artifacts.
+
+    Exit 15 when the database drifted from the history (nothing is changed; `celora db reset` resets it).
+    Example: celora db migrate --name add_wallet_label
+    """
+    from celora_cli.autogen import migrate_dev
+
+    settings = load_settings_from(ctx)
+    result = migrate_dev(settings, name=name, create_only=create_only, ask_name=_name_prompt())
+    if as_json:
+        console.print_json(result.as_dict())
+        return
+    for applied in result.applied:
+        console.out.print(f"[green]Applied[/] {safe(applied)}")
+    for warning in result.warnings:
+        console.err.print(f"[yellow]warning:[/] {safe(warning)}")
+    if result.in_sync:
+        console.out.print(f"Already in sync: the models match the migration history ({safe(result.database)}); "
+                          "no migration written.")
+    elif result.revision_file:
+        state = "applied" if result.revision_applied else "not applied (--create-only)"
+        console.out.print(f"[green]Wrote[/] {safe(result.revision_file)}, {state}.")
+    for path in result.artifacts_written:
+        console.out.print(f"[green]Regenerated[/] {safe(path)}")
+
+
+def _name_prompt():
+    """A prompt for the migration name when a person is at a terminal and not in CI; None otherwise."""
+    import os
+    import sys
+
+    if not sys.stdin.isatty() or os.environ.get("CI"):
+        return None
+
+    def ask() -> str:
+        from rich.prompt import Prompt
+
+        return Prompt.ask("Name of the new migration", console=console.err)
+
+    return ask

@@ -1,0 +1,94 @@
+"""Database administration on any PostgreSQL server: create, drop, clone from a template, end other sessions.
+
+Works on the server a URL points at (not only celora's local one), through a plain psycopg autocommit
+connection to the server's maintenance database `postgres` (CREATE/DROP DATABASE can't run in a
+transaction, nor while connected to the database itself). Names are always quoted as identifiers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+from urllib.parse import quote, urlsplit, urlunsplit
+
+from celora_cli.settings import DatabaseURL, Settings, parse_database_url
+
+MAINTENANCE_DATABASE = "postgres"
+notice = logging.getLogger("celora.notice")
+
+
+def with_database(url: DatabaseURL, database: str, setting: str | None = None) -> DatabaseURL:
+    """The same server, credentials and parameters, another database."""
+    parts = urlsplit(url.original)
+    original = urlunsplit(parts._replace(path="/" + quote(database, safe="")))
+    return parse_database_url(original, setting or f"{database} on the server of {url.masked}")
+
+
+@contextlib.contextmanager
+def maintenance_connection(url: DatabaseURL, settings: Settings, *, application_name: str = "celora admin") \
+        -> Iterator:
+    """An autocommit psycopg connection to the maintenance database of `url`'s server."""
+    from celora_cli.db.connect import connect
+    from celora_cli.db.errors import translating
+
+    admin_url = with_database(url, MAINTENANCE_DATABASE)
+    with translating(admin_url, f"the maintenance database of {url.masked}"):
+        conn = connect(admin_url, settings, application_name=application_name, autocommit=True)
+        try:
+            yield conn
+        finally:
+            conn.close()
+
+
+def database_exists(conn, name: str) -> bool:
+    return conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is not None
+
+
+def create_database(conn, name: str, *, template: str | None = None, if_missing: bool = False) -> bool:
+    """CREATE DATABASE name [TEMPLATE template]; returns False when if_missing and it already exists."""
+    from psycopg import sql
+
+    if if_missing and database_exists(conn, name):
+        return False
+    statement = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
+    if template:
+        statement += sql.SQL(" TEMPLATE {}").format(sql.Identifier(template))
+    conn.execute(statement)
+    return True
+
+
+def clone_database(conn, source: str, name: str) -> None:
+    """A copy of `source` (CREATE DATABASE ... TEMPLATE): other sessions on `source` are ended first,
+    because PostgreSQL refuses to copy a database anyone else is connected to."""
+    terminate_sessions(conn, source)
+    create_database(conn, name, template=source)
+
+
+def drop_database(conn, name: str, *, if_exists: bool = True, force: bool = True) -> None:
+    """DROP DATABASE; force ends the other sessions on it (PostgreSQL 13+ WITH (FORCE))."""
+    from psycopg import sql
+
+    statement = sql.SQL("DROP DATABASE {}{}").format(sql.SQL("IF EXISTS ") if if_exists else sql.SQL(""),
+                                                     sql.Identifier(name))
+    if force:
+        statement += sql.SQL(" WITH (FORCE)")
+    conn.execute(statement)
+
+
+def terminate_sessions(conn, database: str) -> int:
+    """End every other session connected to `database`; returns how many were ended."""
+    rows = conn.execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+        (database,)).fetchall()
+    return sum(1 for row in rows if row[0])
+
+
+def ensure_database(url: DatabaseURL, settings: Settings) -> bool:
+    """Create the database `url` names when it does not exist (announced); True when it was created."""
+    assert url.database is not None
+    with maintenance_connection(url, settings) as conn:
+        created = create_database(conn, url.database, if_missing=True)
+    if created:
+        notice.info(f"Created database {url.database} ({url.masked}).")
+    return created
