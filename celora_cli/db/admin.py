@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Iterator
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import quote, urlsplit
 
 from celora_cli.settings import DatabaseURL, Settings, parse_database_url
 
@@ -21,7 +21,10 @@ notice = logging.getLogger("celora.notice")
 def with_database(url: DatabaseURL, database: str, setting: str | None = None) -> DatabaseURL:
     """The same server, credentials and parameters, another database."""
     parts = urlsplit(url.original)
-    original = urlunsplit(parts._replace(path="/" + quote(database, safe="")))
+    # Put together by hand: urlunsplit drops the empty authority of postgresql:///db?host=/socket/dir.
+    original = f"{parts.scheme}://{parts.netloc}/{quote(database, safe='')}"
+    if parts.query:
+        original += f"?{parts.query}"
     return parse_database_url(original, setting or f"{database} on the server of {url.masked}")
 
 
