@@ -79,7 +79,7 @@ def _render(result) -> None:
         table.add_row(name, str(counts.created), str(counts.updated), str(counts.unchanged))
     console.out.print(table)
     if not result.changed:
-        console.out.print("Nothing changed: the database already held every fixture.")
+        console.out.print("Fixtures: nothing changed (the database already held every one).")
     if result.volume is not None:
         rows = ", ".join(f"{name} {count:,}" for name, count in result.volume.items())
         console.out.print(f"Generated volume: {rows}.")

@@ -136,6 +136,15 @@ def test_production_is_refused_and_nothing_written(migrated_db, fixtures_dir):
     assert counts_of(result, "created") == EXPECTED
 
 
+def test_database_stamped_production_is_refused_whatever_celora_env_says(migrated_db, fixtures_dir):
+    with psycopg.connect(migrated_db) as conn:
+        conn.execute("UPDATE celora_metadata SET value = 'production' WHERE key = 'environment'")
+    with pytest.raises(Refused) as caught:
+        seed(settings_for(migrated_db, CELORA_ENV="development"), fixtures_dir)
+    assert "stamped 'production'" in caught.value.message
+    assert row_counts(migrated_db) == dict.fromkeys(TABLES, 0)
+
+
 def test_cli_json_first_and_second_run(migrated_db):
     env = {"DATABASE_URL": migrated_db, "CELORA_ENV": "test"}
     fixtures = str(REPO / "fixtures")
@@ -149,7 +158,7 @@ def test_cli_json_first_and_second_run(migrated_db):
     assert second.returncode == 0 and data["changed"] is False
     assert {t: c["unchanged"] for t, c in data["tables"].items()} == EXPECTED
     human = run_celora("db", "seed", "--fixtures", fixtures, env=env)
-    assert human.returncode == 0 and "Nothing changed" in human.stdout
+    assert human.returncode == 0 and "nothing changed" in human.stdout
 
 
 def test_cli_production_refused_exit_12(migrated_db):
@@ -170,3 +179,22 @@ def test_cli_broken_fixture_exit_3_names_place(migrated_db, fixtures_dir):
     assert "transactions.toml: transactions[2].decimals" in result.stderr
     assert "Traceback" not in result.stderr
     assert row_counts(migrated_db) == dict.fromkeys(TABLES, 0)
+
+
+def test_cli_volume_after_fixtures(migrated_db):
+    env = {"DATABASE_URL": migrated_db, "CELORA_ENV": "test"}
+    result = run_celora("db", "seed", "--fixtures", str(REPO / "fixtures"), "--users", "3", "--seed", "11", "--json",
+                        env=env)
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    volume = data["volume"]
+    assert volume["users"] == 3
+    counts = row_counts(migrated_db)
+    assert counts == {table: EXPECTED[table] + volume[table] for table in TABLES}
+    # Fixtures again, no volume: the generated rows are not fixtures and stay as they are.
+    again = json.loads(run_celora("db", "seed", "--fixtures", str(REPO / "fixtures"), "--json", env=env).stdout)
+    assert again["changed"] is False and again["volume"] is None
+    assert row_counts(migrated_db) == counts
+    human = run_celora("db", "seed", "--fixtures", str(REPO / "fixtures"), "--users", "2", "--seed", "12", env=env)
+    assert human.returncode == 0, human.stderr
+    assert "Generated volume: users 2," in human.stdout
