@@ -1,0 +1,84 @@
+"""The pieces of `celora db migrate`'s autogenerate that need no database: rename suspicion, enum rendering,
+revision ids, how differences are described."""
+
+from __future__ import annotations
+
+from alembic.operations import ops
+from sqlalchemy import Column, Enum, Integer, Text
+
+from celora_cli import autogen
+from celora_cli.drift import Difference, _changed
+
+
+def table_ops(*column_ops) -> ops.UpgradeOps:
+    return ops.UpgradeOps(ops=[ops.ModifyTableOps("users", list(column_ops))])
+
+
+def test_a_drop_and_an_add_of_the_same_type_is_a_suspected_rename():
+    upgrade = table_ops(ops.AddColumnOp("users", Column("nickname", Text())),
+                        ops.DropColumnOp("users", "nick", _reverse=ops.AddColumnOp("users", Column("nick", Text()))))
+    (warning,) = autogen._suspected_renames(upgrade)
+    assert "suspected rename users.nick -> users.nickname (both TEXT)" in warning
+    assert "op.alter_column('users', 'nick', new_column_name='nickname')" in warning
+
+
+def test_a_drop_and_an_add_of_different_types_is_not_flagged():
+    upgrade = table_ops(ops.AddColumnOp("users", Column("age", Integer())),
+                        ops.DropColumnOp("users", "nick", _reverse=ops.AddColumnOp("users", Column("nick", Text()))))
+    assert autogen._suspected_renames(upgrade) == []
+    assert autogen._suspected_renames(table_ops(ops.AddColumnOp("users", Column("age", Integer())))) == []
+
+
+def test_enum_columns_render_without_creating_the_type():
+    class Context:
+        imports: set = set()
+
+    rendered = autogen._render_enum_without_create("type", Enum("a", "b'c", name="kind"), Context())
+    assert rendered == "postgresql.ENUM('a', \"b'c\", name='kind', create_type=False)"
+    assert "from sqlalchemy.dialects import postgresql" in Context.imports
+    assert autogen._render_enum_without_create("type", Text(), Context()) is False
+
+
+def test_extras_wrap_the_rendered_body():
+    assert autogen._with_extras("op.x()", [], []) == "op.x()"
+    assert autogen._with_extras("op.x(\n        a)", ["# before"], ["op.y()"]) == \
+        "# before\n    op.x(\n        a)\n    op.y()"
+
+
+def test_revision_ids_stay_after_the_head():
+    class Script:
+        def __init__(self, head):
+            self.head = head
+
+        def get_current_head(self):
+            return self.head
+
+    assert autogen._next_revision_id(Script(None), "20261126120000") == "20261126120000"
+    assert autogen._next_revision_id(Script("20261126110000"), "20261126120000") == "20261126120000"
+    assert autogen._next_revision_id(Script("20261126120000"), "20261126120000") == "20261126120001"
+    assert autogen._next_revision_id(Script("20261126235959"), "20261126235959") == "20261127000000"
+    assert autogen._next_revision_id(Script("abc123"), "20261126120000") == "20261126120000"
+
+
+def test_an_enum_difference_names_each_label():
+    found = _changed("enum", "chain", "'celo', 'tron'", "'celo', 'solana'")
+    assert [(d.kind, d.name, d.change) for d in found] == [
+        ("enum label", "chain.tron", "extra"), ("enum label", "chain.solana", "missing")]
+    assert _changed("enum", "chain", "'b', 'a'", "'a', 'b'")[0].change == "changed"  # order matters in PostgreSQL
+
+
+def test_differences_say_where_each_object_is():
+    extra = Difference("column", "users.nickname", "extra", database="text")
+    assert extra.describe() == "column users.nickname exists in the database but not in the migration history (text)"
+    missing = Difference("index", "users.ix", "missing", expected="CREATE INDEX ix ON users (email)")
+    assert "is in the migration history but missing from the database" in missing.describe()
+    changed = Difference("column", "wallets.label", "changed", database="text", expected="text NOT NULL")
+    assert changed.describe() == ("column wallets.label differs: the database has text; the migration history "
+                                  "has text NOT NULL")
+    assert changed.as_dict()["expected"] == "text NOT NULL"
+
+
+def test_shadow_url_setting_is_read_and_validated():
+    assert autogen.shadow_url_setting({}) is None
+    url = autogen.shadow_url_setting({"SHADOW_DATABASE_URL": "postgresql://u:pw@h:5433/shadow"})
+    assert url is not None and url.database == "shadow" and "pw" not in url.masked
