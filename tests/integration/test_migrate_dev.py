@@ -6,6 +6,7 @@ The real models are never edited: CELORA_MODELS points the command at a module i
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import textwrap
@@ -197,3 +198,21 @@ def test_enums_and_a_suspected_rename_in_a_history_of_its_own(pg_server, dev_dat
         assert again.returncode == 0 and "Already in sync" in again.stdout, again.stdout + again.stderr
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+def test_create_only_writes_without_applying_and_the_next_run_applies_it(project, dev_database):
+    name, url = dev_database
+    before = versions(project)
+    created = run_celora("db", "migrate", "--name", "add_x", "--create-only",
+                         env=env_for(project, url, "dev_models:metadata"))
+    assert created.returncode == 0, created.stdout + created.stderr
+    assert "not applied (--create-only)" in created.stdout
+    (written,) = versions(project) - before
+    assert "nickname" not in columns(url, "users")
+
+    applied = run_celora("db", "migrate", "--json", env=env_for(project, url, "dev_models:metadata"))
+    assert applied.returncode == 0, applied.stdout + applied.stderr
+    data = json.loads(applied.stdout)
+    assert data["ok"] and data["in_sync"] and data["applied"] == [written[:-3]]
+    assert "nickname" in columns(url, "users")
+    assert versions(project) - before == {written}
