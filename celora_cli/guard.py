@@ -84,13 +84,13 @@ def confirm_destructive(
     target: the masked URL. losses: what will be lost, e.g. "users (2 rows)".
     command: the command line to repeat in the hint, e.g. "celora db reset" (flags are appended).
     """
-    command = command or "the command"
+    command = command or "the command again"
     verdict = production_verdict(settings.env, database_env)
     if verdict.production and not production_override:
         raise Refused(
             f"Refused to {action} on {target}: it is a production database ({verdict.reason}). Nothing was changed.",
             f"Check DATABASE_URL / DIRECT_DATABASE_URL point where you mean. If you really mean production, "
-            f"run {command} with {override_flag} (and {force_flag} when not at a terminal).",
+            f"run `{command} {override_flag}` (adding {force_flag} when not at a terminal).",
         )
     if forced:
         return
@@ -98,12 +98,12 @@ def confirm_destructive(
         raise Refused(
             f"Refused to {action} on {target} without confirmation: celora cannot ask here (stdin is not a "
             f"terminal, or CI is set). Nothing was changed.",
-            f"Run {command} {force_flag} to proceed without a prompt.",
+            f"Run `{command} {force_flag}` to proceed without a prompt.",
         )
     question = _question(action, target, losses, verdict)
     if not (ask or _rich_ask)(question):
         raise Refused(f"Nothing was changed: '{action}' on {target} was not confirmed.",
-                      f"Run {command} again and answer y, or pass {force_flag}.")
+                      f"Run `{command}` again and answer y, or pass {force_flag}.")
 
 
 def _question(action: str, target: str, losses: Sequence[str], verdict: ProductionVerdict) -> str:

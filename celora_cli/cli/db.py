@@ -152,5 +152,6 @@ def _render_health(report) -> None:
 
 # Command groups kept in their own modules register on `app` when imported (one import line each, below).
 # They import their core modules lazily, like this one, so `celora --help` stays light.
+from celora_cli.cli import db_destructive as db_destructive  # noqa: E402
 from celora_cli.cli import db_dev  # noqa: E402,F401
 from celora_cli.cli import db_seed as db_seed  # noqa: E402  (the alias keeps isort from merging the lines)

@@ -1,0 +1,125 @@
+"""`celora db reset` and `celora db rollback`: confirmation through the one guard, then the core
+(celora_cli.destructive). Core modules are imported inside the commands, so `celora --help` stays light."""
+
+from __future__ import annotations
+
+import typer
+
+from celora_cli.cli import console
+from celora_cli.cli.app import json_option, load_settings_from
+from celora_cli.cli.console import safe
+from celora_cli.cli.db import app, seconds_flag
+
+
+def _force_option():
+    return typer.Option(False, "--force", help="Proceed without a confirmation prompt (required when stdin is not "
+                        "a terminal or CI is set).")
+
+
+def _allow_production_option():
+    return typer.Option(False, "--allow-production", help="Allow this on a PRODUCTION database (stamped "
+                        "'production' by migrate-deploy, or CELORA_ENV=production). Refused without it.")
+
+
+def _lock_timeout_option():
+    return typer.Option(None, "--lock-timeout", metavar="SECONDS", help="Seconds to wait for another runner's "
+                        "migration lock (0 to 86400; default CELORA_LOCK_TIMEOUT or 60).")
+
+
+def _progress(as_json: bool):
+    def progress(kind: str, data) -> None:
+        if kind == "lock_wait":
+            console.err.print(f"Waiting for the migration lock held by {safe(data.describe())} ...")
+        elif kind == "lock_acquired":
+            console.err.print(f"Got the migration lock after {data:.1f} s.")
+        elif kind == "replan":
+            console.err.print(f"Another runner applied migrations meanwhile ({safe(data)}); re-reading the database.")
+        elif kind == "applied" and not as_json:
+            console.out.print(f"[green]Applied[/] {safe(data.name)} [dim]({data.duration_ms:.0f} ms)[/]")
+        elif kind == "undone" and not as_json:
+            console.out.print(f"[yellow]Undone[/] {safe(data.name)} [dim]({data.duration_ms:.0f} ms)[/]")
+
+    return progress
+
+
+def _guard(action: str, command: str, settings, *, force: bool, allow_production: bool):
+    """The confirmation callback the core calls with its plan, before it changes anything."""
+    from celora_cli.guard import confirm_destructive
+
+    def confirm(plan) -> None:
+        confirm_destructive(action, target=plan.database, losses=plan.losses(), forced=force, settings=settings,
+                            database_env=plan.database_env, production_override=allow_production,
+                            command=command)
+
+    return confirm
+
+
+@app.command("reset")
+def reset(
+    ctx: typer.Context,
+    force: bool = _force_option(),
+    skip_seed: bool = typer.Option(False, "--skip-seed", help="Do not run the seed after re-applying migrations."),
+    allow_production: bool = _allow_production_option(),
+    lock_timeout: float | None = _lock_timeout_option(),
+    as_json: bool = json_option(),
+) -> None:
+    """Drop every object of the schema (tables, types, sequences, functions, migration bookkeeping), re-apply all
+    migrations, then seed. Asks first, naming the database and each table's rows; refused on production.
+
+    Example: celora db reset --force --skip-seed
+    """
+    from celora_cli.destructive import reset as reset_database
+    from celora_cli.settings import LOCK_TIMEOUT_LIMITS
+
+    settings = load_settings_from(ctx, lock_timeout=seconds_flag(lock_timeout, "--lock-timeout", LOCK_TIMEOUT_LIMITS))
+    confirm = _guard("drop every object in the schema and re-apply all migrations", "celora db reset", settings,
+                     force=force, allow_production=allow_production)
+    result = reset_database(settings, confirm=confirm, progress=_progress(as_json), run_seed=not skip_seed)
+    if as_json:
+        console.print_json(result.as_dict())
+        return
+    dropped = ", ".join(f"{count} {kind}" for kind, count in result.dropped.items()) or "nothing (it was empty)"
+    console.out.print(f"Reset {safe(result.database)} (schema {safe(result.schema)}): dropped {safe(dropped)}.")
+    console.out.print(f"{len(result.applied)} migration(s) applied; database is at "
+                      f"{safe(result.head or '(no migrations)')} (head); environment stamp "
+                      f"{safe(result.environment or 'none')}.")
+    if result.seed == "not available yet":
+        console.out.print("Seed: not available yet (no seed entry point in celora_cli.seed).")
+    elif result.seed == "done":
+        console.out.print("Seed: done.")
+    else:
+        console.out.print("Seed: skipped (--skip-seed).")
+
+
+@app.command("rollback")
+def rollback(
+    ctx: typer.Context,
+    steps: int | None = typer.Option(None, "--steps", metavar="N", help="Undo the last N applied migrations."),
+    to: str | None = typer.Option(None, "--to", metavar="REVISION",
+                                  help="Undo down to this revision (kept applied); 'base' undoes all."),
+    force: bool = _force_option(),
+    allow_production: bool = _allow_production_option(),
+    lock_timeout: float | None = _lock_timeout_option(),
+    as_json: bool = json_option(),
+) -> None:
+    """Undo applied migrations (Alembic downgrade) under the migration lock. Asks first, naming the database and
+    the migrations to undo; refused on production.
+
+    Example: celora db rollback --steps 1 --force
+    """
+    from celora_cli.destructive import rollback as rollback_database
+    from celora_cli.settings import LOCK_TIMEOUT_LIMITS
+
+    settings = load_settings_from(ctx, lock_timeout=seconds_flag(lock_timeout, "--lock-timeout", LOCK_TIMEOUT_LIMITS))
+    confirm = _guard("undo migrations", "celora db rollback", settings, force=force,
+                     allow_production=allow_production)
+    result = rollback_database(settings, steps=steps, to=to, confirm=confirm, progress=_progress(as_json))
+    if as_json:
+        console.print_json(result.as_dict())
+        return
+    current = ", ".join(result.current) or "base (no migration applied)"
+    if not result.undone:
+        console.out.print(f"Nothing to undo: {safe(result.database)} is already at {safe(current)}.")
+    else:
+        console.out.print(f"{len(result.undone)} migration(s) undone on {safe(result.database)}; database is at "
+                          f"{safe(current)}.")
