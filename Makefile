@@ -38,8 +38,9 @@ $(VENV)/.installed-dev: pyproject.toml | $(VPY)
 	$(VENV_INSTALL) -e '.[test]'
 	@touch $@ $(VENV)/.installed
 
-quickstart: install ## install, start the local PostgreSQL (if no DATABASE_URL), apply migrations, check health
+quickstart: install ## install, start the local PostgreSQL (if no DATABASE_URL), apply migrations, seed the fixtures, check health
 	$(CELORA) db migrate-deploy
+	$(CELORA) db seed
 	$(CELORA) db health
 
 run: quickstart

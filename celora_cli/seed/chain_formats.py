@@ -79,7 +79,9 @@ def normalize_evm_address(value: str) -> str:
     hex_part = value[2:]
     # EIP-55: all-lower and all-upper carry no checksum; mixed case must be the checksum casing.
     if hex_part != hex_part.lower() and hex_part != hex_part.upper() and value != eip55(value):
-        raise ValueError(f"the EIP-55 checksum does not match (a typo?); checksummed it would read {eip55(value)}")
+        # No "did you mean": the checksummed form of a mistyped address is still the wrong address.
+        raise ValueError("the EIP-55 checksum of its mixed casing does not match: a character is mistyped, or the "
+                         "casing was edited by hand (copy the address again from its source)")
     return value.lower()
 
 

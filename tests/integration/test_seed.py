@@ -198,3 +198,18 @@ def test_cli_volume_after_fixtures(migrated_db):
     human = run_celora("db", "seed", "--fixtures", str(REPO / "fixtures"), "--users", "2", "--seed", "12", env=env)
     assert human.returncode == 0, human.stderr
     assert "Generated volume: users 2," in human.stdout
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+def test_make_quickstart_seeds_between_migrations_and_health(tmp_path):
+    import subprocess
+
+    venv = tmp_path / ".venv"
+    (venv / "bin").mkdir(parents=True)
+    for name in ("python", ".installed"):
+        (venv / ("bin" if name == "python" else "") / name).touch()
+    result = subprocess.run(["make", "-n", "-C", str(REPO), f"VENV={venv}", "UV=", "quickstart"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    steps = [line.split("/bin/celora ")[1] for line in result.stdout.splitlines() if "/bin/celora " in line]
+    assert steps == ["db migrate-deploy", "db seed", "db health"]
