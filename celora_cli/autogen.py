@@ -187,20 +187,13 @@ def migrate_dev(settings: Settings, *, name: str | None = None, create_only: boo
     with shadow_database(settings, dev_url, configured) as shadow:
         result.shadow = shadow.masked
         shadow_settings = _on(settings, shadow)
-        dev_schema, current = _snapshot_of(dev_url, settings)
-        unknown = [revision for revision in current if not _known(script, revision)]
-        if unknown:
-            raise drift_error([Difference("migration", revision, "extra", database="applied (in alembic_version)")
-                               for revision in unknown], dev_url.masked, _history(settings))
-        for revision in current:
-            _upgrade_to(shadow_settings, config, script, revision)
-        shadow_schema, _ = _snapshot_of(shadow, settings)
-        differences = compare(dev_schema, shadow_schema)
+        current, differences = _compare_with_history(settings, dev_url, shadow_settings, config, script)
         if differences:
             raise drift_error(differences, dev_url.masked, _history(settings))
 
         result.applied = [m.name for m in deploy(settings).applied]
-        if script.get_current_head() is not None:
+        head = script.get_current_head()
+        if head is not None and current != (head,):  # the shadow is at `current`: bring it to head too
             _upgrade_to(shadow_settings, config, script, "head")
         path = _autogenerate(shadow_settings, config, script, metadata, name, ask_name, result)
 
@@ -209,6 +202,52 @@ def migrate_dev(settings: Settings, *, name: str | None = None, create_only: boo
         result.revision_applied = True
     result.artifacts_written = generate(settings, metadata=metadata, source=models).written
     return result
+
+
+def _compare_with_history(settings: Settings, dev_url: DatabaseURL, shadow_settings: Settings, config, script) \
+        -> tuple[tuple[str, ...], list[Difference]]:
+    """Replay the history into the shadow up to the development database's revision and compare the two.
+    Returns (that revision, the differences); a revision unknown to this checkout is a difference itself."""
+    dev_schema, current = _snapshot_of(dev_url, settings)
+    unknown = [revision for revision in current if not _known(script, revision)]
+    if unknown:
+        return current, [Difference("migration", revision, "extra", database="applied (in alembic_version)")
+                         for revision in unknown]
+    for revision in current:
+        _upgrade_to(shadow_settings, config, script, revision)
+    assert shadow_settings.database_url is not None
+    shadow_schema, _ = _snapshot_of(shadow_settings.database_url, settings)
+    return current, compare(dev_schema, shadow_schema)
+
+
+@dataclass
+class DriftReport:
+    database: str  # masked URL
+    current: tuple[str, ...]
+    differences: list[Difference]
+
+    @property
+    def drifted(self) -> bool:
+        return bool(self.differences)
+
+    def as_dict(self) -> dict:
+        return {"database": self.database, "current": list(self.current), "drifted": self.drifted,
+                "differences": [d.as_dict() for d in self.differences]}
+
+
+def database_drift(settings: Settings, *, shadow_url: DatabaseURL | None = None) -> DriftReport:
+    """Read-only drift check (for `db status --drift`): the database against the history it claims to be at.
+    Changes nothing in the database; creates and drops only the temporary shadow."""
+    from celora_cli.db.connect import direct_url
+    from celora_cli.migrations import alembic_config, script_directory
+
+    config = alembic_config(settings)
+    script = script_directory(settings, config)
+    dev_url = direct_url(settings)
+    configured = shadow_url if shadow_url is not None else shadow_url_setting()
+    with shadow_database(settings, dev_url, configured) as shadow:
+        current, differences = _compare_with_history(settings, dev_url, _on(settings, shadow), config, script)
+    return DriftReport(dev_url.masked, current, differences)
 
 
 def _known(script, revision: str) -> bool:

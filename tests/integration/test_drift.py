@@ -149,3 +149,20 @@ def test_with_database_keeps_server_credentials_and_parameters():
     assert other.libpq_param("sslmode") == "require" and other.schema == "tenant"
     socket = admin.with_database(parse_database_url("postgresql:///app?host=/run/pg"), "x y")
     assert (socket.host, socket.database) == ("/run/pg", "x y")
+
+
+def test_database_drift_is_read_only_and_names_the_difference(pg_server, migrated_db):
+    """The core of a `db status --drift`: compares, changes nothing, leaves no shadow database behind."""
+    from celora_cli.autogen import database_drift
+
+    settings = settings_for(migrated_db)
+    clean = database_drift(settings)
+    assert not clean.drifted and clean.current and clean.as_dict()["differences"] == []
+
+    admin_execute(pg_server, "ALTER TABLE users ADD COLUMN nickname text", db_name(migrated_db))
+    report = database_drift(settings)
+    assert report.drifted
+    assert [(d.kind, d.name, d.change) for d in report.differences] == [("column", "users.nickname", "extra")]
+    with psycopg.connect(pg_server.url("postgres")) as conn:
+        assert conn.execute("SELECT count(*) FROM pg_database WHERE datname LIKE 'celora_shadow_%'").fetchone()[0] \
+            == 0
