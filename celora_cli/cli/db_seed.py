@@ -20,8 +20,9 @@ def seed(
     users: int = typer.Option(
         0, "--users", metavar="N", min=0,
         help="Also generate N users with wallets, transactions and notifications (Faker, streamed with COPY)."),
-    seed_value: int = typer.Option(
-        0, "--seed", metavar="S", help="Seed of the generated volume: the same seed gives the same rows."),
+    seed_value: int | None = typer.Option(
+        None, "--seed", metavar="S",
+        help="Seed of the generated volume (with --users; default 0): the same seed gives the same rows."),
     allow_production: bool = typer.Option(
         False, "--allow-production",
         help="Seed even a production database (the database's environment stamp or CELORA_ENV=production)."),
@@ -31,14 +32,18 @@ def seed(
 
     Refused on a production database unless --allow-production. Example: celora db seed --users 1000 --seed 7
     """
+    from celora_cli.errors import UsageError
     from celora_cli.seed.apply import seed as run_seed
 
+    if seed_value is not None and users == 0:
+        raise UsageError("--seed chooses the generated volume's rows, and no volume was asked for.",
+                         "Add --users N (e.g. celora db seed --users 1000 --seed 7), or drop --seed.")
     settings = load_settings_from(ctx)
     directory = fixtures if fixtures is not None else settings.project_root / "fixtures"
     progress = None if as_json or users == 0 else _ProgressBar()
     try:
         result = run_seed(settings, directory, allow_production=allow_production, volume_users=users,
-                          volume_seed=seed_value, volume_progress=progress)
+                          volume_seed=seed_value or 0, volume_progress=progress)
     finally:
         if progress is not None:
             progress.close()

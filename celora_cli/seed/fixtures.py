@@ -306,6 +306,19 @@ def _normalize_chain_values(table: str, row: dict) -> None:
             raise _PlacedProblem("token_contract", f"only EVM chains ({', '.join(EVM_CHAINS)}) have token "
                                  "contracts here")
         _normalize(row, "token_contract", address, f"{chain} contract address")
+        _check_direction(row)
+
+
+# Which end of a transaction is the wallet's own address, by direction.
+_OWN_ENDS = {"incoming": ("to_address",), "outgoing": ("from_address",), "self": ("from_address", "to_address")}
+
+
+def _check_direction(row: dict) -> None:
+    """A swapped from/to is the classic fixture mistake: the wallet's end must be its own address (when given)."""
+    for end in _OWN_ENDS[row["direction"]]:
+        if row[end] is not None and row[end] != row["wallet"]:
+            raise _PlacedProblem(end, f"is not the wallet's own address {row['wallet']!r}, but the transaction is "
+                                 f"{row['direction']} (swapped from_address and to_address?)")
 
 
 def _resolve_references(directory: Path, rows: dict[str, list[dict]]) -> Fixtures:

@@ -104,8 +104,9 @@ BROKEN = [
     ("wallets.toml", lambda t: t.replace('user = "bob@celora.io"\nchain = "solana"',
                                          'user = "carol@celora.io"\nchain = "solana"'),
      "wallets.toml: wallets[3].user", "no user 'carol@celora.io'"),
-    ("transactions.toml", lambda t: t.replace('wallet = "HPLUuSo1NCVtPims6xbvPv2HtRK6Kvpboif3ZfwFNGkg"',
-                                              'wallet = "Dh1BmBVpT5ScJ2wtwxbeZy6mAVesVZGyi88Zfoy1zfDE"', 1),
+    # Every mention, so the transaction stays consistent with itself and only the reference is wrong.
+    ("transactions.toml", lambda t: t.replace("HPLUuSo1NCVtPims6xbvPv2HtRK6Kvpboif3ZfwFNGkg",
+                                              "9WzDXwBbmkg8ZTbNMqUxvQRAyrZzDsGYdLVL9zYtAWWM"),
      "transactions.toml: transactions[6].wallet", "no solana wallet"),
     ("notifications.toml", lambda t: t.replace('user = "bob@celora.io"\nkey = "received-btc"',
                                                'user = "bob@celora.io"\nkey = "verify-email"'),
@@ -213,3 +214,26 @@ def test_make_quickstart_seeds_between_migrations_and_health(tmp_path):
     assert result.returncode == 0, result.stderr
     steps = [line.split("/bin/celora ")[1] for line in result.stdout.splitlines() if "/bin/celora " in line]
     assert steps == ["db migrate-deploy", "db seed", "db health"]
+
+
+def test_unmigrated_database_is_schema_error_exit_7(empty_db):
+    result = run_celora("db", "seed", "--fixtures", str(REPO / "fixtures"), "--json",
+                        env={"DATABASE_URL": empty_db, "CELORA_ENV": "test"})
+    assert result.returncode == 7, result.stderr
+    assert json.loads(result.stdout)["error"]["type"] == "SchemaNotMigrated"
+
+
+def test_cli_broken_fixture_json_error_object(migrated_db, fixtures_dir):
+    path = fixtures_dir / "users.toml"
+    path.write_text(path.read_text().replace('email = "bob@celora.io"', 'email = "bob"'))
+    result = run_celora("db", "seed", "--fixtures", str(fixtures_dir), "--json",
+                        env={"DATABASE_URL": migrated_db, "CELORA_ENV": "test"})
+    assert result.returncode == 3
+    error = json.loads(result.stdout)["error"]
+    assert error["type"] == "ConfigError" and "users.toml: users[1].email" in error["message"]
+
+
+def test_seed_flag_without_users_is_a_usage_error():
+    result = run_celora("db", "seed", "--seed", "7", "--json", env={"DATABASE_URL": "postgresql://nobody@127.0.0.1:1/x"})
+    assert result.returncode == 64
+    assert "--users" in json.loads(result.stdout)["error"]["hint"]

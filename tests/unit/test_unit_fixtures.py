@@ -165,6 +165,11 @@ def test_toml_syntax_error_gives_line_and_column(fixtures_dir):
      "transactions[4].token_contract", "only EVM chains"),
     ("transactions.toml", "tx_hash = \"f5312a06", "tx_hash = \"0xf5312a06", "transactions[4].tx_hash",
      "64 hex digits"),
+    ("transactions.toml", 'from_address = "Dh1BmBVpT5ScJ2wtwxbeZy6mAVesVZGyi88Zfoy1zfDE"\n'
+     'to_address = "HPLUuSo1NCVtPims6xbvPv2HtRK6Kvpboif3ZfwFNGkg"',
+     'from_address = "HPLUuSo1NCVtPims6xbvPv2HtRK6Kvpboif3ZfwFNGkg"\n'
+     'to_address = "Dh1BmBVpT5ScJ2wtwxbeZy6mAVesVZGyi88Zfoy1zfDE"',
+     "transactions[6].to_address", "swapped from_address and to_address"),
     ("notifications.toml", 'channel = "push"', 'channel = "sms"', "notifications[1].channel", "not one of"),
     ("notifications.toml", 'data = { chain = "solana" }', 'data = { seed_key = "x" }',
      "notifications[5].data.seed_key", "reserved"),
