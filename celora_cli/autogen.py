@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import io
 import logging
 import os
 import re
@@ -306,15 +307,17 @@ def _autogenerate(shadow_settings: Settings, config, script, metadata, name: str
             "no name was given and the session is not interactive.",
             "Name it: celora db migrate --name add_wallet_label")
     result.warnings = extras.warnings
-    revision = script.generate_revision(
-        _next_revision_id(script, timestamp_revision_id()), name.strip(), head="head",
-        upgrades=_with_extras(upgrades, extras.upgrade_before, extras.upgrade_after),
-        downgrades=_with_extras(downgrades, extras.downgrade_before, extras.downgrade_after),
-        imports="from sqlalchemy.dialects import postgresql")
+    # Alembic prints "Generating <path> ... done" on stdout, which belongs to the result (one JSON object
+    # with --json); the CLI names the file itself.
+    with contextlib.redirect_stdout(io.StringIO()):
+        revision = script.generate_revision(
+            _next_revision_id(script, timestamp_revision_id()), name.strip(), head="head",
+            upgrades=_with_extras(upgrades, extras.upgrade_before, extras.upgrade_after),
+            downgrades=_with_extras(downgrades, extras.downgrade_before, extras.downgrade_after),
+            imports="from sqlalchemy.dialects import postgresql")
     assert revision is not None
     path = Path(revision.path)
     result.revision_file = str(path)
-    notice.info(f"Wrote {path}.")
     return path
 
 

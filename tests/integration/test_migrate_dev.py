@@ -96,6 +96,7 @@ def test_migrate_writes_one_revision_applies_it_then_is_in_sync(pg_server, proje
     assert "op.add_column('users', sa.Column('nickname', sa.Text()" in body
     assert "nickname" in columns(url, "users")
     assert "Regenerated" in second.stdout and "nickname TEXT" in (project / "migrations" / "schema.sql").read_text()
+    assert "Generating" not in second.stdout  # Alembic's own progress line stays out of the result
 
     # Again: already in sync, nothing written.
     third = run_celora("db", "migrate", "--name", "add_x", env=env_for(project, url, "dev_models:metadata"))
@@ -203,11 +204,13 @@ def test_enums_and_a_suspected_rename_in_a_history_of_its_own(pg_server, dev_dat
 def test_create_only_writes_without_applying_and_the_next_run_applies_it(project, dev_database):
     name, url = dev_database
     before = versions(project)
-    created = run_celora("db", "migrate", "--name", "add_x", "--create-only",
+    created = run_celora("db", "migrate", "--name", "add_x", "--create-only", "--json",
                          env=env_for(project, url, "dev_models:metadata"))
     assert created.returncode == 0, created.stdout + created.stderr
-    assert "not applied (--create-only)" in created.stdout
+    data = json.loads(created.stdout)  # exactly one JSON object on stdout
+    assert data["revision_applied"] is False and not data["in_sync"]
     (written,) = versions(project) - before
+    assert data["revision_file"].endswith(written)
     assert "nickname" not in columns(url, "users")
 
     applied = run_celora("db", "migrate", "--json", env=env_for(project, url, "dev_models:metadata"))
