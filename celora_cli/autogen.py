@@ -98,7 +98,9 @@ def shadow_database(settings: Settings, dev_url: DatabaseURL, configured: Databa
             _wipe_schema(configured, settings)
         return
     name = SHADOW_PREFIX + secrets.token_hex(4)
-    with admin.maintenance_connection(dev_url, settings, application_name="celora migrate (shadow)") as conn:
+    with admin.maintenance_connection(dev_url, settings, application_name="celora migrate (shadow)") as conn, \
+            admin.creating(dev_url, "the temporary shadow database",
+                           f"set {SHADOW_VARIABLE} to a database of its own that celora may empty"):
         admin.create_database(conn, name, template="template0")
     try:
         yield admin.with_database(dev_url, name, "the shadow database")

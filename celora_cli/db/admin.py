@@ -12,6 +12,7 @@ import logging
 from collections.abc import Iterator
 from urllib.parse import quote, urlsplit
 
+from celora_cli.errors import DatabaseError
 from celora_cli.settings import DatabaseURL, Settings, parse_database_url
 
 MAINTENANCE_DATABASE = "postgres"
@@ -87,10 +88,27 @@ def terminate_sessions(conn, database: str) -> int:
     return sum(1 for row in rows if row[0])
 
 
+@contextlib.contextmanager
+def creating(url: DatabaseURL, what: str, alternative: str) -> Iterator[None]:
+    """CREATE DATABASE refused for lack of the CREATEDB privilege: say so, and what else works."""
+    import psycopg
+
+    try:
+        yield
+    except psycopg.errors.InsufficientPrivilege as exc:
+        raise DatabaseError(
+            f"The role {url.username or '(default)'} may not create databases on {url.display_host}, so {what} "
+            f"could not be created ({exc.diag.message_primary or exc}).",
+            f"Grant it (`ALTER ROLE {url.username or 'your_role'} CREATEDB`) or {alternative}.",
+            sqlstate=exc.sqlstate,
+        ) from None
+
+
 def ensure_database(url: DatabaseURL, settings: Settings) -> bool:
     """Create the database `url` names when it does not exist (announced); True when it was created."""
     assert url.database is not None
-    with maintenance_connection(url, settings) as conn:
+    with maintenance_connection(url, settings) as conn, \
+            creating(url, f"the database {url.database}", "ask an administrator to create it"):
         created = create_database(conn, url.database, if_missing=True)
     if created:
         notice.info(f"Created database {url.database} ({url.masked}).")

@@ -166,3 +166,25 @@ def test_database_drift_is_read_only_and_names_the_difference(pg_server, migrate
     with psycopg.connect(pg_server.url("postgres")) as conn:
         assert conn.execute("SELECT count(*) FROM pg_database WHERE datname LIKE 'celora_shadow_%'").fetchone()[0] \
             == 0
+
+
+def test_a_role_without_createdb_is_told_what_to_grant_or_set(pg_server, project):
+    role = f"nocreate_{uuid.uuid4().hex[:6]}"
+    owned = f"t_owned_{uuid.uuid4().hex[:6]}"
+    admin_execute(pg_server, f"CREATE ROLE {role} LOGIN NOCREATEDB")
+    admin_execute(pg_server, f"CREATE DATABASE {owned} OWNER {role}")
+    try:
+        base = pg_server.url(owned)
+        as_role = base.replace("://celora@", f"://{role}@", 1)
+        assert as_role != base
+        result = run_celora("db", "migrate", env=env_for(project, as_role))
+        assert result.returncode == 13, result.stdout + result.stderr
+        assert f"The role {role} may not create databases" in result.stderr
+        assert f"ALTER ROLE {role} CREATEDB" in result.stderr and "SHADOW_DATABASE_URL" in result.stderr
+
+        missing = run_celora("db", "migrate", env=env_for(project, as_role.replace(owned, owned + "_missing")))
+        assert missing.returncode == 13, missing.stdout + missing.stderr
+        assert f"the database {owned}_missing could not be created" in missing.stderr
+    finally:
+        admin_execute(pg_server, f"DROP DATABASE IF EXISTS {owned} WITH (FORCE)")
+        admin_execute(pg_server, f"DROP ROLE IF EXISTS {role}")
