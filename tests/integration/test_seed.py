@@ -237,3 +237,45 @@ def test_seed_flag_without_users_is_a_usage_error():
     result = run_celora("db", "seed", "--seed", "7", "--json", env={"DATABASE_URL": "postgresql://nobody@127.0.0.1:1/x"})
     assert result.returncode == 64
     assert "--users" in json.loads(result.stdout)["error"]["hint"]
+
+
+
+def test_a_second_seed_waits_for_the_first_instead_of_duplicating(migrated_db, fixtures_dir):
+    """Two seeds at once: the second waits on the seed's advisory lock, then finds every row the first wrote.
+    Without the lock it would insert alongside the first (a unique violation on users; duplicate notifications,
+    which have no unique index)."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from celora_cli.seed.apply import SEED_LOCK_SQL, apply_fixtures
+    from celora_cli.seed.fixtures import load_fixtures
+    from tests.conftest import TEST_PROJECT
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CELORA_") and k != "DATABASE_URL"}
+    env.update(DATABASE_URL=migrated_db, CELORA_ENV="test", CELORA_PROJECT_ROOT=str(TEST_PROJECT),
+               PYTHONPATH=str(REPO), NO_COLOR="1")
+    with psycopg.connect(migrated_db) as first, psycopg.connect(migrated_db, autocommit=True) as watcher:
+        first.execute(SEED_LOCK_SQL)  # the first seed, mid-transaction
+        apply_fixtures(first, load_fixtures(fixtures_dir))
+        second = subprocess.Popen([sys.executable, "-m", "celora_cli", "db", "seed", "--fixtures", str(fixtures_dir),
+                                   "--json"], env=env, cwd=TEST_PROJECT, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
+        try:
+            deadline = time.monotonic() + 60  # a guard against hanging, not a timing assert
+            while not watcher.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'celora db seed' "
+                    "AND wait_event_type = 'Lock' AND wait_event = 'advisory'").fetchone()[0]:
+                assert second.poll() is None, second.communicate()
+                assert time.monotonic() < deadline, "the second seed never waited on the seed lock"
+                time.sleep(0.05)
+            first.commit()
+            out, err = second.communicate(timeout=60)
+        finally:
+            if second.poll() is None:
+                second.kill()
+    assert second.returncode == 0, err
+    data = json.loads(out)
+    assert {t: c["unchanged"] for t, c in data["tables"].items()} == EXPECTED
+    assert row_counts(migrated_db) == EXPECTED
