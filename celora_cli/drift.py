@@ -1,7 +1,7 @@
 """Schema comparison from the catalogs: what differs between two databases, naming each object.
 
-Each side is read into a normalised snapshot (tables, columns, constraints, indexes, enum types with their
-labels, triggers, functions, sequences) with pg_catalog queries, so a difference can be named precisely
+Each side is read into a normalised snapshot (extensions, tables, columns, constraints, indexes, enum types
+with their labels, triggers, functions, sequences) with pg_catalog queries, so a difference can be named precisely
 ("column users.nickname ...") instead of shown as a text diff. Bookkeeping tables (alembic_version, the
 environment stamp celora_metadata) are not part of the schema.
 """
@@ -17,7 +17,7 @@ IGNORED_TABLES = ("alembic_version", "celora_metadata")
 
 @dataclass(frozen=True)
 class Difference:
-    kind: str  # table, column, constraint, index, enum, enum_label, trigger, function, sequence
+    kind: str  # extension, table, column, constraint, index, enum, "enum label", trigger, function, sequence, migration
     name: str  # e.g. "users.nickname"
     change: str  # "extra" (only in the database), "missing" (only in the history), "changed"
     database: str | None = None  # the definition found in the database checked
@@ -45,13 +45,14 @@ class Snapshot:
         self.objects.setdefault(kind, {})[name] = definition
 
 
-_KINDS = ("enum", "enum_label", "sequence", "function", "table", "column", "constraint", "index", "trigger")
+_KINDS = ("extension", "enum", "sequence", "function", "table", "column", "constraint", "index", "trigger")
 
 # Every query is limited to the connection's first schema (current_schema(): public, or ?schema=).
 _QUERIES = {
     "table": """
         SELECT c.relname, c.relkind::text FROM pg_class c
-         WHERE c.relnamespace = current_schema()::regnamespace AND c.relkind IN ('r', 'p', 'v', 'm')""",
+         WHERE c.relnamespace = current_schema()::regnamespace AND c.relkind IN ('r', 'p', 'v', 'm')
+           AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = c.oid AND d.deptype = 'e')""",
     "column": """
         SELECT c.relname || '.' || a.attname,
                format_type(a.atttypid, a.atttypmod)
@@ -62,7 +63,8 @@ _QUERIES = {
           FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
           LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
          WHERE c.relnamespace = current_schema()::regnamespace AND c.relkind IN ('r', 'p', 'v', 'm')
-           AND a.attnum > 0 AND NOT a.attisdropped""",
+           AND a.attnum > 0 AND NOT a.attisdropped
+           AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = c.oid AND d.deptype = 'e')""",
     "constraint": """
         SELECT c.relname || '.' || k.conname, pg_get_constraintdef(k.oid)
           FROM pg_constraint k JOIN pg_class c ON c.oid = k.conrelid
@@ -85,6 +87,8 @@ _QUERIES = {
           FROM pg_proc p
          WHERE p.pronamespace = current_schema()::regnamespace
            AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = p.oid AND d.deptype = 'e')""",
+    "extension": """
+        SELECT extname, 'version ' || extversion FROM pg_extension WHERE extname <> 'plpgsql'""",
     "sequence": """
         SELECT c.relname, 'sequence' FROM pg_class c
          WHERE c.relnamespace = current_schema()::regnamespace AND c.relkind = 'S'""",
@@ -100,8 +104,6 @@ def snapshot(conn) -> Snapshot:
     """The schema of the connection's current schema, read from the catalogs (a psycopg connection)."""
     result = Snapshot()
     for kind in _KINDS:
-        if kind == "enum_label":
-            continue
         for name, definition in conn.execute(_QUERIES[kind]).fetchall():
             if not _ignored(kind, name):
                 result.add(kind, name, " ".join(str(definition).split()))
@@ -114,8 +116,6 @@ def compare(database: Snapshot, expected: Snapshot) -> list[Difference]:
     extra_tables = set(database.objects.get("table", {})) - set(expected.objects.get("table", {}))
     missing_tables = set(expected.objects.get("table", {})) - set(database.objects.get("table", {}))
     for kind in _KINDS:
-        if kind == "enum_label":
-            continue
         have, want = database.objects.get(kind, {}), expected.objects.get(kind, {})
         for name in sorted(set(have) | set(want)):
             table = name.split(".", 1)[0]

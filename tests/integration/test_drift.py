@@ -72,7 +72,7 @@ def test_compare_names_a_changed_default_and_ignores_bookkeeping(pg_server, migr
     assert "users.email" in baseline.objects["column"]
     assert "chain" in baseline.objects["enum"]
 
-    admin_execute(pg_server, "ALTER TABLE wallets ALTER COLUMN label SET DEFAULT 'main'; "
+    admin_execute(pg_server, "ALTER TABLE wallets ALTER COLUMN label SET DEFAULT 'main'; CREATE EXTENSION citext; "
                   "ALTER TABLE users DROP CONSTRAINT uq_users_firebase_uid; "
                   "CREATE TABLE IF NOT EXISTS celora_metadata (key text); "
                   "ALTER TABLE celora_metadata ADD COLUMN by_hand text; ALTER TABLE alembic_version ADD COLUMN x int",
@@ -80,7 +80,8 @@ def test_compare_names_a_changed_default_and_ignores_bookkeeping(pg_server, migr
     with psycopg.connect(migrated_db) as conn:
         changed = snapshot(conn)
     by_name = {d.name: d for d in compare(changed, baseline)}
-    assert set(by_name) == {"wallets.label", "users.uq_users_firebase_uid"}
+    assert set(by_name) == {"wallets.label", "users.uq_users_firebase_uid", "citext"}  # not citext's functions
+    assert by_name["citext"].kind == "extension" and by_name["citext"].change == "extra"
     assert by_name["wallets.label"].change == "changed"
     assert "DEFAULT 'main'::text" in by_name["wallets.label"].database
     assert by_name["users.uq_users_firebase_uid"].change == "missing"

@@ -82,3 +82,17 @@ def test_shadow_url_setting_is_read_and_validated():
     assert autogen.shadow_url_setting({}) is None
     url = autogen.shadow_url_setting({"SHADOW_DATABASE_URL": "postgresql://u:pw@h:5433/shadow"})
     assert url is not None and url.database == "shadow" and "pw" not in url.masked
+
+
+def test_migrate_and_generate_have_help(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from celora_cli.cli.app import app
+
+    monkeypatch.chdir(tmp_path)
+    for command, words in ((["db", "migrate"], ("--name", "--create-only", "shadow")),
+                           (["db", "generate"], ("--check", "schema.sql", "Mermaid"))):
+        result = CliRunner().invoke(app, [*command, "--help"], env={"CELORA_PROJECT_ROOT": str(tmp_path),
+                                                                    "NO_COLOR": "1", "COLUMNS": "200"})
+        assert result.exit_code == 0, result.output
+        assert all(word in result.output for word in words), result.output
