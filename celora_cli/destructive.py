@@ -61,7 +61,7 @@ class ResetResult:
     applied: list = field(default_factory=list)  # AppliedMigration, re-applied after the drop
     head: str | None = None
     environment: str | None = None  # the stamp after the reset
-    seed: str = "skipped"  # "skipped", "not available yet", or "done"
+    seed: str = "skipped"  # "skipped", "done", "no fixtures folder (<path>)" or "not available yet"
     seed_result: dict | None = None
 
     def as_dict(self) -> dict:
@@ -145,7 +145,8 @@ def _moved(exc: RevisionMoved, command: str) -> Refused:
 # -- reset -----------------------------------------------------------------------------------------------
 
 def reset(settings: Settings, *, confirm: Confirm, lock_timeout: float | None = None,
-          progress: ProgressCallback | None = None, run_seed: bool = True) -> ResetResult:
+          progress: ProgressCallback | None = None, run_seed: bool = True,
+          allow_production: bool = False) -> ResetResult:
     """Drop every object of the migration schema, re-apply every migration, then seed (when available).
 
     The migration history is loaded first: a broken history fails before anything is dropped."""
@@ -171,7 +172,7 @@ def reset(settings: Settings, *, confirm: Confirm, lock_timeout: float | None = 
     result.head = deployed.head
     result.environment = _read_stamp(settings)
     if run_seed:
-        result.seed, result.seed_result = _seed(settings)
+        result.seed, result.seed_result = _seed(settings, allow_production=allow_production)
     return result
 
 
@@ -286,25 +287,20 @@ def _read_stamp(settings: Settings) -> str | None:
         return stamp
 
 
-def _seed(settings: Settings) -> tuple[str, dict | None]:
-    """Run the seed's entry point when the seed package provides one (celora_cli.seed, issue 8)."""
+def _seed(settings: Settings, *, allow_production: bool) -> tuple[str, dict | None]:
+    """The fixtures of <project root>/fixtures, loaded by `celora db seed`'s core (celora_cli.seed.apply)."""
+    import logging
+
     try:
-        import celora_cli.seed as seed_package
-    except ImportError:
+        from celora_cli.seed.apply import seed
+    except ImportError:  # a build without the seed package
         return "not available yet", None
-    entry = next((getattr(seed_package, name) for name in _SEED_ENTRY_POINTS
-                  if callable(getattr(seed_package, name, None))), None)
-    if entry is None:
-        return "not available yet", None
-    outcome = entry(settings)
-    if hasattr(outcome, "as_dict"):
-        return "done", outcome.as_dict()
-    if dataclasses.is_dataclass(outcome) and not isinstance(outcome, type):
-        return "done", dataclasses.asdict(outcome)
-    return "done", None
-
-
-_SEED_ENTRY_POINTS = ("seed_database", "run_seed", "seed_fixtures")
+    fixtures = settings.project_root / "fixtures"
+    if not fixtures.is_dir():
+        return f"no fixtures folder ({fixtures})", None
+    logging.getLogger("celora.notice").info(f"Reset done; seeding the fixtures from {fixtures}.")
+    # The reset has passed the guard already (production included): the seed must not ask again.
+    return "done", seed(settings, fixtures, allow_production=allow_production).as_dict()
 
 
 # -- rollback --------------------------------------------------------------------------------------------

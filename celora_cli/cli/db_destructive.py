@@ -74,7 +74,8 @@ def reset(
     settings = load_settings_from(ctx, lock_timeout=seconds_flag(lock_timeout, "--lock-timeout", LOCK_TIMEOUT_LIMITS))
     confirm = _guard("drop every object in the schema and re-apply all migrations", "celora db reset", settings,
                      force=force, allow_production=allow_production)
-    result = reset_database(settings, confirm=confirm, progress=_progress(as_json), run_seed=not skip_seed)
+    result = reset_database(settings, confirm=confirm, progress=_progress(as_json), run_seed=not skip_seed,
+                            allow_production=allow_production)
     if as_json:
         console.print_json(result.as_dict())
         return
@@ -83,12 +84,14 @@ def reset(
     console.out.print(f"{len(result.applied)} migration(s) applied; database is at "
                       f"{safe(result.head or '(no migrations)')} (head); environment stamp "
                       f"{safe(result.environment or 'none')}.")
-    if result.seed == "not available yet":
-        console.out.print("Seed: not available yet (no seed entry point in celora_cli.seed).")
-    elif result.seed == "done":
-        console.out.print("Seed: done.")
-    else:
+    if result.seed == "done" and result.seed_result is not None:
+        counts = result.seed_result.get("tables", {})
+        created = sum(c.get("created", 0) for c in counts.values())
+        console.out.print(f"Seed: done ({created} row(s) created from the fixtures).")
+    elif result.seed == "skipped":
         console.out.print("Seed: skipped (--skip-seed).")
+    else:
+        console.out.print(f"Seed: {safe(result.seed)}.")
 
 
 @app.command("rollback")

@@ -83,10 +83,25 @@ def test_reset_of_an_empty_database_applies_everything(empty_db):
     assert version(empty_db) == [HEAD]
 
 
-def test_reset_without_skip_seed_says_whether_the_seed_ran(migrated_db):
+def test_reset_seeds_the_fixtures_of_the_project(migrated_db, tmp_path):
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "migrations").symlink_to(REPO / "migrations")
+    (project / "fixtures").symlink_to(REPO / "fixtures")
+    add_user(migrated_db, "someone@example.com")
+    cli = run_celora("db", "reset", "--force", "--json",
+                     env={"DATABASE_URL": migrated_db, "CELORA_PROJECT_ROOT": str(project)}, cwd=project)
+    assert cli.returncode == 0, cli.stdout + cli.stderr
+    result = json.loads(cli.stdout)
+    assert result["seed"] == "done" and result["seed_result"]["tables"]["users"]["created"] == 2
+    emails = {r[0] for r in query(migrated_db, "SELECT email FROM users")}
+    assert emails == {"alice@celora.io", "bob@celora.io"}
+
+
+def test_reset_in_a_project_without_fixtures_says_so(migrated_db):
     cli = run_celora("db", "reset", "--force", env={"DATABASE_URL": migrated_db})
     assert cli.returncode == 0, cli.stdout + cli.stderr
-    assert "Seed: " in cli.stdout and "skipped" not in cli.stdout
+    assert "Seed: no fixtures folder" in cli.stdout
 
 
 @pytest.mark.pgbouncer
