@@ -1,4 +1,4 @@
-"""`celora db seed`: the fixtures upserted in ONE transaction on the direct connection, then optional volume.
+"""`celora db seed`: the fixtures upserted in ONE transaction on the direct connection (with the optional volume).
 
 Idempotent by natural keys (never ids): users by lower(email) (the database's unique index), wallets by
 chain + address, transactions by chain + tx_hash + wallet (the unique constraint), notifications by user +
@@ -76,7 +76,7 @@ def ensure_not_production(settings: Settings, conn, *, allow_production: bool) -
 
 def seed(settings: Settings, fixtures_dir: Path, *, allow_production: bool = False, volume_users: int = 0,
          volume_seed: int = 0, volume_progress: VolumeProgress | None = None) -> SeedResult:
-    """Load the fixtures (one transaction), then, when volume_users > 0, the generated volume (its own)."""
+    """Load the fixtures and, when volume_users > 0, the generated volume, in one transaction."""
     from celora_cli.db.connect import connect, direct_url
     from celora_cli.db.errors import translating
     from celora_cli.migrations import setting_name
@@ -87,15 +87,16 @@ def seed(settings: Settings, fixtures_dir: Path, *, allow_production: bool = Fal
     setting = setting_name(settings)
     with translating(url, setting), connect(url, settings, application_name="celora db seed",
                                             autocommit=False) as conn:
+        # The volume shares the fixtures' transaction: a refused (seed already loaded) or interrupted volume
+        # leaves nothing behind, so "Nothing was written" stays true, and the fixtures simply run again.
         with conn.transaction():
             conn.execute(SEED_LOCK_SQL)
             environment = ensure_not_production(settings, conn, allow_production=allow_production)
             tables = apply_fixtures(conn, fixtures)
-        volume = None
-        if volume_users > 0:
-            from celora_cli.seed.volume import generate_volume
+            volume = None
+            if volume_users > 0:
+                from celora_cli.seed.volume import generate_volume
 
-            with conn.transaction():  # its own: the fixtures above are committed whatever the volume does
                 volume = generate_volume(conn, users=volume_users, seed=volume_seed, progress=volume_progress)
     return SeedResult(database=url.masked, fixtures_dir=str(fixtures_dir), environment=environment,
                       tables=tables, volume=volume, duration_ms=(time.perf_counter() - started) * 1000)

@@ -279,3 +279,17 @@ def test_a_second_seed_waits_for_the_first_instead_of_duplicating(migrated_db, f
     data = json.loads(out)
     assert {t: c["unchanged"] for t, c in data["tables"].items()} == EXPECTED
     assert row_counts(migrated_db) == EXPECTED
+
+
+def test_volume_refused_for_a_loaded_seed_writes_nothing_at_all(migrated_db):
+    env = {"DATABASE_URL": migrated_db, "CELORA_ENV": "test"}
+    args = ("db", "seed", "--fixtures", str(REPO / "fixtures"), "--users", "2", "--seed", "5", "--json")
+    assert run_celora(*args, env=env).returncode == 0
+    with psycopg.connect(migrated_db) as conn:  # a fixture edited in the database meanwhile
+        conn.execute("UPDATE wallets SET label = 'edited' WHERE chain = 'solana'")
+    before = row_counts(migrated_db)
+    again = run_celora(*args, env=env)
+    assert again.returncode == 12 and "already loaded" in json.loads(again.stdout)["error"]["message"]
+    assert row_counts(migrated_db) == before
+    with psycopg.connect(migrated_db) as conn:  # the fixtures' repair was rolled back with the volume
+        assert conn.execute("SELECT label FROM wallets WHERE chain = 'solana'").fetchone()[0] == "edited"
