@@ -189,3 +189,14 @@ def test_a_role_without_createdb_is_told_what_to_grant_or_set(pg_server, project
     finally:
         admin_execute(pg_server, f"DROP DATABASE IF EXISTS {owned} WITH (FORCE)")
         admin_execute(pg_server, f"DROP ROLE IF EXISTS {role}")
+
+
+def test_behind_pgbouncer_migrate_works_on_the_direct_url_and_needs_one(pgbouncer, project, migrated_db):
+    pooled = pgbouncer(db_name(migrated_db))
+    result = run_celora("db", "migrate", env={**env_for(project, pooled), "DIRECT_DATABASE_URL": migrated_db})
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Already in sync" in result.stdout
+
+    without = run_celora("db", "migrate", env=env_for(project, pooled))
+    assert without.returncode == 3, without.stdout + without.stderr
+    assert "DIRECT_DATABASE_URL" in without.stderr
