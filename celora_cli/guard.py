@@ -128,7 +128,11 @@ def _rich_ask(question: str) -> bool:
     *context, last = question.split("\n")
     for line in context:
         console.err.print(console.safe(line))
-    return Confirm.ask(console.safe(last), console=console.err, default=False)
+    try:
+        return Confirm.ask(console.safe(last), console=console.err, default=False)
+    except EOFError:  # Ctrl-D at the prompt: no answer is no
+        console.err.print()
+        return False
 
 
 __all__ = ["FORCE_FLAG", "OVERRIDE_FLAG", "ProductionVerdict", "ci_is_set", "confirm_destructive",

@@ -187,3 +187,12 @@ def test_prompt_answered_no_changes_nothing(with_alice):
     assert cli.returncode == 12, cli.stdout + cli.stderr
     assert "is undone" in cli.stderr and "not confirmed" in cli.stderr
     assert fingerprint(with_alice) == before
+
+
+def test_end_of_input_at_the_prompt_is_a_no(with_alice):
+    """Ctrl-D at the prompt (end of input on the terminal) refuses; it is not a crash."""
+    before = fingerprint(with_alice)
+    cli = answer_prompt("\x04", "db", "reset", "--skip-seed", env={"DATABASE_URL": with_alice})
+    assert cli.returncode == 12, cli.stdout + cli.stderr
+    assert "not confirmed" in cli.stderr and "Traceback" not in cli.stderr
+    assert fingerprint(with_alice) == before
