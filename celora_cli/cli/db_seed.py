@@ -88,4 +88,4 @@ def _render(result) -> None:
     if result.volume is not None:
         rows = ", ".join(f"{name} {count:,}" for name, count in result.volume.items())
         console.out.print(f"Generated volume: {rows}.")
-    console.out.print(f"[dim]{result.duration_ms:.0f} ms; production check: {safe(result.environment)}[/]")
+    console.out.print(f"[dim]{result.duration_ms:.0f} ms; production check: {safe(result.production_check)}[/]")
