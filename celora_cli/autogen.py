@@ -175,11 +175,12 @@ def migrate_dev(settings: Settings, *, name: str | None = None, create_only: boo
     brings the schema to."""
     from celora_cli.db import admin
     from celora_cli.db.connect import direct_url
-    from celora_cli.generate import generate, load_metadata, models_source
+    from celora_cli.generate import generate, load_metadata, models_source, project_migrations_dir
     from celora_cli.migrations import alembic_config, deploy, script_directory
 
     models = models or models_source()
     metadata = metadata if metadata is not None else load_metadata(models)
+    project_migrations_dir(settings, "celora db migrate")  # it writes a revision: the project's history only
     config = alembic_config(settings)
     script = script_directory(settings, config)  # broken migration files fail before anything is created
     dev_url = direct_url(settings)

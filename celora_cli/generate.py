@@ -152,11 +152,25 @@ def _mermaid_type(type_text: str) -> str:
 
 # -- files -----------------------------------------------------------------------------------------------
 
+def project_migrations_dir(settings: Settings, command: str) -> Path:
+    """The project's own migrations folder: never the copy packaged inside celora (site-packages), which a
+    command that writes files must not change."""
+    from celora_cli import migrations
+
+    directory = migrations.find_migrations_dir(settings)
+    if directory.resolve() == migrations._PACKAGED.resolve():
+        raise ConfigError(
+            f"`{command}` writes files next to the migration history, and {settings.project_root} has no "
+            f"migrations folder: the only one found is the copy packaged inside celora ({directory}).",
+            "Run it from the project root (the folder holding migrations/), or set CELORA_PROJECT_ROOT or "
+            "CELORA_MIGRATIONS_DIR.")
+    return directory
+
+
 def artifact_paths(settings: Settings) -> tuple[Path, Path]:
     """(schema.sql beside the migration history, docs/schema.md in the project root)."""
-    from celora_cli.migrations import find_migrations_dir
-
-    return find_migrations_dir(settings) / "schema.sql", settings.project_root / "docs" / "schema.md"
+    return (project_migrations_dir(settings, "celora db generate") / "schema.sql",
+            settings.project_root / "docs" / "schema.md")
 
 
 def render_artifacts(settings: Settings, metadata=None, source: str | None = None) -> list[Artifact]:

@@ -96,3 +96,25 @@ def test_migrate_and_generate_have_help(tmp_path, monkeypatch):
                                                                     "NO_COLOR": "1", "COLUMNS": "200"})
         assert result.exit_code == 0, result.output
         assert all(word in result.output for word in words), result.output
+
+
+def test_commands_that_write_never_touch_the_packaged_migrations(tmp_path, monkeypatch):
+    import pytest
+
+    from celora_cli import generate, migrations
+    from celora_cli.errors import ConfigError
+    from celora_cli.settings import load_settings
+
+    packaged = tmp_path / "site-packages" / "celora_cli" / "_migrations"
+    packaged.mkdir(parents=True)
+    (packaged / "env.py").write_text("")
+    monkeypatch.setattr(migrations, "_PACKAGED", packaged)
+    project = tmp_path / "project"
+    project.mkdir()
+    settings = load_settings(environ={}, project_root=project)
+    assert migrations.find_migrations_dir(settings) == packaged  # what read-only commands may use
+    with pytest.raises(ConfigError, match="copy packaged inside celora"):
+        generate.generate(settings)
+    with pytest.raises(ConfigError, match="copy packaged inside celora"):
+        autogen.migrate_dev(settings, name="x")
+    assert list(packaged.iterdir()) == [packaged / "env.py"]
