@@ -202,3 +202,45 @@ def test_rollback_waits_for_the_migration_lock(migrated_db):
                          env={"DATABASE_URL": migrated_db})
     assert cli.returncode == 10, cli.stdout + cli.stderr
     assert version(migrated_db) == [HEAD]
+
+
+@pytest.mark.pgbouncer
+def test_rollback_through_a_pooler_is_refused(pgbouncer, migrated_db):
+    cli = run_celora("db", "rollback", "--steps", "1", "--force",
+                     env={"DATABASE_URL": pgbouncer(db_name(migrated_db), flag=False)})
+    assert cli.returncode == 12, cli.stdout + cli.stderr
+    assert "connection pooler" in cli.stderr
+    assert version(migrated_db) == [HEAD]
+
+
+def test_rollback_stops_when_another_runner_moved_the_database_after_the_plan(migrated_db):
+    """The plan (undo HEAD) is re-checked under the lock: a database moved meanwhile is left alone."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import TEST_PROJECT
+
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "DIRECT_DATABASE_URL")
+           and not k.startswith("CELORA_")}
+    env.update({"CELORA_PROJECT_ROOT": str(TEST_PROJECT), "NO_COLOR": "1", "PYTHONPATH": str(REPO),
+                "DATABASE_URL": migrated_db})
+    with psycopg.connect(migrated_db, autocommit=True) as holder:
+        holder.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK_KEY,))
+        runner = subprocess.Popen([sys.executable, "-m", "celora_cli", "db", "rollback", "--steps", "1", "--force"],
+                                  cwd=TEST_PROJECT, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True)
+        try:
+            assert runner.stderr is not None
+            line = runner.stderr.readline()  # it has planned and now waits for the lock
+            assert "Waiting for the migration lock" in line, line
+            holder.execute("UPDATE alembic_version SET version_num = %s", (INIT,))  # another runner's rollback
+            holder.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK_KEY,))
+            out, err = runner.communicate(timeout=60)
+        finally:
+            if runner.poll() is None:
+                runner.kill()
+    assert runner.returncode == 12, out + err
+    assert "moved from" in err and "run `celora db rollback` again" in err
+    assert version(migrated_db) == [INIT]
+    assert query(migrated_db, "SELECT to_regclass('users')")[0][0] is not None  # nothing of INIT was undone
