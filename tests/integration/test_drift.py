@@ -200,3 +200,16 @@ def test_behind_pgbouncer_migrate_works_on_the_direct_url_and_needs_one(pgbounce
     without = run_celora("db", "migrate", env=env_for(project, pooled))
     assert without.returncode == 3, without.stdout + without.stderr
     assert "DIRECT_DATABASE_URL" in without.stderr
+
+
+def test_migrate_refuses_production_by_setting_or_by_stamp(project, migrated_db):
+    unreachable = "postgresql://celora@127.0.0.1:1/nowhere"
+    by_setting = run_celora("db", "migrate", env={**env_for(project, unreachable), "CELORA_ENV": "production"})
+    assert by_setting.returncode == 12, by_setting.stdout + by_setting.stderr  # refused before connecting
+    assert "CELORA_ENV is 'production'" in by_setting.stderr and "migrate-deploy" in by_setting.stderr
+
+    stamp = run_celora("db", "migrate-deploy", env={**env_for(project, migrated_db), "CELORA_ENV": "production"})
+    assert stamp.returncode == 0, stamp.stdout + stamp.stderr
+    by_stamp = run_celora("db", "migrate", env={**env_for(project, migrated_db), "CELORA_ENV": "development"})
+    assert by_stamp.returncode == 12, by_stamp.stdout + by_stamp.stderr
+    assert "the database is stamped 'production'" in by_stamp.stderr
