@@ -192,10 +192,17 @@ def _reset_plan(conn, masked: str) -> ResetPlan:
         + _not_extension_member("pg_class", "c.oid") + " ORDER BY c.relname", (schema,)).fetchall()
     tables = []
     for qualified, name in rows:
-        count = conn.exec_driver_sql(
-            f"SELECT count(*) FROM (SELECT 1 FROM {qualified} LIMIT {_COUNT_CAP + 1}) t").scalar()
+        count = _unparsed(conn, f"SELECT count(*) FROM (SELECT 1 FROM {qualified} LIMIT {_COUNT_CAP + 1}) t")[0]
         tables.append(TableRows(name, int(count)))
     return ResetPlan(database=masked, schema=schema, tables=tuple(tables), database_env=database_environment(conn))
+
+
+def _unparsed(conn, sql: str):
+    """A statement holding quoted identifiers, on the transaction the SQLAlchemy Connection has open, sent to
+    psycopg without parameters so that nothing reads a '%' in a name as a placeholder; its first row, if any."""
+    assert conn.in_transaction()  # begun by SQLAlchemy, so the migration lock is held
+    cursor = conn.connection.driver_connection.execute(sql)
+    return cursor.fetchone() if cursor.description else None
 
 
 def _not_extension_member(catalog: str, oid: str) -> str:
@@ -265,7 +272,7 @@ def _drop_schema_objects(conn, schema: str) -> dict[str, int]:
     for kind, statement, listing in _DROPS:
         names = [row[0] for row in conn.exec_driver_sql(listing, (schema,)).fetchall()]
         for name in names:
-            conn.exec_driver_sql(statement.format(name))
+            _unparsed(conn, statement.format(name))
         if names:
             dropped[kind] = len(names)
     leftovers = [row[0] for row in conn.exec_driver_sql(_LEFTOVERS, {"schema": schema}).fetchall()]

@@ -50,6 +50,7 @@ def test_reset_drops_everything_reapplies_and_keeps_the_schema_itself(pg_server,
         CREATE VIEW scratch_view AS SELECT id FROM scratch;
         CREATE FUNCTION add_one(i int) RETURNS int LANGUAGE sql AS 'SELECT i + 1';
         CREATE DOMAIN positive AS int CHECK (VALUE > 0);
+        CREATE TABLE "50% ""odd"" Name" (id int);
     """)
     try:
         cli = run_celora("db", "reset", "--force", "--skip-seed", "--json", env={"DATABASE_URL": migrated_db})
