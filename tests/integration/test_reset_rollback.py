@@ -245,3 +245,18 @@ def test_rollback_stops_when_another_runner_moved_the_database_after_the_plan(mi
     assert "moved from" in err and "run `celora db rollback` again" in err
     assert version(migrated_db) == [INIT]
     assert query(migrated_db, "SELECT to_regclass('users')")[0][0] is not None  # nothing of INIT was undone
+
+
+def test_reset_touches_only_the_urls_schema(empty_db):
+    """With ?schema=app, reset drops and rebuilds app only: a table in public survives."""
+    query(empty_db, "CREATE SCHEMA app; CREATE TABLE public.keep_me (id int); INSERT INTO public.keep_me VALUES (1)")
+    url = f"{empty_db}?schema=app"
+    first = run_celora("db", "migrate-deploy", env={"DATABASE_URL": url})
+    assert first.returncode == 0, first.stdout + first.stderr
+    query(empty_db, "INSERT INTO app.users (firebase_uid, email) VALUES ('uid', 'a@celora.io')")
+    cli = run_celora("db", "reset", "--force", "--skip-seed", "--json", env={"DATABASE_URL": url})
+    assert cli.returncode == 0, cli.stdout + cli.stderr
+    assert json.loads(cli.stdout)["schema"] == "app"
+    assert query(empty_db, "SELECT count(*) FROM app.users") == [(0,)]
+    assert query(empty_db, "SELECT version_num FROM app.alembic_version")[0][0] == HEAD
+    assert query(empty_db, "SELECT count(*) FROM public.keep_me") == [(1,)]
