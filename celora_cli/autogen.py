@@ -61,6 +61,7 @@ class Extras:
     downgrade_before: list[str] = field(default_factory=list)
     downgrade_after: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    shadow_statements: list[str] = field(default_factory=list)  # SQL giving the shadow the new types and labels
 
     @property
     def empty(self) -> bool:
@@ -314,9 +315,13 @@ def _autogenerate(shadow_settings: Settings, config, script, metadata, name: str
             context = MigrationContext.configure(connection=conn, opts={
                 "target_metadata": metadata, "compare_type": True, "compare_server_default": True,
                 "include_object": _include_object})
+            extras = postgres_extras(conn, metadata)
+            _prepare_shadow(conn, extras.shadow_statements)
             migration = produce_migrations(context, metadata)
             assert migration.upgrade_ops is not None and migration.downgrade_ops is not None
-            extras = postgres_extras(conn, metadata, migration.upgrade_ops)
+            for warning in _suspected_renames(migration.upgrade_ops):
+                extras.warnings.append(warning)
+                extras.upgrade_before.append(f"# celora: {warning}")
             if migration.upgrade_ops.is_empty() and extras.empty:
                 result.in_sync = True
                 return None
@@ -377,8 +382,19 @@ def _render_enum_without_create(type_, obj, autogen_context):
     return False
 
 
-def postgres_extras(conn, metadata, upgrade_ops) -> Extras:
-    """What plain autogenerate misses on PostgreSQL, found by comparing enum types and the column ops."""
+def _prepare_shadow(conn, statements: list[str]) -> None:
+    """Give the shadow the enum types and labels the models add, committed, before autogenerate compares:
+    Alembic compares server defaults by evaluating them on the shadow, and a default naming a label the
+    shadow lacks ('blue'::color) would fail there. The shadow is thrown away; the revision still adds them."""
+    from sqlalchemy import text
+
+    for statement in statements:
+        conn.execute(text(statement))
+    conn.commit()
+
+
+def postgres_extras(conn, metadata) -> Extras:
+    """What plain autogenerate misses on PostgreSQL enum types (suspected renames come from the ops)."""
     from sqlalchemy import Enum, text
 
     extras = Extras()
@@ -396,6 +412,8 @@ def postgres_extras(conn, metadata, upgrade_ops) -> Extras:
     for type_name in sorted(set(model_enums) - set(database_enums)):
         labels = ", ".join(repr(label) for label in model_enums[type_name])
         extras.upgrade_before.append(f"# celora: enum type {type_name} is new")
+        literals = ", ".join(_literal(label) for label in model_enums[type_name])
+        extras.shadow_statements.append(f"CREATE TYPE {_quote(type_name)} AS ENUM ({literals})")
         extras.upgrade_before.append(
             f"postgresql.ENUM({labels}, name={type_name!r}).create(op.get_bind(), checkfirst=True)")
         extras.downgrade_after.append(
@@ -403,8 +421,12 @@ def postgres_extras(conn, metadata, upgrade_ops) -> Extras:
     for type_name in sorted(set(model_enums) & set(database_enums)):
         have, want = database_enums[type_name], model_enums[type_name]
         for label in [label for label in want if label not in have]:
+            # Committed on its own (autocommit_block): PostgreSQL refuses a label added in the same transaction
+            # that uses it ("unsafe use of new value"), e.g. as the new server default.
             statement = f"ALTER TYPE {_quote(type_name)} ADD VALUE IF NOT EXISTS {_literal(label)}"
-            extras.upgrade_before.append(f"op.execute({statement!r})")
+            extras.shadow_statements.append(statement)
+            extras.upgrade_before.append("with op.get_context().autocommit_block():")
+            extras.upgrade_before.append(f"    op.execute({statement!r})")
             extras.downgrade_after.append(f"# celora: PostgreSQL cannot drop the enum label {label!r} of "
                                           f"{type_name}; recreate the type by hand if it must go")
         for label in [label for label in have if label not in want]:
@@ -418,9 +440,6 @@ def postgres_extras(conn, metadata, upgrade_ops) -> Extras:
         labels = ", ".join(repr(label) for label in database_enums[type_name])
         extras.downgrade_before.append(
             f"postgresql.ENUM({labels}, name={type_name!r}).create(op.get_bind(), checkfirst=True)")
-    for warning in _suspected_renames(upgrade_ops):
-        extras.warnings.append(warning)
-        extras.upgrade_before.append(f"# celora: {warning}")
     return extras
 
 
