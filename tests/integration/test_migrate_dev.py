@@ -247,3 +247,23 @@ def test_at_a_terminal_the_name_is_asked_for(project, dev_database):
     assert "Name of the new migration" in process.stderr
     (written,) = versions(project) - before
     assert written.endswith("_typed_name.py")
+
+
+NICKNAME_LINE = 'metadata.tables["users"].append_column(Column("nickname", Text))'
+MODELS_WITH_TOKENS = MODELS_WITH_NICKNAME.replace(NICKNAME_LINE, """
+from sqlalchemy import Integer, Table
+Table("tokens", metadata, Column("id", Integer, primary_key=True),
+      Column("chain", metadata.tables["wallets"].c.chain.type, nullable=False))
+""")
+
+
+def test_a_new_table_using_an_existing_enum_type_does_not_create_it_again(project, dev_database):
+    """Plain autogenerate renders sa.Enum(..., name='chain') and create_table then runs CREATE TYPE chain,
+    which already exists."""
+    name, url = dev_database
+    (project / "token_models.py").write_text(MODELS_WITH_TOKENS)
+    result = run_celora("db", "migrate", "--name", "add_tokens", env=env_for(project, url, "token_models:metadata"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    body = next((project / "migrations" / "versions").glob("*_add_tokens.py")).read_text()
+    assert "name='chain', create_type=False" in body
+    assert "id" in columns(url, "tokens")
