@@ -20,7 +20,6 @@ import contextlib
 import dataclasses
 import io
 import logging
-import os
 import re
 import secrets
 from collections.abc import Callable, Iterator
@@ -29,9 +28,9 @@ from pathlib import Path
 
 from celora_cli.drift import IGNORED_TABLES, Difference, compare, drift_error, snapshot
 from celora_cli.errors import ConfigError
-from celora_cli.settings import DatabaseURL, Settings, parse_database_url
+from celora_cli.settings import DatabaseURL, Settings
 
-SHADOW_VARIABLE = "SHADOW_DATABASE_URL"  # read here until Settings has the field (wanted: shadow_database_url)
+SHADOW_VARIABLE = "SHADOW_DATABASE_URL"  # Settings.shadow_database_url
 SHADOW_PREFIX = "celora_shadow_"
 notice = logging.getLogger("celora.notice")
 
@@ -69,11 +68,6 @@ class Extras:
 
 
 # -- the shadow database ---------------------------------------------------------------------------------
-
-def shadow_url_setting(environ=None) -> DatabaseURL | None:
-    raw = ((os.environ if environ is None else environ).get(SHADOW_VARIABLE) or "").strip()
-    return parse_database_url(raw, SHADOW_VARIABLE) if raw else None
-
 
 def _same_database(a: DatabaseURL, b: DatabaseURL) -> bool:
     return (a.host or "localhost", a.port or 5432, a.database) == (b.host or "localhost", b.port or 5432, b.database)
@@ -180,7 +174,7 @@ def migrate_dev(settings: Settings, *, name: str | None = None, create_only: boo
     from celora_cli.migrations import alembic_config, deploy, script_directory
 
     _refuse_production(settings.env, None)  # before anything connects
-    models = models or models_source()
+    models = models or models_source(settings)
     metadata = metadata if metadata is not None else load_metadata(models)
     project_migrations_dir(settings, "celora db migrate")  # it writes a revision: the project's history only
     config = alembic_config(settings)
@@ -189,7 +183,7 @@ def migrate_dev(settings: Settings, *, name: str | None = None, create_only: boo
     result = MigrateResult(database=dev_url.masked)
     result.created_database = admin.ensure_database(dev_url, settings)
     _refuse_production(settings.env, _stamp_of(dev_url, settings))
-    configured = shadow_url if shadow_url is not None else shadow_url_setting()
+    configured = shadow_url if shadow_url is not None else settings.shadow_database_url
 
     with shadow_database(settings, dev_url, configured) as shadow:
         result.shadow = shadow.masked
@@ -274,7 +268,7 @@ def database_drift(settings: Settings, *, shadow_url: DatabaseURL | None = None)
     config = alembic_config(settings)
     script = script_directory(settings, config)
     dev_url = direct_url(settings)
-    configured = shadow_url if shadow_url is not None else shadow_url_setting()
+    configured = shadow_url if shadow_url is not None else settings.shadow_database_url
     with shadow_database(settings, dev_url, configured) as shadow:
         current, differences = _compare_with_history(settings, dev_url, _on(settings, shadow), config, script)
     return DriftReport(dev_url.masked, current, differences)

@@ -436,6 +436,8 @@ class Settings:
     local_pg_user: str | None = None  # CELORA_PG_USER: OS user to run the local server as when root
     local_port: int | None = None  # CELORA_LOCAL_PORT: port for the local server (default: a free one)
     migrations_dir: Path | None = None  # CELORA_MIGRATIONS_DIR, default <project root>/migrations
+    shadow_database_url: DatabaseURL | None = None  # SHADOW_DATABASE_URL: `db migrate`'s scratch database
+    models: str | None = None  # CELORA_MODELS: "module:attribute" naming the schema's MetaData
 
     @property
     def uses_local_server(self) -> bool:
@@ -460,7 +462,8 @@ class Settings:
 
     def secrets(self) -> list[str]:
         """Every password celora knows of, for scrubbing any text before it is shown."""
-        return [u.password for u in (self.database_url, self.direct_database_url) if u and u.password]
+        urls = (self.database_url, self.direct_database_url, self.shadow_database_url)
+        return [u.password for u in urls if u and u.password]
 
     def with_overrides(self, **changes) -> Settings:
         """A copy with `changes` applied (None values ignored); timeouts are validated like the environment's."""
@@ -556,6 +559,10 @@ def _unparsable_line(path: Path, what: str, original: str, line: int) -> str:
             "KEY=value. celora stops rather than skip it.")
 
 
+def _optional_url(raw: str | None, setting: str) -> DatabaseURL | None:
+    return parse_database_url(raw, setting) if raw else None
+
+
 def load_settings(
     environ: Mapping[str, str] | None = None,
     env_file: Path | str | None = None,
@@ -618,6 +625,8 @@ def load_settings(
         local_pg_user=_utf8_text(get("CELORA_PG_USER"), "CELORA_PG_USER"),
         local_port=_parse_number(local_port, int, "CELORA_LOCAL_PORT", maximum=65535),
         migrations_dir=optional_path("CELORA_MIGRATIONS_DIR"),
+        shadow_database_url=_optional_url(get("SHADOW_DATABASE_URL"), "SHADOW_DATABASE_URL"),
+        models=get("CELORA_MODELS"),
     )
     if settings.direct_database_url is not None and settings.direct_database_url.pgbouncer:
         raise ConfigError("DIRECT_DATABASE_URL has ?pgbouncer=true, but the direct URL must bypass PgBouncer.",

@@ -9,7 +9,8 @@ from celora_cli.cli.app import json_option, load_settings_from
 from celora_cli.cli.console import safe
 from celora_cli.errors import ExitCode
 
-app = typer.Typer(help="Database commands: migrate-deploy, status, health.", no_args_is_help=True)
+app = typer.Typer(help="Database commands: migrations (deploy, status, migrate, rollback), health, seed, reset.",
+                  no_args_is_help=True)
 
 
 @app.command("migrate-deploy")
@@ -54,9 +55,11 @@ def migrate_deploy(
 @app.command("status")
 def status(
     ctx: typer.Context,
+    drift: bool = typer.Option(False, "--drift", help="Also compare the database with what the migration history "
+                               "builds (replayed into a temporary shadow database); exit 15 when it drifted."),
     as_json: bool = json_option(),
 ) -> None:
-    """Show applied vs pending migrations (exit 1 when some are pending).
+    """Show applied vs pending migrations (exit 1 when some are pending; with --drift, 15 on drift).
 
     Example: celora db status --json
     """
@@ -64,10 +67,17 @@ def status(
 
     from celora_cli.migrations import migration_status
 
-    result = migration_status(load_settings_from(ctx))
+    settings = load_settings_from(ctx)
+    result = migration_status(settings)
+    report = None
+    if drift:
+        from celora_cli.autogen import database_drift
+
+        report = database_drift(settings)
     if as_json:
         data = dataclasses.asdict(result)
         data["up_to_date"] = result.up_to_date
+        data["drift"] = report.as_dict() if report is not None else None
         console.print_json(data)
     else:
         current = ", ".join(result.current) or "(nothing applied)"
@@ -76,6 +86,15 @@ def status(
             console.out.print("[green]Database is up to date.[/]")
         for migration in result.pending:
             console.out.print(f"[yellow]Pending[/] {safe(migration.name)}")
+        if report is not None and not report.drifted:
+            console.out.print("[green]No drift:[/] the schema matches the migration history.")
+        for difference in report.differences if report is not None else []:
+            console.out.print(f"[red]Drift[/] {safe(difference.describe('the database'))}")
+        if report is not None and report.drifted:
+            console.err.print("Reset it with `celora db reset` (loses the data), or write a migration making the "
+                              "same change.")
+    if report is not None and report.drifted:
+        raise typer.Exit(ExitCode.DRIFT)
     if not result.up_to_date:
         raise typer.Exit(ExitCode.PENDING)
 
@@ -150,8 +169,13 @@ def _render_health(report) -> None:
             console.out.print(f"[yellow]hint ({check.name}):[/] {safe(check.hint)}")
 
 
-# Command groups kept in their own modules register on `app` when imported (one import line each, below).
-# They import their core modules lazily, like this one, so `celora --help` stays light.
-from celora_cli.cli import db_destructive as db_destructive  # noqa: E402
-from celora_cli.cli import db_dev  # noqa: E402,F401
-from celora_cli.cli import db_seed as db_seed  # noqa: E402  (the alias keeps isort from merging the lines)
+# Command groups kept in their own modules register on `app` when imported. They import their core modules
+# lazily, like this one, so `celora --help` stays light.
+def _register_command_modules() -> None:
+    import importlib
+
+    for name in ("db_dev", "db_destructive", "db_seed"):  # migrate/generate, reset/rollback, seed
+        importlib.import_module(f"celora_cli.cli.{name}")
+
+
+_register_command_modules()

@@ -69,7 +69,7 @@ def translate(exc: BaseException, url: DatabaseURL | None, setting: str = "DATAB
     dbname = url.database if url and url.database else "(default)"
     user = url.username if url and url.username else "(default)"
 
-    if _BAD_CONNINFO.search(lowered):
+    if not state and _BAD_CONNINFO.search(lowered):  # libpq refusing a parameter: no SQLSTATE, no server
         return ConfigError(
             f"{setting} has a connection parameter libpq rejects ({shown}): {message}",
             f"Fix or remove that parameter in {setting}; see the libpq connection parameters "

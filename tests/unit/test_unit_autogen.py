@@ -3,6 +3,7 @@ revision ids, how differences are described."""
 
 from __future__ import annotations
 
+import pytest
 from alembic.operations import ops
 from sqlalchemy import Column, Enum, Integer, Text
 
@@ -78,10 +79,16 @@ def test_differences_say_where_each_object_is():
     assert changed.as_dict()["expected"] == "text NOT NULL"
 
 
-def test_shadow_url_setting_is_read_and_validated():
-    assert autogen.shadow_url_setting({}) is None
-    url = autogen.shadow_url_setting({"SHADOW_DATABASE_URL": "postgresql://u:pw@h:5433/shadow"})
-    assert url is not None and url.database == "shadow" and "pw" not in url.masked
+def test_shadow_url_setting_is_read_and_validated(tmp_path):
+    from celora_cli.errors import ConfigError
+    from celora_cli.settings import load_settings
+
+    assert load_settings(environ={}, project_root=tmp_path).shadow_database_url is None
+    settings = load_settings(environ={"SHADOW_DATABASE_URL": "postgresql://u:pw@h:5433/shadow"}, project_root=tmp_path)
+    url = settings.shadow_database_url
+    assert url is not None and url.database == "shadow" and "pw" not in url.masked and "pw" in settings.secrets()
+    with pytest.raises(ConfigError, match="SHADOW_DATABASE_URL"):
+        load_settings(environ={"SHADOW_DATABASE_URL": "mysql://u@h/x"}, project_root=tmp_path)
 
 
 def test_migrate_and_generate_have_help(tmp_path, monkeypatch):
