@@ -207,12 +207,12 @@ def check_database_health(settings: Settings | None = None, *, timeout: float | 
 
     Raises ConfigError for a timeout outside 0.5..3600 s or settings it cannot run with (e.g. CELORA_PG_USER
     naming no user). Never starts the local PostgreSQL: a stopped one is reported as unhealthy."""
-    from celora_cli.db.connect import resolve_urls
-    from celora_cli.settings import load_settings
-
     # Imported before the clock starts, and here rather than first in a worker thread (measurably slower there):
     # the report's duration is the check's, not the driver's import.
     import psycopg  # noqa: F401
+
+    from celora_cli.db.connect import resolve_urls
+    from celora_cli.settings import load_settings
 
     settings = settings or load_settings()
     timeout = settings.health_timeout if timeout is None else _validated_timeout(timeout)
