@@ -61,6 +61,10 @@ class Extras:
     downgrade_after: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     shadow_statements: list[str] = field(default_factory=list)  # SQL giving the shadow the new types and labels
+    # The same enum changes as data, for `celora db push` (which runs them instead of writing code)
+    new_types: dict[str, list[str]] = field(default_factory=dict)  # type -> labels
+    added_labels: list[tuple[str, str]] = field(default_factory=list)  # (type, label) for existing types
+    unused_types: list[str] = field(default_factory=list)  # types in the database no model uses
 
     @property
     def empty(self) -> bool:
@@ -404,6 +408,7 @@ def postgres_extras(conn, metadata) -> Extras:
                 model_enums[column.type.name] = list(column.type.enums)
 
     for type_name in sorted(set(model_enums) - set(database_enums)):
+        extras.new_types[type_name] = list(model_enums[type_name])
         labels = ", ".join(repr(label) for label in model_enums[type_name])
         extras.upgrade_before.append(f"# celora: enum type {type_name} is new")
         literals = ", ".join(_literal(label) for label in model_enums[type_name])
@@ -417,6 +422,7 @@ def postgres_extras(conn, metadata) -> Extras:
         for label in [label for label in want if label not in have]:
             # Committed on its own (autocommit_block): PostgreSQL refuses a label added in the same transaction
             # that uses it ("unsafe use of new value"), e.g. as the new server default.
+            extras.added_labels.append((type_name, label))
             statement = f"ALTER TYPE {_quote(type_name)} ADD VALUE IF NOT EXISTS {_literal(label)}"
             extras.shadow_statements.append(statement)
             extras.upgrade_before.append("with op.get_context().autocommit_block():")
@@ -429,6 +435,7 @@ def postgres_extras(conn, metadata) -> Extras:
             extras.warnings.append(message)
             extras.upgrade_before.append(f"# celora: {message}")
     for type_name in sorted(set(database_enums) - set(model_enums)):
+        extras.unused_types.append(type_name)
         extras.upgrade_after.append(f"# celora: enum type {type_name} is no longer used by the models")
         extras.upgrade_after.append(f"op.execute({f'DROP TYPE IF EXISTS {_quote(type_name)}'!r})")
         labels = ", ".join(repr(label) for label in database_enums[type_name])
