@@ -3,7 +3,7 @@
 Each side is read into a normalised snapshot (extensions, tables, columns, constraints, indexes, enum types
 with their labels, triggers, functions, sequences) with pg_catalog queries, so a difference can be named precisely
 ("column users.nickname ...") instead of shown as a text diff. Bookkeeping tables (alembic_version, the
-environment stamp celora_metadata) are not part of the schema.
+environment stamp celora_metadata, the migration journal celora_migrations) are not part of the schema.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from celora_cli.errors import DriftDetected
 
-IGNORED_TABLES = ("alembic_version", "celora_metadata")
+IGNORED_TABLES = ("alembic_version", "celora_metadata", "celora_migrations")
 
 
 @dataclass(frozen=True)

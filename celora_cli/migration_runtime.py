@@ -225,6 +225,85 @@ def read_current(conn, *, maybe_missing: bool = True) -> tuple[str, ...]:
     return tuple(sorted(r[0] for r in conn.execute(text("SELECT version_num FROM alembic_version"))))
 
 
+# -- the journal -----------------------------------------------------------------------------------------
+
+class JournalRecorder:
+    """Writes each migration run into the journal (celora_cli.journal), whoever drives Alembic.
+
+    The step being run is known by wrapping the MigrationContext's work function (a step is taken from it just
+    before its transaction begins); the success row goes in through `on_version_apply`, which Alembic calls inside
+    the migration's own transaction, so the row commits or rolls back with the migration. A failure is recorded
+    by `record_failure` after that transaction was rolled back, in a short transaction of its own.
+    """
+
+    def __init__(self) -> None:
+        self.step = None
+        self.started_at: datetime.datetime | None = None
+        self._started = 0.0
+
+    def install(self, migration_context) -> JournalRecorder:
+        work = migration_context._migrations_fn  # Alembic's "fn": the steps of upgrade/downgrade
+        if work is None:
+            return self
+
+        def steps(heads, ctx):
+            for step in work(heads, ctx):
+                self.step = step
+                self.started_at = datetime.datetime.now(datetime.UTC)
+                self._started = time.perf_counter()
+                yield step
+            self.step = None
+
+        migration_context._migrations_fn = steps
+        return self
+
+    def _revision_step(self):
+        from alembic.runtime.migration import RevisionStep
+
+        return self.step if isinstance(self.step, RevisionStep) else None  # stamps are not migration runs
+
+    def on_version_apply(self, *, ctx, step, heads, run_args) -> None:
+        from celora_cli import journal
+
+        current = self._revision_step()
+        if current is None or ctx.as_sql:
+            return
+        script = current.revision
+        journal.record(ctx.connection, revision=script.revision, name=Path(script.path).stem,
+                       status=journal.APPLIED if current.is_upgrade else journal.ROLLED_BACK,
+                       checksum=journal.checksum(Path(script.path)), started_at=self.started_at,
+                       duration_ms=(time.perf_counter() - self._started) * 1000)
+        self.step = None
+
+    def record_failure(self, conn, exc: BaseException) -> None:
+        """After the failed migration's transaction was rolled back: its 'failed' row, committed on its own.
+        Best effort: when the connection itself is gone (the server died) there is nowhere to write."""
+        import contextlib
+
+        from celora_cli import journal
+
+        current = self._revision_step()
+        if current is None or not current.is_upgrade:
+            return  # a failed downgrade leaves the migration applied: its applied row still tells the truth
+        script = current.revision
+        with contextlib.suppress(Exception):
+            conn.rollback()
+            journal.record(conn, revision=script.revision, name=Path(script.path).stem, status=journal.FAILED,
+                           checksum=journal.checksum(Path(script.path)), started_at=self.started_at,
+                           duration_ms=(time.perf_counter() - self._started) * 1000, error=_error_text(exc))
+            conn.commit()
+
+
+def _error_text(exc: BaseException) -> str:
+    from sqlalchemy.exc import DBAPIError
+
+    from celora_cli.db.errors import postgres_message, sqlstate_of
+
+    if isinstance(exc, DBAPIError):
+        return f"PostgreSQL error {sqlstate_of(exc)}: {postgres_message(exc)}"
+    return f"{type(exc).__name__}: {exc}"
+
+
 # -- the history -----------------------------------------------------------------------------------------
 
 def load_script_directory(migrations_dir: Path, config=None):
@@ -310,11 +389,18 @@ def _timestamp_rev_ids(context, revision, directives) -> None:
 _READ_ONLY_COMMANDS = {"current", "history", "heads", "branches", "show", "check", "revision"}
 
 
-def _include_name(name, type_, parent_names) -> bool:
-    """celora's bookkeeping table (celora_metadata) is no model: autogenerate must neither drop nor report it."""
-    from celora_cli.environment_stamp import include_name
+def include_name(name, type_, parent_names) -> bool:
+    """celora's bookkeeping tables (celora_metadata, the journal celora_migrations) are no models: autogenerate
+    must neither drop nor report them."""
+    from celora_cli.environment_stamp import include_name as outside_environment_stamp
+    from celora_cli.journal import JOURNAL_TABLE
 
-    return include_name(name, type_, parent_names)
+    if type_ == "table" and name == JOURNAL_TABLE:
+        return False
+    return outside_environment_stamp(name, type_, parent_names)
+
+
+_include_name = include_name
 
 
 def run_env(context, target_metadata) -> None:
@@ -373,6 +459,8 @@ def _settings(config) -> Settings:
 
 def _run_online(context, conn, opts: dict, settings: Settings, *, owned: bool,
                 progress: ProgressCallback | None = None) -> None:
+    from celora_cli.errors import CeloraError
+
     config = context.config
     callbacks = [config.attributes["on_version_apply"]] if config.attributes.get("on_version_apply") else []
     lock = MigrationLock.installed_on(conn)
@@ -380,9 +468,20 @@ def _run_online(context, conn, opts: dict, settings: Settings, *, owned: bool,
         lock = MigrationLock(settings.lock_timeout, progress).install(conn)
     if lock is not None:
         callbacks.insert(0, lock.on_version_apply)  # first, so the caller's callback sees the lock up to date
+    recorder = JournalRecorder()
+    callbacks.insert(1 if lock is not None else 0, recorder.on_version_apply)  # in the migration's transaction
     context.configure(connection=conn, on_version_apply=callbacks, **opts)
-    with context.begin_transaction():
-        context.run_migrations()
+    migration_context = context.get_context()
+    recorder.install(migration_context)
+    try:
+        with context.begin_transaction():
+            context.run_migrations()
+    except (RevisionMoved, CeloraError):
+        raise  # not a migration's failure: nothing of it ran
+    except Exception as exc:
+        if not migration_context._in_external_transaction:  # the caller's transaction is the caller's to end
+            recorder.record_failure(conn, exc)
+        raise
     if owned and conn.in_transaction():
         conn.commit()
 
@@ -423,9 +522,11 @@ def _run_by_hand(context, opts: dict, config) -> None:
 __all__ = [
     "FILE_TEMPLATE",
     "MIGRATION_LOCK_KEY",
+    "JournalRecorder",
     "LockHolder",
     "MigrationLock",
     "RevisionMoved",
+    "include_name",
     "load_script_directory",
     "lock_holder",
     "migration_engine",

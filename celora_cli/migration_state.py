@@ -8,11 +8,20 @@ Alembic's ScriptDirectory only for a history it cannot read literally.
 
 from __future__ import annotations
 
+import dataclasses
+import datetime
 from pathlib import Path
 
+from celora_cli import journal
 from celora_cli.errors import MigrationFailed, MigrationHistoryError
 from celora_cli.history import History, NotLiteral, RevisionFile, read_history
-from celora_cli.migrations import MigrationInfo, MigrationStatus, find_migrations_dir
+from celora_cli.migrations import (
+    AppliedState,
+    FailedState,
+    MigrationInfo,
+    MigrationStatus,
+    find_migrations_dir,
+)
 from celora_cli.settings import Settings
 
 
@@ -97,4 +106,42 @@ def migration_status(settings: Settings) -> MigrationStatus:
     url = urls.direct or urls.pooled
     setting = setting_name(settings) if urls.direct else "DATABASE_URL"
     with translating(url, setting), connect(url, settings, application_name="celora db status") as conn:
-        return status_from(read_current(conn), history, migrations_dir)
+        status = status_from(read_current(conn), history, migrations_dir)
+        return with_journal(status, history, journal.read_entries(conn), journal.journal_exists(conn))
+
+
+def with_journal(status: MigrationStatus, history: History, entries: list[journal.JournalEntry],
+                 exists: bool) -> MigrationStatus:
+    """`status` with what the journal says: when each applied migration ran, failures, changed or missing files."""
+    applied_revisions = history._in_order(history._ancestors(status.current))  # oldest first
+    applied = [journal.LocalFile(r.revision, r.name, r.path) for r in applied_revisions]
+    assessment = journal.assess(entries, applied, set(history.revisions))
+    modified = {local.revision for local, _entry in assessment.modified}
+    states = []
+    for local in applied:
+        entry = assessment.latest.get(local.revision)
+        recorded = entry is not None and entry.applied
+        states.append(AppliedState(
+            revision=local.revision, name=local.name,
+            applied_at=_iso(entry.started_at) if recorded and entry else None,
+            duration_ms=entry.duration_ms if recorded and entry else None,
+            status=entry.status if recorded and entry else "unrecorded",
+            baseline=bool(recorded and entry and entry.baseline),
+            modified=local.revision in modified,
+            applied_by=_by(entry) if recorded and entry else None))
+    failed = tuple(FailedState(e.revision, e.name, _iso(e.started_at or e.finished_at), e.error)
+                   for e in assessment.failed)
+    return dataclasses.replace(
+        status, applied=tuple(states), failed=failed,
+        modified=tuple(local.name for local, _entry in assessment.modified),
+        missing=tuple(e.name for e in assessment.missing), journal=exists)
+
+
+def _iso(moment) -> str | None:
+    return None if moment is None else moment.astimezone(datetime.UTC).isoformat(timespec="seconds")
+
+
+def _by(entry: journal.JournalEntry) -> str | None:
+    if not entry.os_user and not entry.host:
+        return None
+    return f"{entry.os_user or '?'}@{entry.host or '?'}"

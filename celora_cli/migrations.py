@@ -45,14 +45,47 @@ class MigrationInfo:
 
 
 @dataclass(frozen=True)
+class AppliedState:
+    """An applied migration as the journal (celora_migrations) records it."""
+
+    revision: str
+    name: str
+    applied_at: str | None  # ISO 8601 (UTC) when its run started; None: a baseline, or not in the journal
+    duration_ms: float | None
+    status: str  # applied, resolved_applied, or "unrecorded" (no journal row: applied before the journal existed)
+    baseline: bool
+    modified: bool  # the file's SHA-256 differs from the one recorded when it was applied
+    applied_by: str | None  # os_user@host
+
+
+@dataclass(frozen=True)
+class FailedState:
+    revision: str
+    name: str
+    failed_at: str | None
+    error: str | None
+
+
+@dataclass(frozen=True)
 class MigrationStatus:
     current: tuple[str, ...]  # revisions recorded in alembic_version (empty: never migrated)
     head: str | None
     pending: tuple[MigrationInfo, ...]
+    # From the journal (filled by `celora db status`; empty when it was not read or does not exist yet):
+    applied: tuple[AppliedState, ...] = ()
+    failed: tuple[FailedState, ...] = ()  # newest run failed and no `db resolve` since
+    modified: tuple[str, ...] = ()  # names of applied migrations whose file changed since
+    missing: tuple[str, ...] = ()  # names of migrations the journal says are applied that have no local file
+    journal: bool = False  # whether the database has the journal table
 
     @property
     def up_to_date(self) -> bool:
         return not self.pending
+
+    @property
+    def files_changed(self) -> bool:
+        """migrate-deploy would refuse (exit 14)."""
+        return bool(self.modified or self.missing)
 
 
 @dataclass(frozen=True)
@@ -70,6 +103,8 @@ class DeployResult:
     current: tuple[str, ...] = ()
     waited_for_lock_s: float = 0.0
     lock_holder: LockHolder | None = None
+    # migrations found applied with no journal row (applied before the journal existed): recorded as a baseline
+    baseline: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -217,7 +252,8 @@ def _deploy_on(conn, lock: MigrationLock, config, script, settings: Settings, re
 
     from celora_cli.db.errors import postgres_message, sqlstate_of
 
-    before = status_on(conn, settings, script=script)  # its transaction takes the lock first
+    result.baseline = verify_journal(conn, script, settings)  # its transaction takes the lock first
+    before = status_on(conn, settings, script=script)
     result.head = before.head
     result.current = before.current
     if before.up_to_date:
@@ -262,6 +298,52 @@ def _deploy_on(conn, lock: MigrationLock, config, script, settings: Settings, re
         config.attributes.pop("connection", None)
         config.attributes.pop("on_version_apply", None)
     result.current = lock.expected or ()
+
+
+def applied_files(script, current: tuple[str, ...]):
+    """The local files of the revisions `current` (alembic_version) says are applied, oldest first."""
+    from celora_cli.journal import LocalFile
+
+    seen: dict[str, LocalFile] = {}
+    for head in current:
+        for revision in script.iterate_revisions(head, "base"):
+            seen.setdefault(revision.revision, LocalFile(revision.revision, Path(revision.path).stem,
+                                                         Path(revision.path)))
+    return list(reversed(seen.values()))
+
+
+def verify_journal(conn, script, settings: Settings) -> list[str]:
+    """Flyway's validate, before anything runs: every applied migration's file must still be the one that was
+    applied (same SHA-256) and still exist. Refuses with MigrationHistoryError (exit 14) naming the files.
+
+    Migrations applied before the journal existed (no row saying applied) are recorded as a baseline with the
+    checksum of their file as it is now; returns their names. Runs in a transaction of its own (under the
+    migration lock, which its first statement takes) and commits it."""
+    import logging
+
+    from celora_cli import journal
+    from celora_cli.errors import MigrationHistoryError
+
+    current = read_current(conn)
+    known = {s.revision for s in script.walk_revisions()}
+    applied = applied_files(script, current) if all(r in known for r in current) else []
+    assessment = journal.assess(journal.read_entries(conn), applied, known)
+    problem = journal.changed_files_message(assessment)
+    if problem:
+        conn.rollback()
+        raise MigrationHistoryError(
+            f"{problem} migrate-deploy ran nothing: the database holds what the file said when it was applied, so "
+            f"an edited or deleted file no longer describes it (checked against {journal.JOURNAL_TABLE}).",
+            "Restore the file as it was applied (`git log -p -- <file>` shows the change) and put the change in a "
+            "new migration. If the database really matches the file as it is now, accept it with "
+            "`celora db resolve --applied NAME`.")
+    names = journal.record_baseline(conn, assessment.unrecorded) if assessment.unrecorded else []
+    conn.commit()
+    if names:
+        logging.getLogger("celora.notice").info(
+            f"Recorded {len(names)} migration(s) applied before the migration journal existed as a baseline in "
+            f"{journal.JOURNAL_TABLE} (checksums of the files as they are now): {', '.join(names)}.")
+    return names
 
 
 def _upgrade(config, script, destination: str = "head") -> None:

@@ -59,8 +59,10 @@ def status(
                                "builds (replayed into a temporary shadow database); exit 15 when it drifted."),
     as_json: bool = json_option(),
 ) -> None:
-    """Show applied vs pending migrations (exit 1 when some are pending; with --drift, 15 on drift).
+    """Show applied (when, how long, by whom), pending, failed and modified migrations.
 
+    Exit 1 when some are pending; 14 when an applied migration's file changed or disappeared since it was
+    applied (migrate-deploy would refuse); with --drift, 15 on drift.
     Example: celora db status --json
     """
     import dataclasses
@@ -77,11 +79,13 @@ def status(
     if as_json:
         data = dataclasses.asdict(result)
         data["up_to_date"] = result.up_to_date
+        data["files_changed"] = result.files_changed
         data["drift"] = report.as_dict() if report is not None else None
         console.print_json(data)
     else:
         current = ", ".join(result.current) or "(nothing applied)"
         console.out.print(f"Current: {safe(current)}    Head: {safe(result.head or '(no migrations)')}")
+        _render_journal(result)
         if result.up_to_date:
             console.out.print("[green]Database is up to date.[/]")
         for migration in result.pending:
@@ -95,8 +99,35 @@ def status(
                               "same change.")
     if report is not None and report.drifted:
         raise typer.Exit(ExitCode.DRIFT)
+    if result.files_changed:
+        raise typer.Exit(ExitCode.MIGRATION_HISTORY)
     if not result.up_to_date:
         raise typer.Exit(ExitCode.PENDING)
+
+
+def _render_journal(result) -> None:
+    """The applied migrations as the journal (celora_migrations) recorded them, then failures and changed files."""
+    for migration in result.applied:
+        if migration.applied_at:
+            duration = f", {migration.duration_ms:.0f} ms" if migration.duration_ms is not None else ""
+            by = f", by {migration.applied_by}" if migration.applied_by else ""
+            resolved = " (resolved by hand)" if migration.status == "resolved_applied" else ""
+            when = f"{migration.applied_at}{duration}{by}{resolved}"
+        elif migration.baseline:
+            when = "before the journal existed (baseline)"
+        else:
+            when = "not in the journal yet (the next migrate-deploy records a baseline)"
+        label = "[red]Modified[/]" if migration.modified else "[green]Applied[/] "
+        console.out.print(f"{label} {safe(migration.name)} [dim]{safe(when)}[/]")
+    for name in result.modified:
+        console.out.print(f"[red]Modified[/] {safe(name)}: the file changed since it was applied; migrate-deploy "
+                          "refuses until it is restored (or accepted with `celora db resolve --applied`).")
+    for name in result.missing:
+        console.out.print(f"[red]Missing[/]  {safe(name)}: applied (per the journal) but no such file locally; "
+                          "migrate-deploy refuses until it is restored.")
+    for failed in result.failed:
+        console.out.print(f"[red]Failed[/]   {safe(failed.name)} [dim]at {safe(failed.failed_at or '?')}[/]: "
+                          f"{safe(failed.error or 'no error recorded')}")
 
 
 @app.command("health")
@@ -174,7 +205,8 @@ def _render_health(report) -> None:
 def _register_command_modules() -> None:
     import importlib
 
-    for name in ("db_dev", "db_destructive", "db_seed", "db_push"):  # migrate/generate, reset/rollback, seed, push
+    # migrate/generate, reset/rollback, seed, push, resolve
+    for name in ("db_dev", "db_destructive", "db_seed", "db_push", "db_resolve"):
         importlib.import_module(f"celora_cli.cli.{name}")
 
 

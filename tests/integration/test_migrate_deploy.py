@@ -20,6 +20,7 @@ from celora_cli.migrations import MIGRATION_LOCK_KEY, deploy, migration_status
 from tests.conftest import REPO, run_celora, settings_for
 
 TABLES = {"users", "sessions", "wallets", "transactions", "notifications", "idempotency_keys", "rate_limits"}
+BOOKKEEPING = {"alembic_version", "celora_metadata", "celora_migrations"}  # outside the migration history
 
 
 def _repo_history() -> list[str]:
@@ -48,7 +49,7 @@ def test_deploy_creates_every_table_and_records_head(empty_db):
     result = deploy(settings_for(empty_db))
     assert [m.revision for m in result.applied] == REVISIONS
     assert result.applied[0].name == f"{INIT}_init"
-    assert tables(empty_db) == TABLES | {"alembic_version", "celora_metadata"}  # celora_metadata: the env stamp
+    assert tables(empty_db) == TABLES | BOOKKEEPING  # the env stamp and the migration journal
     assert version(empty_db) == [HEAD]
 
 
@@ -73,14 +74,14 @@ def test_models_and_migrations_agree(migrated_db):
     from alembic.runtime.migration import MigrationContext
 
     from celora_cli.db.models import Base
-    from celora_cli.environment_stamp import include_name
+    from celora_cli.migration_runtime import include_name
 
     engine = create_engine(settings_for(migrated_db).database_url.sqlalchemy_url())
     with engine.connect() as conn:
         context = MigrationContext.configure(conn, opts={"compare_type": True, "compare_server_default": True,
                                                          "include_name": include_name})
         assert compare_metadata(context, Base.metadata) == []
-        assert set(inspect(conn).get_table_names()) == TABLES | {"alembic_version", "celora_metadata"}
+        assert set(inspect(conn).get_table_names()) == TABLES | BOOKKEEPING
     engine.dispose()
 
 

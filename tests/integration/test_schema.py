@@ -119,7 +119,8 @@ def test_downgrade_to_base_removes_everything(migrated_db):
     with psycopg.connect(migrated_db) as conn:
         tables = {r[0] for r in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname='public'")}
         enums = conn.execute("SELECT count(*) FROM pg_type WHERE typtype = 'e'").fetchone()[0]
-    assert tables == {"alembic_version", "celora_metadata"} and enums == 0  # the env stamp is outside the history
+    # the env stamp and the migration journal are outside the history
+    assert tables == {"alembic_version", "celora_metadata", "celora_migrations"} and enums == 0
 
 
 # -- rules added by 20261126150000_schema_corrections -----------------------------------------------------

@@ -31,6 +31,7 @@ def schema_dump(pg_server, url: str) -> list[str]:
     result = subprocess.run(
         [str(pg_server.bin_dir / "pg_dump"), "--schema-only", "--no-owner", "--no-privileges",
          "--exclude-table=public.alembic_version", "--exclude-table=public.celora_metadata",
+         "--exclude-table=public.celora_migrations*",
          "--dbname", pg_server.url(db_name(url))],
         capture_output=True, text=True, timeout=60, check=False,
     )

@@ -22,10 +22,11 @@ SETTING_VARS = ["DATABASE_URL", "DIRECT_DATABASE_URL", "CELORA_ENV", "CELORA_LOG
 EXPECTED_COMMANDS = {("db", "migrate-deploy"), ("db", "status"), ("db", "health"),
                      ("local", "start"), ("local", "stop"), ("local", "url"), ("local", "status"),
                      ("local", "destroy"), ("db", "reset"), ("db", "rollback"), ("db", "seed"),
-                     ("db", "migrate"), ("db", "generate"), ("db", "push")}
+                     ("db", "migrate"), ("db", "generate"), ("db", "push"),
+                     ("db", "resolve")}
 JSON_COMMANDS = [["db", "health"], ["db", "status"], ["db", "migrate-deploy"], ["local", "status"],
                  ["db", "reset", "--force"], ["db", "rollback", "--steps", "1", "--force"],
-                 ["db", "push", "--accept-data-loss"]]
+                 ["db", "push", "--accept-data-loss"], ["db", "resolve", "--rolled-back", "x"]]
 
 
 @pytest.fixture

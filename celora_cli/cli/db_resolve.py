@@ -1,0 +1,52 @@
+"""`celora db resolve`: record a human's fix of a failed (or knowingly edited) migration in the journal.
+The core is celora_cli.resolve; it is imported inside the command, so `celora --help` stays light."""
+
+from __future__ import annotations
+
+import typer
+
+from celora_cli.cli import console
+from celora_cli.cli.app import json_option, load_settings_from
+from celora_cli.cli.console import safe
+from celora_cli.cli.db import app, seconds_flag
+
+
+@app.command("resolve")
+def resolve(
+    ctx: typer.Context,
+    applied: str | None = typer.Option(
+        None, "--applied", metavar="NAME", help="Record NAME as applied by hand: the next pending migration (moves "
+        "alembic_version to it), or an applied one whose file changed (accepts the new checksum)."),
+    rolled_back: str | None = typer.Option(
+        None, "--rolled-back", metavar="NAME", help="Record that failed migration NAME left nothing behind; it stays "
+        "pending and the next migrate-deploy runs it again."),
+    allow_production: bool = typer.Option(False, "--allow-production", help="Allow this on a PRODUCTION database "
+                                          "(stamped 'production', or CELORA_ENV=production). Refused without it."),
+    lock_timeout: float | None = typer.Option(None, "--lock-timeout", metavar="SECONDS", help="Seconds to wait for "
+                                              "another runner's migration lock (0 to 86400; default "
+                                              "CELORA_LOCK_TIMEOUT or 60)."),
+    as_json: bool = json_option(),
+) -> None:
+    """Record a human's fix of a migration in the journal (celora_migrations), as Prisma's migrate resolve.
+
+    Changes only the journal, and alembic_version for --applied on the next pending migration; never runs SQL of
+    the migration. Example: celora db resolve --rolled-back 20261127000000_add_x
+    """
+    from celora_cli.resolve import resolve as resolve_migration
+    from celora_cli.settings import LOCK_TIMEOUT_LIMITS
+
+    settings = load_settings_from(ctx, lock_timeout=seconds_flag(lock_timeout, "--lock-timeout", LOCK_TIMEOUT_LIMITS))
+    result = resolve_migration(settings, applied=applied, rolled_back=rolled_back,
+                               allow_production=allow_production)
+    if as_json:
+        console.print_json(result.as_dict())
+        return
+    console.out.print(f"Recorded {safe(result.name)} as [bold]{safe(result.recorded)}[/] in celora_migrations on "
+                      f"{safe(result.database)} (its newest row was {safe(result.previous or 'none')}).")
+    if result.stamped:
+        console.out.print(f"alembic_version moved from {safe(', '.join(result.version_from) or 'empty')} to "
+                          f"{safe(', '.join(result.version_to))}; migrate-deploy will not run this migration.")
+    elif result.recorded == "resolved_rolled_back":
+        console.out.print("alembic_version unchanged: the migration is pending and the next migrate-deploy runs it.")
+    else:
+        console.out.print("alembic_version unchanged: the file's current checksum is now the accepted one.")
