@@ -10,7 +10,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.conftest import run_celora, shared_tmpdir
+from tests.conftest import db_name, run_celora, shared_tmpdir
+from tests.integration.test_guard import answer_prompt
 from tests.integration.test_migrate_dev import MODELS_WITH_NICKNAME, columns, env_for
 
 HEADER = "from sqlalchemy import Column, Enum, Integer, MetaData, String, Table, Text\nmetadata = MetaData()\n"
@@ -201,6 +202,62 @@ def test_force_reset_drops_everything_then_creates_the_models(project, migrated_
     assert tables == {"things", "celora_metadata"}  # alembic_version went with the reset; the stamp was kept
     assert query(migrated_db, "SELECT value FROM celora_metadata WHERE key = 'environment'") == stamp
     assert query(migrated_db, "SELECT to_regtype('chain')") == [(None,)]
+
+
+def test_the_real_models_onto_an_empty_database(project, empty_db):
+    """Every table and enum type from nothing; an enum type shared by two tables is created once."""
+    result = push(project, empty_db, "celora_cli.db.models:Base.metadata")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Applied CREATE TYPE chain AS ENUM" in result.stdout
+    assert query(empty_db, "SELECT to_regclass('wallets') IS NOT NULL, to_regclass('transactions') IS NOT NULL, "
+                 "to_regclass('alembic_version')") == [(True, True, None)]
+    again = push(project, empty_db, "celora_cli.db.models:Base.metadata")
+    assert "Already in sync" in again.stdout, again.stdout + again.stderr
+
+
+def test_a_dropped_table_with_rows_and_its_unused_enum_type(project, empty_db):
+    colors = models(project, "table_colors", ", Column('color', color)", before="color = Enum('red', name='color')\n")
+    assert push(project, empty_db, colors).returncode == 0
+    execute(empty_db, "INSERT INTO things (id, title, color) VALUES (1, 'a', 'red'), (2, 'b', NULL)")
+    others = "Table('others', metadata, Column('id', Integer, primary_key=True))\n"
+    (project / "no_things.py").write_text(HEADER + others)
+
+    refused = push(project, empty_db, "no_things:metadata")
+    assert refused.returncode == 12, refused.stdout + refused.stderr
+    assert "table things is dropped (2 rows)" in refused.stderr
+    assert query(empty_db, "SELECT count(*) FROM things") == [(2,)]
+    assert query(empty_db, "SELECT to_regclass('others')") == [(None,)]  # nothing of the plan ran
+
+    accepted = push(project, empty_db, "no_things:metadata", "--accept-data-loss")
+    assert accepted.returncode == 0, accepted.stdout + accepted.stderr
+    assert "DROP TYPE color" in accepted.stdout
+    assert query(empty_db, "SELECT to_regclass('things'), to_regtype('color'), to_regclass('others') IS NOT NULL") \
+        == [(None, None, True)]
+
+
+def test_at_a_terminal_the_prompt_names_the_database_and_the_losses(project, empty_db):
+    assert push(project, empty_db, models(project, "t_legacy", ", Column('legacy', Text)")).returncode == 0
+    execute(empty_db, "INSERT INTO things (id, title, legacy) VALUES (1, 'a', 'keep')")
+    env = env_for(project, empty_db, models(project, "t_without"))
+
+    declined = answer_prompt("n", "db", "push", env=env)
+    assert declined.returncode == 12, declined.stdout + declined.stderr
+    assert "column things.legacy is dropped (1 non-null value)" in declined.stderr
+    assert db_name(empty_db) in declined.stderr and "Proceed?" in declined.stderr
+    assert "legacy" in columns(empty_db, "things")
+
+    accepted = answer_prompt("y", "db", "push", env=env)
+    assert accepted.returncode == 0, accepted.stdout + accepted.stderr
+    assert "legacy" not in columns(empty_db, "things")
+
+
+@pytest.mark.pgbouncer
+def test_push_through_a_pooler_is_refused(project, pgbouncer, migrated_db):
+    result = run_celora("db", "push", env={**env_for(project, migrated_db, "dev_models:metadata"),
+                                           "DATABASE_URL": pgbouncer(db_name(migrated_db), flag=False)})
+    assert result.returncode == 12, result.stdout + result.stderr
+    assert "connection pooler" in result.stderr and "Traceback" not in result.stderr
+    assert "nickname" not in columns(migrated_db, "users")
 
 
 @pytest.mark.parametrize("old, new, narrower", [
