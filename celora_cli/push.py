@@ -21,13 +21,14 @@ re-applying the migrations, alembic_version included), in the same transaction a
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from celora_cli.drift import IGNORED_TABLES
-from celora_cli.errors import ConfigError, Refused
+from celora_cli.errors import ConfigError, DatabaseNotFound, Refused
 from celora_cli.settings import Settings
 
 _COUNT_CAP = 1_000_000  # as the reset: a confirmation needs "a lot", not the exact size of a large table
@@ -53,6 +54,7 @@ class PushPlan:
 class PushResult:
     database: str
     schema: str
+    created_database: bool = False
     in_sync: bool = False
     force_reset: bool = False
     reset_dropped: dict[str, int] = field(default_factory=dict)  # kind -> how many (with force_reset)
@@ -118,16 +120,19 @@ def push(settings: Settings, *, confirm: Confirm, force_reset: bool = False, met
          models: str | None = None) -> PushResult:
     """Bring the database to the models. Raises ConfigError (a change that can't succeed), Refused (from
     `confirm`, or the database changed between the plan and the lock); changes nothing before `confirm`."""
-    from celora_cli.destructive import _migration_connection
     from celora_cli.generate import load_metadata, models_source
 
     metadata = metadata if metadata is not None else load_metadata(models or models_source(settings))
-    with _migration_connection(settings, "db push") as (conn, url):
+    with contextlib.ExitStack() as stack:
+        conn, url, created = _connect(stack, settings)
         if force_reset:
-            return _push_after_reset(conn, url.masked, settings, metadata, confirm)
+            result = _push_after_reset(conn, url.masked, settings, metadata, confirm)
+            result.created_database = created
+            return result
         plan, changes = _plan(conn, url.masked, metadata)
         conn.rollback()
-        result = PushResult(database=plan.database, schema=plan.schema, warnings=plan.warnings)
+        result = PushResult(database=plan.database, schema=plan.schema, warnings=plan.warnings,
+                            created_database=created)
         if plan.in_sync:
             result.in_sync = True
             return result
@@ -142,7 +147,8 @@ def push(settings: Settings, *, confirm: Confirm, force_reset: bool = False, met
             conn.commit()
             result.enum_labels_committed_first = changes.add_label_sql()
         again = _changes(conn, metadata)  # under the lock, in the transaction that applies it
-        if again.identity() != changes.identity() or again.problems:
+        new_losses = _subjects(again.data_loss) - _subjects(changes.data_loss)  # not covered by the confirmation
+        if again.identity() != changes.identity() or again.problems or new_losses:
             conn.rollback()
             added = " (only the new enum labels were added)" if changes.added_labels else ""
             raise Refused(f"Stopped before changing anything else{added}: the database changed between the plan "
@@ -152,6 +158,26 @@ def push(settings: Settings, *, confirm: Confirm, force_reset: bool = False, met
         conn.commit()
         result.data_loss = plan.data_loss
         return result
+
+
+def _connect(stack: contextlib.ExitStack, settings: Settings):
+    """The migration runtime's connection (its pooler refusal first); a missing development database is
+    created (announced), as Prisma's db push and `celora db migrate` do. Never with CELORA_ENV=production,
+    where a missing database is an error to see, not to paper over. (conn, url, created)"""
+    from celora_cli.db import admin
+    from celora_cli.db.connect import direct_url
+    from celora_cli.destructive import _migration_connection
+    from celora_cli.guard import PRODUCTION
+
+    try:
+        conn, url = stack.enter_context(_migration_connection(settings, "db push"))
+        return conn, url, False
+    except DatabaseNotFound:
+        if settings.env == PRODUCTION:
+            raise
+    created = admin.ensure_database(direct_url(settings), settings)
+    conn, url = stack.enter_context(_migration_connection(settings, "db push"))
+    return conn, url, created
 
 
 def _push_after_reset(conn, masked: str, settings: Settings, metadata, confirm: Confirm) -> PushResult:
@@ -177,6 +203,11 @@ def _push_after_reset(conn, masked: str, settings: Settings, metadata, confirm: 
     result.warnings = changes.warnings
     conn.commit()
     return result
+
+
+def _subjects(losses: list[str]) -> set[str]:
+    """'column t.c is dropped (3 non-null values)' -> 'column t.c is dropped': the counts may grow meanwhile."""
+    return {re.sub(r" \(.*$", "", loss) for loss in losses}
 
 
 def _lock(conn, settings: Settings) -> None:

@@ -4,13 +4,14 @@ throwaway project and named by CELORA_MODELS (the real models are never edited).
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
 import psycopg
 import pytest
 
-from tests.conftest import db_name, run_celora, shared_tmpdir
+from tests.conftest import admin_execute, db_name, run_celora, shared_tmpdir
 from tests.integration.test_guard import answer_prompt
 from tests.integration.test_migrate_dev import MODELS_WITH_NICKNAME, columns, env_for
 
@@ -213,6 +214,19 @@ def test_the_real_models_onto_an_empty_database(project, empty_db):
                  "to_regclass('alembic_version')") == [(True, True, None)]
     again = push(project, empty_db, "celora_cli.db.models:Base.metadata")
     assert "Already in sync" in again.stdout, again.stdout + again.stderr
+
+
+def test_a_missing_database_is_created_and_announced(project, pg_server):
+    name = f"t_push_new_{os.getpid()}"
+    url = pg_server.url(name)
+    try:
+        result = push(project, url, models(project, "brand_new"), "--json")
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert json.loads(result.stdout)["created_database"] is True
+        assert f"Created database {name}" in result.stderr
+        assert "id" in columns(url, "things")
+    finally:
+        admin_execute(pg_server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def test_a_dropped_table_with_rows_and_its_unused_enum_type(project, empty_db):
