@@ -164,11 +164,14 @@ def who() -> tuple[str | None, str | None, str]:
 
 def record(conn, *, revision: str, name: str, status: str, checksum: str | None,
            started_at: datetime.datetime | None = None, duration_ms: float | None = None,
-           error: str | None = None, baseline: bool = False) -> None:
-    """Append one row (creating the journal if needed) in the caller's transaction; the caller commits."""
+           error: str | None = None, baseline: bool = False, ensure: bool = True) -> None:
+    """Append one row (creating the journal if needed) in the caller's transaction; the caller commits.
+
+    `ensure=False`: the caller knows the journal exists (one catalog query less per migration of a long run)."""
     if status not in STATUSES:
         raise ValueError(f"unknown journal status {status!r}")
-    ensure_journal(conn)
+    if ensure:
+        ensure_journal(conn)
     user, host, version = who()
     if error is not None:
         from celora_cli.settings import mask_url

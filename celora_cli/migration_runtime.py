@@ -240,6 +240,9 @@ class JournalRecorder:
         self.step = None
         self.started_at: datetime.datetime | None = None
         self._started = 0.0
+        # Set once a success row went in: later steps of the run need not look the journal up again (if that
+        # transaction failed after all, the run stops there and the failure row re-checks).
+        self._journal_known = False
 
     def install(self, migration_context) -> JournalRecorder:
         work = migration_context._migrations_fn  # Alembic's "fn": the steps of upgrade/downgrade
@@ -272,7 +275,8 @@ class JournalRecorder:
         journal.record(ctx.connection, revision=script.revision, name=Path(script.path).stem,
                        status=journal.APPLIED if current.is_upgrade else journal.ROLLED_BACK,
                        checksum=journal.checksum(Path(script.path)), started_at=self.started_at,
-                       duration_ms=(time.perf_counter() - self._started) * 1000)
+                       duration_ms=(time.perf_counter() - self._started) * 1000, ensure=not self._journal_known)
+        self._journal_known = True
         self.step = None
 
     def record_failure(self, conn, exc: BaseException) -> None:

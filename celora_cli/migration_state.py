@@ -107,7 +107,24 @@ def migration_status(settings: Settings) -> MigrationStatus:
     setting = setting_name(settings) if urls.direct else "DATABASE_URL"
     with translating(url, setting), connect(url, settings, application_name="celora db status") as conn:
         status = status_from(read_current(conn), history, migrations_dir)
-        return with_journal(status, history, journal.read_entries(conn), journal.journal_exists(conn))
+        return with_journal(status, history, *_read_journal(conn))
+
+
+def _read_journal(conn) -> tuple[list[journal.JournalEntry], bool]:
+    """The journal's rows and whether it could be read. A role that may read alembic_version but not the journal
+    (created by the migration role) still gets current vs pending, with a notice instead of the journal."""
+    import logging
+
+    from psycopg import errors
+
+    try:
+        return journal.read_entries(conn), journal.journal_exists(conn)
+    except errors.InsufficientPrivilege as exc:
+        logging.getLogger("celora.notice").info(
+            f"Can't read the migration journal {journal.JOURNAL_TABLE} ({str(exc).splitlines()[0]}); showing "
+            f"alembic_version only. Grant this role SELECT on {journal.JOURNAL_TABLE} to see when each migration "
+            "was applied.")
+        return [], False
 
 
 def with_journal(status: MigrationStatus, history: History, entries: list[journal.JournalEntry],

@@ -6,6 +6,7 @@ from __future__ import annotations
 import getpass
 import hashlib
 import json
+import os
 import shutil
 import socket
 from pathlib import Path
@@ -239,3 +240,23 @@ def test_resolve_is_refused_on_production_without_the_override(empty_db, tmp_pat
     assert journal(empty_db)[-1][2] == "failed"
     allowed = run_celora("db", "resolve", "--rolled-back", EXTRA, "--allow-production", env=env)
     assert allowed.returncode == 0, allowed.stderr
+
+
+def test_status_as_a_role_that_may_not_read_the_journal(pg_server, migrated_db):
+    from tests.conftest import admin_execute
+
+    database = migrated_db.rsplit("/", 1)[1].split("?", 1)[0]
+    role = f"journal_reader_{os.getpid()}"
+    admin_execute(pg_server, f'CREATE ROLE "{role}" LOGIN')
+    try:
+        admin_execute(pg_server, f'GRANT CONNECT ON DATABASE "{database}" TO "{role}"')
+        admin_execute(pg_server, f'GRANT SELECT ON alembic_version TO "{role}"', database)
+        cli = run_celora("db", "status", "--json", env={"DATABASE_URL": migrated_db.replace("celora@", f"{role}@", 1)})
+        assert cli.returncode == 0, cli.stdout + cli.stderr
+        data = json.loads(cli.stdout)
+        assert data["up_to_date"] is True and data["journal"] is False
+        assert "Grant this role SELECT on celora_migrations" in cli.stderr
+    finally:
+        admin_execute(pg_server, f'REVOKE ALL ON alembic_version FROM "{role}"', database)
+        admin_execute(pg_server, f'REVOKE ALL ON DATABASE "{database}" FROM "{role}"')
+        admin_execute(pg_server, f'DROP ROLE IF EXISTS "{role}"')
