@@ -18,8 +18,9 @@ def seed(
     fixtures: Path | None = typer.Option(
         None, "--fixtures", metavar="DIR", help="Folder of fixture files (default: <project root>/fixtures)."),
     users: int = typer.Option(
-        0, "--users", metavar="N", min=0,
-        help="Also generate N users with wallets, transactions and notifications (Faker, streamed with COPY)."),
+        0, "--users", metavar="N", min=0, max=10_000_000,  # ~190M transaction rows already takes hours
+        help="Also generate N users (at most 10,000,000) with wallets, transactions and notifications "
+        "(Faker, streamed with COPY; about 19 transactions per user)."),
     seed_value: int | None = typer.Option(
         None, "--seed", metavar="S",
         help="Seed of the generated volume (with --users; default 0): the same seed gives the same rows."),
