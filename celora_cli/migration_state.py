@@ -140,7 +140,9 @@ def with_journal(status: MigrationStatus, history: History, entries: list[journa
         recorded = entry is not None and entry.applied
         states.append(AppliedState(
             revision=local.revision, name=local.name,
-            applied_at=_iso(entry.started_at) if recorded and entry else None,
+            # a resolve has no start: the time it was recorded; a baseline has no known time at all
+            applied_at=_iso(entry.started_at or entry.finished_at) if recorded and entry and not entry.baseline
+            else None,
             duration_ms=entry.duration_ms if recorded and entry else None,
             status=entry.status if recorded and entry else "unrecorded",
             baseline=bool(recorded and entry and entry.baseline),

@@ -50,7 +50,8 @@ class AppliedState:
 
     revision: str
     name: str
-    applied_at: str | None  # ISO 8601 (UTC) when its run started; None: a baseline, or not in the journal
+    applied_at: str | None  # ISO 8601 (UTC) when its run started (a resolve: when it was recorded); None: a
+    # baseline, or not in the journal
     duration_ms: float | None
     status: str  # applied, resolved_applied, or "unrecorded" (no journal row: applied before the journal existed)
     baseline: bool

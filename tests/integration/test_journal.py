@@ -209,6 +209,8 @@ def test_resolve_applied_stamps_the_next_migration_and_deploy_skips_it(empty_db,
     assert deployed.returncode == 0 and json.loads(deployed.stdout)["applied"] == []
     status = json.loads(run_celora("db", "status", "--json", env=env).stdout)
     assert status["applied"][-1]["status"] == "resolved_applied" and status["failed"] == []
+    assert status["applied"][-1]["applied_at"]  # when it was resolved
+    assert "(resolved by hand)" in run_celora("db", "status", env=env).stdout
 
 
 def test_resolve_applied_refuses_a_migration_that_is_not_next(empty_db, tmp_path):
