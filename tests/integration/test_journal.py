@@ -262,3 +262,17 @@ def test_status_as_a_role_that_may_not_read_the_journal(pg_server, migrated_db):
         admin_execute(pg_server, f'REVOKE ALL ON alembic_version FROM "{role}"', database)
         admin_execute(pg_server, f'REVOKE ALL ON DATABASE "{database}" FROM "{role}"')
         admin_execute(pg_server, f'DROP ROLE IF EXISTS "{role}"')
+
+
+def test_a_hand_run_alembic_upgrade_that_fails_is_on_record(migrated_db, tmp_path):
+    from alembic import command
+
+    from celora_cli.migrations import alembic_config
+
+    history = write_history(tmp_path, "    op.execute('CREATE TABLE extra_table (id int)')\n"
+                                      "    op.execute('SELECT 1/0')")
+    with pytest.raises(Exception, match="division by zero"):
+        command.upgrade(alembic_config(settings_for(migrated_db, CELORA_MIGRATIONS_DIR=history)), "head")
+    last = journal(migrated_db)[-1]
+    assert (last[0], last[2]) == (EXTRA, "failed") and "22012" in last[9]
+    assert query(migrated_db, "SELECT to_regclass('extra_table')") == [(None,)]
