@@ -111,7 +111,7 @@ Confirm = Callable[[object], None]  # receives the ResetPlan / RollbackPlan; rai
 # -- shared set-up ---------------------------------------------------------------------------------------
 
 @contextlib.contextmanager
-def _migration_connection(settings: Settings, command: str):
+def migration_connection(settings: Settings, command: str):
     """The migration runtime's connection (direct URL, pooler refusal), database errors translated."""
     from celora_cli.db.errors import translating
     from celora_cli.migration_runtime import migration_engine, open_migration_connection
@@ -156,12 +156,12 @@ def reset(settings: Settings, *, confirm: Confirm, lock_timeout: float | None = 
 
     timeout = _lock_timeout(settings, lock_timeout)
     script_directory(settings)  # MigrationHistoryError now, not after the drop
-    with _migration_connection(settings, "db reset") as (conn, url):
-        plan = _reset_plan(conn, url.masked)
+    with migration_connection(settings, "db reset") as (conn, url):
+        plan = reset_plan(conn, url.masked)
         conn.rollback()
         confirm(plan)
         MigrationLock(timeout, progress).install(conn)  # the next transaction (the drop) takes the lock
-        dropped = _drop_schema_objects(conn, plan.schema)
+        dropped = drop_schema_objects(conn, plan.schema)
         # The stamp went with the tables: put it back at once (same transaction), so a failure in the
         # migrations below cannot leave a production database unprotected.
         stamp_environment(conn, plan.database_env or settings.env)
@@ -176,7 +176,7 @@ def reset(settings: Settings, *, confirm: Confirm, lock_timeout: float | None = 
     return result
 
 
-def _reset_plan(conn, masked: str) -> ResetPlan:
+def reset_plan(conn, masked: str) -> ResetPlan:
     from celora_cli.environment_stamp import database_environment
 
     schema = conn.exec_driver_sql("SELECT current_schema()").scalar()
@@ -192,12 +192,12 @@ def _reset_plan(conn, masked: str) -> ResetPlan:
         + _not_extension_member("pg_class", "c.oid") + " ORDER BY c.relname", (schema,)).fetchall()
     tables = []
     for qualified, name in rows:
-        count = _unparsed(conn, f"SELECT count(*) FROM (SELECT 1 FROM {qualified} LIMIT {_COUNT_CAP + 1}) t")[0]
+        count = unparsed(conn, f"SELECT count(*) FROM (SELECT 1 FROM {qualified} LIMIT {_COUNT_CAP + 1}) t")[0]
         tables.append(TableRows(name, int(count)))
     return ResetPlan(database=masked, schema=schema, tables=tuple(tables), database_env=database_environment(conn))
 
 
-def _unparsed(conn, sql: str):
+def unparsed(conn, sql: str):
     """A statement holding quoted identifiers, on the transaction the SQLAlchemy Connection has open, sent to
     psycopg without parameters so that nothing reads a '%' in a name as a placeholder; its first row, if any."""
     assert conn.in_transaction()  # begun by SQLAlchemy, so the migration lock is held
@@ -266,13 +266,13 @@ _LEFTOVERS = (
 )
 
 
-def _drop_schema_objects(conn, schema: str) -> dict[str, int]:
+def drop_schema_objects(conn, schema: str) -> dict[str, int]:
     """Drop every object of `schema` in the current transaction (the caller commits); {kind: count}."""
     dropped: dict[str, int] = {}
     for kind, statement, listing in _DROPS:
         names = [row[0] for row in conn.exec_driver_sql(listing, (schema,)).fetchall()]
         for name in names:
-            _unparsed(conn, statement.format(name))
+            unparsed(conn, statement.format(name))
         if names:
             dropped[kind] = len(names)
     leftovers = [row[0] for row in conn.exec_driver_sql(_LEFTOVERS, {"schema": schema}).fetchall()]
@@ -288,7 +288,7 @@ def _drop_schema_objects(conn, schema: str) -> dict[str, int]:
 def _read_stamp(settings: Settings) -> str | None:
     from celora_cli.environment_stamp import database_environment
 
-    with _migration_connection(settings, "db reset") as (conn, _url):
+    with migration_connection(settings, "db reset") as (conn, _url):
         stamp = database_environment(conn)
         conn.rollback()
         return stamp
@@ -328,7 +328,7 @@ def rollback(settings: Settings, *, steps: int | None = None, to: str | None = N
     progress = progress or (lambda kind, data: None)
     config = alembic_config(settings)
     script = script_directory(settings, config)
-    with _migration_connection(settings, "db rollback") as (conn, url):
+    with migration_connection(settings, "db rollback") as (conn, url):
         status = status_on(conn, settings, script=script)
         plan = _rollback_plan(script, status.current, steps, to, url.masked, database_environment(conn))
         conn.rollback()

@@ -143,7 +143,7 @@ def push(settings: Settings, *, confirm: Confirm, force_reset: bool = False, met
         if changes.added_labels:
             conn.begin()  # the migration lock is taken here
             for statement in changes.add_label_sql():
-                _unparsed(conn, statement)
+                unparsed(conn, statement)
             conn.commit()
             result.enum_labels_committed_first = changes.add_label_sql()
         again = _changes(conn, metadata)  # under the lock, in the transaction that applies it
@@ -166,35 +166,35 @@ def _connect(stack: contextlib.ExitStack, settings: Settings):
     where a missing database is an error to see, not to paper over. (conn, url, created)"""
     from celora_cli.db import admin
     from celora_cli.db.connect import direct_url
-    from celora_cli.destructive import _migration_connection
+    from celora_cli.destructive import migration_connection
     from celora_cli.guard import PRODUCTION
 
     try:
-        conn, url = stack.enter_context(_migration_connection(settings, "db push"))
+        conn, url = stack.enter_context(migration_connection(settings, "db push"))
         return conn, url, False
     except DatabaseNotFound:
         if settings.env == PRODUCTION:
             raise
     created = admin.ensure_database(direct_url(settings), settings)
-    conn, url = stack.enter_context(_migration_connection(settings, "db push"))
+    conn, url = stack.enter_context(migration_connection(settings, "db push"))
     return conn, url, created
 
 
 def _push_after_reset(conn, masked: str, settings: Settings, metadata, confirm: Confirm) -> PushResult:
-    from celora_cli.destructive import _drop_schema_objects, _reset_plan
+    from celora_cli.destructive import drop_schema_objects, reset_plan
     from celora_cli.environment_stamp import stamp_environment
 
-    reset_plan = _reset_plan(conn, masked)
+    existing = reset_plan(conn, masked)
     conn.rollback()
-    plan = PushPlan(database=masked, schema=reset_plan.schema, database_env=reset_plan.database_env,
+    plan = PushPlan(database=masked, schema=existing.schema, database_env=existing.database_env,
                     operations=["drop every object of the schema, then create it from the models"],
-                    data_loss=reset_plan.losses(), force_reset=True)
+                    data_loss=existing.losses(), force_reset=True)
     confirm(plan)
     _lock(conn, settings)
-    result = PushResult(database=masked, schema=reset_plan.schema, force_reset=True, data_loss=plan.data_loss)
-    result.reset_dropped = _drop_schema_objects(conn, reset_plan.schema)
-    if reset_plan.database_env:  # the stamp went with the tables: keep the database protected
-        stamp_environment(conn, reset_plan.database_env)
+    result = PushResult(database=masked, schema=existing.schema, force_reset=True, data_loss=plan.data_loss)
+    result.reset_dropped = drop_schema_objects(conn, existing.schema)
+    if existing.database_env:  # the stamp went with the tables: keep the database protected
+        stamp_environment(conn, existing.database_env)
     changes = _changes(conn, metadata)  # on the now empty schema, same transaction: new types only
     if changes.problems:  # an empty schema has no rows to block anything; kept as a safety net
         conn.rollback()
@@ -397,12 +397,12 @@ def _quoted(conn, name: str) -> str:
 def _count(conn, table: str, schema: str | None, where: str | None = None) -> int:
     qualified = _quoted(conn, table) if schema is None else f"{_quoted(conn, schema)}.{_quoted(conn, table)}"
     condition = f" WHERE {where}" if where else ""
-    row = _unparsed(conn, f"SELECT count(*) FROM (SELECT 1 FROM {qualified}{condition} LIMIT {_COUNT_CAP + 1}) t")
+    row = unparsed(conn, f"SELECT count(*) FROM (SELECT 1 FROM {qualified}{condition} LIMIT {_COUNT_CAP + 1}) t")
     return int(row[0])
 
 
-def _unparsed(conn, sql: str):
-    from celora_cli.destructive import _unparsed as unparsed
+def unparsed(conn, sql: str):
+    from celora_cli.destructive import unparsed
 
     if not conn.in_transaction():
         conn.begin()
@@ -422,12 +422,12 @@ def _apply(conn, changes: _Changes) -> list[str]:
     for name in {*changes.new_types, *changes.unused_types, *_enum_names(changes)}:
         known.update({(None, name), (_schema(conn), name)})
     for statement in changes.create_type_sql():
-        _unparsed(conn, statement)
+        unparsed(conn, statement)
     operations = Operations(context)  # type: ignore[arg-type]
     for op in changes.ops:
         operations.invoke(op)
     for statement in changes.drop_type_sql():
-        _unparsed(conn, statement)
+        unparsed(conn, statement)
     return changes.main_operations()
 
 

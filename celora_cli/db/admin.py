@@ -26,7 +26,9 @@ def with_database(url: DatabaseURL, database: str, setting: str | None = None) -
     original = f"{parts.scheme}://{parts.netloc}/{quote(database, safe='')}"
     if parts.query:
         original += f"?{parts.query}"
-    return parse_database_url(original, setting or f"{database} on the server of {url.masked}")
+    # Labels name the server by host:port, not by URL: a label is printed as `label=URL`, and a URL in it would
+    # run into the next one for the masking.
+    return parse_database_url(original, setting or f"database {database} on {url.display_host}")
 
 
 @contextlib.contextmanager
@@ -37,7 +39,7 @@ def maintenance_connection(url: DatabaseURL, settings: Settings, *, application_
     from celora_cli.db.errors import translating
 
     admin_url = with_database(url, MAINTENANCE_DATABASE)
-    with translating(admin_url, f"the maintenance database of {url.masked}"):
+    with translating(admin_url, f"the maintenance database ({MAINTENANCE_DATABASE}) on {url.display_host}"):
         conn = connect(admin_url, settings, application_name=application_name, autocommit=True)
         try:
             yield conn
