@@ -24,6 +24,7 @@ events and take the migration lock) or a plain psycopg one (`celora db status`).
 from __future__ import annotations
 
 import datetime
+import functools
 import getpass
 import hashlib
 import socket
@@ -147,8 +148,9 @@ def ensure_journal(conn) -> None:
     _execute(conn, _COMMENT)
 
 
+@functools.cache
 def who() -> tuple[str | None, str | None, str]:
-    """(OS user, host, celora version) of this process."""
+    """(OS user, host, celora version) of this process (looked up once: a long deploy writes many rows)."""
     from celora_cli import __version__
 
     try:

@@ -272,7 +272,10 @@ class JournalRecorder:
         if current is None or ctx.as_sql:
             return
         script = current.revision
-        journal.record(ctx.connection, revision=script.revision, name=Path(script.path).stem,
+        # Straight to psycopg, inside the transaction SQLAlchemy began (so under the migration lock): the row is
+        # one round trip, without SQLAlchemy's per-statement work, which a 200-migration deploy would feel.
+        conn = ctx.connection.connection.driver_connection if ctx.connection.in_transaction() else ctx.connection
+        journal.record(conn, revision=script.revision, name=Path(script.path).stem,
                        status=journal.APPLIED if current.is_upgrade else journal.ROLLED_BACK,
                        checksum=journal.checksum(Path(script.path)), started_at=self.started_at,
                        duration_ms=(time.perf_counter() - self._started) * 1000, ensure=not self._journal_known)
