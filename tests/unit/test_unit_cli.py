@@ -227,7 +227,10 @@ def test_help_metavars_name_what_they_take(run):
         assert "<str>" not in out and "<float>" not in out, out
 
 
-def test_shell_completion_is_offered(run):
+def test_shell_completion_is_offered(run, monkeypatch):
+    # Typer's own switch for tests: take the shell from the argument instead of detecting the parent process's
+    # (which fails where no shell is an ancestor, e.g. a background job).
+    monkeypatch.setenv("_TYPER_COMPLETE_TEST_DISABLE_SHELL_DETECTION", "1")
     out = run(["--help"]).stdout
     assert "--install-completion" in out and "--show-completion" in out
     shown = run(["--show-completion", "bash"])
