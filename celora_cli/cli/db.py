@@ -29,18 +29,7 @@ def migrate_deploy(
     from celora_cli.settings import LOCK_TIMEOUT_LIMITS
 
     settings = load_settings_from(ctx, lock_timeout=seconds_flag(lock_timeout, "--lock-timeout", LOCK_TIMEOUT_LIMITS))
-
-    def progress(kind: str, data) -> None:
-        if kind == "lock_wait":
-            console.err.print(f"Waiting for the migration lock held by {safe(data.describe())} ...")
-        elif kind == "lock_acquired":
-            console.err.print(f"Got the migration lock after {data:.1f} s.")
-        elif kind == "replan":
-            console.err.print(f"Another runner applied migrations meanwhile ({safe(data)}); re-reading the database.")
-        elif kind == "applied" and not as_json:
-            console.out.print(f"[green]Applied[/] {safe(data.name)} [dim]({data.duration_ms:.0f} ms)[/]")
-
-    result = deploy(settings, progress=progress)
+    result = deploy(settings, progress=migration_progress(as_json))
     if as_json:
         console.print_json(result.as_dict())
         return
@@ -154,6 +143,25 @@ def health(
     else:
         _render_health(report)
     raise typer.Exit(report.exit_code)
+
+
+def migration_progress(as_json: bool):
+    """Progress of a run of the migration runtime (deploy, reset, rollback): waits on stderr, steps on stdout
+    (not with --json, where stdout is the one result object)."""
+
+    def progress(kind: str, data) -> None:
+        if kind == "lock_wait":
+            console.err.print(f"Waiting for the migration lock held by {safe(data.describe())} ...")
+        elif kind == "lock_acquired":
+            console.err.print(f"Got the migration lock after {data:.1f} s.")
+        elif kind == "replan":
+            console.err.print(f"Another runner applied migrations meanwhile ({safe(data)}); re-reading the database.")
+        elif kind == "applied" and not as_json:
+            console.out.print(f"[green]Applied[/] {safe(data.name)} [dim]({data.duration_ms:.0f} ms)[/]")
+        elif kind == "undone" and not as_json:
+            console.out.print(f"[yellow]Undone[/] {safe(data.name)} [dim]({data.duration_ms:.0f} ms)[/]")
+
+    return progress
 
 
 def seconds_flag(value: float | None, flag: str, limits: tuple[float, float]) -> float | None:

@@ -8,7 +8,7 @@ import typer
 from celora_cli.cli import console
 from celora_cli.cli.app import json_option, load_settings_from
 from celora_cli.cli.console import safe
-from celora_cli.cli.db import app, seconds_flag
+from celora_cli.cli.db import app, migration_progress, seconds_flag
 
 
 def _force_option():
@@ -24,22 +24,6 @@ def _allow_production_option():
 def _lock_timeout_option():
     return typer.Option(None, "--lock-timeout", metavar="SECONDS", help="Seconds to wait for another runner's "
                         "migration lock (0 to 86400; default CELORA_LOCK_TIMEOUT or 60).")
-
-
-def _progress(as_json: bool):
-    def progress(kind: str, data) -> None:
-        if kind == "lock_wait":
-            console.err.print(f"Waiting for the migration lock held by {safe(data.describe())} ...")
-        elif kind == "lock_acquired":
-            console.err.print(f"Got the migration lock after {data:.1f} s.")
-        elif kind == "replan":
-            console.err.print(f"Another runner applied migrations meanwhile ({safe(data)}); re-reading the database.")
-        elif kind == "applied" and not as_json:
-            console.out.print(f"[green]Applied[/] {safe(data.name)} [dim]({data.duration_ms:.0f} ms)[/]")
-        elif kind == "undone" and not as_json:
-            console.out.print(f"[yellow]Undone[/] {safe(data.name)} [dim]({data.duration_ms:.0f} ms)[/]")
-
-    return progress
 
 
 def _guard(action: str, command: str, settings, *, force: bool, allow_production: bool):
@@ -74,7 +58,7 @@ def reset(
     settings = load_settings_from(ctx, lock_timeout=seconds_flag(lock_timeout, "--lock-timeout", LOCK_TIMEOUT_LIMITS))
     confirm = _guard("drop every object in the schema and re-apply all migrations", "celora db reset", settings,
                      force=force, allow_production=allow_production)
-    result = reset_database(settings, confirm=confirm, progress=_progress(as_json), run_seed=not skip_seed,
+    result = reset_database(settings, confirm=confirm, progress=migration_progress(as_json), run_seed=not skip_seed,
                             allow_production=allow_production)
     if as_json:
         console.print_json(result.as_dict())
@@ -116,7 +100,7 @@ def rollback(
     settings = load_settings_from(ctx, lock_timeout=seconds_flag(lock_timeout, "--lock-timeout", LOCK_TIMEOUT_LIMITS))
     confirm = _guard("undo migrations", "celora db rollback", settings, force=force,
                      allow_production=allow_production)
-    result = rollback_database(settings, steps=steps, to=to, confirm=confirm, progress=_progress(as_json))
+    result = rollback_database(settings, steps=steps, to=to, confirm=confirm, progress=migration_progress(as_json))
     if as_json:
         console.print_json(result.as_dict())
         return

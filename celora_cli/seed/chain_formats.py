@@ -93,13 +93,13 @@ def normalize_evm_hash(value: str) -> str:
 
 # --------------------------------------------------------------------------- bech32 / bech32m (Bitcoin)
 
-_BECH32_CHARSET = "qpzry9x8gf2tvdw0s3jn54khce6mua7l"
+BECH32_CHARSET = "qpzry9x8gf2tvdw0s3jn54khce6mua7l"
 _BECH32_CONST = 1
 _BECH32M_CONST = 0x2BC830A3
 BITCOIN_HRPS = ("bc", "tb", "bcrt")  # mainnet, testnet/signet, regtest
 
 
-def _bech32_polymod(values: list[int]) -> int:
+def bech32_polymod(values: list[int]) -> int:
     generator = (0x3B6A57B2, 0x26508E6D, 0x1EA119FA, 0x3D4233DD, 0x2A1462B3)
     checksum = 1
     for value in values:
@@ -110,7 +110,7 @@ def _bech32_polymod(values: list[int]) -> int:
     return checksum
 
 
-def _hrp_expand(hrp: str) -> list[int]:
+def bech32_hrp_expand(hrp: str) -> list[int]:
     return [ord(c) >> 5 for c in hrp] + [0] + [ord(c) & 31 for c in hrp]
 
 
@@ -139,10 +139,10 @@ def normalize_bitcoin_address(value: str) -> str:
     hrp, data_part = address[:separator], address[separator + 1:]
     if hrp not in BITCOIN_HRPS:
         raise ValueError(f"a Bitcoin segwit address starts with {', '.join(h + '1' for h in BITCOIN_HRPS)}")
-    if any(c not in _BECH32_CHARSET for c in data_part):
-        raise ValueError(f"bech32 uses only the characters {_BECH32_CHARSET} after the 1")
-    data = [_BECH32_CHARSET.index(c) for c in data_part]
-    constant = _bech32_polymod(_hrp_expand(hrp) + data)
+    if any(c not in BECH32_CHARSET for c in data_part):
+        raise ValueError(f"bech32 uses only the characters {BECH32_CHARSET} after the 1")
+    data = [BECH32_CHARSET.index(c) for c in data_part]
+    constant = bech32_polymod(bech32_hrp_expand(hrp) + data)
     if constant not in (_BECH32_CONST, _BECH32M_CONST):
         raise ValueError("the bech32 checksum does not match (a typo?)")
     version = data[0]

@@ -33,6 +33,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from celora_cli.errors import InternalError, Refused, UsageError
+from celora_cli.seed.chain_formats import BECH32_CHARSET, bech32_hrp_expand, bech32_polymod
 
 ProgressCallback = Callable[[str, int, int], None]
 
@@ -52,7 +53,7 @@ NAME_POOL = 400
 SENTENCE_POOL = 300
 
 B58_ALPHABET = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
-BECH32_ALPHABET = "qpzry9x8gf2tvdw0s3jn54khce6mua7l"
+BECH32_ALPHABET = BECH32_CHARSET
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -117,17 +118,6 @@ def b58encode(raw: bytes) -> str:
     return "1" * leading_zeros + digits
 
 
-def _bech32_polymod(values: list[int]) -> int:
-    generator = (0x3B6A57B2, 0x26508E6D, 0x1EA119FA, 0x3D4233DD, 0x2A1462B3)
-    checksum = 1
-    for value in values:
-        top = checksum >> 25
-        checksum = (checksum & 0x1FFFFFF) << 5 ^ value
-        for bit in range(5):
-            checksum ^= generator[bit] if (top >> bit) & 1 else 0
-    return checksum
-
-
 def segwit_v0_address(program: bytes) -> str:
     """A bech32 (BIP 173) native SegWit v0 address, bc1q..., with a valid checksum."""
     accumulator, bits, data = 0, 0, [0]  # witness version 0
@@ -140,8 +130,7 @@ def segwit_v0_address(program: bytes) -> str:
     if bits:
         data.append(accumulator << (5 - bits) & 31)
     hrp = "bc"
-    expanded = [ord(c) >> 5 for c in hrp] + [0] + [ord(c) & 31 for c in hrp]
-    polymod = _bech32_polymod(expanded + data + [0] * 6) ^ 1
+    polymod = bech32_polymod(bech32_hrp_expand(hrp) + data + [0] * 6) ^ 1  # bech32's constant is 1
     checksum = [polymod >> 5 * (5 - i) & 31 for i in range(6)]
     return hrp + "1" + "".join(BECH32_ALPHABET[d] for d in data + checksum)
 
