@@ -57,6 +57,14 @@ def test_all_expected_subcommands_registered():
     assert _commands() == EXPECTED_COMMANDS
 
 
+def test_every_command_is_in_the_readme_with_an_example():
+    """The README is the front door: each command has a section or an example there."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    missing = [f"celora {group} {name}" for group, name in sorted(_commands())
+               if f"celora {group} {name}" not in readme]
+    assert not missing, f"commands missing from README.md: {missing}"
+
+
 @pytest.mark.parametrize("args", [[], ["db"], ["local"]] + [list(c) for c in sorted(EXPECTED_COMMANDS)],
                          ids=lambda a: " ".join(a) or "root")
 def test_help_exits_zero_with_text(run, args):
