@@ -495,18 +495,24 @@ def _run_online(context, conn, opts: dict, settings: Settings, *, owned: bool,
 
 def _run_by_hand(context, opts: dict, config) -> None:
     """`alembic upgrade head` etc. from a shell: celora's settings, the direct URL, celora's refusal and lock."""
-    import sys
+    import logging
 
     from alembic.util import CommandError
 
+    from celora_cli.cli.console import show_notices
     from celora_cli.db.errors import translating
     from celora_cli.errors import CeloraError
 
-    def progress(kind: str, data: object) -> None:  # a hand run has no celora CLI to render events
+    # A hand run is a command-line invocation too (Alembic's): celora's notices (the lock wait, a local server
+    # being started, a baseline recorded) go to stderr through the same handler as `celora`'s, masked.
+    show_notices()
+    notice = logging.getLogger("celora.notice")
+
+    def progress(kind: str, data) -> None:
         if kind == "lock_wait":
-            print(f"Waiting for the migration lock held by {data.describe()} ...", file=sys.stderr)  # type: ignore[attr-defined]
+            notice.info(f"Waiting for the migration lock held by {data.describe()} ...")
         elif kind == "lock_acquired":
-            print(f"Got the migration lock after {data:.1f} s.", file=sys.stderr)
+            notice.info(f"Got the migration lock after {data:.1f} s.")
 
     try:
         settings = _settings(config)

@@ -143,6 +143,7 @@ def test_by_hand_takes_the_same_migration_lock(migrated_db, project, settings_ro
         assert blocked.returncode != 0
         output = blocked.stdout + blocked.stderr
         assert f"pid {pid}" in output and "a deploy in progress" in output
+        assert "Waiting for the migration lock held by" in blocked.stderr  # the same notice as celora's
         assert "Traceback" not in blocked.stderr
         assert version(migrated_db) == [HEAD]
     done = alembic("upgrade", "head", cwd=project, isolated_root=settings_root,
