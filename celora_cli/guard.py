@@ -94,14 +94,15 @@ def confirm_destructive(
         )
     if forced:
         return
-    if not (interactive or is_interactive)():
+    # The core never prompts: only a caller that can ask (the CLI passes console.confirm) gets a question.
+    if ask is None or not (interactive or is_interactive)():
         raise Refused(
             f"Refused to {action} on {target} without confirmation: celora cannot ask here (stdin is not a "
             f"terminal, or CI is set). Nothing was changed.",
             f"Run `{command} {force_flag}` to proceed without a prompt.",
         )
     question = _question(action, target, losses, verdict)
-    if not (ask or _rich_ask)(question):
+    if not ask(question):
         raise Refused(f"Nothing was changed: '{action}' on {target} was not confirmed.",
                       f"Run `{command}` again and answer y, or pass {force_flag}.")
 
@@ -117,22 +118,6 @@ def _question(action: str, target: str, losses: Sequence[str], verdict: Producti
         lines.append("Nothing that holds data will be lost.")
     lines.append("Proceed?")
     return "\n".join(lines)
-
-
-def _rich_ask(question: str) -> bool:
-    """A Rich confirmation on stderr (stdout stays for the result and --json); default no."""
-    from rich.prompt import Confirm
-
-    from celora_cli.cli import console
-
-    *context, last = question.split("\n")
-    for line in context:
-        console.err.print(console.safe(line))
-    try:
-        return Confirm.ask(console.safe(last), console=console.err, default=False)
-    except EOFError:  # Ctrl-D at the prompt: no answer is no
-        console.err.print()
-        return False
 
 
 __all__ = ["FORCE_FLAG", "OVERRIDE_FLAG", "ProductionVerdict", "ci_is_set", "confirm_destructive",

@@ -101,6 +101,21 @@ def notice(message: str) -> None:
     err.print(safe(message))
 
 
+def confirm(question: str) -> bool:
+    """A yes/no question on stderr (stdout stays for the result and --json); the default, and Ctrl-D, are no.
+    Its last line is the prompt; the lines before it are context (what will change, what will be lost)."""
+    from rich.prompt import Confirm
+
+    *context, last = question.split("\n")
+    for line in context:
+        err.print(safe(line))
+    try:
+        return Confirm.ask(safe(last), console=err, default=False)
+    except EOFError:
+        err.print()
+        return False
+
+
 class _NoticeHandler(logging.Handler):
     """`celora.notice` records (the core announcing what it does unasked) as plain lines on stderr."""
 

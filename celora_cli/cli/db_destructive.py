@@ -33,7 +33,7 @@ def _guard(action: str, command: str, settings, *, force: bool, allow_production
     def confirm(plan) -> None:
         confirm_destructive(action, target=plan.database, losses=plan.losses(), forced=force, settings=settings,
                             database_env=plan.database_env, production_override=allow_production,
-                            command=command)
+                            command=command, ask=console.confirm)
 
     return confirm
 

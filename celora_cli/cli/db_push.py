@@ -30,7 +30,7 @@ def _guard(settings, *, accept_data_loss: bool, allow_production: bool):
             confirm_destructive(action, target=plan.database, losses=plan.data_loss, force_flag=ACCEPT_FLAG,
                                 forced=accept_data_loss or not plan.data_loss, settings=settings,
                                 database_env=plan.database_env, production_override=allow_production,
-                                command=command)
+                                command=command, ask=console.confirm)
         except Refused as refusal:  # the prompt lists the losses; a refusal without one must name them too
             if not plan.data_loss:
                 raise
