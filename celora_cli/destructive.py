@@ -401,9 +401,8 @@ def _resolve_target(script, to: str) -> str:
 def _downgrade_on(conn, lock, config, script, settings: Settings, plan: RollbackPlan, result: RollbackResult,
                   progress: ProgressCallback) -> None:
     from alembic.runtime.environment import EnvironmentContext
-    from sqlalchemy.exc import DBAPIError
 
-    from celora_cli.db.errors import postgres_message, sqlstate_of
+    from celora_cli.db.errors import migration_failure
     from celora_cli.migrations import find_migrations_dir
 
     names = {m.revision: m.name for m in plan.undo}
@@ -434,11 +433,7 @@ def _downgrade_on(conn, lock, config, script, settings: Settings, plan: Rollback
         done = {m.revision for m in result.undone}
         failed = next((m for m in plan.undo if m.revision not in done), plan.undo[-1])
         at = ", ".join(lock.expected or ()) or "base"
-        if isinstance(exc, DBAPIError):
-            state = sqlstate_of(exc)
-            detail = f"PostgreSQL error {state}: {postgres_message(exc)}"
-        else:
-            state, detail = None, f"{type(exc).__name__}: {exc}"
+        state, detail = migration_failure(exc)
         raise MigrationFailed(
             f"Undoing migration {failed.name} failed: {detail}. Its downgrade was rolled back; the database is at "
             f"{at}.", f"Fix downgrade() in {find_migrations_dir(settings) / 'versions' / failed.name}.py and run "

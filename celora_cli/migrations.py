@@ -249,9 +249,8 @@ def stamp_after_deploy(conn, settings: Settings) -> None:
 
 def _deploy_on(conn, lock: MigrationLock, config, script, settings: Settings, result: DeployResult,
                progress: ProgressCallback) -> None:
-    from sqlalchemy.exc import DBAPIError
 
-    from celora_cli.db.errors import postgres_message, sqlstate_of
+    from celora_cli.db.errors import migration_failure
 
     result.baseline = verify_journal(conn, script, settings)  # its transaction takes the lock first
     before = status_on(conn, settings, script=script)
@@ -283,12 +282,7 @@ def _deploy_on(conn, lock: MigrationLock, config, script, settings: Settings, re
         done = {m.revision for m in result.applied}
         failed = next((m for m in before.pending if m.revision not in done), before.pending[-1])
         good = ", ".join(lock.expected or ()) or "an empty schema (no migration applied)"
-        if isinstance(exc, DBAPIError):
-            state = sqlstate_of(exc)
-            detail = f"PostgreSQL error {state}: {postgres_message(exc)}"
-        else:
-            state = None
-            detail = f"{type(exc).__name__}: {exc}"
+        state, detail = migration_failure(exc)
         raise MigrationFailed(
             f"Migration {failed.name} failed: {detail}. It was rolled back; the database is at {good}.",
             f"Fix {find_migrations_dir(settings) / 'versions' / failed.name}.py and run "

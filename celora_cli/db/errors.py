@@ -54,6 +54,14 @@ def postgres_message(exc: BaseException) -> str:
     return " ".join(text.strip().splitlines()[:1]) if not primary else primary
 
 
+def migration_failure(exc: BaseException) -> tuple[str | None, str]:
+    """(SQLSTATE, one-line detail) of an exception raised inside a migration's upgrade() or downgrade()."""
+    state = sqlstate_of(exc)
+    if state is not None or hasattr(exc, "orig"):
+        return state, f"PostgreSQL error {state}: {postgres_message(exc)}"
+    return None, f"{type(exc).__name__}: {exc}"
+
+
 def translate(exc: BaseException, url: DatabaseURL | None, setting: str = "DATABASE_URL") -> CeloraError:
     """Map a database exception to the CeloraError a user can act on. Passwords never survive."""
     if isinstance(exc, CeloraError):
