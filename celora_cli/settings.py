@@ -51,13 +51,23 @@ HEALTH_TIMEOUT_LIMITS = (0.5, 3600.0)  # CELORA_HEALTH_TIMEOUT, db health --time
 CONNECT_TIMEOUT_LIMITS = (1.0, 3600.0)  # CELORA_CONNECT_TIMEOUT; libpq reads 0 as "wait forever"
 STATEMENT_TIMEOUT_LIMITS = (0.0, 86400.0)  # CELORA_STATEMENT_TIMEOUT; 0 = no limit
 LOCK_TIMEOUT_LIMITS = (0.0, 86400.0)  # CELORA_LOCK_TIMEOUT, migrate-deploy --lock-timeout
+HEALTH_THRESHOLD_LIMITS = (0.0, 86400.0)  # db health's thresholds in seconds (CELORA_HEALTH_*); 0 = any
+# CELORA_DDL_LOCK_TIMEOUT, migrate-deploy --ddl-lock-timeout: PostgreSQL's lock_timeout for each migration's
+# transaction; 0 would mean "queue behind any transaction forever", the very thing it prevents.
+DDL_LOCK_TIMEOUT_LIMITS = (0.1, 3600.0)
+DDL_LOCK_RETRIES_MAXIMUM = 100  # CELORA_DDL_LOCK_RETRIES
 
 # Settings field -> (environment variable, limits)
 _TIMEOUT_SETTINGS = {
     "connect_timeout": ("CELORA_CONNECT_TIMEOUT", CONNECT_TIMEOUT_LIMITS),
     "statement_timeout": ("CELORA_STATEMENT_TIMEOUT", STATEMENT_TIMEOUT_LIMITS),
     "lock_timeout": ("CELORA_LOCK_TIMEOUT", LOCK_TIMEOUT_LIMITS),
+    "ddl_lock_timeout": ("CELORA_DDL_LOCK_TIMEOUT", DDL_LOCK_TIMEOUT_LIMITS),
     "health_timeout": ("CELORA_HEALTH_TIMEOUT", HEALTH_TIMEOUT_LIMITS),
+    "health_pool_wait": ("CELORA_HEALTH_POOL_WAIT", HEALTH_THRESHOLD_LIMITS),
+    "health_replica_lag": ("CELORA_HEALTH_REPLICA_LAG", HEALTH_THRESHOLD_LIMITS),
+    "health_lock_wait": ("CELORA_HEALTH_LOCK_WAIT", HEALTH_THRESHOLD_LIMITS),
+    "health_transaction_age": ("CELORA_HEALTH_TRANSACTION_AGE", HEALTH_THRESHOLD_LIMITS),
 }
 
 _ENCODE_HINT = ("Percent-encode special characters in the user name and password: / as %2F, ? as %3F, "
@@ -428,6 +438,8 @@ class Settings:
     connect_timeout: float = 5.0  # CELORA_CONNECT_TIMEOUT (seconds)
     statement_timeout: float = 30.0  # CELORA_STATEMENT_TIMEOUT (seconds, 0 = none)
     lock_timeout: float = 60.0  # CELORA_LOCK_TIMEOUT: how long migrate-deploy waits for another runner
+    ddl_lock_timeout: float = 5.0  # CELORA_DDL_LOCK_TIMEOUT: PostgreSQL lock_timeout in each migration's transaction
+    ddl_lock_retries: int = 3  # CELORA_DDL_LOCK_RETRIES: re-runs of a migration that hit the DDL lock timeout
     health_timeout: float = 5.0  # CELORA_HEALTH_TIMEOUT (seconds, whole health check)
     debug: bool = False  # CELORA_DEBUG
     project_root: Path = field(default_factory=Path.cwd)  # CELORA_PROJECT_ROOT
@@ -438,6 +450,14 @@ class Settings:
     migrations_dir: Path | None = None  # CELORA_MIGRATIONS_DIR, default <project root>/migrations
     shadow_database_url: DatabaseURL | None = None  # SHADOW_DATABASE_URL: `db migrate`'s scratch database
     models: str | None = None  # CELORA_MODELS: "module:attribute" naming the schema's MetaData
+    # db health in depth: PgBouncer's admin console, replicas, and what counts as degraded.
+    pgbouncer_admin_url: DatabaseURL | None = None  # CELORA_PGBOUNCER_ADMIN_URL (database "pgbouncer")
+    replica_urls: tuple[DatabaseURL, ...] = ()  # CELORA_REPLICA_URLS, comma-separated
+    health_pool_wait: float = 1.0  # CELORA_HEALTH_POOL_WAIT: seconds a client may wait in PgBouncer
+    health_replica_lag: float = 30.0  # CELORA_HEALTH_REPLICA_LAG: seconds of replay lag
+    health_lock_wait: float = 5.0  # CELORA_HEALTH_LOCK_WAIT: seconds a session may wait on a lock
+    health_transaction_age: float = 300.0  # CELORA_HEALTH_TRANSACTION_AGE: seconds a transaction may stay open
+    slot_wal_threshold: int = 1024 ** 3  # CELORA_SLOT_WAL_THRESHOLD: bytes of WAL an inactive slot may retain
 
     @property
     def uses_local_server(self) -> bool:
@@ -462,7 +482,8 @@ class Settings:
 
     def secrets(self) -> list[str]:
         """Every password celora knows of, for scrubbing any text before it is shown."""
-        urls = (self.database_url, self.direct_database_url, self.shadow_database_url)
+        urls = (self.database_url, self.direct_database_url, self.shadow_database_url, self.pgbouncer_admin_url,
+                *self.replica_urls)
         return [u.password for u in urls if u and u.password]
 
     def with_overrides(self, **changes) -> Settings:
@@ -617,6 +638,8 @@ def load_settings(
         connect_timeout=seconds("connect_timeout", 5.0),
         statement_timeout=seconds("statement_timeout", 30.0),
         lock_timeout=seconds("lock_timeout", 60.0),
+        ddl_lock_timeout=seconds("ddl_lock_timeout", 5.0),
+        ddl_lock_retries=_ddl_lock_retries(get("CELORA_DDL_LOCK_RETRIES")),
         health_timeout=seconds("health_timeout", 5.0),
         debug=_parse_bool(get("CELORA_DEBUG") or "false", "CELORA_DEBUG"),
         project_root=root,
@@ -627,11 +650,47 @@ def load_settings(
         migrations_dir=optional_path("CELORA_MIGRATIONS_DIR"),
         shadow_database_url=_optional_url(get("SHADOW_DATABASE_URL"), "SHADOW_DATABASE_URL"),
         models=get("CELORA_MODELS"),
+        pgbouncer_admin_url=_optional_url(get("CELORA_PGBOUNCER_ADMIN_URL"), "CELORA_PGBOUNCER_ADMIN_URL"),
+        replica_urls=_replica_urls(get("CELORA_REPLICA_URLS")),
+        health_pool_wait=seconds("health_pool_wait", 1.0),
+        health_replica_lag=seconds("health_replica_lag", 30.0),
+        health_lock_wait=seconds("health_lock_wait", 5.0),
+        health_transaction_age=seconds("health_transaction_age", 300.0),
+        slot_wal_threshold=parse_bytes(get("CELORA_SLOT_WAL_THRESHOLD") or "1GB", "CELORA_SLOT_WAL_THRESHOLD"),
     )
     if settings.direct_database_url is not None and settings.direct_database_url.pgbouncer:
         raise ConfigError("DIRECT_DATABASE_URL has ?pgbouncer=true, but the direct URL must bypass PgBouncer.",
                           "Point DIRECT_DATABASE_URL at PostgreSQL itself and drop ?pgbouncer=true from it.")
     return settings.with_overrides(**flags)
+
+
+def _ddl_lock_retries(raw: str | None, name: str = "CELORA_DDL_LOCK_RETRIES") -> int:
+    retries = _parse_number(raw.strip() if isinstance(raw, str) else raw, int, name,
+                            maximum=DDL_LOCK_RETRIES_MAXIMUM)
+    return 3 if retries is None else retries
+
+
+def _replica_urls(raw: str | None) -> tuple[DatabaseURL, ...]:
+    """CELORA_REPLICA_URLS: comma-separated (a comma inside a URL is percent-encoded as %2C)."""
+    parts = [part.strip() for part in (raw or "").split(",")]
+    return tuple(parse_database_url(part, f"CELORA_REPLICA_URLS (URL {number})")
+                 for number, part in enumerate(parts, 1) if part)
+
+
+_BYTE_UNITS = {"": 1, "b": 1, "kb": 1024, "mb": 1024 ** 2, "gb": 1024 ** 3, "tb": 1024 ** 4}
+
+
+def parse_bytes(value: str, name: str) -> int:
+    """A size like 512MB, 1GB or 1048576 (bytes); units are powers of 1024, as PostgreSQL's own settings."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", value)
+    unit = match.group(2).lower() if match else ""
+    if match is None or unit not in _BYTE_UNITS:
+        raise ConfigError(f"{name} must be a size such as 512MB, 1GB or a number of bytes, not {value!r}.",
+                          "Use a whole number with an optional unit: B, kB, MB, GB or TB.")
+    size = float(match.group(1)) * _BYTE_UNITS[unit]
+    if size > 1024 ** 5:
+        raise ConfigError(f"{name} must be at most 1024TB (got {value!r}).", "Use a smaller size, e.g. 10GB.")
+    return int(size)
 
 
 def _utf8_text(value: str | None, name: str) -> str | None:
