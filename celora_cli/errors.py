@@ -34,6 +34,7 @@ class ExitCode(IntEnum):
     DATABASE_ERROR = 13  # any other error reported by PostgreSQL
     MIGRATION_HISTORY = 14  # the migration files themselves are broken (syntax error, unknown down_revision, heads)
     DRIFT = 15  # `db migrate`: the development database differs from what the migration history builds
+    LINT_FINDINGS = 16  # `db lint` (and `migrate-deploy --lint`): a migration locks tables or breaks running code
     USAGE = 64  # bad flags or arguments (EX_USAGE)
     SOFTWARE = 70  # a bug in celora (EX_SOFTWARE)
     OUTPUT_ERROR = 74  # the result could not be written (stdout closed, disk full) (EX_IOERR)
@@ -105,7 +106,38 @@ class MigrationHistoryError(CeloraError):
 
 
 class LockTimeout(CeloraError):
+    """The migration lock waited past --lock-timeout; or a migration's DDL hit CELORA_DDL_LOCK_TIMEOUT (PostgreSQL
+    55P03) on every try, and then `blockers` names the sessions it queued behind."""
+
     exit_code = ExitCode.LOCK_TIMEOUT
+
+    def __init__(self, message: str, hint: str | None = None, *, revision: str | None = None,
+                 attempts: int | None = None, blockers: list | None = None, applied: list | None = None) -> None:
+        super().__init__(message, hint)
+        self.revision = revision
+        self.attempts = attempts
+        self.blockers = blockers or []
+        self.applied = applied or []
+
+    def details(self) -> dict:
+        if self.attempts is None:  # the migration lock: nothing more to say than the message
+            return {}
+        return {"revision": self.revision, "sqlstate": "55P03", "attempts": self.attempts,
+                "blockers": [_as_dict(blocker) for blocker in self.blockers],
+                "applied": [_as_dict(migration) for migration in self.applied]}
+
+
+class LintFindings(CeloraError):
+    """`celora db lint` found statements that lock tables or break running code (`findings` lists them)."""
+
+    exit_code = ExitCode.LINT_FINDINGS
+
+    def __init__(self, message: str, hint: str | None = None, *, findings: list | None = None) -> None:
+        super().__init__(message, hint)
+        self.findings = findings or []
+
+    def details(self) -> dict:
+        return {"findings": [_as_dict(finding) for finding in self.findings]}
 
 
 class LocalServerError(CeloraError):
