@@ -58,6 +58,24 @@ def safe(value: Any) -> str:
     return escape(_redact(str(value)))
 
 
+def print_step(label: str, style: str, text: str, detail: str = "") -> None:
+    """One progress line on stdout, e.g. "Applied 20261126090000_init (12 ms)": `label` in `style`, `detail`
+    dimmed, `text` taken literally (masked, never read as markup).
+
+    A deploy prints one per migration, and Rich's markup parsing and rendering costs about 0.2 ms a line:
+    when stdout is not a terminal (CI, a pipe, a file), where Rich would print no colour anyway, the line is
+    written as plain text."""
+    text = _redact(text)
+    if out.is_terminal:
+        out.print(f"[{style}]{escape(label)}[/] {escape(text)}" + (f" [dim]{escape(detail)}[/]" if detail else ""))
+        return
+    line = f"{label} {text}" + (f" {detail}" if detail else "")
+    try:
+        out.file.write(line + "\n")
+    except OSError as exc:
+        raise output_error(exc) from exc
+
+
 def output_error(exc: OSError) -> OutputError:
     reason = exc.strerror or str(exc)
     return OutputError(f"celora could not write its output: {reason} (is stdout a closed pipe or a full disk?).")

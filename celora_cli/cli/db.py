@@ -19,16 +19,28 @@ def migrate_deploy(
     lock_timeout: float | None = typer.Option(
         None, "--lock-timeout", metavar="SECONDS", help="Seconds to wait for another runner's migration lock "
         "(0 to 86400; default CELORA_LOCK_TIMEOUT or 60)."),
+    ddl_lock_timeout: float | None = typer.Option(
+        None, "--ddl-lock-timeout", metavar="SECONDS", help="PostgreSQL lock_timeout for each migration's "
+        "transaction: DDL that waits longer for a table lock is rolled back and retried instead of making every "
+        "query on the table queue behind it (0.1 to 3600; default CELORA_DDL_LOCK_TIMEOUT or 5)."),
+    ddl_lock_retries: int | None = typer.Option(
+        None, "--ddl-lock-retries", min=0, max=100, metavar="N", help="Re-runs of a migration that hit the DDL "
+        "lock timeout, with a growing pause between them (default CELORA_DDL_LOCK_RETRIES or 3)."),
     as_json: bool = json_option(),
 ) -> None:
     """Apply all pending migrations (CI/deploy): never prompts, serialised by an advisory lock.
 
-    Example: celora db migrate-deploy --lock-timeout 120
+    Exit 10 when another runner holds the migration lock past --lock-timeout, or when a migration's DDL hit the
+    DDL lock timeout on every try (the error names the blocking sessions).
+    Example: celora db migrate-deploy --lock-timeout 120 --ddl-lock-timeout 3
     """
     from celora_cli.migrations import deploy
-    from celora_cli.settings import LOCK_TIMEOUT_LIMITS
+    from celora_cli.settings import DDL_LOCK_TIMEOUT_LIMITS, LOCK_TIMEOUT_LIMITS
 
-    settings = load_settings_from(ctx, lock_timeout=seconds_flag(lock_timeout, "--lock-timeout", LOCK_TIMEOUT_LIMITS))
+    settings = load_settings_from(
+        ctx, lock_timeout=seconds_flag(lock_timeout, "--lock-timeout", LOCK_TIMEOUT_LIMITS),
+        ddl_lock_timeout=seconds_flag(ddl_lock_timeout, "--ddl-lock-timeout", DDL_LOCK_TIMEOUT_LIMITS),
+        ddl_lock_retries=ddl_lock_retries)
     result = deploy(settings, progress=migration_progress(as_json))
     if as_json:
         console.print_json(result.as_dict())
@@ -131,9 +143,9 @@ def migration_progress(as_json: bool):
         elif kind == "replan":
             console.err.print(f"Another runner applied migrations meanwhile ({safe(data)}); re-reading the database.")
         elif kind == "applied" and not as_json:
-            console.out.print(f"[green]Applied[/] {safe(data.name)} [dim]({data.duration_ms:.0f} ms)[/]")
+            console.print_step("Applied", "green", data.name, f"({data.duration_ms:.0f} ms)")
         elif kind == "undone" and not as_json:
-            console.out.print(f"[yellow]Undone[/] {safe(data.name)} [dim]({data.duration_ms:.0f} ms)[/]")
+            console.print_step("Undone", "yellow", data.name, f"({data.duration_ms:.0f} ms)")
 
     return progress
 

@@ -1,0 +1,58 @@
+"""A command group that imports a command's module only when that command is run or listed.
+
+Typer turns every registered command into a Click command before it parses anything, so a group whose
+command modules are all imported up front makes `celora --help` and `celora db health` pay for the import
+and the Click conversion of some twenty commands they never run. This group starts with only the commands
+its home module defines and knows, for each other command, the module that registers it (on the same Typer
+app): running `celora db health` imports that module alone; `celora db --help` (which lists them all) and
+shell completion import them all. `tests/unit/test_unit_cli.py` checks the name -> module table against what
+the modules really register, so the table cannot go stale silently.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import typer
+from typer.core import TyperGroup
+from typer.main import get_command_from_info, get_command_name, get_group_from_info
+
+
+class LazyCommandGroup(TyperGroup):
+    """Set by a subclass: `typer_app` (the Typer app the modules register on) and `command_modules`
+    (command name -> module, in the order `--help` lists them; a name whose module is None is defined in the
+    group's home module and so is always loaded)."""
+
+    typer_app: typer.Typer
+    command_modules: dict[str, str | None] = {}
+
+    def get_command(self, ctx, cmd_name: str):
+        if cmd_name not in self.commands:
+            module = self.command_modules.get(cmd_name)
+            if module:
+                self._load(module)
+            else:  # a typo: load them all, so "Did you mean ...?" can suggest any command
+                self.list_commands(ctx)
+        return super().get_command(ctx, cmd_name)
+
+    def list_commands(self, ctx) -> list[str]:
+        for module in dict.fromkeys(m for m in self.command_modules.values() if m):
+            self._load(module)
+        listed = [name for name in self.command_modules if name in self.commands]
+        return listed + [name for name in self.commands if name not in self.command_modules]
+
+    def _load(self, module: str) -> None:
+        importlib.import_module(module)  # registers its commands on typer_app (a no-op when already imported)
+        app = self.typer_app
+        for info in app.registered_commands:
+            name = info.name or get_command_name(info.callback.__name__)  # type: ignore[union-attr]
+            if name not in self.commands:
+                self.commands[name] = get_command_from_info(
+                    info, pretty_exceptions_short=app.pretty_exceptions_short,
+                    rich_markup_mode=app.rich_markup_mode)
+        for group_info in app.registered_groups:
+            if group_info.name and group_info.name not in self.commands:
+                self.commands[group_info.name] = get_group_from_info(
+                    group_info, pretty_exceptions_short=app.pretty_exceptions_short,
+                    suggest_commands=app.suggest_commands, rich_markup_mode=app.rich_markup_mode)
+
