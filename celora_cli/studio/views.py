@@ -1,0 +1,245 @@
+"""One admin view per mapped model, built from the mapper alone (a new model shows up by itself).
+
+What starlette-admin's SQLAlchemy view does not do, added through its documented hooks:
+- counts: PostgreSQL's estimate (pg_class.reltuples) for big tables, and a bounded count for filtered views,
+  so no view runs a full COUNT(*) over a million rows;
+- bounded pagination: pages stop MAX_OFFSET rows in (OFFSET beyond that reads and throws away too much);
+  the rest is reached by sorting or filtering;
+- a stable order: the requested sort, then the primary key (equal values never swap between pages);
+- related records: a one-to-many relationship is a link to the other table's list filtered on the foreign
+  key (a wallet with 100,000 transactions loads none of them), a many-to-one one is joined in the same query;
+- sensitive columns: never shown, exported, searched or filtered on (a filter would let one probe the value);
+- database errors: a readable message on the form (celora's own translation), never a stack trace.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+import anyio.to_thread
+from sqlalchemy import Select, func, literal_column, select, text
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import Mapper, RelationshipProperty
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette_admin import BaseField, DateTimeField, JSONField
+from starlette_admin.contrib.sqla import ModelView
+from starlette_admin.exceptions import FormValidationError
+from starlette_admin.filters import FilterGroup
+from starlette_admin.flash import flash
+from starlette_admin.helpers import slugify_class_name
+
+# Tables the planner estimates above this are counted by estimate; below it COUNT(*) is cheap and exact.
+ESTIMATE_ABOVE_ROWS = 100_000
+# A filtered view counts at most this many matching rows exactly, then falls back to the planner's estimate.
+COUNT_LIMIT = 10_000
+# The deepest row a page may start at; deeper rows are reached by sorting or filtering.
+MAX_OFFSET = 10_000
+# Babel's pattern: the time zone offset is always shown (timestamptz values are instants).
+TIMESTAMP_FORMAT = "yyyy-MM-dd HH:mm:ss xxx"
+# Columns that are never shown whatever their `info` says (the models cannot be changed from here).
+SENSITIVE_COLUMNS = frozenset({("sessions", "token_hash"), ("idempotency_keys", "response_body")})
+
+
+def is_sensitive(table: str, column: Any) -> bool:
+    return (table, column.name) in SENSITIVE_COLUMNS or bool(column.info.get("sensitive"))
+
+
+def view_key(mapper: Mapper) -> str:
+    """The URL name of a model's view: starlette-admin's own (its relation fields find views by it)."""
+    return slugify_class_name(mapper.class_.__name__)
+
+
+@dataclass
+class RelatedRecords(BaseField):
+    """A one-to-many relationship shown as a link to the related table's list, filtered on this row."""
+
+    target_key: str = ""
+    # (column attribute on this model, filter field on the target model) pairs of the foreign key.
+    pairs: tuple[tuple[str, str], ...] = ()
+    link_text: str = ""
+    exclude_from_create: bool | None = True
+    exclude_from_edit: bool | None = True
+    exclude_from_export: bool | None = True
+    exclude_from_import: bool | None = True
+    searchable: bool | None = False
+    orderable: bool | None = False
+    list_template: str = "studio/related_link.html"
+    detail_template: str = "studio/related_link.html"
+
+    async def parse_obj(self, request: Request, obj: Any) -> Any:
+        rules = " AND ".join(f'{remote}__eq="{getattr(obj, local)}"' for local, remote in self.pairs)
+        url = str(request.url_for("admin:list", key=self.target_key))
+        return {"url": f"{url}?filter={quote(rules)}", "label": self.link_text}
+
+    async def serialize_value(self, request: Request, value: Any) -> Any:
+        return value
+
+
+class StudioView(ModelView):
+    """The generic view; `configure` turns it into one model's view without per-model code."""
+
+    page_size = 25
+    page_size_options = [10, 25, 50, 100]
+    exporters = ["csv", "json"]
+    read_only = False
+    table = ""  # schema-qualified, for pg_class
+    pk_keys: Sequence[str] = ()
+    mapper: Any = None
+    database_url: Any = None  # the DatabaseURL named (masked) in error messages
+
+    def can_create(self, request: Request) -> bool:
+        return not self.read_only
+
+    def can_edit(self, request: Request) -> bool:
+        return not self.read_only
+
+    def can_delete(self, request: Request) -> bool:
+        return not self.read_only
+
+    def can_import(self, request: Request) -> bool:
+        return False  # bulk imports are `celora db seed`'s job
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for field in self.fields:
+            if isinstance(field, DateTimeField):
+                field.output_format = TIMESTAMP_FORMAT
+            elif isinstance(field, JSONField):
+                field.form_template = "studio/json_form.html"
+
+    async def count(self, request: Request, q: str | None = None, filters: FilterGroup | None = None) -> int:
+        # A savepoint: the home page counts every table in one transaction, and one table that fails (not
+        # migrated yet) must not abort the others' counts.
+        session = request.state.session
+        savepoint = await anyio.to_thread.run_sync(session.begin_nested)
+        try:
+            total = await self._count(request, session, q, filters)
+        except BaseException:
+            await anyio.to_thread.run_sync(savepoint.rollback)
+            raise
+        await anyio.to_thread.run_sync(savepoint.commit)
+        return total
+
+    async def _count(self, request: Request, session: Any, q: str | None, filters: FilterGroup | None) -> int:
+        unfiltered = q is None and (filters is None or filters.is_empty())
+        if unfiltered:
+            estimate = await anyio.to_thread.run_sync(session.execute, _ESTIMATE_SQL, {"table": self.table})
+            rows = estimate.scalar_one_or_none() or 0
+            if rows > ESTIMATE_ABOVE_ROWS:
+                return int(rows)
+        # Bounded: count at most COUNT_LIMIT + 1 matches; past that the exact figure is not worth a scan.
+        matching = await self._apply_search_and_filters(request, select(literal_column("1")).select_from(
+            self.model), q, filters)
+        bounded = select(func.count()).select_from(matching.limit(COUNT_LIMIT + 1).subquery())
+        counted = (await anyio.to_thread.run_sync(session.execute, bounded)).scalar_one()
+        if counted <= COUNT_LIMIT:
+            return int(counted)
+        plan = await anyio.to_thread.run_sync(session.execute, _explain(matching, session))
+        return max(int(counted), int(plan.scalar_one()[0]["Plan"]["Plan Rows"]))
+
+    async def find_all(self, request: Request, skip: int = 0, limit: int = 100, q: str | None = None,
+                       sorts: Sequence[tuple[str, str]] | None = None,
+                       filters: FilterGroup | None = None) -> Sequence[Any]:
+        if skip > MAX_OFFSET:
+            raise HTTPException(400, f"Pages that start past row {MAX_OFFSET:,} are not served: reading and "
+                                     "skipping that many rows is what makes big tables slow. Sort or filter the "
+                                     "list to bring the rows you want to the first pages.")
+        sorts = list(sorts or [])
+        # The primary key last: a stable order, so a row never shows on two pages or on none.
+        sorts += [(key, "asc") for key in self.pk_keys if key not in {name for name, _ in sorts}]
+        return await super().find_all(request, skip, limit, q, sorts, filters)
+
+    def get_list_query(self, request: Request) -> Select:
+        return select(self.model)
+
+    def get_count_query(self, request: Request) -> Select:
+        return select(func.count()).select_from(self.model)
+
+    async def handle_exception(self, request: Request, exc: Exception) -> None:
+        if not isinstance(exc, DBAPIError):
+            await super().handle_exception(request, exc)
+        from celora_cli.db.errors import translate
+
+        error = translate(exc, self.database_url)
+        message = f"{error.message} {error.hint or ''}".strip()
+        flash(request, message, "error")
+        raise FormValidationError({self._field_for(exc): message}) from exc
+
+    def _field_for(self, exc: Exception) -> str:
+        """The form field a database error is about (its column, or its constraint's first column)."""
+        diag = getattr(getattr(exc, "orig", None), "diag", None)
+        column = getattr(diag, "column_name", None)
+        constraint = getattr(diag, "constraint_name", None)
+        names = [column] if column else []
+        for candidate in self.model.__table__.constraints | set(self.model.__table__.indexes):
+            if constraint and candidate.name == constraint:
+                names += [c.name for c in getattr(candidate, "columns", [])]
+        by_column = {prop.columns[0].name: prop.key for prop in self.mapper.column_attrs}
+        fields = {field.name for field in self.fields}
+        for name in names:
+            if by_column.get(name) in fields:
+                return by_column[name]
+        return self.pk_keys[0]
+
+
+_ESTIMATE_SQL = text("SELECT reltuples::bigint FROM pg_class WHERE oid = to_regclass(:table)")
+
+
+def _explain(statement: Select, session: Any):
+    compiled = statement.compile(session.get_bind(), compile_kwargs={"literal_binds": True})
+    return text(f"EXPLAIN (FORMAT JSON) {compiled}")
+
+
+def build_view(mapper: Mapper, *, read_only: bool, database_url: Any = None) -> StudioView:
+    """A configured view for one mapped model: every column, many-to-one links, one-to-many list links."""
+    table: Any = mapper.local_table
+    column_attrs = [prop for prop in mapper.column_attrs if len(prop.columns) == 1]
+    sensitive = [prop.key for prop in column_attrs if is_sensitive(str(table.name), prop.columns[0])]
+    fields: list[Any] = [prop.key for prop in column_attrs]
+    # The generated primary key and the trigger-kept updated_at.
+    server_made = [prop.key for prop in column_attrs if (prop.columns[0].primary_key and prop.columns[0].server_default
+                                                        is not None) or prop.columns[0].server_onupdate is not None]
+    relations = [prop for prop in mapper.relationships if isinstance(prop, RelationshipProperty)]
+    many_to_one = [prop.key for prop in relations if not prop.uselist]
+    fields += many_to_one
+    fields += [_related_records(mapper, prop) for prop in relations if prop.uselist]
+    attrs = {
+        "fields": fields,
+        "read_only": read_only,
+        "database_url": database_url,
+        "table": f"{table.schema + '.' if table.schema else ''}{table.name}",
+        "mapper": mapper,
+        "pk_keys": tuple(mapper.get_property_by_column(column).key for column in mapper.primary_key),
+        "exclude_fields_from_list": sensitive,
+        "exclude_fields_from_detail": sensitive,
+        # A many-to-one link is for navigating; its foreign key column is the form's input (a select over a
+        # million-row table would be neither usable nor fast). Server-made values are not typed in.
+        "exclude_fields_from_create": sensitive + many_to_one + server_made,
+        "exclude_fields_from_edit": sensitive + many_to_one + server_made,
+        "exclude_fields_from_export": sensitive,
+        "searchable_fields": [key for key in fields if isinstance(key, str) and key not in sensitive],
+        "sortable_fields": [prop.key for prop in column_attrs if prop.key not in sensitive],
+    }
+    view_class = type(f"{mapper.class_.__name__}StudioView", (StudioView,), attrs)
+    name = str(table.name).replace("_", " ")
+    return view_class(mapper.class_, key=view_key(mapper), menu_label=name.capitalize(),
+                      display_name=name.capitalize())
+
+
+def _related_records(mapper: Mapper, prop: RelationshipProperty) -> RelatedRecords:
+    target = prop.mapper
+    pairs = tuple((mapper.get_property_by_column(local).key, target.get_property_by_column(remote).key)
+                  for local, remote in prop.local_remote_pairs)
+    text = f"{prop.key.replace('_', ' ')} of this {mapper.class_.__name__.lower()}"
+    return RelatedRecords(prop.key, label=prop.key.replace("_", " ").capitalize(), target_key=view_key(target),
+                          pairs=pairs, link_text=text)
+
+
+def build_views(base: Any, *, read_only: bool, database_url: Any = None) -> list[StudioView]:
+    """A view for every model mapped on `base`'s registry, in table-name order."""
+    mappers = sorted(base.registry.mappers, key=lambda mapper: str(getattr(mapper.local_table, "name", "")))
+    return [build_view(mapper, read_only=read_only, database_url=database_url) for mapper in mappers]
