@@ -23,10 +23,12 @@ EXPECTED_COMMANDS = {("db", "migrate-deploy"), ("db", "status"), ("db", "health"
                      ("local", "start"), ("local", "stop"), ("local", "url"), ("local", "status"),
                      ("local", "destroy"), ("db", "reset"), ("db", "rollback"), ("db", "seed"),
                      ("db", "migrate"), ("db", "generate"), ("db", "push"),
-                     ("db", "resolve")}
+                     ("db", "resolve"),
+                     ("db", "backup"), ("db", "restore")}
 JSON_COMMANDS = [["db", "health"], ["db", "status"], ["db", "migrate-deploy"], ["local", "status"],
                  ["db", "reset", "--force"], ["db", "rollback", "--steps", "1", "--force"],
-                 ["db", "push", "--accept-data-loss"], ["db", "resolve", "--rolled-back", "x"]]
+                 ["db", "push", "--accept-data-loss"], ["db", "resolve", "--rolled-back", "x"],
+                 ["db", "backup"], ["db", "restore", "x.dump"]]
 
 
 @pytest.fixture

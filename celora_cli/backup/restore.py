@@ -1,0 +1,273 @@
+"""`celora db restore`: a backup restored into a fresh database, verified, then swapped in by name.
+
+Why not `pg_restore --clean` into the live database: --clean drops only the objects the dump has, so a table a
+later migration created stays behind beside an older alembic_version, and a failure half-way through (without
+--single-transaction) leaves a mixture. Restoring into a new database first and renaming gives:
+- the target is untouched until the restored copy holds exactly the tables and row counts of the manifest
+  (a restore is always verified; `--verify` alone stops there and drops the copy);
+- the result equals the backup, with nothing left over from the database it replaces;
+- the switch is two renames, after the target's sessions are ended (new connections are refused meanwhile).
+The costs, said in the README: it needs the CREATEDB privilege and ownership of the target (or a superuser),
+room for a second copy while it runs, and database-level settings are copied over (ALTER DATABASE ... SET)
+while grants on the database itself (GRANT CONNECT) are not. Restored objects belong to the restoring role
+(--no-owner), as the migrations would have created them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from celora_cli.backup.catalog import direct_setting, refuse_pooler, table_counts
+from celora_cli.backup.manifest import BackupInvalid, Manifest, load_checked
+from celora_cli.backup.tools import (
+    conninfo,
+    find_client_tools,
+    run_tool,
+    stderr_tail,
+    tool_environment,
+    version_major,
+)
+from celora_cli.errors import DatabaseError, DatabaseNotFound
+from celora_cli.settings import DatabaseURL, Settings
+
+notice = logging.getLogger("celora.notice")
+_LIST_SETTINGS = {"search_path", "temp_tablespaces", "local_preload_libraries", "session_preload_libraries"}
+_NAME_LIMIT = 63  # PostgreSQL's identifier length (NAMEDATALEN - 1), in bytes
+
+
+@dataclass
+class VerifyResult:
+    file: str
+    scratch_database: str  # created and dropped again
+    tables: dict[str, int]  # as restored (= the manifest's, or this raises)
+    schema_revision: str | None
+    backup_created_at: str
+    duration_ms: float
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class RestorePlan:
+    database: str  # masked URL of the target
+    file: str
+    backup_created_at: str
+    backup_revision: str | None
+    current_tables: dict[str, int]  # what the target holds now (lost)
+    database_env: str | None
+
+    def losses(self) -> list[str]:
+        lost = [f"table {name} ({rows:,} row{'' if rows == 1 else 's'}) replaced" for name, rows
+                in self.current_tables.items()]
+        return lost + [f"every other object and setting in the database, replaced by the backup of "
+                       f"{self.backup_created_at}"]
+
+
+@dataclass
+class RestoreResult:
+    database: str
+    file: str
+    tables: dict[str, int]
+    schema_revision: str | None
+    backup_created_at: str
+    replaced_tables: dict[str, int] = field(default_factory=dict)  # what the target held before
+    duration_ms: float = 0.0
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+Confirm = Callable[[RestorePlan], None]  # raises Refused to stop
+
+
+def verify_backup(settings: Settings, file: Path) -> VerifyResult:
+    """Check the file against its manifest, restore it into a scratch database on the direct URL's server,
+    compare tables and exact row counts with the manifest, drop the scratch database. Raises BackupInvalid on
+    any difference; returns only when everything matches."""
+    from celora_cli.db.connect import direct_url
+
+    started = time.perf_counter()
+    manifest = load_checked(Path(file))
+    url = direct_url(settings)
+    scratch = _scratch_name("celora_verify")
+    with _scratch_database(url, settings, scratch, purpose="verify the backup") as scratch_url:
+        restored = _restore_into(settings, Path(file), manifest, scratch_url)
+    return VerifyResult(file=str(file), scratch_database=scratch, tables=restored,
+                        schema_revision=manifest.schema_revision, backup_created_at=manifest.created_at,
+                        duration_ms=(time.perf_counter() - started) * 1000)
+
+
+def restore(settings: Settings, file: Path, *, confirm: Confirm) -> RestoreResult:
+    """Replace the database of the direct URL with the backup (see the module doc for how), after `confirm`."""
+    from celora_cli.db.admin import maintenance_connection
+    from celora_cli.db.connect import direct_url
+
+    started = time.perf_counter()
+    manifest = load_checked(Path(file))  # before anything connects
+    url = direct_url(settings)
+    assert url.database is not None
+    plan = _plan(settings, url, Path(file), manifest)
+    confirm(plan)
+    scratch = _scratch_name(f"{url.database}_restore")
+    with _scratch_database(url, settings, scratch, purpose="restore the backup") as scratch_url:
+        restored = _restore_into(settings, Path(file), manifest, scratch_url)
+        with maintenance_connection(url, settings, application_name="celora restore") as conn:
+            _copy_database_settings(conn, url.database, scratch)
+            _swap(conn, url.database, scratch)
+    notice.info(f"Restored {Path(file).name} into {url.masked} (it replaced the previous database).")
+    return RestoreResult(database=url.masked, file=str(file), tables=restored, schema_revision=manifest.schema_revision,
+                         backup_created_at=manifest.created_at, replaced_tables=plan.current_tables,
+                         duration_ms=(time.perf_counter() - started) * 1000)
+
+
+def _plan(settings: Settings, url: DatabaseURL, file: Path, manifest: Manifest) -> RestorePlan:
+    from celora_cli.db.connect import connect
+    from celora_cli.db.errors import translating
+    from celora_cli.environment_stamp import database_environment
+
+    setting = direct_setting(settings)
+    with translating(url, setting):
+        conn = connect(url, settings, application_name="celora restore", autocommit=True)
+        try:
+            refuse_pooler(conn, url, setting, "A restore (pg_restore, then renaming databases)")
+            current = table_counts(conn)
+            stamp = database_environment(conn)
+        finally:
+            conn.close()
+    return RestorePlan(database=url.masked, file=str(file), backup_created_at=manifest.created_at,
+                       backup_revision=manifest.schema_revision, current_tables=current, database_env=stamp)
+
+
+def _scratch_name(prefix: str) -> str:
+    suffix = f"_{int(time.time())}_{os.getpid()}"
+    return prefix.encode()[: _NAME_LIMIT - len(suffix)].decode(errors="ignore") + suffix
+
+
+@contextlib.contextmanager
+def _scratch_database(url: DatabaseURL, settings: Settings, name: str, *, purpose: str):
+    """A new database `name` on url's server (announced), yielding its URL, dropped on the way out unless it
+    was renamed away (swapped in) meanwhile."""
+    from celora_cli.db.admin import create_database, creating, drop_database, maintenance_connection, with_database
+
+    with maintenance_connection(url, settings, application_name="celora restore") as conn, \
+            creating(url, f"a scratch database to {purpose} into", "ask an administrator for CREATEDB"):
+        create_database(conn, name)
+    notice.info(f"Created the scratch database {name} on {url.display_host} to {purpose} into (dropped afterwards).")
+    try:
+        yield with_database(url, name)
+    finally:
+        with contextlib.suppress(Exception), maintenance_connection(url, settings) as conn:
+            drop_database(conn, name)
+
+
+def _restore_into(settings: Settings, file: Path, manifest: Manifest, scratch_url: DatabaseURL) -> dict[str, int]:
+    """pg_restore into the (empty) scratch database in one transaction, then compare with the manifest."""
+    from celora_cli.db.connect import connect
+    from celora_cli.db.errors import translating
+
+    needed = version_major(manifest.pg_dump_version)
+    tools = find_client_tools(settings, needed_major=needed,
+                              needed_for=f"the archive (written by pg_dump {manifest.pg_dump_version})")
+    args = [tools.path("pg_restore"), "--no-password", "--exit-on-error", "--single-transaction", "--no-owner",
+            f"--dbname={conninfo(scratch_url, settings, application_name='celora restore')}", str(file)]
+    with tool_environment(scratch_url) as env:
+        result = run_tool(args, env)
+    if result.returncode != 0:
+        raise DatabaseError(
+            f"pg_restore could not restore {file} ({tools.describe()}, exit {result.returncode}): "
+            f"{stderr_tail(result)} The target database was not changed.",
+            "A role or extension the dump needs may be missing on this server (the message names it); create it, "
+            "or restore on a server like the one the backup came from.")
+    with translating(scratch_url, "the scratch database"):
+        with connect(scratch_url, settings, application_name="celora restore", autocommit=True) as conn:
+            restored = table_counts(conn)
+    differences = compare(manifest.tables, restored)
+    if differences:
+        raise BackupInvalid(
+            f"The restored copy of {file} differs from its manifest in {len(differences)} place(s): "
+            f"{'; '.join(differences[:5])}. The backup does not hold what was dumped; the target was not changed.",
+            "Do not rely on this backup; take a new one (`celora db backup --verify`).", differences=differences)
+    return restored
+
+
+def compare(expected: dict[str, int], restored: dict[str, int]) -> list[str]:
+    """Each difference between two {table: rows} maps, in words."""
+    differences = [f"table {name} missing (manifest: {rows:,} rows)" for name, rows in expected.items()
+                   if name not in restored]
+    differences += [f"table {name} not in the manifest ({rows:,} rows)" for name, rows in restored.items()
+                    if name not in expected]
+    differences += [f"table {name}: {restored[name]:,} rows, manifest {rows:,}" for name, rows in expected.items()
+                    if name in restored and restored[name] != rows]
+    return differences
+
+
+def _copy_database_settings(conn, source: str, target: str) -> None:
+    """ALTER DATABASE source SET ... (for every role) carried over to the restored database."""
+    from psycopg import sql
+
+    rows = conn.execute(
+        "SELECT r.rolname, s.setconfig FROM pg_db_role_setting s JOIN pg_database d ON d.oid = s.setdatabase"
+        " LEFT JOIN pg_roles r ON r.oid = s.setrole WHERE d.datname = %s", (source,)).fetchall()
+    for role, config in rows:
+        for entry in config or ():
+            name, _, value = entry.partition("=")
+            # List settings are stored as written (`"$user", public`); one quoted literal would be one name.
+            literal = sql.SQL(value) if name in _LIST_SETTINGS else sql.Literal(value)
+            statement = sql.SQL("ALTER {} DATABASE {} SET {} = {}").format(
+                sql.SQL("ROLE {} IN").format(sql.Identifier(role)) if role else sql.SQL(""),
+                sql.Identifier(target), sql.Identifier(name), literal)
+            conn.execute(statement)
+
+
+def _swap(conn, target: str, restored: str) -> None:
+    """Rename `target` away, `restored` into its place, drop the old one. New connections to the target are
+    refused while its sessions are ended (a pooler reconnects at once otherwise)."""
+    from psycopg import sql
+
+    from celora_cli.db.admin import database_exists, drop_database, terminate_sessions
+
+    def alter(database: str, clause: str, *args) -> None:
+        conn.execute(sql.SQL("ALTER DATABASE {} " + clause).format(sql.Identifier(database), *args))
+
+    if not database_exists(conn, target):
+        raise DatabaseNotFound(f"The database {target} disappeared during the restore; nothing was swapped in.",
+                               "Create it (or run the restore again).")
+    old = _scratch_name(f"{target}_replaced")
+    alter(target, "ALLOW_CONNECTIONS false")
+    try:
+        _end_sessions(conn, target, terminate_sessions)
+        alter(target, "RENAME TO {}", sql.Identifier(old))
+    except Exception:
+        with contextlib.suppress(Exception):
+            alter(target, "ALLOW_CONNECTIONS true")
+        raise
+    try:
+        alter(restored, "RENAME TO {}", sql.Identifier(target))
+    except Exception:
+        with contextlib.suppress(Exception):  # put the original back
+            alter(old, "RENAME TO {}", sql.Identifier(target))
+            alter(target, "ALLOW_CONNECTIONS true")
+        raise
+    drop_database(conn, old)
+
+
+def _end_sessions(conn, database: str, terminate) -> None:
+    """End the other sessions and wait (up to 10 s) until they are gone: pg_terminate_backend only signals."""
+    deadline = time.monotonic() + 10
+    while True:
+        terminate(conn, database)
+        left = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+                            (database,)).fetchone()[0]
+        if not left:
+            return
+        if time.monotonic() > deadline:
+            raise DatabaseError(f"{left} session(s) on {database} did not end within 10 s; nothing was swapped in.",
+                                "Stop the application's connections and run the restore again.")
+        time.sleep(0.05)

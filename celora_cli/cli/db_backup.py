@@ -1,0 +1,97 @@
+"""`celora db backup` and `celora db restore`: verified backups (celora_cli.backup). Core modules are imported
+inside the commands, so `celora --help` stays light."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from celora_cli.cli import console
+from celora_cli.cli.app import json_option, load_settings_from
+from celora_cli.cli.console import safe
+from celora_cli.cli.db import app
+
+
+@app.command("backup")
+def backup(
+    ctx: typer.Context,
+    output: Path | None = typer.Option(
+        None, "--output", "-o", metavar="FILE",
+        help="Where to write the dump (default: backups/<database>-<UTC time>.dump under the project root). "
+        "Never overwritten; FILE.manifest.json is written beside it."),
+    verify: bool = typer.Option(False, "--verify", help="Then restore it into a scratch database and compare tables "
+                                "and row counts with the manifest (needs CREATEDB)."),
+    as_json: bool = json_option(),
+) -> None:
+    """pg_dump (custom format) of the database over the direct connection, with a manifest: time, size, SHA-256,
+    schema revision, server version, each table's exact row count.
+
+    Example: celora db backup --output backups/before-deploy.dump --verify
+    """
+    from celora_cli.backup import backup as run_backup
+
+    result = run_backup(load_settings_from(ctx), output, verify=verify)
+    if as_json:
+        console.print_json(result.as_dict())
+        return
+    rows = sum(result.tables.values())
+    console.out.print(f"Backed up {safe(result.database)} to {safe(result.file)}")
+    console.out.print(f"{result.size_bytes:,} bytes, sha256 {result.sha256}; {len(result.tables)} table(s), "
+                      f"{rows:,} row(s); schema revision {safe(result.schema_revision or 'none')}; "
+                      f"PostgreSQL {safe(result.server_version)} with {safe(result.pg_dump)}")
+    console.out.print(f"manifest: {safe(result.manifest_file)}")
+    if result.verified is not None:
+        console.out.print(f"[green]verified[/]: restored into a scratch database, {len(result.verified['tables'])} "
+                          "table(s) with the manifest's exact row counts.")
+
+
+@app.command("restore")
+def restore(
+    ctx: typer.Context,
+    file: Path = typer.Argument(..., metavar="FILE", help="A file written by `celora db backup` (its "
+                                ".manifest.json must be beside it)."),
+    verify: bool = typer.Option(False, "--verify", help="Only check: restore into a scratch database, compare tables "
+                                "and row counts with the manifest, drop it. The database is not touched."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Replace the database without asking (required when stdin is "
+                             "not a terminal or CI is set)."),
+    allow_production: bool = typer.Option(False, "--allow-production", help="Allow replacing a PRODUCTION database "
+                                          "(stamped 'production', or CELORA_ENV=production). Refused without it."),
+    as_json: bool = json_option(),
+) -> None:
+    """Check the file against its manifest (size, SHA-256), restore it into a new database, compare tables and row
+    counts with the manifest, then swap it in place of the database. Asks first; refused on production.
+
+    Example: celora db restore backups/celora-20261126T120000Z.dump --verify
+    """
+    from celora_cli.backup import restore as run_restore
+    from celora_cli.backup import verify_backup
+
+    settings = load_settings_from(ctx)
+    if verify:
+        verified = verify_backup(settings, file)
+        if as_json:
+            console.print_json(verified.as_dict())
+            return
+        console.out.print(f"[green]Verified[/] {safe(verified.file)} (backup of {safe(verified.backup_created_at)}): "
+                          f"restored into a scratch database, {len(verified.tables)} table(s), "
+                          f"{sum(verified.tables.values()):,} row(s), exactly as in the manifest.")
+        return
+
+    def confirm(plan) -> None:
+        from celora_cli.guard import confirm_destructive
+
+        confirm_destructive(f"replace the whole database with the backup {plan.file} (of {plan.backup_created_at})",
+                            target=plan.database, losses=plan.losses(), force_flag="--yes", forced=yes,
+                            settings=settings, database_env=plan.database_env,
+                            production_override=allow_production, command=f"celora db restore {file}",
+                            ask=console.confirm)
+
+    result = run_restore(settings, file, confirm=confirm)
+    if as_json:
+        console.print_json(result.as_dict())
+        return
+    console.out.print(f"Restored {safe(result.file)} (backup of {safe(result.backup_created_at)}) into "
+                      f"{safe(result.database)}: {len(result.tables)} table(s), {sum(result.tables.values()):,} "
+                      f"row(s), checked against the manifest; schema revision "
+                      f"{safe(result.schema_revision or 'none')}.")

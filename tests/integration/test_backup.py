@@ -1,0 +1,214 @@
+"""`celora db backup` / `celora db restore` against the real test PostgreSQL: a seeded database round-trips with
+identical tables and exact row counts; a modified or truncated file is refused before anything is restored; a
+restore replaces the database (leaving nothing of it behind) only when confirmed, and never production's."""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from celora_cli.backup import BackupInvalid, backup, restore, verify_backup
+from celora_cli.backup.manifest import manifest_path
+from celora_cli.backup.tools import conninfo
+from celora_cli.errors import ConfigError, Refused
+from celora_cli.migration_runtime import load_script_directory
+from celora_cli.settings import parse_database_url
+from tests.conftest import REPO, TEST_PROJECT, _drop, db_name, run_celora, settings_for, shared_tmpdir
+
+HEAD = load_script_directory(REPO / "migrations").get_current_head()
+
+
+def query(url: str, sql: str) -> list[tuple]:
+    with psycopg.connect(url, autocommit=True) as conn:
+        cursor = conn.execute(sql)
+        return cursor.fetchall() if cursor.description else []
+
+
+def counts(url: str) -> dict[str, int]:
+    tables = query(url, "SELECT schemaname || '.' || tablename FROM pg_tables WHERE schemaname = 'public'")
+    return {name: query(url, f"SELECT count(*) FROM {name}")[0][0] for (name,) in tables}
+
+
+def databases(pg_server) -> set[str]:
+    return {row[0] for row in query(pg_server.url("postgres"), "SELECT datname FROM pg_database")}
+
+
+@pytest.fixture(scope="module")
+def seeded(pg_server, migrated_template):
+    """A migrated database holding the fixtures (the seed), shared by the module's read-only tests."""
+    from celora_cli.seed.apply import seed
+
+    name = f"t_backup_seeded_{os.getpid()}"
+    url = pg_server.create_database(name, template=migrated_template)
+    seed(settings_for(url), REPO / "fixtures")
+    yield url
+    _drop(pg_server, name)
+
+
+@pytest.fixture(scope="module")
+def folder():
+    path = shared_tmpdir("celora-test-backup-")
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def dumped(seeded, folder):
+    """One backup of the seeded database, made through the CLI with a password in the URL."""
+    with_password = seeded.replace("celora@", "celora:Pw-never-shown-42@")
+    file = folder / "seeded.dump"
+    cli = run_celora("db", "backup", "--output", str(file), "--json", env={"DATABASE_URL": with_password})
+    assert cli.returncode == 0, cli.stdout + cli.stderr
+    assert "Pw-never-shown-42" not in cli.stdout + cli.stderr
+    return file, json.loads(cli.stdout)
+
+
+def copy_of(file: Path, folder: Path, name: str) -> Path:
+    target = folder / name
+    shutil.copy(file, target)
+    shutil.copy(manifest_path(file), manifest_path(target))
+    return target
+
+
+def test_backup_writes_the_dump_and_a_manifest_of_the_snapshot(seeded, dumped):
+    file, result = dumped
+    manifest = json.loads(manifest_path(file).read_text())
+    assert result["ok"] and result["file"] == str(file)
+    assert manifest["size_bytes"] == file.stat().st_size == result["size_bytes"]
+    assert manifest["sha256"] == result["sha256"] and len(manifest["sha256"]) == 64
+    assert manifest["schema_revision"] == HEAD
+    assert manifest["database"] == db_name(seeded) and "Pw-never-shown-42" not in manifest_path(file).read_text()
+    expected = counts(seeded)
+    assert {k: v for k, v in manifest["tables"].items() if k.startswith("public.")} == expected
+    assert expected["public.users"] > 0 and expected["public.transactions"] > 0  # the seed is in it
+    assert file.read_bytes()[:5] == b"PGDMP"  # pg_dump's custom format
+    assert not list(file.parent.glob(".*partial*"))
+
+
+def test_restore_verify_round_trips_with_identical_tables_and_counts(pg_server, seeded, dumped):
+    file, _ = dumped
+    before = databases(pg_server)
+    cli = run_celora("db", "restore", str(file), "--verify", "--json", env={"DATABASE_URL": seeded})
+    assert cli.returncode == 0, cli.stdout + cli.stderr
+    result = json.loads(cli.stdout)
+    assert result["ok"] and result["schema_revision"] == HEAD
+    assert {k: v for k, v in result["tables"].items() if k.startswith("public.")} == counts(seeded)
+    assert databases(pg_server) == before  # the scratch database is gone again
+    assert "scratch database" in cli.stderr  # announced: celora created a database the user did not name
+
+
+def test_a_modified_backup_is_refused_before_anything_is_restored(pg_server, seeded, dumped, folder):
+    tampered = copy_of(dumped[0], folder, "tampered.dump")
+    data = bytearray(tampered.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # same size, one byte flipped
+    tampered.write_bytes(bytes(data))
+    before = databases(pg_server)
+    cli = run_celora("db", "restore", str(tampered), "--verify", "--json", env={"DATABASE_URL": seeded})
+    assert cli.returncode == 3, cli.stdout + cli.stderr
+    error = json.loads(cli.stdout)["error"]
+    assert error["type"] == "BackupInvalid" and "modified or corrupted" in error["message"]
+    assert "Traceback" not in cli.stderr and databases(pg_server) == before
+
+
+def test_a_truncated_backup_gets_a_clear_error(seeded, dumped, folder):
+    truncated = copy_of(dumped[0], folder, "truncated.dump")
+    with open(truncated, "r+b") as handle:
+        handle.truncate(truncated.stat().st_size // 3)
+    with pytest.raises(BackupInvalid, match="is truncated"):
+        verify_backup(settings_for(seeded), truncated)
+
+
+def test_a_backup_without_its_manifest_is_refused(seeded, dumped, folder):
+    lonely = folder / "lonely.dump"
+    shutil.copy(dumped[0], lonely)
+    with pytest.raises(BackupInvalid, match="has no manifest"):
+        verify_backup(settings_for(seeded), lonely)
+
+
+def test_restore_replaces_the_database_and_leaves_nothing_of_it_behind(pg_server, migrated_db, folder):
+    from celora_cli.seed.apply import seed
+
+    settings = settings_for(migrated_db)
+    seed(settings, REPO / "fixtures")
+    query(migrated_db, "ALTER DATABASE " + db_name(migrated_db) + " SET work_mem = '7MB'")
+    expected = counts(migrated_db)
+    file = backup(settings, folder / "replace.dump").file
+    query(migrated_db, "DELETE FROM notifications; CREATE TABLE added_after_backup (id int)")
+    before = databases(pg_server)
+
+    with pytest.raises(Refused, match="without confirmation"):  # not a terminal, no --yes
+        restore(settings, Path(file), confirm=_guard(settings, forced=False))
+    assert "public.added_after_backup" in counts(migrated_db)  # refused: nothing changed
+
+    result = restore(settings, Path(file), confirm=_guard(settings, forced=True))
+    assert counts(migrated_db) == expected  # rows back, the later table gone
+    assert result.replaced_tables["public.notifications"] == 0
+    assert databases(pg_server) == before  # no scratch or replaced database left
+    assert query(migrated_db, "SHOW work_mem")[0][0] == "7MB"  # database settings carried over
+
+
+def test_restore_is_refused_on_a_production_database(seeded, dumped):
+    settings = settings_for(seeded, CELORA_ENV="production")
+    with pytest.raises(Refused, match="production"):
+        restore(settings, dumped[0], confirm=_guard(settings, forced=True))
+
+
+def test_an_existing_file_is_never_overwritten(seeded, dumped):
+    with pytest.raises(ConfigError, match="already exists"):
+        backup(settings_for(seeded), dumped[0])
+
+
+def test_a_pg_dump_older_than_the_server_is_named(seeded, folder):
+    old = sorted(Path("/usr/lib/postgresql").glob("1[0-7]/bin"))
+    server_major = int(query(seeded, "SHOW server_version_num")[0][0]) // 10000
+    if not old or int(old[0].parent.name) >= server_major:
+        pytest.skip("no PostgreSQL client older than the test server here")
+    settings = settings_for(seeded, CELORA_PG_BIN=str(old[0]))
+    with pytest.raises(ConfigError, match=r"older than the server \(PostgreSQL") as caught:
+        backup(settings, folder / "never.dump")
+    assert "CELORA_PG_BIN" in caught.value.hint and not (folder / "never.dump").exists()
+
+
+def test_a_full_disk_exits_74_and_leaves_no_file(seeded, folder):
+    """The file system refuses pg_dump's writes (a file size limit: EFBIG, as a full disk gives ENOSPC)."""
+    file = folder / "full.dump"
+
+    def small_files() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a failed write, not a killed process
+        resource.setrlimit(resource.RLIMIT_FSIZE, (8192, 8192))
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CELORA_") and k != "DATABASE_URL"}
+    env.update({"DATABASE_URL": seeded, "CELORA_PROJECT_ROOT": str(TEST_PROJECT), "NO_COLOR": "1",
+                "PYTHONPATH": str(REPO)})
+    cli = subprocess.run([sys.executable, "-m", "celora_cli", "db", "backup", "--output", str(file)],
+                         capture_output=True, text=True, env=env, cwd=TEST_PROJECT, timeout=120,
+                         stdin=subprocess.DEVNULL, preexec_fn=small_files)
+    assert cli.returncode == 74, cli.stdout + cli.stderr
+    assert "could not write" in cli.stderr and "Traceback" not in cli.stderr
+    assert not file.exists() and not manifest_path(file).exists()
+    assert not list(folder.glob(".full.dump*"))
+
+
+def test_the_password_goes_to_a_passfile_never_into_the_arguments(seeded):
+    url = parse_database_url(seeded.replace("celora@", "celora:Sec%3Aret@"))
+    assert "Sec" not in conninfo(url, settings_for(seeded), application_name="x")
+
+
+def _guard(settings, *, forced: bool):
+    from celora_cli.guard import confirm_destructive
+
+    def confirm(plan) -> None:
+        confirm_destructive("replace the database", target=plan.database, losses=plan.losses(), force_flag="--yes",
+                            forced=forced, settings=settings, database_env=plan.database_env,
+                            production_override=False, command="celora db restore", ask=None)
+
+    return confirm
