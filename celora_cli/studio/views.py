@@ -25,10 +25,11 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Mapper, RelationshipProperty
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette_admin import BaseField, DateTimeField, JSONField
+from starlette_admin import BaseField, DateTimeField, JSONField, TextAreaField
 from starlette_admin.contrib.sqla import ModelView
+from starlette_admin.contrib.sqla.filters import SqlaFilterRegistry
 from starlette_admin.exceptions import FormValidationError
-from starlette_admin.filters import FilterGroup
+from starlette_admin.filters import BaseFilter, FilterGroup, FilterRegistry, filters
 from starlette_admin.flash import flash
 from starlette_admin.helpers import slugify_class_name
 
@@ -38,8 +39,8 @@ ESTIMATE_ABOVE_ROWS = 100_000
 COUNT_LIMIT = 10_000
 # The deepest row a page may start at; deeper rows are reached by sorting or filtering.
 MAX_OFFSET = 10_000
-# Babel's pattern: the time zone offset is always shown (timestamptz values are instants).
-TIMESTAMP_FORMAT = "yyyy-MM-dd HH:mm:ss xxx"
+# strftime (starlette-admin without Babel): the time zone is always shown (timestamptz values are instants).
+TIMESTAMP_FORMAT = "%Y-%m-%d %H:%M:%S %Z"
 # Columns that are never shown whatever their `info` says (the models cannot be changed from here).
 SENSITIVE_COLUMNS = frozenset({("sessions", "token_hash"), ("idempotency_keys", "response_body")})
 
@@ -79,6 +80,14 @@ class RelatedRecords(BaseField):
         return value
 
 
+class StudioFilterRegistry(SqlaFilterRegistry):
+    """Text columns (TEXT is TextAreaField here) get = and != too, as the library gives one-line strings."""
+
+    @filters(TextAreaField)
+    def textarea_filters(self, field: BaseField) -> list[type[BaseFilter]]:
+        return list(self.string_filters(field))
+
+
 class StudioView(ModelView):
     """The generic view; `configure` turns it into one model's view without per-model code."""
 
@@ -99,6 +108,9 @@ class StudioView(ModelView):
 
     def can_delete(self, request: Request) -> bool:
         return not self.read_only
+
+    def get_filter_registry(self) -> FilterRegistry:
+        return StudioFilterRegistry()
 
     def can_import(self, request: Request) -> bool:
         return False  # bulk imports are `celora db seed`'s job
