@@ -18,7 +18,7 @@ MAKE_VENV = $(PYTHON) -m venv $(VENV)
 VENV_INSTALL = $(VPY) -m pip install --quiet --disable-pip-version-check
 endif
 
-.PHONY: install install-dev quickstart run test test-unit bench lint db-start db-stop db-url clean distclean
+.PHONY: install install-dev quickstart run test test-unit bench lint db-start db-stop db-url clean distclean pgbouncer pgbouncer-stop
 
 install: $(VENV)/.installed          ## celora (console script .venv/bin/celora) in editable mode, with its embedded PostgreSQL
 
@@ -68,7 +68,14 @@ db-stop: install
 db-url: install
 	@$(CELORA) local url
 
+pgbouncer: install  ## PgBouncer from pgbouncer.ini in front of the local PostgreSQL; prints DATABASE_URL / DIRECT_DATABASE_URL
+	$(CELORA) local pgbouncer start
+
+pgbouncer-stop: install
+	$(CELORA) local pgbouncer stop
+
 clean:              ## stop the local PostgreSQL and delete its data wherever it lives (asks nothing: it is the dev database)
+	-@if [ -x $(CELORA) ]; then $(CELORA) local pgbouncer stop >/dev/null 2>&1; fi
 	-@if [ -x $(CELORA) ]; then $(CELORA) local destroy --yes 2>/dev/null || $(CELORA) local stop; fi
 	rm -rf .celora .pytest_cache build dist *.egg-info
 

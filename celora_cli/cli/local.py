@@ -123,3 +123,12 @@ def destroy(
     for server in servers:
         if server.destroy():
             console.out.print(f"Deleted the local PostgreSQL in {safe(server.base_dir)}.")
+
+
+def _register_pgbouncer() -> None:
+    from celora_cli.cli import local_pgbouncer
+
+    app.add_typer(local_pgbouncer.app, name="pgbouncer")
+
+
+_register_pgbouncer()
