@@ -22,11 +22,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parent.parent))
-from _timing import PYTHON, command, median_seconds, report
+from _timing import PYTHON, command, paired_seconds, report
 
 REPO = Path(__file__).resolve().parent.parent
 RUNS = 9
-DEPLOY_RUNS = 5
+DEPLOY_RUNS = 8
 GENERATED = 200
 
 MIGRATION = '''"""generated {index}"""
@@ -89,28 +89,31 @@ def main() -> int:
                        stdout=subprocess.DEVNULL)
         ini = alembic_ini(base, REPO / "migrations", "alembic.ini")
 
-        alembic_current = median_seconds(command(PYTHON, "-m", "alembic", "-c", str(ini), "current", env=env), RUNS)
-        health = median_seconds(command(PYTHON, "-m", "celora_cli", "db", "health", env=env), RUNS)
-        status = median_seconds(command(PYTHON, "-m", "celora_cli", "db", "status", env=env), RUNS)
+        alembic_current = command(PYTHON, "-m", "alembic", "-c", str(ini), "current", env=env)
+        health = paired_seconds(command(PYTHON, "-m", "celora_cli", "db", "health", env=env), alembic_current, RUNS)
+        status = paired_seconds(command(PYTHON, "-m", "celora_cli", "db", "status", env=env), alembic_current, RUNS)
 
         history = generated_history(base)
         ini200 = alembic_ini(base, history, "alembic200.ini")
-        celora_runs, alembic_runs = [], []
+        celora_runs, alembic_runs, ratios = [], [], []
         for run in range(DEPLOY_RUNS + 1):  # the first pair warms the page cache and .pyc files
             a = server.create_database(f"bench_alembic_{run}")
             c = server.create_database(f"bench_celora_{run}")
-            alembic_seconds = timed([PYTHON, "-m", "alembic", "-c", str(ini200), "upgrade", "head"],
-                                    {**env, "DATABASE_URL": a})
-            celora_seconds = timed([PYTHON, "-m", "celora_cli", "db", "migrate-deploy"],
-                                   {**env, "DATABASE_URL": c, "CELORA_MIGRATIONS_DIR": str(history)})
+            alembic = [PYTHON, "-m", "alembic", "-c", str(ini200), "upgrade", "head"], {**env, "DATABASE_URL": a}
+            celora = ([PYTHON, "-m", "celora_cli", "db", "migrate-deploy"],
+                      {**env, "DATABASE_URL": c, "CELORA_MIGRATIONS_DIR": str(history)})
+            # alternate which goes first, and compare each pair (see _timing.paired_seconds)
+            first, second = (alembic, celora) if run % 2 else (celora, alembic)
+            seconds = {id(first): timed(*first), id(second): timed(*second)}
             if run:
-                alembic_runs.append(alembic_seconds)
-                celora_runs.append(celora_seconds)
+                alembic_runs.append(seconds[id(alembic)])
+                celora_runs.append(seconds[id(celora)])
+                ratios.append(seconds[id(celora)] / seconds[id(alembic)])
         return report([
-            ("celora db health  vs alembic current", health, alembic_current, 0.5),
-            ("celora db status  vs alembic current", status, alembic_current, 0.5),
+            ("celora db health  vs alembic current", *health[:2], 0.5, health[2]),
+            ("celora db status  vs alembic current", *status[:2], 0.5, status[2]),
             (f"migrate-deploy {GENERATED} vs alembic upgrade head",
-             statistics.median(celora_runs), statistics.median(alembic_runs), 1.1),
+             statistics.median(celora_runs), statistics.median(alembic_runs), 1.1, statistics.median(ratios)),
         ])
     finally:
         server.destroy()

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _timing import PYTHON, command, median_seconds, report
+from _timing import PYTHON, command, median_seconds, paired_seconds, report
 
 RUNS = 15
 MINIMAL_TYPER_APP = """
@@ -34,18 +34,17 @@ app()
 
 def main() -> int:
     python = median_seconds(command(PYTHON, "-c", "pass"), RUNS)
-    typer_root = median_seconds(command(PYTHON, "-c", MINIMAL_TYPER_APP, "--help"), RUNS)
-    typer_sub = median_seconds(command(PYTHON, "-c", MINIMAL_TYPER_APP, "health", "--help"), RUNS)
-    help_time = median_seconds(command(PYTHON, "-m", "celora_cli", "--help"), RUNS)
-    db_help = median_seconds(command(PYTHON, "-m", "celora_cli", "db", "health", "--help"), RUNS)
+    root = paired_seconds(command(PYTHON, "-m", "celora_cli", "--help"),
+                          command(PYTHON, "-c", MINIMAL_TYPER_APP, "--help"), RUNS)
+    sub = paired_seconds(command(PYTHON, "-m", "celora_cli", "db", "health", "--help"),
+                         command(PYTHON, "-c", MINIMAL_TYPER_APP, "health", "--help"), RUNS)
     heavy = median_seconds(command(PYTHON, "-c", "import sqlalchemy, alembic.command, psycopg"), RUNS)
     return report([
-        ("celora --help vs minimal Typer app", help_time, typer_root, 1.1),
-        ("celora db health --help vs minimal Typer app", db_help, typer_sub, 1.1),
-        ("minimal Typer app vs bare python (context)", typer_sub, python, float("inf")),
+        ("celora --help vs minimal Typer app", *root[:2], 1.1, root[2]),
+        ("celora db health --help vs minimal Typer app", *sub[:2], 1.1, sub[2]),
+        ("minimal Typer app vs bare python (context)", sub[1], python, float("inf")),
         ("sqlalchemy+alembic+psycopg vs python (context)", heavy, python, float("inf")),
     ])
-
 
 if __name__ == "__main__":
     sys.exit(main())
