@@ -12,6 +12,11 @@ state when the role may not read alembic_version) is a warning, not a problem. A
 evidence (celora's startup marker missing, or PgBouncer rejecting the startup options), never because the
 server's port differs from the URL's: Docker `-p 5433:5432`, SSH tunnels and port-forwards do that too.
 
+In depth (each part in its own module, each read within the same deadline): PgBouncer's pools from its admin
+console (pgbouncer.py), pressure and replication as the server sees them (server.py: connections by state,
+the oldest transaction, lock waits and their blockers, standbys, replication slots), and the read replicas
+named in the settings (replicas.py). Each threshold is a setting (CELORA_HEALTH_*, CELORA_SLOT_WAL_THRESHOLD).
+
 Health never starts anything: a stopped (or never created) local PostgreSQL is reported as unhealthy.
 """
 
@@ -23,6 +28,9 @@ import time
 from dataclasses import dataclass, field
 
 from celora_cli.errors import CeloraError, ConfigError, ExitCode
+from celora_cli.health.pgbouncer import PgBouncerCheck
+from celora_cli.health.replicas import ReplicaCheck
+from celora_cli.health.server import Pressure, Replication
 from celora_cli.settings import DatabaseURL, Settings, redact
 
 HEALTHY, DEGRADED, UNHEALTHY = "healthy", "degraded", "unhealthy"
@@ -47,9 +55,9 @@ class ConnectionCheck:
     # (?pgbouncer=true sends no startup options, nor does a URL with its own ?options=).
     pooler_detected: bool | None = None
     pooler_evidence: str | None = None
+    ssl: bool | None = None  # libpq's own answer: is this connection (to PostgreSQL or the pooler) encrypted
     error: str | None = None
     hint: str | None = None
-
 
 
 @dataclass
@@ -78,6 +86,10 @@ class HealthReport:
     checks: dict[str, ConnectionCheck]
     migrations: MigrationState | None = None  # None: not known (see warnings)
     connections: ConnectionUsage | None = None
+    pressure: Pressure | None = None
+    replication: Replication | None = None  # on the primary: standbys and slots
+    pgbouncer: PgBouncerCheck | None = None  # with CELORA_PGBOUNCER_ADMIN_URL
+    replicas: list[ReplicaCheck] = field(default_factory=list)  # CELORA_REPLICA_URLS
     problems: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     timeout_s: float = 0.0
@@ -143,6 +155,7 @@ def _facts(check: ConnectionCheck, conn, url: DatabaseURL) -> None:
     version, port = conn.execute("SELECT current_setting('server_version'), inet_server_port()").fetchone()
     check.server_version = version
     check.server_port = int(port) if port is not None else None
+    check.ssl = bool(conn.pgconn.ssl_in_use)
     if sends_startup_options(url):
         applied = startup_options_applied(conn)
         check.pooler_detected = not applied
@@ -176,6 +189,7 @@ def _details(conn, settings: Settings, extras: dict, url: DatabaseURL, setting: 
         "SELECT (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'),"
         "       current_setting('max_connections')::int").fetchone()
     extras["connections"] = ConnectionUsage(int(in_use), int(max_conn))
+    _server_views(conn, extras)
     try:
         status = migration_state(conn, settings)
     except (CeloraError, psycopg.Error) as exc:
@@ -193,6 +207,19 @@ def _details(conn, settings: Settings, extras: dict, url: DatabaseURL, setting: 
     extras["migrations"] = MigrationState(
         current=list(status.current), head=status.head, pending=len(status.pending),
         pending_names=[m.name for m in status.pending], up_to_date=status.up_to_date)
+
+
+def _server_views(conn, extras: dict) -> None:
+    """Pressure and replication: a view the role may not read is a warning, the rest of the report stands."""
+    from celora_cli.db.errors import postgres_message
+    from celora_cli.health.server import read_pressure, read_replication
+
+    for key, read in (("pressure", read_pressure), ("replication", read_replication)):
+        try:
+            extras[key] = read(conn)
+        except Exception as exc:  # noqa: BLE001 - e.g. a role without pg_monitor on a locked-down server
+            extras.setdefault("view_warnings", []).append(
+                f"Could not read the server's {key} views: {postgres_message(exc)}. Grant the role pg_monitor.")
 
 
 def _validated_timeout(timeout: float) -> float:
@@ -255,6 +282,7 @@ def check_database_health(settings: Settings | None = None, *, timeout: float | 
                                   name=f"celora-health-{name}")
         thread.start()
         jobs.append((name, thread, work, extras))
+    side_jobs = _start_side_checks(report, settings, timeout)
     for name, thread, work, extras in jobs:
         thread.join(max(0.0, deadline - time.monotonic()))
         if thread.is_alive():
@@ -273,10 +301,47 @@ def check_database_health(settings: Settings | None = None, *, timeout: float | 
                 report.problems.append(extras["migration_error"])
             if "migration_unknown" in extras:
                 report.warnings.append(extras["migration_unknown"])
+            report.pressure, report.replication = extras.get("pressure"), extras.get("replication")
+            report.warnings.extend(extras.get("view_warnings", []))
+    _adopt_side_checks(report, side_jobs, deadline, timeout)
     if same_url:
         pooled = report.checks["pooled"]
         report.checks["direct"] = dataclasses.replace(pooled, name="direct", setting=report.checks["direct"].setting)
     return _finish(report, started, settings)
+
+
+def _start_side_checks(report: HealthReport, settings: Settings, timeout: float) -> list:
+    """PgBouncer's console and each replica, each in its own daemon thread on its own copy (as above)."""
+    from celora_cli.health.pgbouncer import check_pgbouncer
+    from celora_cli.health.replicas import check_replica
+
+    jobs: list = []
+    if settings.pgbouncer_admin_url is not None:
+        work = PgBouncerCheck(url=settings.pgbouncer_admin_url.masked)
+        jobs.append(("pgbouncer", work, threading.Thread(
+            target=check_pgbouncer, args=(work, settings.pgbouncer_admin_url, min(settings.connect_timeout, timeout)),
+            daemon=True, name="celora-health-pgbouncer")))
+    for number, url in enumerate(settings.replica_urls, 1):
+        replica = ReplicaCheck(name=f"replica {number}", url=url.masked)
+        jobs.append(("replica", replica, threading.Thread(
+            target=check_replica, args=(replica, url, settings, timeout), daemon=True,
+            name=f"celora-health-replica-{number}")))
+    for _, _, thread in jobs:
+        thread.start()
+    return jobs
+
+
+def _adopt_side_checks(report: HealthReport, jobs: list, deadline: float, timeout: float) -> None:
+    for kind, work, thread in jobs:
+        thread.join(max(0.0, deadline - time.monotonic()))
+        if thread.is_alive():  # a fresh, empty copy says so; the thread's own copy is dropped
+            late = {"url": work.url, "error": f"No answer from {work.url} within {timeout:g} s.",
+                    "hint": "Check that it runs and the network path to it; raise --timeout if it is just slow."}
+            work = PgBouncerCheck(**late) if kind == "pgbouncer" else ReplicaCheck(name=work.name, **late)
+        if kind == "pgbouncer":
+            report.pgbouncer = work
+        else:
+            report.replicas.append(work)
 
 
 def _finish(report: HealthReport, started: float, settings: Settings) -> HealthReport:
@@ -305,6 +370,14 @@ def _finish(report: HealthReport, started: float, settings: Settings) -> HealthR
     if report.connections is not None and report.connections.ratio >= BUSY_CONNECTIONS:
         report.problems.append(f"{report.connections.in_use} of {report.connections.max_connections} "
                                "connections in use.")
+    from celora_cli.health.findings import in_depth
+
+    problems, warnings = in_depth(report, settings)
+    report.problems.extend(problems)
+    report.warnings.extend(warnings)
+    for side in (report.pgbouncer, *report.replicas):
+        if side is not None and side.error:
+            side.error = redact(side.error, secrets)
     if pooled is None or not pooled.ok:
         report.status = UNHEALTHY
     elif report.problems:
