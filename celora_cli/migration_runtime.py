@@ -14,13 +14,31 @@ held after the run and the next deploy waited for a pid that no longer existed. 
 ends with its transaction whatever sits in between. Alembic runs each migration in its own transaction
 (`transaction_per_migration`), so the lock is re-taken per transaction, and because another runner may get
 in between two of them, the revision is re-read under the lock and compared with what this run expects.
-(A migration that uses `autocommit_block()` runs that block outside any transaction, so outside the lock.)
+
+DDL lock safety: every transaction on the migration connection sets `lock_timeout` locally (CELORA_DDL_LOCK_TIMEOUT,
+in the same round trip as the advisory lock). A migration whose ALTER TABLE queues behind a long transaction would
+otherwise make every later query on that table queue behind it; with the timeout it fails fast (55P03), its
+transaction rolls back, and the runtime re-runs it after a backoff, up to CELORA_DDL_LOCK_RETRIES times (see
+`_run_with_retries`). While a statement waits, a watcher on a second connection reads who blocks it
+(pg_blocking_pids), so the final LockTimeout names the blocking sessions (see `BlockerWatch`).
+
+`autocommit_block()` (CREATE INDEX CONCURRENTLY, ALTER TYPE ... ADD VALUE): Alembic commits the migration's
+transaction before the block and begins a new one after it, which would drop the transaction-level lock in
+between. The runtime takes the same key as a session-level advisory lock while the transaction still holds it
+(so there is no gap), keeps it through the block and releases it once the next transaction has re-taken the
+transaction-level lock (see `_guard_autocommit_blocks`). Another runner therefore waits, as for any migration.
+The block runs without the DDL lock_timeout (a CONCURRENTLY build legitimately waits for older transactions
+and blocks no reads or writes while it does) and such a migration is not retried on a lock timeout: what ran
+before its block is committed, so re-running it from the start is not safe.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
+import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -38,6 +56,12 @@ FILE_TEMPLATE = "%%(year)d%%(month).2d%%(day).2d%%(hour).2d%%(minute).2d%%(secon
 _POLL_S = 0.25
 _LOCK_ATTRIBUTE = "celora_migration_lock"
 
+# A retried migration waits this long before its next try, doubling each time up to the cap.
+_RETRY_BACKOFF_S = 0.5
+_RETRY_BACKOFF_CAP_S = 8.0
+_LOCK_NOT_AVAILABLE = "55P03"
+_QUERY_SHOWN = 200  # characters of a blocker's query kept in the error
+
 # Progress events for a live view: ("lock_wait", LockHolder), ("lock_acquired", seconds waited),
 # ("applied", AppliedMigration), ("replan", RevisionMoved). The core reports; the caller shows it.
 ProgressCallback = Callable[[str, object], None]
@@ -53,6 +77,24 @@ class LockHolder:
     def describe(self) -> str:
         return (f"pid {self.pid} ({self.application_name or 'unknown application'} from {self.client}, "
                 f"connected {self.connection_age_s:.0f} s ago)")
+
+
+@dataclass(frozen=True)
+class Blocker:
+    """A session a migration's statement queued behind (pg_blocking_pids), as seen while it waited."""
+
+    pid: int
+    application_name: str
+    client: str
+    state: str  # pg_stat_activity.state: "idle in transaction" is the usual culprit
+    transaction_age_s: float | None  # how long its transaction has been open
+    query: str  # its current or last query, truncated
+
+    def describe(self) -> str:
+        age = f"transaction open {self.transaction_age_s:.1f} s" if self.transaction_age_s is not None \
+            else "no open transaction"
+        return (f"pid {self.pid} ({self.application_name or 'unknown application'} from {self.client}, "
+                f"{self.state or 'unknown state'}, {age}, query: {self.query!r})")
 
 
 class RevisionMoved(Exception):
@@ -150,9 +192,12 @@ class MigrationLock:
     and RevisionMoved the connection must be closed (closing rolls back and so releases the lock).
     """
 
-    def __init__(self, timeout: float, progress: ProgressCallback | None = None) -> None:
+    def __init__(self, timeout: float, progress: ProgressCallback | None = None,
+                 ddl_lock_timeout: float | None = None) -> None:
         self.timeout = timeout
         self.progress = progress or (lambda kind, data: None)
+        # PostgreSQL lock_timeout set locally in each transaction this lock begins (None: the server's).
+        self.ddl_lock_timeout = ddl_lock_timeout
         self.expected: tuple[str, ...] | None = None
         self.holder: LockHolder | None = None
         self.waited_s = 0.0
@@ -184,9 +229,15 @@ class MigrationLock:
 
         started = time.monotonic()
         busy = False
+        params: dict[str, object] = {"key": MIGRATION_LOCK_KEY}
+        if self.ddl_lock_timeout is None:
+            query = text("SELECT pg_try_advisory_xact_lock(:key)")
+        else:  # set_config(..., true) is SET LOCAL: it ends with this transaction; same round trip as the lock
+            query = text("SELECT pg_try_advisory_xact_lock(:key), set_config('lock_timeout', :ms, true)")
+            params["ms"] = f"{max(1, round(self.ddl_lock_timeout * 1000))}ms"
         while True:
             # A failed try takes nothing, so polling inside the open transaction holds nothing either.
-            if conn.execute(text("SELECT pg_try_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY}).scalar():
+            if conn.execute(query, params).scalar():
                 if busy:
                     waited = time.monotonic() - started
                     self.waited_s = round(self.waited_s + waited, 3)
@@ -207,6 +258,151 @@ class MigrationLock:
                     "stuck, end it with `SELECT pg_terminate_backend(<pid>)`.",
                 )
             time.sleep(min(_POLL_S, max(0.0, self.timeout - (time.monotonic() - started))))
+
+
+# -- DDL lock safety ------------------------------------------------------------------------------------
+
+_BLOCKERS_SQL = (
+    "SELECT a.pid, coalesce(a.application_name, ''), coalesce(host(a.client_addr), 'local socket'),"
+    "       coalesce(a.state, ''), extract(epoch FROM now() - a.xact_start), left(coalesce(a.query, ''), %s)"
+    "  FROM pg_stat_activity a WHERE a.pid = ANY (pg_blocking_pids(%s)) ORDER BY a.xact_start NULLS LAST")
+
+
+class BlockerWatch:
+    """Who a migration's statement queues behind, read on a second connection while it waits.
+
+    Once the migration's statement has run for `after` seconds, a thread opens a connection from the same engine
+    (same URL, credentials and startup options) and polls pg_blocking_pids for the migration's backend until the
+    statement ends. The blockers must be read while the statement waits: once the lock timeout rolled it back,
+    nothing is blocked any more. A migration that runs through quickly never opens the second connection.
+    """
+
+    def __init__(self, conn, after: float) -> None:
+        self._engine = conn.engine
+        self._pid = conn.connection.driver_connection.info.backend_pid  # psycopg: no round trip
+        self._after = after
+        self._poll_s = max(0.05, min(0.5, after / 2))
+        self._since: float | None = None  # when the running statement started
+        self._seen: tuple[Blocker, ...] = ()
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="celora-blocker-watch", daemon=True)
+
+    @classmethod
+    def start(cls, conn, after: float) -> BlockerWatch | None:
+        from sqlalchemy import event
+
+        try:
+            watch = cls(conn, after)
+        except AttributeError:  # not a psycopg connection: the error will not name the blockers
+            return None
+        event.listen(conn, "before_cursor_execute", watch._statement_started)
+        event.listen(conn, "after_cursor_execute", watch._statement_ended)
+        event.listen(conn, "rollback", watch._statement_failed)  # a failed statement ends in a rollback
+        watch._thread.start()
+        return watch
+
+    def take(self) -> tuple[Blocker, ...]:
+        """The blockers seen since the last take()."""
+        seen, self._seen, self._since = self._seen, (), None
+        return seen
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self._thread.join(timeout=5)
+
+    def _statement_started(self, *args) -> None:
+        self._since = time.monotonic()
+
+    def _statement_ended(self, *args) -> None:
+        self._since = None
+
+    def _statement_failed(self, conn) -> None:
+        self._since = None
+
+    def _run(self) -> None:
+        raw = None
+        try:
+            while not self._stopped.wait(self._poll_s):
+                since = self._since
+                if since is None or time.monotonic() - since < self._after:
+                    continue
+                if raw is None:
+                    raw = self._engine.raw_connection()
+                    raw.driver_connection.autocommit = True
+                blockers = self._read(raw.driver_connection)
+                if blockers:
+                    self._seen = blockers
+        except Exception:  # noqa: BLE001 - best effort: without it the error only lacks the blockers' names
+            pass
+        finally:
+            if raw is not None:
+                with contextlib.suppress(Exception):
+                    raw.close()
+
+    def _read(self, driver) -> tuple[Blocker, ...]:
+        rows = driver.execute(_BLOCKERS_SQL, (_QUERY_SHOWN, self._pid)).fetchall()
+        return tuple(Blocker(int(pid), app, client, state, None if age is None else round(float(age), 3),
+                             " ".join(query.split())) for pid, app, client, state, age, query in rows)
+
+
+class _AutocommitGuard:
+    """Keeps the migration lock held through Alembic's autocommit_block() (see the module docstring).
+
+    Alembic commits the migration's transaction before the block, which releases the transaction-level lock. The
+    same key taken as a session-level lock while that transaction still holds it (re-entrant: immediate) bridges
+    the gap; it is released once the transaction after the block began, which re-took the transaction-level lock.
+    `entered` says whether the current try ran such a block (then it is not retried).
+    """
+
+    def __init__(self, migration_context, locked: bool) -> None:
+        self.entered = False
+        original = migration_context.autocommit_block
+
+        @contextlib.contextmanager
+        def autocommit_block():
+            self.entered = True
+            if migration_context.as_sql or not locked:
+                with original():
+                    yield
+                return
+            from sqlalchemy import text
+
+            key = {"key": MIGRATION_LOCK_KEY}
+            migration_context.connection.execute(text("SELECT pg_advisory_lock(:key)"), key)
+            try:
+                with original():
+                    yield
+            finally:
+                # The connection Alembic restored after the block; closing it would release the lock anyway.
+                with contextlib.suppress(Exception):
+                    migration_context.connection.execute(text("SELECT pg_advisory_unlock(:key)"), key)
+
+        migration_context.autocommit_block = autocommit_block
+
+
+def _retry_delay(attempt: int) -> float:
+    return min(_RETRY_BACKOFF_CAP_S, _RETRY_BACKOFF_S * 2 ** (attempt - 1))
+
+
+def _ddl_lock_timeout_error(step, settings: Settings, attempts: int, blockers: tuple[Blocker, ...],
+                            applied: list[dict], at: tuple[str, ...] | None, non_atomic: bool) -> LockTimeout:
+    name = Path(step.revision.path).stem if step is not None else "a migration"
+    revision = step.revision.revision if step is not None else None
+    who = "; ".join(b.describe() for b in blockers) if blockers else \
+        "a session no longer visible when the lock was checked (its transaction may have ended meanwhile)"
+    where = ", ".join(at or ()) or "an empty schema (no migration applied)"
+    tries = f"{attempts} tr{'y' if attempts == 1 else 'ies'}"
+    why = (" It was not retried: it ran an autocommit_block(), so what came before the block is committed."
+           if non_atomic else f" It was rolled back each time; the database is at {where}.")
+    pids = ", ".join(str(b.pid) for b in blockers) or "<pid>"
+    return LockTimeout(
+        f"Migration {name} waited longer than the DDL lock timeout ({settings.ddl_lock_timeout:g} s, "
+        f"CELORA_DDL_LOCK_TIMEOUT) for a table lock on {tries}, so it gave up instead of making every query on "
+        f"that table queue behind it.{why} Blocked by: {who}.",
+        f"Finish or end the blocking transaction (`SELECT pg_terminate_backend({pids})` ends it), then run "
+        "`celora db migrate-deploy` again; an 'idle in transaction' session is usually a client that forgot to "
+        "commit. Raise --ddl-lock-timeout or CELORA_DDL_LOCK_RETRIES only if the table may stay blocked longer.",
+        revision=revision, attempts=attempts, blockers=list(blockers), applied=applied)
 
 
 def read_current(conn, *, maybe_missing: bool = True) -> tuple[str, ...]:
@@ -243,6 +439,7 @@ class JournalRecorder:
         # Set once a success row went in: later steps of the run need not look the journal up again (if that
         # transaction failed after all, the run stops there and the failure row re-checks).
         self._journal_known = False
+        self.applied: list[dict] = []  # the upgrades this run applied: revision, name, duration_ms
 
     def install(self, migration_context) -> JournalRecorder:
         work = migration_context._migrations_fn  # Alembic's "fn": the steps of upgrade/downgrade
@@ -275,14 +472,18 @@ class JournalRecorder:
         # Straight to psycopg, inside the transaction SQLAlchemy began (so under the migration lock): the row is
         # one round trip, without SQLAlchemy's per-statement work, which a 200-migration deploy would feel.
         conn = ctx.connection.connection.driver_connection if ctx.connection.in_transaction() else ctx.connection
+        duration_ms = (time.perf_counter() - self._started) * 1000
         journal.record(conn, revision=script.revision, name=Path(script.path).stem,
                        status=journal.APPLIED if current.is_upgrade else journal.ROLLED_BACK,
                        checksum=journal.checksum(Path(script.path)), started_at=self.started_at,
-                       duration_ms=(time.perf_counter() - self._started) * 1000, ensure=not self._journal_known)
+                       duration_ms=duration_ms, ensure=not self._journal_known)
         self._journal_known = True
+        if current.is_upgrade:
+            self.applied.append({"revision": script.revision, "name": Path(script.path).stem,
+                                 "duration_ms": round(duration_ms, 1)})
         self.step = None
 
-    def record_failure(self, conn, exc: BaseException) -> None:
+    def record_failure(self, conn, exc: BaseException, blockers: tuple[Blocker, ...] = ()) -> None:
         """After the failed migration's transaction was rolled back: its 'failed' row, committed on its own.
         Best effort: when the connection itself is gone (the server died) there is nowhere to write."""
         import contextlib
@@ -297,7 +498,8 @@ class JournalRecorder:
             conn.rollback()
             journal.record(conn, revision=script.revision, name=Path(script.path).stem, status=journal.FAILED,
                            checksum=journal.checksum(Path(script.path)), started_at=self.started_at,
-                           duration_ms=(time.perf_counter() - self._started) * 1000, error=_error_text(exc))
+                           duration_ms=(time.perf_counter() - self._started) * 1000,
+                           error=_error_text(exc) + "".join(f"; blocked by {b.describe()}" for b in blockers))
             conn.commit()
 
 
@@ -466,7 +668,6 @@ def _settings(config) -> Settings:
 
 def _run_online(context, conn, opts: dict, settings: Settings, *, owned: bool,
                 progress: ProgressCallback | None = None) -> None:
-    from celora_cli.errors import CeloraError
 
     config = context.config
     callbacks = [config.attributes["on_version_apply"]] if config.attributes.get("on_version_apply") else []
@@ -475,22 +676,63 @@ def _run_online(context, conn, opts: dict, settings: Settings, *, owned: bool,
         lock = MigrationLock(settings.lock_timeout, progress).install(conn)
     if lock is not None:
         callbacks.insert(0, lock.on_version_apply)  # first, so the caller's callback sees the lock up to date
+    if lock is not None and lock.ddl_lock_timeout is None:
+        lock.ddl_lock_timeout = settings.ddl_lock_timeout
     recorder = JournalRecorder()
     callbacks.insert(1 if lock is not None else 0, recorder.on_version_apply)  # in the migration's transaction
     context.configure(connection=conn, on_version_apply=callbacks, **opts)
     migration_context = context.get_context()
     recorder.install(migration_context)
+    guard = _AutocommitGuard(migration_context, locked=lock is not None)
+    # Read the blockers once a statement has waited most of the lock timeout (a fast migration never looks).
+    watch = BlockerWatch.start(conn, after=lock.ddl_lock_timeout * 0.5) if lock is not None and \
+        lock.ddl_lock_timeout else None
     try:
-        with context.begin_transaction():
-            context.run_migrations()
-    except (RevisionMoved, CeloraError):
-        raise  # not a migration's failure: nothing of it ran
-    except Exception as exc:
-        if not migration_context._in_external_transaction:  # the caller's transaction is the caller's to end
-            recorder.record_failure(conn, exc)
-        raise
+        _run_with_retries(context, migration_context, conn, recorder, guard, watch, lock, settings)
+    finally:
+        if watch is not None:
+            watch.stop()
     if owned and conn.in_transaction():
         conn.commit()
+
+
+def _run_with_retries(context, migration_context, conn, recorder: JournalRecorder, guard: _AutocommitGuard,
+                      watch: BlockerWatch | None, lock: MigrationLock | None, settings: Settings) -> None:
+    """Run the migrations; a migration that hit the DDL lock timeout (55P03) was rolled back by its transaction
+    and is run again after a backoff, at most CELORA_DDL_LOCK_RETRIES times. Each try's failure is journalled.
+    Re-running run_migrations() goes on from the database's revision: migrations that committed stay applied."""
+    from celora_cli.db.errors import sqlstate_of
+    from celora_cli.errors import CeloraError
+
+    external = migration_context._in_external_transaction  # the caller's transaction is the caller's to end
+    attempt = 1
+    while True:
+        guard.entered = False
+        try:
+            with context.begin_transaction():
+                context.run_migrations()
+            return
+        except (RevisionMoved, CeloraError):
+            raise  # not a migration's failure: nothing of it ran
+        except Exception as exc:
+            blocked = lock is not None and sqlstate_of(exc) == _LOCK_NOT_AVAILABLE and not external
+            blockers = watch.take() if blocked and watch is not None else ()
+            step = recorder._revision_step()
+            if not external:
+                recorder.record_failure(conn, exc, blockers)
+            if not blocked:
+                raise
+            if attempt > settings.ddl_lock_retries or guard.entered:
+                raise _ddl_lock_timeout_error(step, settings, attempt, blockers, recorder.applied,
+                                              lock.expected if lock is not None else None, guard.entered) from exc
+            delay = _retry_delay(attempt)
+            name = Path(step.revision.path).stem if step is not None else "a migration"
+            who = f" behind {blockers[0].describe()}" if blockers else ""
+            logging.getLogger("celora.notice").info(
+                f"Migration {name} waited longer than the DDL lock timeout ({settings.ddl_lock_timeout:g} s){who}; "
+                f"rolled back, retrying in {delay:g} s (retry {attempt} of {settings.ddl_lock_retries}).")
+            attempt += 1
+            time.sleep(delay)
 
 
 def _run_by_hand(context, opts: dict, config) -> None:
@@ -533,6 +775,8 @@ def _run_by_hand(context, opts: dict, config) -> None:
 
 
 __all__ = [
+    "Blocker",
+    "BlockerWatch",
     "FILE_TEMPLATE",
     "MIGRATION_LOCK_KEY",
     "JournalRecorder",
