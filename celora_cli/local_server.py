@@ -244,6 +244,10 @@ def default_run_as() -> str | None:
 class LocalServer:
     """One PostgreSQL cluster in `base_dir`: pgdata/, postgres.log, server.json (its port)."""
 
+    # `celora db changes` (logical decoding) works on the local server out of the box: wal_level can only
+    # change with a restart, so it is set at every start. A subclass may lower it (tests of the refusal).
+    wal_level = "logical"
+
     def __init__(self, base_dir: Path, *, bin_dir: Path | None = None, run_as: str | None = None,
                  port: int | None = None, database: str = DEFAULT_DATABASE, fast: bool = False) -> None:
         self.base_dir = Path(base_dir).resolve()
@@ -557,7 +561,7 @@ class LocalServer:
         self._notice(f"Starting the local PostgreSQL in {self.data_dir} on 127.0.0.1:{port} "
                      "(`celora local stop` stops it) ...")
         options = [f"-p {port}", "-c listen_addresses=127.0.0.1", "-c unix_socket_directories=''",
-                   "-c max_connections=200"]
+                   "-c max_connections=200", f"-c wal_level={self.wal_level}"]
         if self.fast:
             options += ["-c fsync=off", "-c synchronous_commit=off", "-c full_page_writes=off"]
         result = self._run([self.bin_dir / "pg_ctl", "start", "-D", self.data_dir, "-l", self.log_file,

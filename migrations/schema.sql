@@ -20,6 +20,26 @@ CREATE TYPE transaction_direction AS ENUM ('incoming', 'outgoing', 'self');
 
 CREATE TYPE transaction_status AS ENUM ('pending', 'confirmed', 'failed', 'dropped');
 
+CREATE TABLE audit_log (
+	id BIGSERIAL NOT NULL,
+	changed_at TIMESTAMP WITH TIME ZONE DEFAULT now() NOT NULL,
+	table_name TEXT NOT NULL,
+	operation TEXT NOT NULL,
+	row_key JSONB NOT NULL,
+	old_values JSONB,
+	new_values JSONB,
+	actor TEXT NOT NULL,
+	db_role TEXT NOT NULL,
+	application_name TEXT,
+	transaction_id BIGINT NOT NULL,
+	CONSTRAINT pk_audit_log PRIMARY KEY (id),
+	CONSTRAINT ck_audit_log_operation_known CHECK (operation IN ('INSERT', 'UPDATE', 'DELETE'))
+);
+
+CREATE INDEX ix_audit_log_changed_at ON audit_log (changed_at);
+
+CREATE INDEX ix_audit_log_table_name_row_key ON audit_log (table_name, row_key);
+
 CREATE TABLE rate_limits (
 	key TEXT NOT NULL,
 	window_start TIMESTAMP WITH TIME ZONE NOT NULL,
@@ -182,5 +202,93 @@ CREATE TABLE transactions (
 CREATE INDEX ix_transactions_pending ON transactions (created_at) WHERE status = 'pending';
 
 CREATE INDEX ix_transactions_wallet_id_block_timestamp_id ON transactions (wallet_id, block_timestamp DESC, id DESC);
+
+CREATE OR REPLACE FUNCTION celora_audit_off_check() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    IF NOT pg_has_role(current_user, (SELECT relowner FROM pg_class WHERE oid = TG_RELID), 'MEMBER') THEN
+        RAISE EXCEPTION USING
+            MESSAGE = 'celora.audit = off is reserved for the owner of table ' || TG_TABLE_NAME,
+            ERRCODE = 'insufficient_privilege',
+                  HINT = 'Only bulk loads run by the migration role may skip the audit log; reset celora.audit.';
+    END IF;
+    RETURN NULL;
+END;
+$$;
+
+CREATE OR REPLACE FUNCTION celora_audit_row() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    -- TG_ARGV[0]: the primary key columns, comma-separated; TG_ARGV[1..]: columns never recorded.
+    excluded text[] := TG_ARGV[1:TG_NARGS - 1];
+    full_row jsonb;
+    old_row jsonb;
+    new_row jsonb;
+    old_changed jsonb;
+    new_changed jsonb;
+    row_key jsonb := '{}';
+    key_column text;
+BEGIN
+    IF TG_OP <> 'INSERT' THEN
+        old_row := to_jsonb(OLD);
+        full_row := old_row;
+        old_row := old_row - excluded;
+    END IF;
+    IF TG_OP <> 'DELETE' THEN
+        new_row := to_jsonb(NEW);
+        full_row := new_row;
+        new_row := new_row - excluded;
+    END IF;
+    IF TG_OP = 'UPDATE' THEN
+        SELECT jsonb_object_agg(n.key, o.value), jsonb_object_agg(n.key, n.value)
+          INTO old_changed, new_changed
+          FROM jsonb_each(new_row) AS n
+          JOIN jsonb_each(old_row) AS o ON o.key = n.key
+         WHERE n.value IS DISTINCT FROM o.value AND n.key <> 'updated_at';
+        IF new_changed IS NULL THEN
+            RETURN NULL;  -- nothing recorded changed (a no-op update, or only excluded columns)
+        END IF;
+        old_row := old_changed;
+        new_row := new_changed;
+    END IF;
+    FOREACH key_column IN ARRAY string_to_array(TG_ARGV[0], ',') LOOP
+        row_key := row_key || jsonb_build_object(key_column, full_row -> key_column);
+    END LOOP;
+    INSERT INTO audit_log (changed_at, table_name, operation, row_key, old_values, new_values, actor, db_role,
+                           application_name, transaction_id)
+    VALUES (clock_timestamp(), TG_TABLE_NAME, TG_OP, row_key, old_row, new_row,
+            coalesce(nullif(current_setting('celora.actor', true), ''),
+                     nullif(current_setting('application_name'), ''), session_user),
+            session_user, nullif(current_setting('application_name'), ''),
+            pg_current_xact_id()::text::bigint);
+    RETURN NULL;
+END;
+$$;
+
+CREATE OR REPLACE TRIGGER trg_idempotency_keys_audit AFTER INSERT OR UPDATE OR DELETE ON idempotency_keys FOR EACH ROW WHEN (current_setting('celora.audit', true) IS DISTINCT FROM 'off') EXECUTE FUNCTION celora_audit_row('id', 'response_body');
+
+CREATE OR REPLACE TRIGGER trg_idempotency_keys_audit_off_check BEFORE INSERT OR UPDATE OR DELETE ON idempotency_keys FOR EACH STATEMENT WHEN (current_setting('celora.audit', true) = 'off') EXECUTE FUNCTION celora_audit_off_check();
+
+CREATE OR REPLACE TRIGGER trg_notifications_audit AFTER INSERT OR UPDATE OR DELETE ON notifications FOR EACH ROW WHEN (current_setting('celora.audit', true) IS DISTINCT FROM 'off') EXECUTE FUNCTION celora_audit_row('id');
+
+CREATE OR REPLACE TRIGGER trg_notifications_audit_off_check BEFORE INSERT OR UPDATE OR DELETE ON notifications FOR EACH STATEMENT WHEN (current_setting('celora.audit', true) = 'off') EXECUTE FUNCTION celora_audit_off_check();
+
+CREATE OR REPLACE TRIGGER trg_sessions_audit AFTER INSERT OR UPDATE OR DELETE ON sessions FOR EACH ROW WHEN (current_setting('celora.audit', true) IS DISTINCT FROM 'off') EXECUTE FUNCTION celora_audit_row('id', 'token_hash');
+
+CREATE OR REPLACE TRIGGER trg_sessions_audit_off_check BEFORE INSERT OR UPDATE OR DELETE ON sessions FOR EACH STATEMENT WHEN (current_setting('celora.audit', true) = 'off') EXECUTE FUNCTION celora_audit_off_check();
+
+CREATE OR REPLACE TRIGGER trg_transactions_audit AFTER INSERT OR UPDATE OR DELETE ON transactions FOR EACH ROW WHEN (current_setting('celora.audit', true) IS DISTINCT FROM 'off') EXECUTE FUNCTION celora_audit_row('id');
+
+CREATE OR REPLACE TRIGGER trg_transactions_audit_off_check BEFORE INSERT OR UPDATE OR DELETE ON transactions FOR EACH STATEMENT WHEN (current_setting('celora.audit', true) = 'off') EXECUTE FUNCTION celora_audit_off_check();
+
+CREATE OR REPLACE TRIGGER trg_users_audit AFTER INSERT OR UPDATE OR DELETE ON users FOR EACH ROW WHEN (current_setting('celora.audit', true) IS DISTINCT FROM 'off') EXECUTE FUNCTION celora_audit_row('id');
+
+CREATE OR REPLACE TRIGGER trg_users_audit_off_check BEFORE INSERT OR UPDATE OR DELETE ON users FOR EACH STATEMENT WHEN (current_setting('celora.audit', true) = 'off') EXECUTE FUNCTION celora_audit_off_check();
+
+CREATE OR REPLACE TRIGGER trg_wallets_audit AFTER INSERT OR UPDATE OR DELETE ON wallets FOR EACH ROW WHEN (current_setting('celora.audit', true) IS DISTINCT FROM 'off') EXECUTE FUNCTION celora_audit_row('id');
+
+CREATE OR REPLACE TRIGGER trg_wallets_audit_off_check BEFORE INSERT OR UPDATE OR DELETE ON wallets FOR EACH STATEMENT WHEN (current_setting('celora.audit', true) = 'off') EXECUTE FUNCTION celora_audit_off_check();
 
 CREATE TRIGGER trg_transactions_set_updated_at BEFORE UPDATE ON transactions FOR EACH ROW EXECUTE FUNCTION celora_set_updated_at();

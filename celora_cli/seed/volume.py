@@ -495,6 +495,21 @@ def _check_transaction(conn) -> None:
         )
 
 
+# The audit log (migration 20261126170000) records every row change through triggers; generated rows are
+# nobody's change and auditing them would double the volume's writes. Skipping is explicit and transaction-local
+# (SET LOCAL celora.audit = 'off'), and only for a role that owns the tables: the database refuses the request
+# from anyone else, so a non-owner's volume is audited rather than refused.
+_MAY_SKIP_AUDIT = ("SELECT coalesce(bool_and(pg_has_role(current_user, relowner, 'MEMBER')), false) FROM pg_class "
+                   "WHERE oid = ANY(%s::regclass[])")
+
+
+def _skip_audit(conn) -> bool:
+    if not conn.execute(_MAY_SKIP_AUDIT, (list(TABLES),)).fetchone()[0]:
+        return False
+    conn.execute("SELECT set_config('celora.audit', 'off', true)")
+    return True
+
+
 def _stream(conn, table: str, columns: tuple[str, ...], rows: Iterator[str], total: int,
             progress: ProgressCallback | None) -> int:
     done = 0
@@ -544,6 +559,7 @@ def generate_volume(conn, *, users: int, seed: int, progress: ProgressCallback |
         )
     totals = planned_counts(users=users, seed=seed)
     ts = Timestamps()
+    auditing_skipped = _skip_audit(conn)
     counts["users"] = _stream(conn, "users", USER_COLUMNS, user_rows(seed, users, pools, ts),
                               totals["users"], progress)
     counts["wallets"] = _stream(conn, "wallets", WALLET_COLUMNS, wallet_rows(seed, users, ts),
@@ -552,4 +568,8 @@ def generate_volume(conn, *, users: int, seed: int, progress: ProgressCallback |
                                      totals["transactions"], progress)
     counts["notifications"] = _stream(conn, "notifications", NOTIFICATION_COLUMNS,
                                       notification_rows(seed, users, pools, ts), totals["notifications"], progress)
+    if auditing_skipped:
+        # Only this function's COPYs: the caller's later statements in the same transaction are audited again.
+        # (On an error nothing needs resetting: the transaction is rolled back, and SET LOCAL with it.)
+        conn.execute("SELECT set_config('celora.audit', '', true)")
     return counts

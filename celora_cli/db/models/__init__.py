@@ -1,5 +1,6 @@
 """The Celora schema. Importing this package registers every table on ``Base.metadata``."""
 
+from celora_cli.db.models.audit_log import AuditLog
 from celora_cli.db.models.base import Base, TimestampMixin
 from celora_cli.db.models.enums import (
     Chain,
@@ -17,6 +18,7 @@ from celora_cli.db.models.user import User
 from celora_cli.db.models.wallet import Wallet
 
 __all__ = [
+    "AuditLog",
     "Base",
     "Chain",
     "IdempotencyKey",

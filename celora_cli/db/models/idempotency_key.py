@@ -33,7 +33,8 @@ class IdempotencyKey(Base):
     request_fingerprint: Mapped[str] = mapped_column(Text)
     # NULL until the first request completes; a replay returns the stored response.
     response_status: Mapped[int | None]
-    response_body: Mapped[Any | None] = mapped_column(JSONB)
+    # sensitive (a replay returns it verbatim: it may hold tokens): never in audit_log or the change stream.
+    response_body: Mapped[Any | None] = mapped_column(JSONB, info={"sensitive": True})
     # Set while the first request is in flight, so a concurrent retry can answer 409.
     locked_at: Mapped[dt.datetime | None]
     # Indexed for the periodic "delete expired keys" sweep.

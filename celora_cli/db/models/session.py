@@ -45,7 +45,8 @@ class Session(Base):
     user_id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("users.id", ondelete="CASCADE"), index=True
     )
-    token_hash: Mapped[bytes] = mapped_column(LargeBinary, unique=True)
+    # sensitive: never copied into audit_log or the change stream (celora db audit / changes).
+    token_hash: Mapped[bytes] = mapped_column(LargeBinary, unique=True, info={"sensitive": True})
     user_agent: Mapped[str | None] = mapped_column(Text)
     ip_address: Mapped[str | None] = mapped_column(InetText)
     # Indexed for the periodic "delete expired sessions" sweep.

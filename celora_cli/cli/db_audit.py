@@ -1,0 +1,96 @@
+"""`celora db audit`: a row's or a table's history from the audit log, newest first; `--prune-older-than DAYS`
+deletes old entries in batches after the destructive-action guard. The core is celora_cli.audit (imported inside
+the command, so `celora --help` stays light)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import typer
+
+from celora_cli.cli import console
+from celora_cli.cli.app import json_option, load_settings_from
+from celora_cli.cli.console import safe
+from celora_cli.cli.db import app
+
+_SHOWN_CHARS = 80
+
+
+@app.command("audit")
+def audit(
+    ctx: typer.Context,
+    table: str | None = typer.Option(None, "--table", metavar="T", help="Only changes to table T (e.g. wallets)."),
+    row_id: str | None = typer.Option(None, "--id", metavar="ID", help="Only the row whose primary key id is ID."),
+    since: str | None = typer.Option(None, "--since", metavar="TIME", help="Only changes at or after TIME: an ISO "
+                                     "date/time (UTC unless it says) or a duration back from now (30m, 12h, 7d)."),
+    actor: str | None = typer.Option(None, "--actor", metavar="A", help="Only changes made by actor A (celora.actor, "
+                                     "else application_name, else the database role)."),
+    limit: int = typer.Option(50, "--limit", metavar="N", min=1, max=10_000, help="At most N entries (1 to 10,000)."),
+    prune_older_than: float | None = typer.Option(
+        None, "--prune-older-than", metavar="DAYS", min=0, max=36_500,
+        help="Instead of showing: delete entries older than DAYS days, 5,000 rows per transaction. Asks first."),
+    force: bool = typer.Option(False, "--force", help="With --prune-older-than: no confirmation prompt (required when "
+                               "stdin is not a terminal or CI is set)."),
+    allow_production: bool = typer.Option(False, "--allow-production", help="With --prune-older-than: allow it on a "
+                                          "PRODUCTION database. Refused without it."),
+    as_json: bool = json_option(),
+) -> None:
+    """Who changed what and when: the audit log the database keeps, newest first, old -> new per column.
+
+    Example: celora db audit --table wallets --id 5f0c2a4e-... ; retention: celora db audit --prune-older-than 90
+    """
+    settings = load_settings_from(ctx)
+    if prune_older_than is not None:
+        _prune(settings, prune_older_than, force=force, allow_production=allow_production, as_json=as_json)
+        return
+    from celora_cli.audit import history
+
+    result = history(settings, table=table, row_id=row_id, since=since, actor=actor, limit=limit)
+    if as_json:
+        console.print_json(result.as_dict())
+        return
+    _render(result)
+
+
+def _prune(settings, days: float, *, force: bool, allow_production: bool, as_json: bool) -> None:
+    from celora_cli.audit import prune
+    from celora_cli.guard import confirm_destructive
+
+    def confirm(plan) -> None:
+        confirm_destructive(f"delete audit log entries older than {days:g} day(s)", target=plan.database,
+                            losses=plan.losses(), forced=force, settings=settings, database_env=plan.database_env,
+                            production_override=allow_production,
+                            command=f"celora db audit --prune-older-than {days:g}", ask=console.confirm)
+
+    result = prune(settings, older_than_days=days, confirm=confirm)
+    if as_json:
+        console.print_json(result.as_dict())
+        return
+    console.out.print(f"Deleted {result.deleted} audit log entr{'y' if result.deleted == 1 else 'ies'} changed before "
+                      f"{safe(result.cutoff.isoformat(timespec='seconds'))} in {result.batches} batch(es) on "
+                      f"{safe(result.database)}.")
+
+
+def _render(result) -> None:
+    if not result.entries:
+        shown = ", ".join(f"{k}={v}" for k, v in result.filters.items() if v) or "no filter"
+        console.out.print(f"No audit log entries ({safe(shown)}) on {safe(result.database)}.")
+        return
+    for entry in result.entries:
+        key = ", ".join(f"{k}={v}" for k, v in entry.key.items())
+        console.out.print(f"[bold]{safe(entry.changed_at.isoformat(sep=' ', timespec='seconds'))}[/]  "
+                          f"{safe(entry.operation)} {safe(entry.table)} {safe(key)}  by {safe(entry.actor)}"
+                          f" (role {safe(entry.db_role)}, tx {entry.transaction_id})")
+        for column, old, new in entry.changes():
+            if entry.operation == "UPDATE":
+                console.out.print(f"    {safe(column)}: {safe(_shown(old))} -> {safe(_shown(new))}")
+            else:
+                console.out.print(f"    {safe(column)}: {safe(_shown(new if entry.operation == 'INSERT' else old))}")
+    if result.truncated:
+        console.out.print(f"(the newest {result.limit}; older entries exist: use --limit, --since or filters)")
+
+
+def _shown(value: Any) -> str:
+    text = json.dumps(value, ensure_ascii=False, default=str)
+    return text if len(text) <= _SHOWN_CHARS else text[: _SHOWN_CHARS - 3] + "..."

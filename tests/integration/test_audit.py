@@ -1,0 +1,166 @@
+"""The audit log on a real PostgreSQL: the triggers of migration 20261126170000 record who changed what (secrets
+left out), `celora db audit` shows it, auditing is skipped only explicitly and only by the owner, and pruning
+deletes old entries in batches behind the destructive-action guard."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+
+import psycopg
+import pytest
+
+from celora_cli.audit import prune
+from celora_cli.db.models import Base
+from celora_cli.db.models.audit_log import AUDIT_FUNCTION, sensitive_columns
+from celora_cli.seed.apply import seed
+from tests.conftest import REPO, admin_execute, db_name, run_celora, settings_for
+
+
+def rows(url: str, sql: str, params=()) -> list[tuple]:
+    with psycopg.connect(url) as conn:
+        return conn.execute(sql, params).fetchall()
+
+
+@pytest.fixture
+def seeded(migrated_db) -> str:
+    seed(settings_for(migrated_db), REPO / "fixtures")
+    return migrated_db
+
+
+def test_a_label_change_records_one_row_with_actor_and_old_new_and_db_audit_shows_it(seeded):
+    wallet_id, old_label = rows(seeded, "SELECT id, label FROM wallets WHERE label IS NOT NULL ORDER BY id LIMIT 1")[0]
+    before = rows(seeded, "SELECT count(*) FROM audit_log")[0][0]
+    with psycopg.connect(seeded) as conn:
+        conn.execute("SET LOCAL celora.actor = 'user:alice@example.com'")
+        conn.execute("UPDATE wallets SET label = 'Cold storage' WHERE id = %s", (wallet_id,))
+    new_rows = rows(seeded, "SELECT table_name, operation, row_key, old_values, new_values, actor FROM audit_log "
+                    "WHERE id > (SELECT max(id) FROM audit_log) - 5 ORDER BY id")
+    assert rows(seeded, "SELECT count(*) FROM audit_log")[0][0] == before + 1
+    assert new_rows[-1] == ("wallets", "UPDATE", {"id": str(wallet_id)}, {"label": old_label},
+                            {"label": "Cold storage"}, "user:alice@example.com")
+
+    env = {"DATABASE_URL": seeded}
+    shown = run_celora("db", "audit", "--table", "wallets", "--id", str(wallet_id), env=env)
+    assert shown.returncode == 0, shown.stderr
+    lines = shown.stdout.splitlines()
+    assert "UPDATE wallets" in lines[0] and "by user:alice@example.com" in lines[0]  # newest first
+    assert f'    label: "{old_label}" -> "Cold storage"' == lines[1]
+    assert any("INSERT wallets" in line for line in lines[2:])  # the seed's insert, older
+
+    as_json = json.loads(run_celora("db", "audit", "--table", "wallets", "--id", str(wallet_id), "--actor",
+                                    "user:alice@example.com", "--json", env=env).stdout)
+    assert as_json["ok"] is True and as_json["count"] == 1
+    assert as_json["entries"][0]["old"] == {"label": old_label}
+    assert as_json["entries"][0]["new"] == {"label": "Cold storage"}
+
+
+def test_every_column_the_models_mark_sensitive_is_excluded_by_the_triggers(migrated_db):
+    marked = sensitive_columns(Base.metadata)
+    assert marked == {"sessions": ("token_hash",), "idempotency_keys": ("response_body",)}
+    arguments = dict(rows(migrated_db, """
+        SELECT c.relname, encode(t.tgargs, 'escape') FROM pg_trigger t
+          JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_proc p ON p.oid = t.tgfoid
+         WHERE p.proname = %s""", (AUDIT_FUNCTION,)))
+    for table, columns in marked.items():
+        excluded = arguments[table].split("\\000")[1:]  # tgargs: NUL-terminated; the first is the primary key
+        assert set(columns) <= set(excluded), (table, arguments[table])
+    assert "rate_limits" not in arguments and "audit_log" not in arguments
+
+
+def test_no_token_hash_or_response_body_ever_reaches_the_audit_log(seeded):
+    token_hash = hashlib.sha256(b"session-token").digest()
+    new_hash = hashlib.sha256(b"rotated-token").digest()
+    with psycopg.connect(seeded) as conn:
+        user_id = conn.execute("SELECT id FROM users ORDER BY id LIMIT 1").fetchone()[0]
+        session_id = conn.execute(
+            "INSERT INTO sessions (user_id, token_hash, expires_at) VALUES (%s, %s, now() + interval '1 day') "
+            "RETURNING id", (user_id, token_hash)).fetchone()[0]
+        conn.execute("UPDATE sessions SET token_hash = %s WHERE id = %s", (new_hash, session_id))  # nothing else
+        conn.execute("UPDATE sessions SET user_agent = 'curl' WHERE id = %s", (session_id,))
+        conn.execute("INSERT INTO idempotency_keys (key, user_id, method, path, request_fingerprint, response_status, "
+                     "response_body, expires_at) VALUES ('k1', %s, 'POST', '/pay', %s, 200, "
+                     "'{\"access_token\": \"secret-xyz\"}', now() + interval '1 day')", (user_id, "a" * 64))
+        conn.execute("DELETE FROM sessions WHERE id = %s", (session_id,))
+    logged = rows(seeded, "SELECT operation, old_values, new_values FROM audit_log WHERE table_name = 'sessions' "
+                  "ORDER BY id")
+    assert [op for op, _, _ in logged] == ["INSERT", "UPDATE", "DELETE"]  # the hash-only update records nothing
+    assert logged[1][1:] == ({"user_agent": None}, {"user_agent": "curl"})
+    everything = " ".join(str(r) for r in rows(seeded, "SELECT * FROM audit_log"))
+    for secret in (token_hash.hex(), new_hash.hex(), "secret-xyz", "token_hash", "response_body"):
+        assert secret not in everything
+
+
+def test_actor_falls_back_to_application_name_then_the_role(migrated_db):
+    with psycopg.connect(migrated_db, application_name="indexer") as conn:
+        conn.execute("INSERT INTO users (firebase_uid) VALUES ('by-app')")
+    with psycopg.connect(migrated_db, application_name="") as conn:
+        conn.execute("INSERT INTO users (firebase_uid) VALUES ('by-role')")
+    logged = rows(migrated_db, "SELECT new_values->>'firebase_uid', actor, db_role, application_name FROM audit_log "
+                  "ORDER BY id")
+    assert logged == [("by-app", "indexer", "celora", "indexer"), ("by-role", "celora", "celora", None)]
+
+
+def test_skipping_is_explicit_per_transaction_and_refused_to_a_non_owner(pg_server, migrated_db):
+    with psycopg.connect(migrated_db) as conn:
+        conn.execute("SET LOCAL celora.audit = 'off'")  # the owner (the migration role) may
+        conn.execute("INSERT INTO users (firebase_uid) VALUES ('bulk')")
+    with psycopg.connect(migrated_db) as conn:
+        conn.execute("INSERT INTO users (firebase_uid) VALUES ('after')")  # SET LOCAL ended with its transaction
+    assert rows(migrated_db, "SELECT new_values->>'firebase_uid' FROM audit_log") == [("after",)]
+
+    role = f"audit_app_{os.getpid()}"
+    admin_execute(pg_server, f"CREATE ROLE {role} LOGIN; GRANT INSERT, SELECT ON users, audit_log TO {role}; "
+                  f"GRANT USAGE ON SEQUENCE audit_log_id_seq TO {role}", db_name(migrated_db))
+    try:
+        app_url = migrated_db.replace("celora@", f"{role}@")
+        with psycopg.connect(app_url) as conn:
+            conn.execute("INSERT INTO users (firebase_uid) VALUES ('by-app-role')")  # audited like anyone's
+        with psycopg.connect(app_url) as conn, pytest.raises(psycopg.errors.InsufficientPrivilege,
+                                                             match="reserved for the owner of table users"):
+            conn.execute("SET LOCAL celora.audit = 'off'")
+            conn.execute("INSERT INTO users (firebase_uid) VALUES ('hidden')")
+        assert rows(migrated_db, "SELECT count(*) FROM users WHERE firebase_uid = 'hidden'") == [(0,)]
+        assert rows(migrated_db, "SELECT db_role FROM audit_log WHERE new_values->>'firebase_uid' = 'by-app-role'") \
+            == [(role,)]
+    finally:
+        admin_execute(pg_server, f"DROP OWNED BY {role}; DROP ROLE {role}", db_name(migrated_db))
+
+
+def test_the_volume_seed_skips_auditing_and_the_fixtures_in_its_transaction_do_not(migrated_db):
+    result = seed(settings_for(migrated_db), REPO / "fixtures", volume_users=5, volume_seed=3)
+    assert result.volume["users"] == 5
+    audited_users = rows(migrated_db, "SELECT count(*) FROM audit_log WHERE table_name = 'users'")[0][0]
+    assert audited_users == result.tables["users"].created == 2  # the fixtures' users only
+    with psycopg.connect(migrated_db) as conn:
+        conn.execute("UPDATE users SET display_name = 'x' WHERE email LIKE %s", ("%volume.celora.test",))
+    assert rows(migrated_db, "SELECT count(*) FROM audit_log WHERE operation = 'UPDATE'") == [(5,)]
+
+
+def test_prune_deletes_old_entries_in_batches_after_confirmation(seeded):
+    total = rows(seeded, "SELECT count(*) FROM audit_log")[0][0]
+    admin = psycopg.connect(seeded, autocommit=True)
+    admin.execute("UPDATE audit_log SET changed_at = now() - interval '100 days' WHERE id IN "
+                  "(SELECT id FROM audit_log ORDER BY id LIMIT 12)")
+    admin.close()
+    env = {"DATABASE_URL": seeded}
+
+    refused = run_celora("db", "audit", "--prune-older-than", "90", env=env)
+    assert refused.returncode == 12, refused.stderr
+    assert "--force" in refused.stderr and rows(seeded, "SELECT count(*) FROM audit_log")[0][0] == total
+
+    result = prune(settings_for(seeded), older_than_days=90, batch_size=5, confirm=lambda plan: None)
+    assert (result.deleted, result.batches) == (12, 3)
+    assert rows(seeded, "SELECT count(*) FROM audit_log")[0][0] == total - 12
+    again = run_celora("db", "audit", "--prune-older-than", "90", "--force", "--json", env=env)
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["deleted"] == 0
+
+
+def test_an_unknown_table_or_a_bad_since_is_a_clear_error(migrated_db):
+    env = {"DATABASE_URL": migrated_db}
+    unknown = run_celora("db", "audit", "--table", "rate_limits", env=env)
+    assert unknown.returncode == 3 and "not an audited table" in unknown.stderr and "Traceback" not in unknown.stderr
+    bad = run_celora("db", "audit", "--since", "yesterday-ish", env=env)
+    assert bad.returncode == 64 and "--since" in bad.stderr
