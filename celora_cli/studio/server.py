@@ -36,7 +36,9 @@ class PreparedStudio:
         """Serve until interrupted (uvicorn handles Ctrl-C); the socket and the engine are closed after."""
         import uvicorn
 
-        config = uvicorn.Config(self.app, log_level="warning", lifespan="off", access_log=False)
+        # A browser keeps connections open: Ctrl-C should not wait for it to let go.
+        config = uvicorn.Config(self.app, log_level="warning", lifespan="off", access_log=False,
+                                timeout_graceful_shutdown=1)
         try:
             uvicorn.Server(config).run(sockets=[self.sock])
         finally:
