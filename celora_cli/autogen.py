@@ -175,9 +175,10 @@ def migrate_dev(settings: Settings, *, name: str | None = None, create_only: boo
     from celora_cli.db import admin
     from celora_cli.db.connect import direct_url
     from celora_cli.generate import generate, load_metadata, models_source, project_migrations_dir
-    from celora_cli.migrations import alembic_config, deploy, script_directory
+    from celora_cli.migrations import alembic_config, check_migration_name, deploy, script_directory
 
     _refuse_production(settings.env, None)  # before anything connects
+    name = check_migration_name(name) if name is not None else None
     models = models or models_source(settings)
     metadata = metadata if metadata is not None else load_metadata(models)
     project_migrations_dir(settings, "celora db migrate")  # it writes a revision: the project's history only
@@ -305,6 +306,7 @@ def _autogenerate(shadow_settings: Settings, config, script, metadata, name: str
     from alembic.runtime.migration import MigrationContext
 
     from celora_cli.migration_runtime import migration_engine, open_migration_connection, timestamp_revision_id
+    from celora_cli.migrations import check_migration_name
 
     engine, url, setting = migration_engine(shadow_settings, "celora migrate (autogenerate)")
     try:
@@ -337,6 +339,7 @@ def _autogenerate(shadow_settings: Settings, config, script, metadata, name: str
             "The models differ from the migration history, so `celora db migrate` would write a revision, but "
             "no name was given and the session is not interactive.",
             "Name it: celora db migrate --name add_wallet_label")
+    name = check_migration_name(name)  # a name typed at the prompt
     result.warnings = extras.warnings
     # Alembic prints "Generating <path> ... done" on stdout, which belongs to the result (one JSON object
     # with --json); the CLI names the file itself.

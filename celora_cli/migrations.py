@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import re
 import socket
 import time
 from collections.abc import Callable
@@ -126,6 +127,25 @@ def find_migrations_dir(settings: Settings) -> Path:
         f"No Alembic migrations found (looked for env.py in {', '.join(str(c) for c in candidates if c)}).",
         "Run celora from the project root, or set CELORA_MIGRATIONS_DIR to the migrations folder.",
     )
+
+
+# A migration's name becomes its file name (Alembic's slug of the words) and the first line of its docstring,
+# so a quote, a backslash (`C:\Users` is a unicode escape in a docstring) or a line break would write a file
+# Python cannot import. Words, spaces, '-' and '.' are enough for a name.
+_NAME_PATTERN = re.compile(r"[\w][\w .-]*")
+MAX_NAME_LENGTH = 100
+
+
+def check_migration_name(name: str) -> str:
+    """The name, stripped; ConfigError when it could not become a migration file (checked before any work)."""
+    stripped = name.strip()
+    if not stripped or len(stripped) > MAX_NAME_LENGTH or not _NAME_PATTERN.fullmatch(stripped):
+        odd = sorted({c for c in stripped if not (c.isalnum() or c in "_ .-")})
+        what = (f"has characters a migration file name and docstring can't hold: {' '.join(map(repr, odd))}"
+                if odd else f"must be 1 to {MAX_NAME_LENGTH} characters and start with a letter or digit")
+        raise ConfigError(f"The migration name {stripped[:120]!r} {what}.",
+                          "Use letters, digits, spaces, '_', '-' or '.', e.g. --name add_wallet_label")
+    return stripped
 
 
 def alembic_config(settings: Settings, connection=None):
@@ -250,7 +270,7 @@ def stamp_after_deploy(conn, settings: Settings) -> None:
 def _deploy_on(conn, lock: MigrationLock, config, script, settings: Settings, result: DeployResult,
                progress: ProgressCallback) -> None:
 
-    from celora_cli.db.errors import migration_failure
+    from celora_cli.db.errors import connection_lost, migration_failure
 
     result.baseline = verify_journal(conn, script, settings)  # its transaction takes the lock first
     before = status_on(conn, settings, script=script)
@@ -283,12 +303,17 @@ def _deploy_on(conn, lock: MigrationLock, config, script, settings: Settings, re
         failed = next((m for m in before.pending if m.revision not in done), before.pending[-1])
         good = ", ".join(lock.expected or ()) or "an empty schema (no migration applied)"
         state, detail = migration_failure(exc)
-        raise MigrationFailed(
-            f"Migration {failed.name} failed: {detail}. It was rolled back; the database is at {good}.",
-            f"Fix {find_migrations_dir(settings) / 'versions' / failed.name}.py and run "
-            "`celora db migrate-deploy` again.",
-            revision=failed.revision, sqlstate=state, applied=list(result.applied),
-        ) from exc
+        message = f"Migration {failed.name} failed: {detail}. It was rolled back; the database is at {good}."
+        hint = (f"Fix {find_migrations_dir(settings) / 'versions' / failed.name}.py and run "
+                "`celora db migrate-deploy` again.")
+        if connection_lost(exc):  # nobody could roll back or check: say what PostgreSQL guarantees, no more
+            message = (f"Migration {failed.name} was interrupted: {detail}. PostgreSQL rolls back a transaction "
+                       f"that did not commit, so the database is at {good}, unless the connection broke during "
+                       "the commit itself (`celora db status` shows where it is).")
+            hint = ("The migration file is not at fault: check that the database server is up (it may have "
+                    "crashed or restarted), then run `celora db migrate-deploy` again.")
+        raise MigrationFailed(message, hint, revision=failed.revision, sqlstate=state,
+                              applied=list(result.applied)) from exc
     finally:
         config.attributes.pop("connection", None)
         config.attributes.pop("on_version_apply", None)

@@ -57,9 +57,27 @@ def postgres_message(exc: BaseException) -> str:
 def migration_failure(exc: BaseException) -> tuple[str | None, str]:
     """(SQLSTATE, one-line detail) of an exception raised inside a migration's upgrade() or downgrade()."""
     state = sqlstate_of(exc)
+    if connection_lost(exc):
+        return state, f"the connection to the database server was lost ({postgres_message(exc)})"
     if state is not None or hasattr(exc, "orig"):
-        return state, f"PostgreSQL error {state}: {postgres_message(exc)}"
+        return state, f"PostgreSQL error{f' {state}' if state else ''}: {postgres_message(exc)}"
     return None, f"{type(exc).__name__}: {exc}"
+
+
+def connection_lost(exc: BaseException) -> bool:
+    """The server went away under a running statement (crash, restart, network), as opposed to an error the
+    statement itself caused: the migration file is not at fault and may be fine."""
+    state = sqlstate_of(exc)
+    if state is not None:
+        return state.startswith("08") or state in ("57P01", "57P02", "57P03")
+    lowered = str(root_cause(exc)).lower()
+    return any(m in lowered for m in ("server closed the connection", "consuming input failed",
+                                      "connection is lost", "connection reset", "no connection to the server",
+                                      "terminating connection", "the connection is closed"))
+
+
+def _sslmode(url: DatabaseURL | None) -> str:
+    return dict(url.libpq_params).get("sslmode", "require") if url else "require"
 
 
 def translate(exc: BaseException, url: DatabaseURL | None, setting: str = "DATABASE_URL") -> CeloraError:
@@ -82,6 +100,13 @@ def translate(exc: BaseException, url: DatabaseURL | None, setting: str = "DATAB
             f"{setting} has a connection parameter libpq rejects ({shown}): {message}",
             f"Fix or remove that parameter in {setting}; see the libpq connection parameters "
             "(sslmode: disable, allow, prefer, require, verify-ca, verify-full).",
+        )
+    if "does not support ssl" in lowered:  # sslmode=require (or stricter) against a server without SSL
+        return ConfigError(
+            f"{setting} asks for SSL (sslmode={_sslmode(url)}) but the server at {where} does not support SSL "
+            f"({shown}): {message}",
+            f"Enable SSL on the server (ssl = on in postgresql.conf), or, on a trusted network only, use "
+            f"sslmode=prefer or sslmode=disable in {setting}.",
         )
     if "unsupported startup parameter" in lowered:
         return ConfigError(
