@@ -164,7 +164,7 @@ def _register_command_modules() -> None:
 
     # migrate/generate, reset/rollback, seed, push, resolve, health
     for name in ("db_dev", "db_destructive", "db_seed", "db_push", "db_resolve", "db_health", "db_backup",
-                 "db_audit", "db_changes", "db_studio"):
+                 "db_audit", "db_changes", "db_studio", "db_metrics"):
         importlib.import_module(f"celora_cli.cli.{name}")
 
 

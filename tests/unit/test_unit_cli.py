@@ -25,6 +25,7 @@ EXPECTED_COMMANDS = {("db", "migrate-deploy"), ("db", "status"), ("db", "health"
                      ("db", "migrate"), ("db", "generate"), ("db", "push"),
                      ("db", "resolve"),
                      ("db", "audit"),
+                     ("db", "metrics"),
                      ("db", "studio"),
                      ("db", "backup"), ("db", "restore"), ("local", "pgbouncer")}
 JSON_COMMANDS = [["db", "health"], ["db", "status"], ["db", "migrate-deploy"], ["local", "status"],
