@@ -83,7 +83,10 @@ def scram_secret(password: str, *, salt: bytes | None = None, iterations: int = 
 
 
 def _port_free(port: int) -> bool:
+    """Whether PgBouncer could listen there. SO_REUSEADDR, as PgBouncer binds: the port of a PgBouncer that just
+    stopped (its connections in TIME_WAIT) is free for the next one, and a restart keeps its URL."""
     with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
         except OSError:

@@ -62,6 +62,8 @@ def backup(settings: Settings, output: Path | None = None, *, verify: bool = Fal
     now = dt.datetime.now(dt.UTC)
     url = direct_url(settings)
     setting = direct_setting(settings)
+    target = _refuse_existing(Path(output) if output is not None
+                              else default_output(settings, url.database or url.username or "postgres", now))
     with translating(url, setting):
         conn = connect(url, settings, application_name="celora backup", autocommit=False)
     try:
@@ -75,7 +77,7 @@ def backup(settings: Settings, output: Path | None = None, *, verify: bool = Fal
             revision = schema_revision(conn)
             tables = table_counts(conn)
         tools = find_client_tools(settings, needed_major=major, needed_for=f"the server (PostgreSQL {version})")
-        target = _target(Path(output) if output is not None else default_output(settings, database, now))
+        _make_folder(target)
         _dump(tools, url, settings, snapshot, target)
         conn.rollback()  # the snapshot may go now
     finally:
@@ -98,13 +100,18 @@ def backup(settings: Settings, output: Path | None = None, *, verify: bool = Fal
     return result
 
 
-def _target(path: Path) -> Path:
-    """The final path: refused when a file is already there (a backup is never overwritten silently); the
-    folder is created (announced) when missing."""
+def _refuse_existing(path: Path) -> Path:
+    """The final path, absolute; refused (before anything connects) when a file is already there: a backup is
+    never overwritten."""
     path = path.absolute()
     if path.exists() or manifest_path(path).exists():
         raise ConfigError(f"{path} already exists; celora does not overwrite a backup.",
                           "Choose another --output, or move the old file (and its .manifest.json) away first.")
+    return path
+
+
+def _make_folder(path: Path) -> None:
+    """The backup's folder, created (and announced) when missing."""
     if not path.parent.is_dir():
         try:
             path.parent.mkdir(parents=True)
@@ -112,7 +119,6 @@ def _target(path: Path) -> Path:
             raise OutputError(f"Could not create the backup folder {path.parent}: {exc.strerror or exc}.",
                               "Choose another --output in a folder you can write to.") from None
         notice.info(f"Created the folder {path.parent} for backups.")
-    return path
 
 
 def _dump(tools, url, settings: Settings, snapshot: str, target: Path) -> None:
