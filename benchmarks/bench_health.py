@@ -2,8 +2,8 @@
 the same run on a throwaway local PostgreSQL.
 
 Targets: the health check (two connections in threads, the Alembic script scan for migration state, the
-connection count) within 10x of one raw psycopg connect + SELECT 1; a no-op migrate-deploy (lock, status,
-release) within 12x of the same baseline.
+connection count, one query each for pressure and replication) within 10x of one raw psycopg connect +
+SELECT 1; a no-op migrate-deploy (lock, status, release) within 12x of the same baseline.
 """
 
 from __future__ import annotations

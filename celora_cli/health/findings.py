@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from celora_cli.health.replicas import lsn_bytes, replica_problems
-from celora_cli.health.server import SessionInfo
+from celora_cli.health.replicas import replica_problems
+from celora_cli.health.server import SessionInfo, lsn_bytes
 from celora_cli.settings import Settings
 
 if TYPE_CHECKING:

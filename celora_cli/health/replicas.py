@@ -57,12 +57,6 @@ def check_replica(check: ReplicaCheck, url: DatabaseURL, settings: Settings, tim
     check.lag_s = float(lag) if in_recovery and lag is not None else None
 
 
-def lsn_bytes(lsn: str) -> int:
-    """PostgreSQL's pg_lsn text (16/B374D848) as a byte position."""
-    high, low = lsn.split("/")
-    return (int(high, 16) << 32) + int(low, 16)
-
-
 def replica_problems(check: ReplicaCheck, max_lag_s: float) -> list[str]:
     label = f"{check.name} ({check.url})"
     if not check.ok:

@@ -69,74 +69,81 @@ class Replication:
     slots: list[SlotInfo] = field(default_factory=list)
 
 
-_BY_STATE = """
-SELECT coalesce(state, 'unknown'), count(*) FROM pg_stat_activity
-WHERE backend_type = 'client backend' GROUP BY 1 ORDER BY 1"""
+# One round trip each: health runs when paged and is benchmarked, and these views are cheap to read at once.
+# Durations come back as seconds, LSN differences are computed here (a standby has no pg_current_wal_lsn()).
+# A lock wait's age is its statement's: the wait began during it, and PostgreSQL records no wait start.
+_SESSION_JSON = """json_build_object('pid', {a}.pid, 'database', {a}.datname, 'user', {a}.usename,
+    'application_name', {a}.application_name, 'client', {a}.client_addr::text, 'state', {a}.state,
+    'seconds', extract(epoch FROM now() - {a}.{since})::float8)"""
 
-_OLDEST_TRANSACTION = """
-SELECT pid, datname, usename, application_name, client_addr::text, state,
-       extract(epoch FROM now() - xact_start)::float8
-FROM pg_stat_activity
-WHERE backend_type = 'client backend' AND xact_start IS NOT NULL AND pid <> pg_backend_pid()
-ORDER BY xact_start LIMIT 1"""
+_PRESSURE = f"""
+SELECT current_setting('max_connections')::int,
+  (SELECT coalesce(json_object_agg(state, n), '{{}}') FROM (
+     SELECT coalesce(state, 'unknown') AS state, count(*) AS n FROM pg_stat_activity
+     WHERE backend_type = 'client backend' GROUP BY 1) AS states),
+  (SELECT {_SESSION_JSON.format(a='o', since='xact_start')} FROM pg_stat_activity o
+     WHERE o.backend_type = 'client backend' AND o.xact_start IS NOT NULL AND o.pid <> pg_backend_pid()
+     ORDER BY o.xact_start LIMIT 1),
+  (SELECT coalesce(json_agg(json_build_object(
+        'waiting', {_SESSION_JSON.format(a='w', since='query_start')},
+        'blocker_pids', pg_blocking_pids(w.pid),
+        'blockers', (SELECT json_agg({_SESSION_JSON.format(a='b', since='xact_start')})
+                     FROM pg_stat_activity b WHERE b.pid = ANY(pg_blocking_pids(w.pid))))), '[]')
+   FROM (SELECT * FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND pid <> pg_backend_pid()
+         ORDER BY query_start LIMIT 20) AS w)"""
 
-# The statement's age stands for the wait: the wait began during it, PostgreSQL records no wait start.
-_LOCK_WAITS = """
-SELECT w.pid, w.datname, w.usename, w.application_name, w.client_addr::text, w.state,
-       extract(epoch FROM now() - w.query_start)::float8, pg_blocking_pids(w.pid)
-FROM pg_stat_activity w
-WHERE w.wait_event_type = 'Lock' AND w.pid <> pg_backend_pid()
-ORDER BY w.query_start LIMIT 20"""
-
-_SESSIONS = """
-SELECT pid, datname, usename, application_name, client_addr::text, state,
-       extract(epoch FROM now() - xact_start)::float8
-FROM pg_stat_activity WHERE pid = ANY(%s)"""
-
-_STANDBYS = """
-SELECT application_name, client_addr::text, state, sync_state, extract(epoch FROM replay_lag)::float8,
-       pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn)::bigint
-FROM pg_stat_replication ORDER BY application_name"""
-
-_SLOTS = """
-SELECT slot_name, slot_type, database, active, pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint,
-       wal_status
-FROM pg_replication_slots ORDER BY slot_name"""
+_REPLICATION = """
+SELECT pg_is_in_recovery(),
+  CASE WHEN NOT pg_is_in_recovery() THEN pg_current_wal_lsn()::text END,
+  (SELECT coalesce(json_agg(json_build_object('name', application_name, 'client', client_addr::text,
+       'state', state, 'sync_state', sync_state, 'replay_lag_s', extract(epoch FROM replay_lag)::float8,
+       'replay_lsn', replay_lsn::text) ORDER BY application_name), '[]') FROM pg_stat_replication),
+  (SELECT coalesce(json_agg(json_build_object('name', slot_name, 'slot_type', slot_type, 'database', database,
+       'active', active, 'restart_lsn', restart_lsn::text, 'wal_status', wal_status) ORDER BY slot_name), '[]')
+   FROM pg_replication_slots)"""
 
 
 def read_pressure(conn) -> Pressure:
-    max_connections = conn.execute("SELECT current_setting('max_connections')::int").fetchone()[0]
+    max_connections, by_state, oldest, waits = conn.execute(_PRESSURE).fetchone()
     pressure = Pressure(max_connections=int(max_connections))
-    pressure.by_state = {state: int(count) for state, count in conn.execute(_BY_STATE).fetchall()}
-    row = conn.execute(_OLDEST_TRANSACTION).fetchone()
-    pressure.oldest_transaction = _session(row) if row else None
-    waits = conn.execute(_LOCK_WAITS).fetchall()
-    blocker_pids = sorted({pid for row in waits for pid in row[7] or ()})
-    blockers = {}
-    if blocker_pids:
-        blockers = {row[0]: _session(row) for row in conn.execute(_SESSIONS, (blocker_pids,)).fetchall()}
-    for row in waits:
-        blocked_by = [blockers.get(pid) or SessionInfo(pid, None, None, None, None, None, None) for pid in row[7] or ()]
-        pressure.lock_waits.append(LockWait(_session(row[:7]), blocked_by))
+    pressure.by_state = {str(state): int(count) for state, count in by_state.items()}
+    pressure.oldest_transaction = _session(oldest) if oldest else None
+    for wait in waits:
+        known = {blocker["pid"]: _session(blocker) for blocker in wait["blockers"] or ()}
+        blocked_by = [known.get(pid) or SessionInfo(pid, None, None, None, None, None, None)
+                      for pid in wait["blocker_pids"] or ()]
+        pressure.lock_waits.append(LockWait(_session(wait["waiting"]), blocked_by))
     return pressure
 
 
 def read_replication(conn) -> Replication:
-    (in_recovery,) = conn.execute("SELECT pg_is_in_recovery()").fetchone()
+    in_recovery, current, standbys, slots = conn.execute(_REPLICATION).fetchone()
     replication = Replication(in_recovery=bool(in_recovery))
     if in_recovery:
         return replication  # a standby's own standbys and slots are not what this report is about
-    replication.current_wal_lsn = str(conn.execute("SELECT pg_current_wal_lsn()").fetchone()[0])
+    replication.current_wal_lsn = current
     replication.standbys = [
-        StandbyInfo(name, client, state, sync, lag, int(behind) if behind is not None else None)
-        for name, client, state, sync, lag, behind in conn.execute(_STANDBYS).fetchall()]
+        StandbyInfo(s["name"], s["client"], s["state"], s["sync_state"], s["replay_lag_s"],
+                    _behind(current, s["replay_lsn"]))
+        for s in standbys]
     replication.slots = [
-        SlotInfo(name, slot_type, database, bool(active), int(retained) if retained is not None else None, status)
-        for name, slot_type, database, active, retained, status in conn.execute(_SLOTS).fetchall()]
+        SlotInfo(s["name"], s["slot_type"], s["database"], bool(s["active"]), _behind(current, s["restart_lsn"]),
+                 s["wal_status"])
+        for s in slots]
     return replication
 
 
-def _session(row) -> SessionInfo:
-    pid, database, user, application, client, state, seconds = row
-    return SessionInfo(int(pid), database, user, application, client, state,
-                       float(seconds) if seconds is not None else None)
+def lsn_bytes(lsn: str) -> int:
+    """PostgreSQL's pg_lsn text (16/B374D848) as a byte position."""
+    high, low = lsn.split("/")
+    return (int(high, 16) << 32) + int(low, 16)
+
+
+def _behind(current: str | None, lsn: str | None) -> int | None:
+    return max(0, lsn_bytes(current) - lsn_bytes(lsn)) if current and lsn else None
+
+
+def _session(row: dict) -> SessionInfo:
+    seconds = row.get("seconds")
+    return SessionInfo(int(row["pid"]), row.get("database"), row.get("user"), row.get("application_name"),
+                       row.get("client"), row.get("state"), float(seconds) if seconds is not None else None)

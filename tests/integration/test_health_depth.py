@@ -245,6 +245,11 @@ def test_a_lagging_replica_is_degraded_and_named(primary_and_standby):
     assert replica.ok and replica.in_recovery and replica.lag_s == 0 and replica.bytes_behind is not None
     assert caught_up.replication is not None and not caught_up.replication.in_recovery
     assert [s.state for s in caught_up.replication.standbys] == ["streaming"]
+    # Health pointed at the standby itself: in recovery, no standbys or slots of its own, nothing failing.
+    on_standby = check_database_health(settings_for(replica_url))
+    assert on_standby.replication is not None and on_standby.replication.in_recovery
+    assert not on_standby.replication.slots and on_standby.pressure is not None
+    assert not [w for w in on_standby.warnings if "Could not read" in w], on_standby.warnings
 
     _query(replica_url, "SELECT pg_wal_replay_pause()")
     try:
