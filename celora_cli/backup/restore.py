@@ -62,8 +62,11 @@ class RestorePlan:
     backup_revision: str | None
     current_tables: dict[str, int]  # what the target holds now (lost)
     database_env: str | None
+    exists: bool = True  # False: the database is created from the backup (a new server, disaster recovery)
 
     def losses(self) -> list[str]:
+        if not self.exists:
+            return []
         lost = [f"table {name} ({rows:,} row{'' if rows == 1 else 's'}) replaced" for name, rows
                 in self.current_tables.items()]
         return lost + [f"every other object and setting in the database, replaced by the backup of "
@@ -108,6 +111,7 @@ def restore(settings: Settings, file: Path, *, confirm: Confirm) -> RestoreResul
     """Replace the database of the direct URL with the backup (see the module doc for how), after `confirm`."""
     from celora_cli.db.admin import maintenance_connection
     from celora_cli.db.connect import direct_url
+    from celora_cli.db.errors import translating
 
     started = time.perf_counter()
     manifest = load_checked(Path(file))  # before anything connects
@@ -118,10 +122,14 @@ def restore(settings: Settings, file: Path, *, confirm: Confirm) -> RestoreResul
     scratch = _scratch_name(f"{url.database}_restore")
     with _scratch_database(url, settings, scratch, purpose="restore the backup") as scratch_url:
         restored = _restore_into(settings, Path(file), manifest, scratch_url)
-        with maintenance_connection(url, settings, application_name="celora restore") as conn:
-            _copy_database_settings(conn, url.database, scratch)
-            _swap(conn, url.database, scratch)
-    notice.info(f"Restored {Path(file).name} into {url.masked} (it replaced the previous database).")
+        with translating(url, f"the server of {url.display_host} (renaming databases)"), \
+                maintenance_connection(url, settings, application_name="celora restore") as conn:
+            if plan.exists:
+                _copy_database_settings(conn, url.database, scratch)
+                _swap(conn, url.database, scratch)
+            else:
+                _rename(conn, scratch, url.database)
+                notice.info(f"Created the database {url.database} on {url.display_host} from the backup.")
     return RestoreResult(database=url.masked, file=str(file), tables=restored, schema_revision=manifest.schema_revision,
                          backup_created_at=manifest.created_at, replaced_tables=plan.current_tables,
                          duration_ms=(time.perf_counter() - started) * 1000)
@@ -133,8 +141,14 @@ def _plan(settings: Settings, url: DatabaseURL, file: Path, manifest: Manifest) 
     from celora_cli.environment_stamp import database_environment
 
     setting = direct_setting(settings)
+    try:
+        with translating(url, setting):
+            conn = connect(url, settings, application_name="celora restore", autocommit=True)
+    except DatabaseNotFound:  # restored as a new database; nothing in it to lose
+        return RestorePlan(database=url.masked, file=str(file), backup_created_at=manifest.created_at,
+                           backup_revision=manifest.schema_revision, current_tables={}, database_env=None,
+                           exists=False)
     with translating(url, setting):
-        conn = connect(url, settings, application_name="celora restore", autocommit=True)
         try:
             refuse_pooler(conn, url, setting, "A restore (pg_restore, then renaming databases)")
             current = table_counts(conn)
@@ -224,6 +238,12 @@ def _copy_database_settings(conn, source: str, target: str) -> None:
                 sql.SQL("ROLE {} IN").format(sql.Identifier(role)) if role else sql.SQL(""),
                 sql.Identifier(target), sql.Identifier(name), literal)
             conn.execute(statement)
+
+
+def _rename(conn, name: str, new_name: str) -> None:
+    from psycopg import sql
+
+    conn.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(name), sql.Identifier(new_name)))
 
 
 def _swap(conn, target: str, restored: str) -> None:

@@ -156,6 +156,17 @@ def test_restore_replaces_the_database_and_leaves_nothing_of_it_behind(pg_server
     assert query(migrated_db, "SHOW work_mem")[0][0] == "7MB"  # database settings carried over
 
 
+def test_restore_into_a_missing_database_creates_it(pg_server, seeded, dumped):
+    """Disaster recovery on a new server: the database of the URL does not exist yet."""
+    name = f"t_backup_new_{os.getpid()}"
+    target = pg_server.url(name)
+    try:
+        result = restore(settings_for(target), dumped[0], confirm=_guard(settings_for(target), forced=True))
+        assert counts(target) == counts(seeded) and result.replaced_tables == {}
+    finally:
+        _drop(pg_server, name)
+
+
 def test_restore_is_refused_on_a_production_database(seeded, dumped):
     settings = settings_for(seeded, CELORA_ENV="production")
     with pytest.raises(Refused, match="production"):
