@@ -1,3 +1,149 @@
-"""`celora db changes`: the change stream (logical decoding). Placeholder while the command is built."""
+"""`celora db changes`: the change stream (one JSON object per line on stdout), and its slots (--list, --drop,
+--setup-only). The core is celora_cli.changes (imported inside the command, so `celora --help` stays light)."""
 
 from __future__ import annotations
+
+import json
+import sys
+
+import typer
+
+from celora_cli.cli import console
+from celora_cli.cli.app import json_option, load_settings_from
+from celora_cli.cli.console import safe
+from celora_cli.cli.db import app
+
+
+@app.command("changes")
+def changes(
+    ctx: typer.Context,
+    follow: bool = typer.Option(False, "--follow", "-f", help="Keep streaming new changes (poll every 0.5 s) until "
+                                "Ctrl-C; without it, stop once caught up."),
+    slot: str = typer.Option("celora_changes", "--slot", metavar="NAME", help="Replication slot (and publication) "
+                             "name; created on first use. Each consumer needs its own."),
+    tables: list[str] = typer.Option(None, "--tables", metavar="T,...", help="Only these tables (comma-separated or "
+                                     "repeated)."),
+    from_start: bool = typer.Option(False, "--from-start", help="First print every current row (op \"read\"), then "
+                                    "the stream: a consumer starting from nothing misses no row."),
+    list_slots: bool = typer.Option(False, "--list", help="Show the server's replication slots: active, lag and "
+                                    "retained WAL. Changes nothing."),
+    drop: str | None = typer.Option(None, "--drop", metavar="SLOT", help="Drop replication slot SLOT (and celora's "
+                                    "publication of that name). Asks first."),
+    setup_only: bool = typer.Option(False, "--setup-only", help="Create the publication and slot (for Debezium's "
+                                    "PostgreSQL connector, or a later run) and print the role to create; stream "
+                                    "nothing."),
+    force: bool = typer.Option(False, "--force", help="With --drop: no confirmation prompt (required when stdin is "
+                               "not a terminal or CI is set)."),
+    allow_production: bool = typer.Option(False, "--allow-production", help="With --drop: allow it on a PRODUCTION "
+                                          "database."),
+    as_json: bool = json_option("With --list, --drop or --setup-only: the result as one JSON object (the stream "
+                                "itself is always JSON lines)."),
+) -> None:
+    """Every committed change to the app tables as JSON lines (table, op, key, new, old, lsn, xid, commit_time),
+    from a logical replication slot (pgoutput) on the direct connection. At least once: the slot advances only
+    after the lines are written and flushed; Ctrl-C (exit 130) and a restart resume without a gap.
+
+    Example: celora db changes --follow --tables wallets,transactions | my-consumer
+    """
+    settings = load_settings_from(ctx)
+    if list_slots:
+        _list(settings, as_json)
+    elif drop is not None:
+        _drop(settings, drop, force=force, allow_production=allow_production, as_json=as_json)
+    elif setup_only:
+        _setup(settings, slot, as_json)
+    else:
+        _stream(settings, slot=slot, tables=tables, follow=follow, from_start=from_start)
+
+
+def _stream(settings, *, slot: str, tables: list[str] | None, follow: bool, from_start: bool) -> None:
+    from celora_cli.changes import stream
+
+    write = sys.stdout.write
+
+    def emit(change: dict) -> None:
+        try:
+            write(json.dumps(change, default=str) + "\n")
+        except OSError as exc:
+            raise console.output_error(exc) from exc
+
+    def flush() -> None:
+        try:
+            sys.stdout.flush()
+        except OSError as exc:
+            raise console.output_error(exc) from exc
+
+    def ready(where: str) -> None:
+        console.notice(f"Streaming changes from slot {slot} on {where}" + (" (Ctrl-C to stop)." if follow else "."))
+
+    stream(settings, slot=slot, tables=tables, follow=follow, from_start=from_start, emit=emit, flush=flush,
+           on_ready=ready)
+
+
+def _list(settings, as_json: bool) -> None:
+    from celora_cli.changes import list_slots
+
+    database, slots = list_slots(settings)
+    if as_json:
+        console.print_json({"database": database, "slots": [s.__dict__ for s in slots]})
+        return
+    if not slots:
+        console.out.print(f"No replication slots on {safe(database)}.")
+        return
+    console.out.print(f"Replication slots on {safe(database)}:")
+    for s in slots:
+        state = f"active (pid {s.active_pid})" if s.active else "inactive"
+        console.out.print(f"  {safe(s.slot)}  {safe(s.slot_type)} {safe(s.plugin or '-')} on {safe(s.database or '-')}"
+                          f"  {state}  retained WAL {_size(s.retained_wal_bytes)}  lag {_size(s.lag_bytes)}"
+                          f"  {safe(s.wal_status or '')}")
+    if any(not s.active and (s.retained_wal_bytes or 0) > 0 for s in slots):
+        console.out.print("An inactive slot keeps its WAL until read or dropped: `celora db changes --drop SLOT`.")
+
+
+def _size(value: int | None) -> str:
+    if value is None:
+        return "-"
+    size = float(value)
+    for unit in ("B", "kB", "MB", "GB"):
+        if size < 1024 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} TB"
+
+
+def _drop(settings, slot: str, *, force: bool, allow_production: bool, as_json: bool) -> None:
+    from celora_cli.changes import drop_slot
+    from celora_cli.guard import confirm_destructive
+
+    def confirm(plan) -> None:
+        confirm_destructive(f"drop replication slot {slot}", target=plan.database, losses=plan.losses(),
+                            forced=force, settings=settings, database_env=plan.database_env,
+                            production_override=allow_production, command=f"celora db changes --drop {slot}",
+                            ask=console.confirm)
+
+    plan = drop_slot(settings, slot, confirm=confirm)
+    if as_json:
+        console.print_json({"database": plan.database, "dropped": slot})
+        return
+    console.out.print(f"Dropped replication slot {safe(slot)} on {safe(plan.database)}.")
+
+
+def _setup(settings, slot: str, as_json: bool) -> None:
+    from celora_cli.changes import setup
+
+    result = setup(settings, slot=slot)
+    if as_json:
+        console.print_json(result.as_dict())
+        return
+    made = "created" if result.created_slot else "exists"
+    console.out.print(f"Slot {safe(slot)} ({made}) and publication {safe(result.publication)} "
+                      f"({'created' if result.created_publication else 'exists'}) on {safe(result.database)}: "
+                      f"{safe(', '.join(result.tables))}.")
+    excluded = ", ".join(f"{t}.{c}" for t, cols in result.excluded_columns.items() for c in cols)
+    where = "by the publication's column lists" if result.column_lists else "by celora only (PostgreSQL < 15)"
+    console.out.print(f"Secrets excluded {where}: {safe(excluded)}.")
+    console.out.print("A role for Debezium's PostgreSQL connector (run as an administrator):")
+    console.out.print(safe(result.role_hint))
+    console.out.print("Connector settings:")
+    for key, value in result.debezium.items():
+        console.out.print(f"  {safe(key)}={safe(value)}")
