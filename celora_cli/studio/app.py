@@ -50,6 +50,8 @@ def create_app(engine: Engine, url: DatabaseURL, options: StudioOptions) -> Star
     )
     for view in build_views(Base, read_only=options.read_only, database_url=url):
         admin.add_view(view)
+    # The templates are the installed package's: checking each one's mtime on every include cost ~10 ms a page.
+    admin.templates.env.auto_reload = False
     app = Starlette(routes=[Route("/", lambda request: RedirectResponse(f"{BASE_PATH}/", status_code=307))],
                     middleware=[Middleware(StudioGuard, token=options.token, port=options.port,
                                            hosts=allowed_hosts(options.host, options.port),

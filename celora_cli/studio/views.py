@@ -22,10 +22,10 @@ from urllib.parse import quote
 import anyio.to_thread
 from sqlalchemy import Select, func, literal_column, select, text
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.orm import Mapper, RelationshipProperty
+from sqlalchemy.orm import Mapper, RelationshipProperty, selectinload
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette_admin import BaseField, DateTimeField, JSONField, TextAreaField
+from starlette_admin import BaseField, DateTimeField, JSONField, RelationField, TextAreaField
 from starlette_admin.contrib.sqla import ModelView
 from starlette_admin.contrib.sqla.filters import SqlaFilterRegistry
 from starlette_admin.exceptions import FormValidationError
@@ -36,7 +36,7 @@ from starlette_admin.helpers import slugify_class_name
 # Tables the planner estimates above this are counted by estimate; below it COUNT(*) is cheap and exact.
 ESTIMATE_ABOVE_ROWS = 100_000
 # A filtered view counts at most this many matching rows exactly, then falls back to the planner's estimate.
-COUNT_LIMIT = 10_000
+COUNT_LIMIT = 1_000
 # The deepest row a page may start at; deeper rows are reached by sorting or filtering.
 MAX_OFFSET = 10_000
 # strftime (starlette-admin without Babel): the time zone is always shown (timestamptz values are instants).
@@ -163,7 +163,18 @@ class StudioView(ModelView):
         sorts = list(sorts or [])
         # The primary key last: a stable order, so a row never shows on two pages or on none.
         sorts += [(key, "asc") for key in self.pk_keys if key not in {name for name, _ in sorts}]
-        return await super().find_all(request, skip, limit, q, sorts, filters)
+        statement = self.get_list_query(request).offset(skip)
+        if limit > 0:
+            statement = statement.limit(limit)
+        statement = await self._apply_search_and_filters(request, statement, q, filters)
+        statement = self.build_order_clauses(request, sorts, statement)
+        # Many-to-one rows in one second query (WHERE id IN the page's keys): the library's JOIN would join
+        # every row OFFSET skips too, ten thousand lookups for a deep page, for 25 rows shown.
+        for field in self.get_fields_list(request):
+            if isinstance(field, RelationField):
+                statement = statement.options(selectinload(getattr(self.model, field.name)))
+        result = await anyio.to_thread.run_sync(request.state.session.execute, statement)
+        return result.scalars().unique().all()
 
     def get_list_query(self, request: Request) -> Select:
         return select(self.model)
