@@ -112,7 +112,11 @@ def _renderable(report):
     from rich.console import Group
     from rich.text import Text
 
-    return Group(*(Text.from_markup(line) for line in health_lines(report)))
+    # Wrapped, not cropped: the result console soft-wraps (no wrapping), which Live would crop at the edge.
+    lines = [Text.from_markup(line, overflow="fold") for line in health_lines(report)]
+    for line in lines:
+        line.no_wrap = False
+    return Group(*lines)
 
 
 def health_lines(report) -> list[str]:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import pty
+import select
 import signal
 import socket
 import subprocess
@@ -77,6 +79,37 @@ def test_watch_json_prints_one_object_per_line_until_ctrl_c(migrated_db):
         assert report["format_version"] == 1 and report["ok"] and report["status"] == "healthy"
     assert "Traceback" not in errors
     assert all(not line.strip() or json.loads(line)["ok"] for line in rest.splitlines())
+
+
+def test_watch_at_a_terminal_redraws_in_place_until_ctrl_c(migrated_db):
+    main, terminal = pty.openpty()
+    clean = {k: v for k, v in os.environ.items()
+             if k not in ("DATABASE_URL", "DIRECT_DATABASE_URL") and not k.startswith("CELORA_")}
+    clean.update({"CELORA_PROJECT_ROOT": str(TEST_PROJECT), "COLUMNS": "200", "TERM": "xterm",
+                  "PYTHONPATH": str(REPO), "DATABASE_URL": migrated_db})
+    process = subprocess.Popen([sys.executable, "-m", "celora_cli", "db", "health", "--watch", "0.5"],
+                               stdout=terminal, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, env=clean,
+                               cwd=TEST_PROJECT, text=True)
+    os.close(terminal)
+    screen = b""
+    try:
+        deadline = time.monotonic() + 30
+        while screen.count(b"HEALTHY") < 2 and time.monotonic() < deadline:
+            if select.select([main], [], [], 0.5)[0]:
+                screen += os.read(main, 65536)
+        process.send_signal(signal.SIGINT)
+        _, errors = process.communicate(timeout=30)
+    finally:
+        process.kill()
+        os.close(main)
+    assert screen.count(b"HEALTHY") >= 2, screen
+    assert b"\x1b[1A" in screen  # cursor up: the second report was drawn over the first
+    assert process.returncode == 130 and "Traceback" not in errors
+
+
+def test_an_unknown_format_is_a_usage_error(migrated_db):
+    cli = run_celora("db", "health", "--format", "xml", env={"DATABASE_URL": migrated_db})
+    assert cli.returncode == 64 and "--format" in cli.stderr
 
 
 def test_metrics_server_runs_the_check_on_each_scrape(migrated_db):
