@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import pty
+import re
 import select
 import signal
 import socket
@@ -160,3 +161,10 @@ def test_every_metric_is_documented_in_the_readme():
     readme = (REPO / "README.md").read_text()
     missing = [name for name in METRICS if f"`{name}`" not in readme]
     assert not missing, f"metrics missing from the README's metrics table: {missing}"
+
+
+def test_the_grafana_dashboard_queries_only_metrics_that_exist():
+    dashboard = json.loads((REPO / "docs" / "grafana-celora.json").read_text())
+    queried = {name for panel in dashboard["panels"] for target in panel["targets"]
+               for name in re.findall(r"celora_[a-z_]+", target["expr"])}
+    assert queried and queried <= set(METRICS), queried - set(METRICS)
