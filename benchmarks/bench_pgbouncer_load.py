@@ -276,6 +276,10 @@ def main() -> int:
     from celora_cli.settings import load_settings
 
     files = raise_open_files_limit()
+    if files < CLIENTS + 200:  # this process holds one socket per client (and PgBouncer inherits the limit)
+        print(f"The open-files limit is {files}, too low for {CLIENTS} clients and could not be raised (not root). "
+              f"Raise it (`ulimit -n {2 * CLIENTS + 200}`) or set BENCH_LOAD_CLIENTS lower.")
+        return 1
     base = Path(tempfile.mkdtemp(prefix="celora-bench-load-"))
     base.chmod(0o755)
     server = LocalServer(base / ".celora", fast=True)

@@ -5,7 +5,9 @@ restore replaces the database (leaving nothing of it behind) only when confirmed
 from __future__ import annotations
 
 import json
+import logging
 import os
+import re
 import resource
 import shutil
 import signal
@@ -171,6 +173,27 @@ def test_restore_is_refused_on_a_production_database(seeded, dumped):
     settings = settings_for(seeded, CELORA_ENV="production")
     with pytest.raises(Refused, match="production"):
         restore(settings, dumped[0], confirm=_guard(settings, forced=True))
+
+
+def test_the_default_file_is_timestamped_under_backups_and_the_new_folder_announced(seeded):
+    folder = TEST_PROJECT / "backups"
+    shutil.rmtree(folder, ignore_errors=True)
+    notices: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: notices.append(record.getMessage())  # type: ignore[method-assign]
+    logger = logging.getLogger("celora.notice")  # the CLI may have set propagate=False in this process
+    logger.addHandler(handler)
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    try:
+        file = Path(backup(settings_for(seeded)).file)
+        assert file.parent == folder and re.fullmatch(rf"{db_name(seeded)}-\d{{8}}T\d{{6}}Z\.dump", file.name)
+        assert manifest_path(file).is_file()
+        assert any(f"Created the folder {folder}" in notice for notice in notices)
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def test_an_existing_file_is_never_overwritten(seeded, dumped):
