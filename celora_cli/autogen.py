@@ -203,6 +203,10 @@ def migrate_dev(settings: Settings, *, name: str | None = None, create_only: boo
             _upgrade_to(shadow_settings, config, script, "head")
         path = _autogenerate(shadow_settings, config, script, metadata, name, ask_name, result)
 
+    if path is not None:  # the zero-downtime lint of the new revision: warnings, the file is written all the same
+        from celora_cli.lint import revision_warnings
+
+        result.warnings.extend(revision_warnings(settings, path))
     if path is not None and not create_only:
         deploy(settings)
         result.revision_applied = True

@@ -26,6 +26,8 @@ def migrate_deploy(
     ddl_lock_retries: int | None = typer.Option(
         None, "--ddl-lock-retries", min=0, max=100, metavar="N", help="Re-runs of a migration that hit the DDL "
         "lock timeout, with a growing pause between them (default CELORA_DDL_LOCK_RETRIES or 3)."),
+    lint: bool = typer.Option(False, "--lint", help="First lint the pending migrations as `celora db lint` does; "
+                              "with any finding, apply nothing and exit 16."),
     as_json: bool = json_option(),
 ) -> None:
     """Apply all pending migrations (CI/deploy): never prompts, serialised by an advisory lock.
@@ -41,6 +43,17 @@ def migrate_deploy(
         ctx, lock_timeout=seconds_flag(lock_timeout, "--lock-timeout", LOCK_TIMEOUT_LIMITS),
         ddl_lock_timeout=seconds_flag(ddl_lock_timeout, "--ddl-lock-timeout", DDL_LOCK_TIMEOUT_LIMITS),
         ddl_lock_retries=ddl_lock_retries)
+    if lint:
+        from celora_cli.lint import findings_error, pending_revisions
+        from celora_cli.lint import lint as lint_migrations
+
+        linted = lint_migrations(settings, revisions=pending_revisions(settings))
+        if linted.findings:
+            if not as_json:  # with --json the error object lists them
+                from celora_cli.cli.db_lint import render_findings
+
+                render_findings(linted.findings)
+            raise findings_error(linted, "migrate-deploy --lint (nothing was applied)")
     result = deploy(settings, progress=migration_progress(as_json))
     if as_json:
         console.print_json(result.as_dict())
@@ -164,7 +177,7 @@ def _register_command_modules() -> None:
 
     # migrate/generate, reset/rollback, seed, push, resolve, health
     for name in ("db_dev", "db_destructive", "db_seed", "db_push", "db_resolve", "db_health", "db_backup",
-                 "db_audit", "db_changes", "db_studio", "db_metrics"):
+                 "db_audit", "db_changes", "db_studio", "db_metrics", "db_lint"):
         importlib.import_module(f"celora_cli.cli.{name}")
 
 

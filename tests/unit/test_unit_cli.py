@@ -24,6 +24,7 @@ EXPECTED_COMMANDS = {("db", "migrate-deploy"), ("db", "status"), ("db", "health"
                      ("local", "destroy"), ("db", "reset"), ("db", "rollback"), ("db", "seed"),
                      ("db", "migrate"), ("db", "generate"), ("db", "push"),
                      ("db", "resolve"),
+                     ("db", "lint"),
                      ("db", "audit"), ("db", "changes"),
                      ("db", "metrics"),
                      ("db", "studio"),
@@ -31,6 +32,7 @@ EXPECTED_COMMANDS = {("db", "migrate-deploy"), ("db", "status"), ("db", "health"
 JSON_COMMANDS = [["db", "health"], ["db", "status"], ["db", "migrate-deploy"], ["local", "status"],
                  ["db", "reset", "--force"], ["db", "rollback", "--steps", "1", "--force"],
                  ["db", "push", "--accept-data-loss"], ["db", "resolve", "--rolled-back", "x"],
+                 ["db", "lint"],
                  ["db", "audit"], ["db", "changes", "--list"],
                  ["db", "backup"], ["db", "restore", "x.dump"]]
 
