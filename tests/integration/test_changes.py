@@ -181,6 +181,10 @@ def test_list_shows_retained_wal_and_drop_asks_first(db):
     slot = next(s for s in listed["slots"] if s["slot"] == "s_list")
     assert slot["active"] is False and slot["retained_wal_bytes"] > 0 and slot["lag_bytes"] > 0
     assert "s_list" in run_celora("db", "changes", "--list", env=env).stdout
+    # db health (its own check) names the abandoned slot once its WAL passes the threshold.
+    health = run_celora("db", "health", "--json", env={**env, "CELORA_SLOT_WAL_THRESHOLD": "1024"})
+    assert health.returncode == 1, health.stdout + health.stderr  # degraded
+    assert "s_list" in health.stdout and "inactive" in health.stdout
 
     refused = run_celora("db", "changes", "--drop", "s_list", env=env)
     assert refused.returncode == 12 and "--force" in refused.stderr
@@ -207,3 +211,23 @@ def test_a_server_without_logical_wal_level_gets_a_clear_refusal_naming_the_sett
     finally:
         server.destroy()
         shutil.rmtree(base, ignore_errors=True)
+
+
+def test_from_start_prints_the_rows_that_existed_before_the_slot_then_only_new_changes(db):
+    from celora_cli.changes import stream
+
+    with psycopg.connect(db, autocommit=True) as conn:
+        user_id = conn.execute("INSERT INTO users (firebase_uid) VALUES ('before-slot') RETURNING id").fetchone()[0]
+        conn.execute("INSERT INTO sessions (user_id, token_hash, expires_at) VALUES (%s, %s, now())",
+                     (user_id, bytes(32)))
+    first: list[dict] = []
+    stream(settings_for(db), slot="s_start", from_start=True, emit=first.append, flush=lambda: None)
+    assert sorted((c["table"], c["op"]) for c in first) == [("sessions", "read"), ("users", "read")]
+    assert next(c for c in first if c["table"] == "users")["key"] == {"id": str(user_id)}
+    assert all("token_hash" not in c["new"] for c in first)
+    with psycopg.connect(db, autocommit=True) as conn:
+        conn.execute("SET synchronous_commit = on")  # decoding reads only flushed WAL
+        conn.execute("INSERT INTO users (firebase_uid) VALUES ('after-slot')")
+    second: list[dict] = []
+    stream(settings_for(db), slot="s_start", emit=second.append, flush=lambda: None)
+    assert [(c["op"], c["new"]["firebase_uid"]) for c in second] == [("insert", "after-slot")]
