@@ -149,3 +149,21 @@ def test_autocommit_block_creates_an_index_concurrently_under_the_migration_lock
     assert query(migrated_db, "SELECT * FROM extra_table") == [(1,)]
     assert query(migrated_db, "SELECT version_num FROM alembic_version") == [(EXTRA,)]
     assert [row[2] for row in journal(migrated_db) if row[0] == EXTRA] == ["applied"]
+
+
+def test_a_failing_autocommit_block_releases_the_lock_and_is_journalled(migrated_db, tmp_path):
+    from celora_cli.errors import MigrationFailed
+
+    body = ("    op.execute('CREATE TABLE extra_table (id int)')\n"
+            "    with op.get_context().autocommit_block():\n"
+            "        op.create_index('ix_users_nothing', 'users', ['no_such_column'], postgresql_concurrently=True)")
+    history = write_history(tmp_path, body)
+    with pytest.raises(MigrationFailed) as raised:
+        deploy(settings_for(migrated_db, CELORA_MIGRATIONS_DIR=history, **FAST))
+    assert raised.value.sqlstate == "42703" and raised.value.revision == EXTRA
+    with psycopg.connect(migrated_db, autocommit=True) as other:  # nothing left holding the migration lock
+        assert other.execute("SELECT pg_try_advisory_lock(1667591279)").fetchone() == (True,)
+    assert query(migrated_db, "SELECT version_num FROM alembic_version") == [(HEAD,)]
+    # Not atomic, as documented: what ran before the block stays committed; the journal says the run failed.
+    assert query(migrated_db, "SELECT to_regclass('extra_table') IS NOT NULL") == [(True,)]
+    assert [row[2] for row in journal(migrated_db) if row[0] == EXTRA] == ["failed"]
