@@ -13,6 +13,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import psycopg
@@ -230,6 +231,49 @@ def test_a_full_disk_exits_74_and_leaves_no_file(seeded, folder):
     assert "could not write" in cli.stderr and "Traceback" not in cli.stderr
     assert not file.exists() and not manifest_path(file).exists()
     assert not list(folder.glob(".full.dump*"))
+
+
+def test_ctrl_c_during_the_dump_exits_130_and_leaves_no_file(seeded, folder):
+    """Ctrl-C (SIGINT to the terminal's process group) while pg_dump has half-written its file. A stand-in pg_dump
+    (CELORA_PG_BIN; the database stays the real one) writes the start of an archive and then hangs, so the
+    interrupt lands at a known point: exit 130, and nothing left under the backup's name or a temporary one."""
+    from celora_cli.backup.tools import find_client_tools
+
+    real = find_client_tools(settings_for(seeded), needed_major=0, needed_for="-").bin_dir
+    tools = shared_tmpdir("celora-test-slow-pg-dump-")
+    (tools / "pg_restore").symlink_to(real / "pg_restore")
+    (tools / "pg_dump").write_text(
+        "#!/bin/sh\n"
+        'for arg in "$@"; do case "$arg" in\n'
+        f'  --version) exec "{real / "pg_dump"}" --version ;;\n'
+        '  --file=*) file="${arg#--file=}" ;;\n'
+        "esac; done\n"
+        'printf "PGDMP half an archive" > "$file"\n'
+        "exec sleep 120\n")
+    (tools / "pg_dump").chmod(0o755)
+    file = folder / "interrupted.dump"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CELORA_") and k != "DATABASE_URL"}
+    env.update({"DATABASE_URL": seeded, "CELORA_PG_BIN": str(tools), "CELORA_PROJECT_ROOT": str(TEST_PROJECT),
+                "NO_COLOR": "1", "PYTHONPATH": str(REPO)})
+    process = subprocess.Popen([sys.executable, "-m", "celora_cli", "db", "backup", "--output", str(file)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=TEST_PROJECT,
+                               stdin=subprocess.DEVNULL, start_new_session=True)
+    try:
+        for _ in range(600):  # until the half-written temporary file is there (bounded: 60 s)
+            partial = list(folder.glob(".interrupted.dump.partial-*"))
+            if partial or process.poll() is not None:
+                break
+            time.sleep(0.1)
+        assert partial, process.communicate(timeout=10)
+        os.killpg(process.pid, signal.SIGINT)
+        out, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+        shutil.rmtree(tools, ignore_errors=True)
+    assert process.returncode == 130, out + err
+    assert "Interrupted" in err and "Traceback" not in err
+    assert not file.exists() and not manifest_path(file).exists() and not list(folder.glob(".interrupted*"))
 
 
 def test_the_password_goes_to_a_passfile_never_into_the_arguments(seeded):
