@@ -22,7 +22,7 @@ import logging
 import re
 import struct
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -225,6 +225,8 @@ def _open(settings: Settings):
                 f"{setting} ({url.masked}) goes through a connection pooler (celora's startup marker did not "
                 "arrive): logical decoding needs a PostgreSQL session of its own.",
                 f"Point {setting} at PostgreSQL itself (DIRECT_DATABASE_URL), not at PgBouncer.")
+        # Decoding a large transaction can take longer than the app's statement timeout; it is not app traffic.
+        conn.execute("SET statement_timeout = 0")
     return conn, url, setting
 
 
@@ -294,8 +296,13 @@ class _Reader:
 class Transaction:
     xid: int
     commit_time: str
-    changes: list[dict[str, Any]] = field(default_factory=list)
-    end_lsn: str = ""  # where the slot may advance once this transaction is written
+
+
+@dataclass(frozen=True)
+class Commit:
+    """The end of a transaction: once every line before it is written, the slot may advance to `end_lsn`."""
+
+    end_lsn: str
 
 
 def _lsn(value: int) -> str:
@@ -303,7 +310,10 @@ def _lsn(value: int) -> str:
 
 
 class Decoder:
-    """pgoutput messages (as pg_logical_slot_peek_binary_changes returns them) -> whole transactions."""
+    """pgoutput messages (as pg_logical_slot_peek_binary_changes returns them) -> changes and commits.
+
+    Decoding returns only committed transactions, each whole and in commit order, so a change can be written as
+    soon as it is decoded: nothing is held per transaction (a million-row transaction streams in constant memory)."""
 
     def __init__(self, excluded: dict[str, tuple[str, ...]], tables: set[str] | None) -> None:
         self.relations: dict[int, Relation] = {}
@@ -311,8 +321,8 @@ class Decoder:
         self.tables = tables
         self.current: Transaction | None = None
 
-    def feed(self, lsn: str, data: bytes) -> Transaction | None:
-        """One message; returns a transaction when its commit arrives."""
+    def feed(self, lsn: str, data: bytes) -> dict[str, Any] | Commit | None:
+        """One message: a change to write, a commit, or None (bookkeeping, or a table not selected)."""
         r = _Reader(bytes(data))
         kind = r.take("c")
         if kind == b"B":
@@ -325,10 +335,8 @@ class Decoder:
             r.take("b")  # flags
             r.take("q")  # commit LSN
             end_lsn = r.take("q")
-            done, self.current = self.current, None
-            if done is not None:
-                done.end_lsn = _lsn(end_lsn)
-            return done
+            self.current = None
+            return Commit(_lsn(end_lsn))
         elif kind == b"R":
             rel_id = r.take("I")
             r.string()  # namespace
@@ -345,11 +353,11 @@ class Decoder:
                     key.append(name)
             self.relations[rel_id] = Relation(table, names, oids, key)
         elif kind in (b"I", b"U", b"D"):
-            self._change(kind, r, lsn)
+            return self._change(kind, r, lsn)
         # Y (types), O (origin), T (truncate: no rows to name), M (messages): nothing to emit
         return None
 
-    def _change(self, kind: bytes, r: _Reader, lsn: str) -> None:
+    def _change(self, kind: bytes, r: _Reader, lsn: str) -> dict[str, Any] | None:
         relation = self.relations[r.take("I")]
         old = new = None
         marker = r.take("c")
@@ -362,15 +370,14 @@ class Decoder:
         if marker == b"N":
             new = r.tuple_data(relation)
         if self.current is None or (self.tables is not None and relation.table not in self.tables):
-            return
+            return None
         secret = self.excluded.get(relation.table, ())
         new = None if new is None else {c: v for c, v in new.items() if c not in secret}
         old = None if old is None else {c: v for c, v in old.items() if c not in secret}
         source = new if new is not None else old or {}
         key = {c: source.get(c) for c in relation.key if c not in secret}
-        self.current.changes.append({
-            "table": relation.table, "op": {b"I": "insert", b"U": "update", b"D": "delete"}[kind], "key": key,
-            "new": new, "old": old, "lsn": lsn, "xid": self.current.xid, "commit_time": self.current.commit_time})
+        return {"table": relation.table, "op": {b"I": "insert", b"U": "update", b"D": "delete"}[kind], "key": key,
+                "new": new, "old": old, "lsn": lsn, "xid": self.current.xid, "commit_time": self.current.commit_time}
 
 
 # -- the stream -----------------------------------------------------------------------------------------------------
@@ -399,6 +406,7 @@ def stream(settings: Settings, *, slot: str = DEFAULT_SLOT, tables: list[str] | 
     where = _where(url)
     result = StreamResult(slot)
     written_to: str | None = None  # end LSN of the last transaction whose lines were all emitted
+    batch: Generator[tuple[str, bytes]] | None = None
     try:
         with translating(url, setting):
             check_prerequisites(conn, where, creating_slot=False)
@@ -414,23 +422,27 @@ def stream(settings: Settings, *, slot: str = DEFAULT_SLOT, tables: list[str] | 
             decoder = Decoder(excluded, set(selected) if selected else None)
             try:
                 while True:
+                    messages = 0
                     batch = _peek(conn, slot)
-                    for transaction in _transactions(decoder, batch):
-                        for change in transaction.changes:
-                            emit(change)
+                    for lsn, data in batch:
+                        messages += 1
+                        event = decoder.feed(lsn, data)
+                        if isinstance(event, Commit):
+                            result.transactions += 1
+                            written_to = event.end_lsn
+                        elif event is not None:
+                            emit(event)
                             result.changes += 1
-                        result.transactions += 1
-                        written_to = transaction.end_lsn
                     if written_to is not None:
                         flush()
                         _advance(conn, slot, written_to)
                         result.position, written_to = written_to, None
-                    if not batch and not follow:
+                    if not messages and not follow:
                         return result
-                    if not batch:
+                    if not messages:
                         time.sleep(poll_seconds)
             except KeyboardInterrupt:
-                _finish_interrupted(conn, slot, written_to, flush)
+                _finish_interrupted(conn, slot, written_to, flush, batch)
                 raise
     finally:
         conn.close()
@@ -447,26 +459,27 @@ def _selected(tables: list[str] | None, all_tables: list[str]) -> list[str] | No
     return names
 
 
-def _peek(conn, slot: str) -> list[tuple[str, bytes]]:
-    return conn.execute(
-        "SELECT lsn::text, data FROM pg_logical_slot_peek_binary_changes(%s, NULL, %s, 'proto_version', '1', "
-        "'publication_names', %s)", (slot, BATCH_CHANGES, slot)).fetchall()
-
-
-def _transactions(decoder: Decoder, batch: list[tuple[str, bytes]]) -> Iterator[Transaction]:
-    for lsn, data in batch:
-        done = decoder.feed(lsn, data)
-        if done is not None:
-            yield done
+def _peek(conn, slot: str) -> Generator[tuple[str, bytes]]:
+    """One batch of whole transactions, fetched in chunks through a server-side cursor (its transaction only
+    reads: peeking consumes nothing)."""
+    with conn.transaction(), conn.cursor(name="celora_changes_peek") as cursor:
+        cursor.itersize = 1_000
+        cursor.execute(
+            "SELECT lsn::text, data FROM pg_logical_slot_peek_binary_changes(%s, NULL, %s, 'proto_version', '1', "
+            "'publication_names', %s)", (slot, BATCH_CHANGES, slot))
+        yield from cursor
 
 
 def _advance(conn, slot: str, lsn: str) -> None:
     conn.execute("SELECT pg_replication_slot_advance(%s, %s::pg_lsn)", (slot, lsn))
 
 
-def _finish_interrupted(conn, slot: str, written_to: str | None, flush: Callable[[], None]) -> None:
+def _finish_interrupted(conn, slot: str, written_to: str | None, flush: Callable[[], None],
+                        batch: Generator[tuple[str, bytes]] | None) -> None:
     """Ctrl-C: keep what was written. A failure here only means those lines come again next time."""
     try:
+        if batch is not None:
+            batch.close()  # ends the peek's cursor and transaction before the slot moves
         flush()
         if written_to is not None:
             _advance(conn, slot, written_to)
