@@ -175,3 +175,12 @@ def test_the_new_revision_hook_of_db_migrate_turns_findings_into_warnings(tmp_pa
     clean = _history(tmp_path / "clean", "    op.add_column('users', sa.Column('nickname', sa.Text()))")
     assert revision_warnings(settings_for(OFFLINE, CELORA_MIGRATIONS_DIR=clean),
                              clean / "versions" / f"{EXTRA}_extra.py") == []
+
+
+def test_a_migration_that_reads_the_database_cannot_be_rendered_and_says_so(tmp_path):
+    body = ("    count = op.get_bind().execute(sa.text('SELECT count(*) FROM users')).scalar()\n"
+            "    op.execute(f'SELECT {count}')")
+    result, history = _lint(tmp_path, body)
+    [finding] = result.findings
+    assert finding.rule == "unrenderable" and finding.revision == EXTRA
+    assert finding.line == _line_of(history, "get_bind") and "not linted" in finding.why
