@@ -13,6 +13,7 @@ import json
 import os
 import pwd
 import shutil
+import socket
 import subprocess
 import threading
 import time
@@ -301,3 +302,19 @@ def test_an_inactive_slot_keeping_wal_is_degraded_and_named(primary_and_standby)
         assert not slot.active and slot.retained_bytes is not None and slot.retained_bytes > 1024
     finally:
         _query(app_url, "SELECT pg_drop_replication_slot('forgotten_consumer')")
+
+
+def test_a_silent_replica_and_console_cannot_hold_the_report_past_its_timeout(migrated_db):
+    """Both accept the TCP connection and never answer: the report still comes back, saying so."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)  # the kernel completes the handshakes; nobody ever reads or writes
+        port = silent.getsockname()[1]
+        report = check_database_health(settings_for(
+            migrated_db, CELORA_REPLICA_URLS=f"postgresql://ro@127.0.0.1:{port}/app",
+            CELORA_PGBOUNCER_ADMIN_URL=f"postgresql://stats@127.0.0.1:{port}/pgbouncer"), timeout=1)
+    # "within 1 s": the deadline gave up on them (libpq's own connect timeout is at least 2 s).
+    (replica,) = report.replicas
+    assert not replica.ok and "within 1 s" in (replica.error or "")
+    assert report.pgbouncer is not None and not report.pgbouncer.ok and "within 1 s" in (report.pgbouncer.error or "")
+    assert report.status == "degraded" and any("replica 1" in p for p in report.problems)
