@@ -120,7 +120,7 @@ def restore(settings: Settings, file: Path, *, confirm: Confirm) -> RestoreResul
     plan = _plan(settings, url, Path(file), manifest)
     confirm(plan)
     scratch = _scratch_name(f"{url.database}_restore")
-    with _scratch_database(url, settings, scratch, purpose="restore the backup") as scratch_url:
+    with _scratch_database(url, settings, scratch, purpose="restore the backup", like=url.database) as scratch_url:
         restored = _restore_into(settings, Path(file), manifest, scratch_url)
         with translating(url, f"the server of {url.display_host} (renaming databases)"), \
                 maintenance_connection(url, settings, application_name="celora restore") as conn:
@@ -165,20 +165,44 @@ def _scratch_name(prefix: str) -> str:
 
 
 @contextlib.contextmanager
-def _scratch_database(url: DatabaseURL, settings: Settings, name: str, *, purpose: str):
-    """A new database `name` on url's server (announced), yielding its URL, dropped on the way out unless it
-    was renamed away (swapped in) meanwhile."""
-    from celora_cli.db.admin import create_database, creating, drop_database, maintenance_connection, with_database
+def _scratch_database(url: DatabaseURL, settings: Settings, name: str, *, purpose: str, like: str | None = None):
+    """A new, empty database `name` on url's server (announced), yielding its URL, dropped on the way out unless
+    it was renamed away (swapped in) meanwhile. From template0, as pg_restore wants (objects someone added to
+    template1 would collide with the dump's); with the encoding and locale of the database `like` (the one it
+    will replace), which a database created with the server's defaults could lack."""
+    from psycopg import sql
+
+    from celora_cli.db.admin import creating, database_exists, drop_database, maintenance_connection, with_database
 
     with maintenance_connection(url, settings, application_name="celora restore") as conn, \
             creating(url, f"a scratch database to {purpose} into", "ask an administrator for CREATEDB"):
-        create_database(conn, name)
+        options = _encoding_and_locale(conn, like) if like and database_exists(conn, like) else sql.SQL("")
+        conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(name)) + options)
     notice.info(f"Created the scratch database {name} on {url.display_host} to {purpose} into (dropped afterwards).")
     try:
         yield with_database(url, name)
     finally:
         with contextlib.suppress(Exception), maintenance_connection(url, settings) as conn:
             drop_database(conn, name)
+
+
+def _encoding_and_locale(conn, database: str):
+    """` ENCODING ... LC_COLLATE ... LC_CTYPE ...` (and the ICU or builtin locale) of an existing database. The
+    catalog's columns differ between versions (daticulocale in 15-16, datlocale from 17), so the row is read
+    as JSON and only the keys present are used."""
+    from psycopg import sql
+
+    encoding, row = conn.execute("SELECT pg_encoding_to_char(d.encoding), to_jsonb(d) FROM pg_database d"
+                                 " WHERE d.datname = %s", (database,)).fetchone()
+    clause = sql.SQL(" ENCODING {} LC_COLLATE {} LC_CTYPE {}").format(
+        sql.Literal(encoding), sql.Literal(row["datcollate"]), sql.Literal(row["datctype"]))
+    provider = row.get("datlocprovider", "c")
+    locale = row.get("datlocale") or row.get("daticulocale")
+    if provider == "i" and locale:
+        clause += sql.SQL(" LOCALE_PROVIDER icu ICU_LOCALE {}").format(sql.Literal(locale))
+    elif provider == "b" and locale:
+        clause += sql.SQL(" LOCALE_PROVIDER builtin BUILTIN_LOCALE {}").format(sql.Literal(locale))
+    return clause
 
 
 def _restore_into(settings: Settings, file: Path, manifest: Manifest, scratch_url: DatabaseURL) -> dict[str, int]:

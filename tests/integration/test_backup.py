@@ -159,6 +159,23 @@ def test_restore_replaces_the_database_and_leaves_nothing_of_it_behind(pg_server
     assert query(migrated_db, "SHOW work_mem")[0][0] == "7MB"  # database settings carried over
 
 
+def test_restore_keeps_the_encoding_and_locale_of_the_database_it_replaces(pg_server, folder):
+    name = f"t_backup_latin1_{os.getpid()}"
+    query(pg_server.url("postgres"), f"CREATE DATABASE {name} TEMPLATE template0 ENCODING 'LATIN1' "
+                                     "LC_COLLATE 'C' LC_CTYPE 'C'")
+    target = pg_server.url(name)
+    try:
+        query(target, "CREATE TABLE names (name text); INSERT INTO names VALUES ('Zoë')")
+        settings = settings_for(target)
+        file = backup(settings, folder / "latin1.dump").file
+        restore(settings, Path(file), confirm=_guard(settings, forced=True))
+        assert query(target, "SELECT pg_encoding_to_char(encoding) FROM pg_database "
+                             "WHERE datname = current_database()")[0][0] == "LATIN1"
+        assert query(target, "SELECT name FROM names") == [("Zoë",)]
+    finally:
+        _drop(pg_server, name)
+
+
 def test_restore_into_a_missing_database_creates_it(pg_server, seeded, dumped):
     """Disaster recovery on a new server: the database of the URL does not exist yet."""
     name = f"t_backup_new_{os.getpid()}"
