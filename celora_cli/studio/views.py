@@ -20,18 +20,20 @@ from typing import Any
 from urllib.parse import quote
 
 import anyio.to_thread
-from sqlalchemy import Select, func, literal_column, select, text
+from sqlalchemy import Select, and_, func, literal_column, select, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Mapper, RelationshipProperty, selectinload
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette_admin import BaseField, DateTimeField, JSONField, RelationField, TextAreaField
+from starlette_admin.actions import link_row_action
 from starlette_admin.contrib.sqla import ModelView
 from starlette_admin.contrib.sqla.filters import SqlaFilterRegistry
 from starlette_admin.exceptions import FormValidationError
 from starlette_admin.filters import BaseFilter, FilterGroup, FilterRegistry, filters
 from starlette_admin.flash import flash
 from starlette_admin.helpers import slugify_class_name
+from starlette_admin.i18n import lazy_gettext as _
 
 # Tables the planner estimates above this are counted by estimate; below it COUNT(*) is cheap and exact.
 ESTIMATE_ABOVE_ROWS = 100_000
@@ -98,6 +100,7 @@ class StudioView(ModelView):
     table = ""  # schema-qualified, for pg_class
     pk_keys: Sequence[str] = ()
     mapper: Any = None
+    foreign_keys: dict[str, str] = {}  # replaced per view class, never mutated
     database_url: Any = None  # the DatabaseURL named (masked) in error messages
 
     def can_create(self, request: Request) -> bool:
@@ -115,6 +118,17 @@ class StudioView(ModelView):
     def can_import(self, request: Request) -> bool:
         return False  # bulk imports are `celora db seed`'s job
 
+    # The grid's View and Edit links, relative to the page they are on (/studio/<key>/list or .../detail):
+    # the library builds each with url_for, two route searches per row.
+    @link_row_action(name="view", text=_("View"), icon_class="default_actions.view", exclude_from_detail=True)
+    def row_action_1_view(self, request: Request, pk: Any) -> str:
+        return f"detail?pk={quote(str(pk))}"
+
+    @link_row_action(name="edit", text=_("Edit"), icon_class="default_actions.edit",
+                     action_btn_class="action.row_item_edit")
+    def row_action_2_edit(self, request: Request, pk: Any) -> str:
+        return f"edit?pk={quote(str(pk))}"
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         for field in self.fields:
@@ -124,34 +138,28 @@ class StudioView(ModelView):
                 field.form_template = "studio/json_form.html"
 
     async def count(self, request: Request, q: str | None = None, filters: FilterGroup | None = None) -> int:
+        unfiltered = q is None and (filters is None or filters.is_empty())
+        matching = await self._apply_search_and_filters(
+            request, select(literal_column("1")).select_from(self.model), q, filters)
+        # One trip to a worker thread for the whole count (each trip is a scheduling delay on a busy machine).
+        return await anyio.to_thread.run_sync(self._count, request.state.session, matching, unfiltered)
+
+    def _count(self, session: Any, matching: Select, unfiltered: bool) -> int:
         # A savepoint: the home page counts every table in one transaction, and one table that fails (not
         # migrated yet) must not abort the others' counts.
-        session = request.state.session
-        savepoint = await anyio.to_thread.run_sync(session.begin_nested)
-        try:
-            total = await self._count(request, session, q, filters)
-        except BaseException:
-            await anyio.to_thread.run_sync(savepoint.rollback)
-            raise
-        await anyio.to_thread.run_sync(savepoint.commit)
-        return total
-
-    async def _count(self, request: Request, session: Any, q: str | None, filters: FilterGroup | None) -> int:
-        unfiltered = q is None and (filters is None or filters.is_empty())
-        if unfiltered:
-            estimate = await anyio.to_thread.run_sync(session.execute, _ESTIMATE_SQL, {"table": self.table})
-            rows = estimate.scalar_one_or_none() or 0
-            if rows > ESTIMATE_ABOVE_ROWS:
-                return int(rows)
-        # Bounded: count at most COUNT_LIMIT + 1 matches; past that the exact figure is not worth a scan.
-        matching = await self._apply_search_and_filters(request, select(literal_column("1")).select_from(
-            self.model), q, filters)
-        bounded = select(func.count()).select_from(matching.limit(COUNT_LIMIT + 1).subquery())
-        counted = (await anyio.to_thread.run_sync(session.execute, bounded)).scalar_one()
-        if counted <= COUNT_LIMIT:
-            return int(counted)
-        plan = await anyio.to_thread.run_sync(session.execute, _explain(matching, session))
-        return max(int(counted), int(plan.scalar_one()[0]["Plan"]["Plan Rows"]))
+        with session.begin_nested():
+            if unfiltered:
+                rows = session.execute(_ESTIMATE_SQL, {"table": self.table}).scalar_one_or_none() or 0
+                if rows > ESTIMATE_ABOVE_ROWS:
+                    return int(rows)
+            # Bounded: at most COUNT_LIMIT + 1 matches are counted; past that the exact figure is not worth a
+            # scan, and the planner's estimate stands in.
+            bounded = select(func.count()).select_from(matching.limit(COUNT_LIMIT + 1).subquery())
+            counted = int(session.execute(bounded).scalar_one())
+            if counted <= COUNT_LIMIT:
+                return counted
+            plan = session.execute(_explain(matching, session)).scalar_one()
+            return max(counted, int(plan[0]["Plan"]["Plan Rows"]))
 
     async def find_all(self, request: Request, skip: int = 0, limit: int = 100, q: str | None = None,
                        sorts: Sequence[tuple[str, str]] | None = None,
@@ -163,10 +171,18 @@ class StudioView(ModelView):
         sorts = list(sorts or [])
         # The primary key last: a stable order, so a row never shows on two pages or on none.
         sorts += [(key, "asc") for key in self.pk_keys if key not in {name for name, _ in sorts}]
-        statement = self.get_list_query(request).offset(skip)
+        # Deferred join: the page's keys first (OFFSET walks an index, often index-only), then only those rows.
+        # Skipping 10,000 whole rows in primary-key order reads 10,000 scattered heap pages; skipping keys
+        # does not.
+        keys = [getattr(self.model, key) for key in self.pk_keys]
+        page = select(*keys).select_from(self.model)
+        page = await self._apply_search_and_filters(request, page, q, filters)
+        page = self.build_order_clauses(request, sorts, page).offset(skip)
         if limit > 0:
-            statement = statement.limit(limit)
-        statement = await self._apply_search_and_filters(request, statement, q, filters)
+            page = page.limit(limit)
+        selected = page.subquery()
+        statement = self.get_list_query(request).join(
+            selected, and_(*(key == selected.c[key.property.columns[0].name] for key in keys)))
         statement = self.build_order_clauses(request, sorts, statement)
         # Many-to-one rows in one second query (WHERE id IN the page's keys): the library's JOIN would join
         # every row OFFSET skips too, ten thousand lookups for a deep page, for 25 rows shown.
@@ -237,7 +253,10 @@ def build_view(mapper: Mapper, *, read_only: bool, database_url: Any = None) -> 
         "table": f"{table.schema + '.' if table.schema else ''}{table.name}",
         "mapper": mapper,
         "pk_keys": tuple(mapper.get_property_by_column(column).key for column in mapper.primary_key),
-        "exclude_fields_from_list": sensitive,
+        # In the grid a foreign key column is the link to its row (no related row loaded); the detail page
+        # shows the related row itself.
+        "exclude_fields_from_list": sensitive + many_to_one,
+        "foreign_keys": _foreign_key_links(mapper, relations),
         "exclude_fields_from_detail": sensitive,
         # A many-to-one link is for navigating; its foreign key column is the form's input (a select over a
         # million-row table would be neither usable nor fast). Server-made values are not typed in.
@@ -251,6 +270,19 @@ def build_view(mapper: Mapper, *, read_only: bool, database_url: Any = None) -> 
     name = str(table.name).replace("_", " ")
     return view_class(mapper.class_, key=view_key(mapper), menu_label=name.capitalize(),
                       display_name=name.capitalize())
+
+
+def _foreign_key_links(mapper: Mapper, relations: list[RelationshipProperty]) -> dict[str, str]:
+    """Column attribute -> relative URL of the row it points at, for each single-column many-to-one link."""
+    links = {}
+    for prop in relations:
+        pairs = list(prop.local_remote_pairs or [])
+        target_keys = list(prop.mapper.primary_key)
+        if prop.uselist or len(pairs) != 1 or len(target_keys) != 1 or pairs[0][1] is not target_keys[0]:
+            continue
+        # Relative to /studio/<key>/list, the page the grid is on.
+        links[mapper.get_property_by_column(pairs[0][0]).key] = f"../{view_key(prop.mapper)}/detail?pk="
+    return links
 
 
 def _related_records(mapper: Mapper, prop: RelationshipProperty) -> RelatedRecords:
