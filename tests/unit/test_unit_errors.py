@@ -55,7 +55,8 @@ def test_specific_exit_codes():
         "ConfigError": 3, "DatabaseUnreachable": 4, "AuthenticationFailed": 5, "DatabaseNotFound": 6,
         "SchemaNotMigrated": 7, "TooManyConnections": 8, "MigrationFailed": 9, "LockTimeout": 10,
         "LocalServerError": 11, "Refused": 12, "DatabaseError": 13, "MigrationHistoryError": 14,
-        "DriftDetected": 15, "LintFindings": 16, "UsageError": 64, "InternalError": 70, "OutputError": 74, "Interrupted": 130}
+        "DriftDetected": 15, "LintFindings": 16, "UsageError": 64, "InternalError": 70, "OutputError": 74,
+        "Interrupted": 130}
 
 
 def test_every_error_class_has_its_own_code():
