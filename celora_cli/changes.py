@@ -132,8 +132,17 @@ def _ensure_publication(conn, name: str, tables: list[str], excluded: dict[str, 
             kept = [c for c in columns[table] if c not in excluded[table]]
             part = sql.SQL("{} ({})").format(part, sql.SQL(", ").join(map(sql.Identifier, kept)))
         parts.append(part)
-    conn.execute(sql.SQL("CREATE PUBLICATION {} FOR TABLE {}").format(sql.Identifier(name),
-                                                                      sql.SQL(", ").join(parts)))
+    import psycopg
+
+    try:
+        conn.execute(sql.SQL("CREATE PUBLICATION {} FOR TABLE {}").format(sql.Identifier(name),
+                                                                          sql.SQL(", ").join(parts)))
+    except psycopg.errors.InsufficientPrivilege as exc:
+        raise ConfigError(
+            f"Publication {name} does not exist yet and this role may not create it: {exc.diag.message_primary} "
+            "(a publication for a table needs the table's owner).",
+            f"Run `celora db changes --setup-only --slot {name}` once as the migration role (the tables' owner); "
+            "the stream then works as any role with REPLICATION.") from exc
     conn.execute(sql.SQL("COMMENT ON PUBLICATION {} IS {}").format(sql.Identifier(name),
                                                                    sql.Literal(PUBLICATION_COMMENT)))
     notice.info(f"Created publication {name} for {', '.join(tables)} (secrets excluded"

@@ -168,6 +168,10 @@ def test_setup_only_makes_what_debezium_needs_and_the_described_role_can_read_it
             assert conn.execute("SELECT count(*) FROM users").fetchone()[0] == 1  # the snapshot's SELECT
             with pytest.raises(psycopg.errors.InsufficientPrivilege):
                 conn.execute("SELECT token_hash FROM sessions")
+        # A new slot's publication needs the tables' owner: the role is told to run --setup-only as it once.
+        other = run_celora("db", "changes", "--slot", "not_set_up", env={"DATABASE_URL": db.replace(
+            "celora@", f"{role}:pw@")})
+        assert other.returncode == 3 and "--setup-only" in other.stderr, other.stderr
     finally:
         admin_execute(pg_server, f"DROP OWNED BY {role}; DROP ROLE {role}", db_name(db))
 
