@@ -103,10 +103,10 @@ def _listening(port: int) -> bool:
 class LocalPgBouncer:
     """PgBouncer for one local server; its files in `<server base dir>/pgbouncer`."""
 
-    def __init__(self, server, shipped_ini: Path, *, binary: str | None = None, port: int | None = None,
-                 overrides: dict[str, str] | None = None) -> None:
+    def __init__(self, server, shipped_ini: Path | None = None, *, binary: str | None = None,
+                 port: int | None = None, overrides: dict[str, str] | None = None) -> None:
         self.server = server
-        self.shipped_ini = Path(shipped_ini)
+        self.shipped_ini = Path(shipped_ini) if shipped_ini is not None else None  # needed to start only
         self._binary = binary
         self.requested_port = port
         self.overrides = overrides or {}  # extra [pgbouncer] keys (the load benchmark's max_client_conn)
@@ -167,7 +167,7 @@ class LocalPgBouncer:
     def start(self) -> PgBouncerStatus:
         """Start the local server (if needed) and PgBouncer in front of it; a running one is left as it is."""
         binary = self._binary or find_pgbouncer()
-        if not self.shipped_ini.is_file():
+        if self.shipped_ini is None or not self.shipped_ini.is_file():
             raise ConfigError(f"No pgbouncer.ini at {self.shipped_ini} to run PgBouncer from.",
                               "Run celora in the project (CELORA_PROJECT_ROOT) that ships pgbouncer.ini.")
         self.server.ensure_running()
@@ -197,6 +197,13 @@ class LocalPgBouncer:
             raise LocalServerError(f"PgBouncer (pid {pid}) did not stop within 10 s.",
                                    f"End it yourself: kill {pid}.")
         return True
+
+    def destroy(self) -> bool:
+        """Stop it and delete its runtime folder (with the local server's data: `celora local destroy`)."""
+        stopped = self.stop()
+        existed = self.runtime_dir.exists()
+        shutil.rmtree(self.runtime_dir, ignore_errors=True)
+        return stopped or existed
 
     # -- internals ------------------------------------------------------------------------------------
     def _urls(self, password: str | None = None) -> dict[str, str]:
@@ -266,6 +273,7 @@ class LocalPgBouncer:
 
     def _render_config(self, port: int) -> str:
         """The shipped file with only the machine-specific keys replaced."""
+        assert self.shipped_ini is not None  # start() checked it
         config = configparser.ConfigParser(interpolation=None, comment_prefixes=(";", "#"))
         config.read(self.shipped_ini)
         config["databases"] = {"*": f"host=127.0.0.1 port={self.server.port}"}

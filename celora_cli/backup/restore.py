@@ -120,7 +120,8 @@ def restore(settings: Settings, file: Path, *, confirm: Confirm) -> RestoreResul
     plan = _plan(settings, url, Path(file), manifest)
     confirm(plan)
     scratch = _scratch_name(f"{url.database}_restore")
-    with _scratch_database(url, settings, scratch, purpose="restore the backup", like=url.database) as scratch_url:
+    with _scratch_database(url, settings, scratch, purpose="restore the backup", like=url.database,
+                           afterwards=f"renamed to {url.database} once verified; dropped on failure") as scratch_url:
         restored = _restore_into(settings, Path(file), manifest, scratch_url)
         with translating(url, f"the server of {url.display_host} (renaming databases)"), \
                 maintenance_connection(url, settings, application_name="celora restore") as conn:
@@ -165,7 +166,8 @@ def _scratch_name(prefix: str) -> str:
 
 
 @contextlib.contextmanager
-def _scratch_database(url: DatabaseURL, settings: Settings, name: str, *, purpose: str, like: str | None = None):
+def _scratch_database(url: DatabaseURL, settings: Settings, name: str, *, purpose: str, like: str | None = None,
+                      afterwards: str = "dropped afterwards"):
     """A new, empty database `name` on url's server (announced), yielding its URL, dropped on the way out unless
     it was renamed away (swapped in) meanwhile. From template0, as pg_restore wants (objects someone added to
     template1 would collide with the dump's); with the encoding and locale of the database `like` (the one it
@@ -178,7 +180,7 @@ def _scratch_database(url: DatabaseURL, settings: Settings, name: str, *, purpos
             creating(url, f"a scratch database to {purpose} into", "ask an administrator for CREATEDB"):
         options = _encoding_and_locale(conn, like) if like and database_exists(conn, like) else sql.SQL("")
         conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(name)) + options)
-    notice.info(f"Created the scratch database {name} on {url.display_host} to {purpose} into (dropped afterwards).")
+    notice.info(f"Created the scratch database {name} on {url.display_host} to {purpose} into ({afterwards}).")
     try:
         yield with_database(url, name)
     finally:

@@ -120,7 +120,11 @@ def destroy(
         if not typer.confirm(f"Stop the local PostgreSQL and delete all its data in {places}?", default=False):
             raise Refused("Nothing deleted: the deletion was not confirmed.",
                           "Run `celora local destroy` again and answer y, or pass --yes.")
+    from celora_cli.pgbouncer_local import LocalPgBouncer
+
     for server in servers:
+        if LocalPgBouncer(server).destroy():  # `celora local pgbouncer`'s, in front of this server
+            console.out.print(f"Stopped and deleted the local PgBouncer in {safe(server.base_dir / 'pgbouncer')}.")
         if server.destroy():
             console.out.print(f"Deleted the local PostgreSQL in {safe(server.base_dir)}.")
 

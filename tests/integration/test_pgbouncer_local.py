@@ -14,7 +14,7 @@ import psycopg
 import pytest
 
 from celora_cli.errors import LocalServerError
-from celora_cli.pgbouncer_local import find_pgbouncer, scram_secret
+from celora_cli.pgbouncer_local import LocalPgBouncer, find_pgbouncer, scram_secret
 from tests.conftest import REPO, TEST_PROJECT, free_port, run_celora
 
 
@@ -74,6 +74,8 @@ def test_start_status_stop_with_scram_and_no_plaintext_password(pg_server, local
     assert stopped.returncode == 0 and "stopped" in stopped.stdout, stopped.stdout + stopped.stderr
     after = run_celora("local", "pgbouncer", "status", env=local_env)
     assert after.returncode == 1 and "not running" in after.stdout
+    # `celora local destroy` removes it with the cluster: its folder (and the secrets in it) go.
+    assert LocalPgBouncer(pg_server).destroy() and not (pg_server.base_dir / "pgbouncer").exists()
 
 
 def test_missing_pgbouncer_is_a_clear_refusal(monkeypatch):
