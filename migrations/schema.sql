@@ -219,6 +219,7 @@ $$;
 
 CREATE OR REPLACE FUNCTION celora_audit_row() RETURNS trigger
     LANGUAGE plpgsql
+    SET search_path FROM CURRENT
     AS $$
 DECLARE
     -- TG_ARGV[0]: the primary key columns, comma-separated; TG_ARGV[1..]: columns never recorded.

@@ -34,9 +34,12 @@ AUDITED = {
     "wallets": ("id",),
 }
 
+# SET search_path FROM CURRENT: audit_log is found in the schema the migration runs in, whatever search_path the
+# writing session has.
 CREATE_AUDIT_ROW = """\
 CREATE FUNCTION celora_audit_row() RETURNS trigger
     LANGUAGE plpgsql
+    SET search_path FROM CURRENT
     AS $$
 DECLARE
     -- TG_ARGV[0]: the primary key columns, comma-separated; TG_ARGV[1..]: columns never recorded.

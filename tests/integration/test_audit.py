@@ -29,7 +29,7 @@ def seeded(migrated_db) -> str:
     return migrated_db
 
 
-def test_a_label_change_records_one_row_with_actor_and_old_new_and_db_audit_shows_it(seeded):
+def test_a_label_change_records_one_row_with_actor_and_old_new_and_db_audit_shows_it(seeded, pgbouncer):
     wallet_id, old_label = rows(seeded, "SELECT id, label FROM wallets WHERE label IS NOT NULL ORDER BY id LIMIT 1")[0]
     before = rows(seeded, "SELECT count(*) FROM audit_log")[0][0]
     with psycopg.connect(seeded) as conn:
@@ -49,8 +49,10 @@ def test_a_label_change_records_one_row_with_actor_and_old_new_and_db_audit_show
     assert f'    label: "{old_label}" -> "Cold storage"' == lines[1]
     assert any("INSERT wallets" in line for line in lines[2:])  # the seed's insert, older
 
+    # Reading needs no session of its own: through PgBouncer (transaction pooling) as well.
+    pooled = {"DATABASE_URL": pgbouncer(db_name(seeded)), "DIRECT_DATABASE_URL": seeded}
     as_json = json.loads(run_celora("db", "audit", "--table", "wallets", "--id", str(wallet_id), "--actor",
-                                    "user:alice@example.com", "--json", env=env).stdout)
+                                    "user:alice@example.com", "--json", env=pooled).stdout)
     assert as_json["ok"] is True and as_json["count"] == 1
     assert as_json["entries"][0]["old"] == {"label": old_label}
     assert as_json["entries"][0]["new"] == {"label": "Cold storage"}

@@ -78,9 +78,12 @@ Index("ix_audit_log_table_name_row_key", AuditLog.table_name, AuditLog.row_key)
 Index("ix_audit_log_changed_at", AuditLog.changed_at)
 
 
+# SET search_path FROM CURRENT: the function finds audit_log in the schema it was created in (the schema of a URL's
+# ?schema=app), whatever search_path the writing session has.
 CREATE_AUDIT_FUNCTION = f"""\
 CREATE OR REPLACE FUNCTION {AUDIT_FUNCTION}() RETURNS trigger
     LANGUAGE plpgsql
+    SET search_path FROM CURRENT
     AS $$
 DECLARE
     -- TG_ARGV[0]: the primary key columns, comma-separated; TG_ARGV[1..]: columns never recorded.
