@@ -14,14 +14,14 @@ from __future__ import annotations
 import json
 import shutil
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
 import psycopg
 import pytest
 
-from tests.conftest import REPO, free_port, run_celora, shared_tmpdir
+from tests.conftest import REPO, TEST_PROJECT, free_port, run_celora, shared_tmpdir
 from tests.faults.cluster import throwaway_cluster
 
 PASSWORD = "S3cr3t/p@ss#word"
@@ -37,15 +37,13 @@ class Case:
     env: dict[str, str]
     code: int
     fragment: str  # in stdout + stderr (case-insensitive)
-    marks: tuple = field(default=())
 
     def param(self):
-        return pytest.param(self, id=self.id, marks=self.marks)
+        return pytest.param(self, id=self.id)
 
 
-def case(id: str, args: str | tuple[str, ...], env: dict[str, str] | None, code: int, fragment: str,
-         *marks) -> Case:
-    return Case(id, tuple(args.split()) if isinstance(args, str) else args, env or {}, code, fragment, marks)
+def case(id: str, args: str | tuple[str, ...], env: dict[str, str] | None, code: int, fragment: str) -> Case:
+    return Case(id, tuple(args.split()) if isinstance(args, str) else args, env or {}, code, fragment)
 
 
 # Placeholders filled in by the `places` fixture: {app} is the app role's URL with the right password,
@@ -56,7 +54,6 @@ CASES = [
     # -- malformed and unsupported URLs (no server needed) -------------------------------------------------
     case("mysql-url", "db status", {"DATABASE_URL": f"mysql://app:{ENCODED}@127.0.0.1/{DATABASE}"}, 3,
          "unsupported scheme 'mysql'"),
-    case("sqlite-url", "db migrate-deploy", {"DATABASE_URL": "sqlite:///celora.db"}, 3, "unsupported scheme"),
     case("garbage-url", "db status", {"DATABASE_URL": "definitely not a url"}, 3, "DATABASE_URL"),
     # No host means libpq's default unix socket, which this machine does not have: unreachable, not malformed.
     case("url-without-host", "db status", {"DATABASE_URL": f"postgresql://app:{ENCODED}@:5432/{DATABASE}"}, 4,
@@ -75,8 +72,6 @@ CASES = [
     case("unknown-host", "db status",
          {"DATABASE_URL": f"postgresql://app:{ENCODED}@no-such-host.invalid:5432/{DATABASE}",
           "CELORA_CONNECT_TIMEOUT": "2"}, 4, "no-such-host.invalid"),
-    case("refused-port", "db migrate-deploy",
-         {"DATABASE_URL": f"postgresql://app:{ENCODED}@127.0.0.1:{{refused}}/{DATABASE}"}, 4, "pg_isready"),
     case("refused-port-json", "db status --json",
          {"DATABASE_URL": f"postgresql://app:{ENCODED}@127.0.0.1:{{refused}}/{DATABASE}"}, 4, "DatabaseUnreachable"),
     # -- settings and dotenv files ---------------------------------------------------------------------------
@@ -87,8 +82,6 @@ CASES = [
     case("env-file-missing", ("--env-file", "{tmp}/nowhere.env", "db", "status"), APP, 3, "nowhere.env"),
     case("project-dotenv-corrupt", "db status", {"CELORA_PROJECT_ROOT": "{tmp}/broken_project"}, 3, ".env"),
     case("connect-timeout-zero", "db status", {**APP, "CELORA_CONNECT_TIMEOUT": "0"}, 3, "CELORA_CONNECT_TIMEOUT"),
-    case("connect-timeout-words", "db status", {**APP, "CELORA_CONNECT_TIMEOUT": "five"}, 3,
-         "CELORA_CONNECT_TIMEOUT"),
     case("statement-timeout-huge", "db status", {**APP, "CELORA_STATEMENT_TIMEOUT": "1e12"}, 3,
          "CELORA_STATEMENT_TIMEOUT"),
     case("health-timeout-inf", "db health", {**APP, "CELORA_HEALTH_TIMEOUT": "inf"}, 3, "CELORA_HEALTH_TIMEOUT"),
@@ -98,13 +91,10 @@ CASES = [
          "no_migrations"),
     # -- bad flag values -------------------------------------------------------------------------------------
     case("health-timeout-negative", "db health --timeout -1", APP, 3, "--timeout"),
-    case("health-timeout-huge", "db health --timeout 99999999", APP, 3, "--timeout"),
     case("lock-timeout-nan", "db migrate-deploy --lock-timeout nan", APP, 3, "--lock-timeout"),
     case("lock-timeout-words", "db migrate-deploy --lock-timeout soon", APP, 64, "--lock-timeout"),
     case("unknown-option", "db status --frobnicate", APP, 64, "--frobnicate"),
-    case("unknown-command", "db frobnicate", APP, 64, "frobnicate"),
     case("seed-users-negative", "db seed --users -1", APP, 64, "--users"),
-    case("seed-users-huge", "db seed --users 100000000000", APP, 64, "--users"),
     case("rollback-steps-negative", "db rollback --steps -1 --force", APP, 3, "--steps"),
     # -- against the server: credentials, databases, SSL, the pooler --------------------------------------
     case("wrong-password", "db status", {"DATABASE_URL": f"postgresql://app:{ENCODED}x@{{host}}/{DATABASE}"}, 5,
@@ -138,11 +128,11 @@ CASES = [
     case("fixtures-bad-toml", "db seed --fixtures {tmp}/fixtures_bad_toml", APP, 3, "TOML syntax error"),
     case("fixtures-wrong-type", "db seed --fixtures {tmp}/fixtures_wrong_type", APP, 3, "expected"),
     case("fixtures-unknown-chain", "db seed --fixtures {tmp}/fixtures_unknown_chain", APP, 3, "dogecoin"),
-    case("fixtures-folder-missing", "db seed --fixtures {tmp}/no_fixtures", APP, 3, "no_fixtures"),
-    # -- the studio (another helper builds `celora db studio`) --------------------------------------------------
-    case("studio-port-taken", "db studio --port {taken}", APP, 3, "{taken}",
-         pytest.mark.xfail(reason="`celora db studio` is not on main yet (built by another helper)",
-                           strict=False)),
+    # -- servers on a port that is taken ({taken} is the cluster's own port), files that exist -------------------
+    case("studio-port-taken", "db studio --no-browser --port {taken}", APP, 3, "{taken}"),
+    case("metrics-port-taken", "db metrics --port {taken}", APP, 3, "{taken}"),
+    case("backup-output-exists", "db backup --output {tmp}/bad_line.env", APP, 3, "already exists"),
+    case("audit-prune-not-a-duration", "db audit --prune-older-than banana", APP, 64, "--prune-older-than"),
 ]
 
 
@@ -205,13 +195,12 @@ def results(server):
     host = f"127.0.0.1:{server.port}"
     app_url = f"postgresql://app:{ENCODED}@{host}/{DATABASE}"
     from celora_cli.migrations import deploy
+    from celora_cli.seed.apply import seed
     from celora_cli.settings import load_settings
-    from tests.conftest import TEST_PROJECT
 
-    deploy(load_settings(environ={"DATABASE_URL": app_url, "CELORA_ENV": "test"}, project_root=TEST_PROJECT))
-    seeded = run_celora("db", "seed", "--fixtures", str(REPO / "fixtures"),
-                        env={"DATABASE_URL": app_url, "CELORA_ENV": "test"})
-    assert seeded.returncode == 0, seeded.stderr
+    settings = load_settings(environ={"DATABASE_URL": app_url, "CELORA_ENV": "test"}, project_root=TEST_PROJECT)
+    deploy(settings)
+    seed(settings, REPO / "fixtures")  # rows in every table, so a stray write shows in the snapshot
     tmp = shared_tmpdir("celora-matrix-files-")
     _broken_files(tmp)
     places = {"app": app_url, "host": host, "tmp": str(tmp), "refused": str(free_port()),
