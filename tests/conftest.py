@@ -151,6 +151,8 @@ def _run_pgbouncer(pg_server, prefix: str, **overrides: str):
     config.read(REPO / "pgbouncer.ini")
     assert config["pgbouncer"]["pool_mode"] == "transaction"
     config["databases"] = {"*": f"host=127.0.0.1 port={pg_server.port}"}
+    for key in ("admin_users", "stats_users"):  # the shipped file's users do not exist here (overrides may add)
+        config["pgbouncer"].pop(key, None)
     config["pgbouncer"].update({
         "listen_addr": "127.0.0.1", "listen_port": str(port), "unix_socket_dir": "",
         "auth_type": "trust", "auth_file": str(base / "users.txt"),
@@ -161,8 +163,6 @@ def _run_pgbouncer(pg_server, prefix: str, **overrides: str):
         "default_pool_size": "1", "reserve_pool_size": "0",
         **overrides,
     })
-    for key in ("admin_users", "stats_users"):
-        config["pgbouncer"].pop(key, None)
     if _pgbouncer_version(binary) >= (1, 21):
         config["pgbouncer"]["max_prepared_statements"] = "0"  # keep the classic transaction-mode behaviour
     with open(base / "pgbouncer.ini", "w") as handle:

@@ -8,13 +8,9 @@ slots.
 
 from __future__ import annotations
 
-import configparser
 import json
-import os
-import pwd
 import shutil
 import socket
-import subprocess
 import threading
 import time
 from collections.abc import Callable
@@ -23,7 +19,7 @@ import psycopg
 import pytest
 
 from celora_cli.health import check_database_health
-from tests.conftest import REPO, db_name, free_port, run_celora, settings_for, shared_tmpdir, wait_for_port
+from tests.conftest import _run_pgbouncer, db_name, free_port, run_celora, settings_for, shared_tmpdir
 
 
 def _until(condition: Callable[[], object], what: str, timeout: float = 20.0):
@@ -53,36 +49,11 @@ def _execute(url: str, sql: str) -> None:
 @pytest.fixture(scope="module")
 def console_bouncer(pg_server):
     """PgBouncer from the repo's pgbouncer.ini (transaction mode, one server connection per pool) whose admin
-    console lets `celora` in (admin_users): conftest's _run_pgbouncer drops admin_users/stats_users."""
-    binary = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
-    base = shared_tmpdir("celora-test-pgbouncer-console-")
-    port = free_port()
-    (base / "users.txt").write_text('"celora" ""\n')
-    config = configparser.ConfigParser(interpolation=None, comment_prefixes=(";", "#"))
-    config.read(REPO / "pgbouncer.ini")
-    config["databases"] = {"*": f"host=127.0.0.1 port={pg_server.port}"}
-    config["pgbouncer"].update({
-        "listen_addr": "127.0.0.1", "listen_port": str(port), "unix_socket_dir": "", "auth_type": "trust",
-        "auth_file": str(base / "users.txt"), "logfile": str(base / "pgbouncer.log"),
-        "pidfile": str(base / "pgbouncer.pid"), "server_tls_sslmode": "disable", "min_pool_size": "0",
-        "default_pool_size": "1", "reserve_pool_size": "0", "admin_users": "celora", "stats_users": "celora"})
-    with open(base / "pgbouncer.ini", "w") as handle:
-        config.write(handle)
-    kwargs: dict = {}
-    if os.geteuid() == 0:  # PgBouncer refuses to run as root
-        user = pwd.getpwnam(pg_server.run_as)
-        for path in (base, *base.iterdir()):
-            os.chown(path, user.pw_uid, user.pw_gid)
-        kwargs = {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": []}
-    process = subprocess.Popen([binary, str(base / "pgbouncer.ini")], stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL, **kwargs)
-    try:
-        wait_for_port(port)
-        yield port
-    finally:
-        process.terminate()
-        process.wait(10)
-        shutil.rmtree(base, ignore_errors=True)
+    console lets `celora` in (admin_users, stats_users). Yields its port."""
+    bouncer = _run_pgbouncer(pg_server, "celora-test-pgbouncer-console-", admin_users="celora",
+                             stats_users="celora")
+    yield next(bouncer).port
+    next(bouncer, None)  # stops it (the generator's finally)
 
 
 def test_a_client_waiting_in_pgbouncer_is_degraded_and_names_the_pool(console_bouncer, migrated_db):
