@@ -15,6 +15,7 @@ from celora_cli.audit import prune
 from celora_cli.db.models import Base
 from celora_cli.db.models.audit_log import AUDIT_FUNCTION, sensitive_columns
 from celora_cli.seed.apply import seed
+from celora_cli.seed.volume import generate_volume
 from tests.conftest import REPO, admin_execute, db_name, run_celora, settings_for
 
 
@@ -126,6 +127,13 @@ def test_skipping_is_explicit_per_transaction_and_refused_to_a_non_owner(pg_serv
         assert rows(migrated_db, "SELECT count(*) FROM users WHERE firebase_uid = 'hidden'") == [(0,)]
         assert rows(migrated_db, "SELECT db_role FROM audit_log WHERE new_values->>'firebase_uid' = 'by-app-role'") \
             == [(role,)]
+        # The volume seed run by such a role is audited, not refused: it asks to skip only as the owner.
+        admin_execute(pg_server, f"GRANT INSERT, SELECT ON wallets, transactions, notifications TO {role}",
+                      db_name(migrated_db))
+        with psycopg.connect(app_url) as conn:
+            assert generate_volume(conn, users=2, seed=11)["users"] == 2
+        assert rows(migrated_db, "SELECT count(*) FROM audit_log WHERE table_name = 'users' AND db_role = %s",
+                    (role,)) == [(3,)]
     finally:
         admin_execute(pg_server, f"DROP OWNED BY {role}; DROP ROLE {role}", db_name(migrated_db))
 
