@@ -187,6 +187,18 @@ def test_restore_into_a_missing_database_creates_it(pg_server, seeded, dumped):
         _drop(pg_server, name)
 
 
+def test_at_a_terminal_the_prompt_names_the_database_and_what_is_replaced(pg_server, seeded, dumped):
+    from tests.integration.test_guard import answer_prompt
+
+    before = databases(pg_server)
+    declined = answer_prompt("n", "db", "restore", str(dumped[0]), env={"DATABASE_URL": seeded})
+    assert declined.returncode == 12, declined.stdout + declined.stderr
+    users = counts(seeded)["public.users"]
+    assert f"table public.users ({users} rows) replaced" in declined.stderr and "Proceed?" in declined.stderr
+    assert db_name(seeded) in declined.stderr and "not confirmed" in declined.stderr
+    assert databases(pg_server) == before  # asked before anything was created
+
+
 def test_restore_is_refused_on_a_production_database(seeded, dumped):
     settings = settings_for(seeded, CELORA_ENV="production")
     with pytest.raises(Refused, match="production"):
