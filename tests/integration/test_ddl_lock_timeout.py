@@ -167,3 +167,15 @@ def test_a_failing_autocommit_block_releases_the_lock_and_is_journalled(migrated
     # Not atomic, as documented: what ran before the block stays committed; the journal says the run failed.
     assert query(migrated_db, "SELECT to_regclass('extra_table') IS NOT NULL") == [(True,)]
     assert [row[2] for row in journal(migrated_db) if row[0] == EXTRA] == ["failed"]
+
+
+@pytest.mark.parametrize(("variable", "value"), [
+    ("CELORA_DDL_LOCK_TIMEOUT", "0"), ("CELORA_DDL_LOCK_TIMEOUT", "inf"), ("CELORA_DDL_LOCK_TIMEOUT", "3601"),
+    ("CELORA_DDL_LOCK_RETRIES", "101"), ("CELORA_DDL_LOCK_RETRIES", "-1"), ("CELORA_DDL_LOCK_RETRIES", "x")])
+def test_ddl_lock_settings_out_of_range_are_config_errors(variable, value):
+    from celora_cli.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=variable):
+        settings_for("postgresql://u@127.0.0.1:1/x", **{variable: value})
+    defaults = settings_for("postgresql://u@127.0.0.1:1/x")
+    assert (defaults.ddl_lock_timeout, defaults.ddl_lock_retries) == (5.0, 3)
