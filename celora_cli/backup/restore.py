@@ -39,6 +39,8 @@ from celora_cli.settings import DatabaseURL, Settings
 notice = logging.getLogger("celora.notice")
 _LIST_SETTINGS = {"search_path", "temp_tablespaces", "local_preload_libraries", "session_preload_libraries"}
 _NAME_LIMIT = 63  # PostgreSQL's identifier length (NAMEDATALEN - 1), in bytes
+_WITHOUT_CREATEDB = ("restore by hand into the existing database, accepting that objects the backup lacks stay: "
+                     "`pg_restore --clean --if-exists --single-transaction --no-owner --dbname <direct URL> FILE`")
 
 
 @dataclass
@@ -177,7 +179,7 @@ def _scratch_database(url: DatabaseURL, settings: Settings, name: str, *, purpos
     from celora_cli.db.admin import creating, database_exists, drop_database, maintenance_connection, with_database
 
     with maintenance_connection(url, settings, application_name="celora restore") as conn, \
-            creating(url, f"a scratch database to {purpose} into", "ask an administrator for CREATEDB"):
+            creating(url, f"a scratch database to {purpose} into", _WITHOUT_CREATEDB):
         options = _encoding_and_locale(conn, like) if like and database_exists(conn, like) else sql.SQL("")
         conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(name)) + options)
     notice.info(f"Created the scratch database {name} on {url.display_host} to {purpose} into ({afterwards}).")

@@ -22,7 +22,7 @@ import pytest
 from celora_cli.backup import BackupInvalid, backup, restore, verify_backup
 from celora_cli.backup.manifest import manifest_path
 from celora_cli.backup.tools import conninfo
-from celora_cli.errors import ConfigError, Refused
+from celora_cli.errors import ConfigError, DatabaseError, Refused
 from celora_cli.migration_runtime import load_script_directory
 from celora_cli.settings import parse_database_url
 from tests.conftest import REPO, TEST_PROJECT, _drop, db_name, run_celora, settings_for, shared_tmpdir
@@ -197,6 +197,17 @@ def test_at_a_terminal_the_prompt_names_the_database_and_what_is_replaced(pg_ser
     assert f"table public.users ({users} rows) replaced" in declined.stderr and "Proceed?" in declined.stderr
     assert db_name(seeded) in declined.stderr and "not confirmed" in declined.stderr
     assert databases(pg_server) == before  # asked before anything was created
+
+
+def test_without_createdb_the_error_says_so_and_what_else_works(pg_server, seeded, dumped):
+    role = f"t_no_createdb_{os.getpid()}"
+    query(pg_server.url("postgres"), f"CREATE ROLE {role} LOGIN NOCREATEDB")
+    try:
+        with pytest.raises(DatabaseError, match="may not create databases") as caught:
+            verify_backup(settings_for(seeded.replace("celora@", f"{role}@")), dumped[0])
+        assert "CREATEDB" in caught.value.hint and "pg_restore --clean" in caught.value.hint
+    finally:
+        query(pg_server.url("postgres"), f"DROP ROLE {role}")
 
 
 def test_restore_is_refused_on_a_production_database(seeded, dumped):
