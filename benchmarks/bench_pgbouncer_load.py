@@ -358,4 +358,10 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from celora_cli.errors import CeloraError
+
+    try:
+        sys.exit(main())
+    except CeloraError as exc:  # PgBouncer not installed, no PostgreSQL binaries...
+        print(f"bench_pgbouncer_load: {exc.message}" + (f" {exc.hint}" if exc.hint else ""))
+        sys.exit(1)
