@@ -47,6 +47,14 @@ TIMESTAMP_FORMAT = "%Y-%m-%d %H:%M:%S %Z"
 SENSITIVE_COLUMNS = frozenset({("sessions", "token_hash"), ("idempotency_keys", "response_body")})
 
 
+class Estimate(int):
+    """A row count PostgreSQL estimated. It computes as the number; shown, it says what it is (the home page's
+    "N total records" and the pager's "of N entries" print it with str())."""
+
+    def __str__(self) -> str:
+        return f"about {int(self):,} (PostgreSQL's estimate)"
+
+
 def is_sensitive(table: str, column: Any) -> bool:
     return (table, column.name) in SENSITIVE_COLUMNS or bool(column.info.get("sensitive"))
 
@@ -151,7 +159,7 @@ class StudioView(ModelView):
             if unfiltered:
                 rows = session.execute(_ESTIMATE_SQL, {"table": self.table}).scalar_one_or_none() or 0
                 if rows > ESTIMATE_ABOVE_ROWS:
-                    return int(rows)
+                    return Estimate(rows)
             # Bounded: at most COUNT_LIMIT + 1 matches are counted; past that the exact figure is not worth a
             # scan, and the planner's estimate stands in.
             bounded = select(func.count()).select_from(matching.limit(COUNT_LIMIT + 1).subquery())
@@ -159,7 +167,7 @@ class StudioView(ModelView):
             if counted <= COUNT_LIMIT:
                 return counted
             plan = session.execute(_explain(matching, session)).scalar_one()
-            return max(counted, int(plan[0]["Plan"]["Plan Rows"]))
+            return Estimate(max(counted, int(plan[0]["Plan"]["Plan Rows"])))
 
     async def find_all(self, request: Request, skip: int = 0, limit: int = 100, q: str | None = None,
                        sorts: Sequence[tuple[str, str]] | None = None,

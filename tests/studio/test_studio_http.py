@@ -4,6 +4,7 @@ a real database seeded with celora's fixtures, reached through a real PgBouncer 
 from __future__ import annotations
 
 import csv
+import html as html_module
 import io
 import re
 import warnings
@@ -83,7 +84,7 @@ def listing(client: TestClient, key: str, **params: str) -> list[str]:
 
 def text_of(html: str) -> str:
     html = re.sub(r"<(script|style)\b.*?</\1>", " ", html, flags=re.S)
-    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", html))
+    return html_module.unescape(re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", html)))
 
 
 # --- security ---------------------------------------------------------------------------------------------------
@@ -146,6 +147,7 @@ def test_read_only_refuses_every_write_and_the_row_is_unchanged(read_only_client
                               data={"label": "x"}, headers=headers),
     ]
     assert [response.status_code for response in attempts] == [403] * len(attempts)
+    assert all("runs read-only" in response.text for response in attempts)  # refused before the admin ran
     assert query(direct, "SELECT label FROM wallets WHERE id = %s", (wallet_id,)) == [(label,)]
     assert query(direct, "SELECT count(*) FROM wallets") == [(4,)]
 
@@ -198,9 +200,10 @@ def test_big_tables_are_counted_by_estimate_and_pages_are_bounded(client, seeded
     reltuples = query(direct, "SELECT reltuples::bigint FROM pg_class WHERE relname = 'transactions'")[0][0]
     assert reltuples == 8
     text = text_of(client.get("/studio/transaction/list?page_size=10").text)
-    assert "of 8 entries" in text  # the estimate (exact here: ANALYZE just ran)
+    assert "of about 8 (PostgreSQL's estimate) entries" in text  # exact here: ANALYZE just ran
+    assert "Transactions about 8 (PostgreSQL's estimate) total records" in text_of(client.get("/studio/").text)
     filtered = text_of(client.get(f"/studio/transaction/list?filter={quote('asset__neq=BTC')}").text)
-    assert re.search(r"of \d+ entries", filtered)  # more than COUNT_LIMIT matches: the planner's figure
+    assert re.search(r"of about \d+ \(PostgreSQL's estimate\) entries", filtered)  # > COUNT_LIMIT: the planner's
     deep = client.get("/studio/transaction/list?page=2&page_size=10")
     assert deep.status_code == 400 and "Sort or filter" in deep.text
 
