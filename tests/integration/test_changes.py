@@ -172,6 +172,10 @@ def test_setup_only_makes_what_debezium_needs_and_the_described_role_can_read_it
         other = run_celora("db", "changes", "--slot", "not_set_up", env={"DATABASE_URL": db.replace(
             "celora@", f"{role}:pw@")})
         assert other.returncode == 3 and "--setup-only" in other.stderr, other.stderr
+        admin_execute(pg_server, f"ALTER ROLE {role} NOREPLICATION")
+        denied = run_celora("db", "changes", "--slot", "dbz", env={"DATABASE_URL": db.replace(
+            "celora@", f"{role}:pw@")})
+        assert denied.returncode == 3 and "REPLICATION" in denied.stderr and f"ALTER ROLE {role}" in denied.stderr
     finally:
         admin_execute(pg_server, f"DROP OWNED BY {role}; DROP ROLE {role}", db_name(db))
 
