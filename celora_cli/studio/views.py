@@ -25,7 +25,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Mapper, RelationshipProperty, selectinload
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette_admin import BaseField, DateTimeField, JSONField, RelationField, TextAreaField
+from starlette_admin import BaseField, DateTimeField, EnumField, JSONField, RelationField, TextAreaField
 from starlette_admin.actions import link_row_action
 from starlette_admin.contrib.sqla import ModelView
 from starlette_admin.contrib.sqla.filters import SqlaFilterRegistry
@@ -144,6 +144,9 @@ class StudioView(ModelView):
                 field.output_format = TIMESTAMP_FORMAT
             elif isinstance(field, JSONField):
                 field.form_template = "studio/json_form.html"
+            elif isinstance(field, EnumField) and field.enum is not None:
+                # Labelled with the stored value (what SQL, the filters and the app see), not the Python name.
+                field.choices = [(member.value, str(member.value)) for member in field.enum]
 
     async def count(self, request: Request, q: str | None = None, filters: FilterGroup | None = None) -> int:
         unfiltered = q is None and (filters is None or filters.is_empty())
