@@ -45,6 +45,17 @@ def changes(
 
     Example: celora db changes --follow --tables wallets,transactions | my-consumer
     """
+    from celora_cli.errors import UsageError
+
+    modes = [flag for flag, on in (("--list", list_slots), ("--drop", drop is not None),
+                                   ("--setup-only", setup_only)) if on]
+    if len(modes) > 1 or (modes and (follow or from_start)):
+        raise UsageError(f"{' and '.join(modes + ['--follow'] * follow + ['--from-start'] * from_start)} do "
+                         "different things; give one.",
+                         "Stream (optionally --follow, --from-start), or --list, --drop SLOT, --setup-only alone.")
+    if as_json and not modes:
+        raise UsageError("--json is for --list, --drop and --setup-only: the stream is already one JSON object per "
+                         "line.", "Drop --json to stream.")
     settings = load_settings_from(ctx)
     if list_slots:
         _list(settings, as_json)

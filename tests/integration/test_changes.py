@@ -216,6 +216,8 @@ def test_a_server_without_logical_wal_level_gets_a_clear_refusal_naming_the_sett
         assert "wal_level = logical" in out.stderr and "wal_level = replica" in out.stderr
         assert "restart" in out.stderr and "rds.logical_replication" in out.stderr
         assert "Traceback" not in out.stderr
+        both = run_celora("db", "changes", "--list", "--drop", "x", env={"DATABASE_URL": server.url("postgres")})
+        assert both.returncode == 64 and "give one" in both.stderr
     finally:
         server.destroy()
         shutil.rmtree(base, ignore_errors=True)
