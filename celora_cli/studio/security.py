@@ -34,11 +34,31 @@ def cookie_name(port: int) -> str:
     return f"celora_studio_{port}"
 
 
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+EVERY_INTERFACE = ("0.0.0.0", "::")
+
+
 def allowed_hosts(host: str, port: int) -> frozenset[str]:
-    """Host header values that mean this studio (the bound address, and the loopback names for it)."""
-    names = {host, "localhost", "127.0.0.1", "[::1]"} if host in ("127.0.0.1", "localhost", "::1") else {host}
+    """Host header values that mean this studio: the bound address, the loopback names when it is loopback or
+    every interface, and this machine's own names and addresses when it is every interface."""
+    names = {host}
+    if host in LOOPBACK or host in EVERY_INTERFACE:
+        names |= set(LOOPBACK)
+    if host in EVERY_INTERFACE:
+        names |= _machine_names()
     names = {f"[{name}]" if ":" in name and not name.startswith("[") else name for name in names}
-    return frozenset(f"{name}:{port}" for name in names)
+    return frozenset(f"{name}:{port}".lower() for name in names)
+
+
+def _machine_names() -> set[str]:
+    import socket
+
+    names = {socket.gethostname(), socket.getfqdn()}
+    try:
+        names |= {str(info[4][0]) for info in socket.getaddrinfo(socket.gethostname(), None)}
+    except OSError:  # no resolvable host name: the names themselves still count
+        pass
+    return names
 
 
 class StudioGuard:

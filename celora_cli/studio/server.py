@@ -85,7 +85,9 @@ def prepare(settings: Settings, *, host: str = DEFAULT_HOST, port: int = DEFAULT
     except BaseException:
         sock.close()
         raise
-    address = f"[{host}]" if ":" in host else host
+    # Bound to every interface: the URL to print (and open) is this machine's loopback one.
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    address = f"[{shown}]" if ":" in shown else shown
     return PreparedStudio(url=f"http://{address}:{port}{BASE_PATH}/?token={token}", database=url.masked,
                           read_only=read_only, read_only_reason=reason, app=app, sock=sock, engine=engine)
 

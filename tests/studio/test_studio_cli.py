@@ -83,3 +83,15 @@ def test_no_display_means_no_browser_and_no_error(monkeypatch):
     assert server.has_display({}, platform="darwin")
     if not server.has_display():
         assert server.open_browser(f"http://127.0.0.1:{free_port()}/") is False
+
+
+def test_hosts_the_studio_answers_to():
+    import socket
+
+    from celora_cli.studio.security import allowed_hosts
+
+    assert allowed_hosts("127.0.0.1", 5555) == {"127.0.0.1:5555", "localhost:5555", "[::1]:5555"}
+    assert allowed_hosts("192.0.2.7", 5555) == {"192.0.2.7:5555"}  # a chosen address: that one only
+    every = allowed_hosts("0.0.0.0", 5555)  # every interface: this machine's names too, never another's
+    assert {"127.0.0.1:5555", f"{socket.gethostname().lower()}:5555"} <= every
+    assert "evil.example:5555" not in every and "127.0.0.1:5556" not in every
