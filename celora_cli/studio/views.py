@@ -23,6 +23,7 @@ import anyio.to_thread
 from sqlalchemy import Select, and_, func, literal_column, select, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Mapper, RelationshipProperty, selectinload
+from sqlalchemy.sql import sqltypes
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette_admin import BaseField, DateTimeField, EnumField, JSONField, RelationField, TextAreaField
@@ -274,6 +275,9 @@ def build_view(mapper: Mapper, *, read_only: bool, database_url: Any = None) -> 
         "exclude_fields_from_create": sensitive + many_to_one + server_made,
         "exclude_fields_from_edit": sensitive + many_to_one + server_made,
         "exclude_fields_from_export": sensitive,
+        # Edited in place from the grid (a popover per cell): plain columns; JSON keeps its editor on the edit page.
+        "inline_editable_fields": [prop.key for prop in column_attrs if prop.key not in sensitive + server_made
+                                   and not prop.columns[0].primary_key and not _is_json(prop.columns[0])],
         "searchable_fields": [key for key in fields if isinstance(key, str) and key not in sensitive],
         "sortable_fields": [prop.key for prop in column_attrs if prop.key not in sensitive],
     }
@@ -281,6 +285,10 @@ def build_view(mapper: Mapper, *, read_only: bool, database_url: Any = None) -> 
     name = str(table.name).replace("_", " ")
     return view_class(mapper.class_, key=view_key(mapper), menu_label=name.capitalize(),
                       display_name=name.capitalize())
+
+
+def _is_json(column: Any) -> bool:
+    return isinstance(column.type, sqltypes.JSON)
 
 
 def _foreign_key_links(mapper: Mapper, relations: list[RelationshipProperty]) -> dict[str, str]:

@@ -382,3 +382,16 @@ def test_a_database_error_while_reading_is_a_page_with_the_cause_not_a_traceback
     assert response.status_code == 500
     assert "Can&#x27;t reach database server" in response.text or "Can't reach database server" in response.text
     assert "Traceback" not in response.text and "pw-secret" not in response.text
+
+
+def test_inline_edit_of_one_cell_saves_only_that_column(client, seeded):
+    direct, _ = seeded
+    (user_id, name, email), = query(direct, "SELECT id, display_name, email FROM users WHERE email = 'bob@celora.io'")
+    grid = client.get("/studio/user/list").text
+    assert 'data-sa-inline-editable="1" data-sa-field="display_name"' in grid
+    response = client.post(f"/studio/_api/user/inline-edit?pk={user_id}&field=display_name",
+                           data={"display_name": "Robert"},
+                           headers={"Origin": ORIGIN, "X-CSRFToken": client.cookies["starlette_admin_csrftoken"]})
+    assert response.status_code == 200, response.text
+    assert query(direct, "SELECT display_name, email FROM users WHERE id = %s", (user_id,)) == [("Robert", email)]
+    assert name != "Robert"
