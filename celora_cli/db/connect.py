@@ -138,9 +138,115 @@ def connect(url: DatabaseURL, settings: Settings, *, application_name: str, auto
     import psycopg
 
     kwargs = {**libpq_params(url), **connect_args(url, settings, application_name=application_name)}
-    if settings.log_queries:
-        kwargs["cursor_factory"] = _logging_cursor()
-    return psycopg.connect("", autocommit=autocommit, **kwargs)
+    cursor = _logging_cursor() if settings.log_queries else psycopg.Cursor
+    if settings.statement_timeout:
+        cursor = _watched_cursor(cursor, settings.statement_timeout + settings.connect_timeout, url)
+    return psycopg.connect("", autocommit=autocommit, cursor_factory=cursor, **kwargs)
+
+
+def _watched_cursor(base, seconds: float, url: DatabaseURL):
+    """Cursors whose statements end within `seconds` even when the path to the server goes silent.
+
+    The server enforces statement_timeout, but only a server that is still talking can: through a proxy, tunnel
+    or pooler that accepted the connection and then stopped forwarding, the kernel keeps acknowledging and libpq
+    waits forever. Past the statement timeout plus the connect timeout, the watchdog shuts the socket down,
+    which wakes libpq, and the error says what happened instead of "server closed the connection"."""
+    import psycopg
+
+    from celora_cli.errors import DatabaseUnreachable
+
+    class WatchedCursor(base):
+        def execute(self, query, params=None, **kwargs):
+            watch = _WATCHDOG.watch(seconds, self.connection)
+            try:
+                return super().execute(query, params, **kwargs)
+            except psycopg.OperationalError as exc:
+                if not watch.fired:
+                    raise
+                raise DatabaseUnreachable(
+                    f"No answer from the database server at {url.display_host} ({url.masked}) within {seconds:g} s "
+                    "(CELORA_STATEMENT_TIMEOUT plus CELORA_CONNECT_TIMEOUT): the connection was open but nothing "
+                    "came back, as through a proxy, tunnel or pooler that stopped forwarding, or a stopped server.",
+                    f"Check the path to the server and that it answers: `pg_isready -h {url.host or 'localhost'} "
+                    f"-p {url.port or 5432}`.",
+                ) from exc
+            finally:
+                watch.done = True
+
+    return WatchedCursor
+
+
+class _Watch:
+    __slots__ = ("conn", "done", "fired")
+
+    def __init__(self, conn) -> None:
+        self.conn, self.done, self.fired = conn, False, False
+
+
+class _Watchdog:
+    """One thread for the whole process, holding every running statement's deadline: a statement costs a heap
+    push, not a thread of its own (a timer thread per statement tripled the cost of a `SELECT 1`)."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self._cond = threading.Condition()
+        self._heap: list = []
+        self._count = 0
+        self._thread: threading.Thread | None = None
+
+    def watch(self, seconds: float, conn) -> _Watch:
+        import heapq
+        import threading
+        import time
+
+        watch = _Watch(conn)
+        with self._cond:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="celora-statement-watchdog", daemon=True)
+                self._thread.start()
+            self._count += 1
+            deadline = time.monotonic() + seconds
+            wake = not self._heap or deadline < self._heap[0][0]
+            heapq.heappush(self._heap, (deadline, self._count, watch))
+            if wake:
+                self._cond.notify()
+        return watch
+
+    def _run(self) -> None:
+        import heapq
+        import time
+
+        with self._cond:
+            while True:
+                while self._heap and self._heap[0][2].done:
+                    heapq.heappop(self._heap)
+                if not self._heap:
+                    self._cond.wait()
+                    continue
+                delay = self._heap[0][0] - time.monotonic()
+                if delay > 0:
+                    self._cond.wait(delay)
+                    continue
+                watch = heapq.heappop(self._heap)[2]
+                watch.fired = True
+                _break_silence(watch.conn)
+
+
+_WATCHDOG = _Watchdog()
+
+
+def _break_silence(conn) -> None:
+    import contextlib
+    import os
+    import socket
+
+    with contextlib.suppress(Exception):  # the connection may be closed by now: nothing to break
+        sock = socket.socket(fileno=os.dup(conn.pgconn.socket))
+        try:
+            sock.shutdown(socket.SHUT_RDWR)  # the waiting libpq sees end-of-file at once
+        finally:
+            sock.close()
 
 
 def _logging_cursor():

@@ -265,3 +265,64 @@ def test_silent_network_path_makes_commands_fail_within_their_timeouts():
         assert error["type"] == "DatabaseUnreachable" and "timeout" in error["message"].lower(), error
     for result in (health, status, deploy):
         assert_clean(result.stdout, result.stderr)
+
+
+class GoesSilent:
+    """Relays to the server until the client sends its first query (a protocol message that starts with 'Q' or
+    'P': the start-up and SSL negotiation carry no type byte), then forwards nothing more either way: a proxy,
+    tunnel or pooler that hung after the connection was made. The kernel still acknowledges every byte, so TCP
+    keepalives see a healthy peer; only a timeout in celora can end the wait."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._sockets: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def port(self) -> int:
+        return self._listener.getsockname()[1]
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(("127.0.0.1", self.target_port))
+            self._sockets += [client, server]
+            silent = threading.Event()
+            threading.Thread(target=self._pump, args=(client, server, silent, True), daemon=True).start()
+            threading.Thread(target=self._pump, args=(server, client, silent, False), daemon=True).start()
+
+    @staticmethod
+    def _pump(source: socket.socket, target: socket.socket, silent: threading.Event, from_client: bool) -> None:
+        try:
+            while data := source.recv(65536):
+                if from_client and data[:1] in (b"Q", b"P"):
+                    silent.set()
+                if not silent.is_set():
+                    target.sendall(data)
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        self._listener.close()
+        for sock in self._sockets:
+            sock.close()
+
+
+def test_path_that_goes_silent_after_start_up_ends_db_status_within_its_timeouts(cluster):
+    relay = GoesSilent(cluster.port)
+    try:
+        env = {"DATABASE_URL": f"postgresql://celora@127.0.0.1:{relay.port}/postgres", "CELORA_ENV": "test",
+               "CELORA_CONNECT_TIMEOUT": "2", "CELORA_STATEMENT_TIMEOUT": "2"}
+        # Before celora watched its own statements this waited forever; 60 s is the hang guard, not a measure.
+        result = run_celora("db", "status", "--json", env=env, timeout=60)
+    finally:
+        relay.close()
+    assert result.returncode == 4, result.stdout + result.stderr
+    error = json.loads(result.stdout)["error"]
+    assert error["type"] == "DatabaseUnreachable" and "No answer from the database server" in error["message"]
+    assert "within 4 s" in error["message"] and "pg_isready" in error["hint"], error
+    assert_clean(result.stdout, result.stderr)
