@@ -67,6 +67,7 @@ def browser(tmp_path, monkeypatch):
         options.add_argument(argument)
     driver = webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER)), options=options)
     driver.set_page_load_timeout(30)
+    driver.implicitly_wait(10)  # find_element waits for an element still being parsed
     try:
         yield driver
     finally:
@@ -81,6 +82,12 @@ const box = button.getBoundingClientRect();
 const hit = document.elementFromPoint(box.x + box.width / 2, box.y + box.height / 2);
 return hit !== null && button.contains(hit);
 """
+
+
+def _arrive(browser, path: str) -> None:
+    """Wait until the browser shows `path` and has finished loading it."""
+    assert _wait_for(lambda: path in browser.current_url
+                     and browser.execute_script("return document.readyState") == "complete"), browser.current_url
 
 
 def _wait_for(predicate, timeout: float = 15.0):
@@ -104,19 +111,19 @@ def test_user_to_wallet_to_transactions_then_edit_and_save(studio, browser):
     browser.get(url)
     assert "token=" not in browser.current_url  # the token moved into an HttpOnly cookie
     browser.find_element(By.LINK_TEXT, "Users").click()
-    _wait_for(lambda: "/studio/user/list" in browser.current_url)
+    _arrive(browser, "/studio/user/list")
     browser.find_element(By.CSS_SELECTOR, f'tr[data-sa-pk="{user_id}"] a[title="View"]').click()
-    _wait_for(lambda: "/studio/user/detail" in browser.current_url)
+    _arrive(browser, "/studio/user/detail")
 
     browser.find_element(By.LINK_TEXT, "wallets of this user").click()
-    _wait_for(lambda: "/studio/wallet/list" in browser.current_url)
+    _arrive(browser, "/studio/wallet/list")
     rows = browser.find_elements(By.CSS_SELECTOR, "tr[data-sa-pk]")
     assert len(rows) == 2  # alice's two wallets, nobody else's
     browser.find_element(By.CSS_SELECTOR, f'tr[data-sa-pk="{wallet_id}"] a[title="View"]').click()
-    _wait_for(lambda: "/studio/wallet/detail" in browser.current_url)
+    _arrive(browser, "/studio/wallet/detail")
 
     browser.find_element(By.LINK_TEXT, "transactions of this wallet").click()
-    _wait_for(lambda: "/studio/transaction/list" in browser.current_url)
+    _arrive(browser, "/studio/transaction/list")
     rows = browser.find_elements(By.CSS_SELECTOR, "tr[data-sa-pk]")
     with psycopg.connect(database) as conn:
         expected = {str(r[0]) for r in conn.execute("SELECT id FROM transactions WHERE wallet_id = %s",
@@ -124,7 +131,7 @@ def test_user_to_wallet_to_transactions_then_edit_and_save(studio, browser):
     assert {row.get_attribute("data-sa-pk") for row in rows} == expected
     transaction_id = rows[0].get_attribute("data-sa-pk")
     rows[0].find_element(By.CSS_SELECTOR, 'a[title="Edit"]').click()
-    _wait_for(lambda: "/studio/transaction/edit" in browser.current_url)
+    _arrive(browser, "/studio/transaction/edit")
 
     confirmations = browser.find_element(By.NAME, "confirmations")
     confirmations.clear()
