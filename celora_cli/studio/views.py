@@ -14,6 +14,7 @@ What starlette-admin's SQLAlchemy view does not do, added through its documented
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -42,8 +43,10 @@ ESTIMATE_ABOVE_ROWS = 100_000
 COUNT_LIMIT = 1_000
 # The deepest row a page may start at; deeper rows are reached by sorting or filtering.
 MAX_OFFSET = 10_000
-# strftime (starlette-admin without Babel): the time zone is always shown (timestamptz values are instants).
-TIMESTAMP_FORMAT = "%Y-%m-%d %H:%M:%S %Z"
+# The time zone is always shown (timestamptz values are instants). starlette-admin formats with Babel when it
+# is installed (an LDML pattern), with strftime otherwise.
+TIMESTAMP_FORMAT = ("yyyy-MM-dd HH:mm:ss zzz" if importlib.util.find_spec("babel") is not None
+                    else "%Y-%m-%d %H:%M:%S %Z")
 # Columns that are never shown whatever their `info` says (the models cannot be changed from here).
 SENSITIVE_COLUMNS = frozenset({("sessions", "token_hash"), ("idempotency_keys", "response_body")})
 
