@@ -49,7 +49,8 @@ PROVIDERS_HINT = (
     "On your own server: `ALTER SYSTEM SET wal_level = logical;` then restart PostgreSQL. Managed services: AWS "
     "RDS/Aurora: set rds.logical_replication = 1 in the DB parameter group and reboot; Google Cloud SQL: set the "
     "flag cloudsql.logical_decoding = on (restarts the instance); Azure Database for PostgreSQL: set the server "
-    "parameter wal_level = logical and restart. The local server celora manages (`celora local start`) has it.")
+    "parameter wal_level = logical and restart. The local server celora manages starts with it (one started by an "
+    "older celora gets it at its next start: `celora local stop`, then `celora local start`).")
 
 
 def check_slot_name(slot: str) -> str:
