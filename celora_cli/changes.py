@@ -331,8 +331,8 @@ class Decoder:
         self.tables = tables
         self.current: Transaction | None = None
 
-    def feed(self, lsn: str, data: bytes) -> dict[str, Any] | Commit | None:
-        """One message: a change to write, a commit, or None (bookkeeping, or a table not selected)."""
+    def feed(self, lsn: str, data: bytes) -> list[dict[str, Any]] | Commit:
+        """One message: the changes to write (none for bookkeeping or a table not selected), or a commit."""
         r = _Reader(bytes(data))
         kind = r.take("c")
         if kind == b"B":
@@ -347,6 +347,11 @@ class Decoder:
             end_lsn = r.take("q")
             self.current = None
             return Commit(_lsn(end_lsn))
+        elif kind == b"T":
+            count = r.take("i")
+            r.take("b")  # options: CASCADE, RESTART IDENTITY
+            tables = [self.relations[r.take("I")].table for _ in range(count)]
+            return [self._line(table, "truncate", {}, None, None, lsn) for table in tables if self._wanted(table)]
         elif kind == b"R":
             rel_id = r.take("I")
             r.string()  # namespace
@@ -363,9 +368,19 @@ class Decoder:
                     key.append(name)
             self.relations[rel_id] = Relation(table, names, oids, key)
         elif kind in (b"I", b"U", b"D"):
-            return self._change(kind, r, lsn)
-        # Y (types), O (origin), T (truncate: no rows to name), M (messages): nothing to emit
-        return None
+            change = self._change(kind, r, lsn)
+            return [] if change is None else [change]
+        # Y (types), O (origin), M (messages): nothing to emit
+        return []
+
+    def _wanted(self, table: str) -> bool:
+        return self.current is not None and (self.tables is None or table in self.tables)
+
+    def _line(self, table: str, op: str, key: dict[str, Any], new: dict[str, Any] | None,
+              old: dict[str, Any] | None, lsn: str) -> dict[str, Any]:
+        assert self.current is not None
+        return {"table": table, "op": op, "key": key, "new": new, "old": old, "lsn": lsn, "xid": self.current.xid,
+                "commit_time": self.current.commit_time}
 
     def _change(self, kind: bytes, r: _Reader, lsn: str) -> dict[str, Any] | None:
         relation = self.relations[r.take("I")]
@@ -379,15 +394,14 @@ class Decoder:
                 marker = r.take("c")
         if marker == b"N":
             new = r.tuple_data(relation)
-        if self.current is None or (self.tables is not None and relation.table not in self.tables):
+        if not self._wanted(relation.table):
             return None
         secret = self.excluded.get(relation.table, ())
         new = None if new is None else {c: v for c, v in new.items() if c not in secret}
         old = None if old is None else {c: v for c, v in old.items() if c not in secret}
         source = new if new is not None else old or {}
         key = {c: source.get(c) for c in relation.key if c not in secret}
-        return {"table": relation.table, "op": {b"I": "insert", b"U": "update", b"D": "delete"}[kind], "key": key,
-                "new": new, "old": old, "lsn": lsn, "xid": self.current.xid, "commit_time": self.current.commit_time}
+        return self._line(relation.table, {b"I": "insert", b"U": "update", b"D": "delete"}[kind], key, new, old, lsn)
 
 
 # -- the stream -----------------------------------------------------------------------------------------------------
@@ -440,8 +454,9 @@ def stream(settings: Settings, *, slot: str = DEFAULT_SLOT, tables: list[str] | 
                         if isinstance(event, Commit):
                             result.transactions += 1
                             written_to = event.end_lsn
-                        elif event is not None:
-                            emit(event)
+                            continue
+                        for change in event:
+                            emit(change)
                             result.changes += 1
                     if written_to is not None:
                         flush()

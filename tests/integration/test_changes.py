@@ -133,10 +133,11 @@ def test_secrets_never_reach_the_stream_and_old_values_come_with_deletes(db):
                                   "RETURNING id", (user_id, token_hash)).fetchone()[0]
         conn.execute("UPDATE sessions SET user_agent = 'curl' WHERE id = %s", (session_id,))
         conn.execute("DELETE FROM sessions WHERE id = %s", (session_id,))
+        conn.execute("TRUNCATE sessions")
     out = run_celora("db", "changes", "--slot", "s_secrets", "--tables", "sessions", env=env)
     assert out.returncode == 0, out.stderr
     lines = [json.loads(line) for line in out.stdout.splitlines()]
-    assert [line["op"] for line in lines] == ["insert", "update", "delete"]  # --tables: no users line
+    assert [line["op"] for line in lines] == ["insert", "update", "delete", "truncate"]  # --tables: no users line
     assert "token_hash" not in out.stdout and token_hash.hex() not in out.stdout
     assert lines[1]["new"]["user_agent"] == "curl"
     assert lines[2]["old"] == {"id": str(session_id)} and lines[2]["key"] == {"id": str(session_id)}
