@@ -46,8 +46,9 @@ def case(id: str, args: str | tuple[str, ...], env: dict[str, str] | None, code:
     return Case(id, tuple(args.split()) if isinstance(args, str) else args, env or {}, code, fragment)
 
 
-# Placeholders filled in by the `places` fixture: {app} is the app role's URL with the right password,
-# {host} the server's host:port, {tmp} a folder of broken files, {refused} a port nothing listens on.
+# Placeholders filled in by the `results` fixture: {app} is the app role's URL with the right password,
+# {host} the server's host:port, {tmp} a folder of broken files, {refused} a port nothing listens on, {taken}
+# one something listens on.
 APP = {"DATABASE_URL": "{app}"}
 MIGRATE = {**APP, "CELORA_MIGRATIONS_DIR": "{tmp}/migrations_copy"}  # a copy: a row must never write into the repo
 CASES = [
@@ -96,6 +97,9 @@ CASES = [
     case("unknown-option", "db status --frobnicate", APP, 64, "--frobnicate"),
     case("seed-users-negative", "db seed --users -1", APP, 64, "--users"),
     case("rollback-steps-negative", "db rollback --steps -1 --force", APP, 3, "--steps"),
+    case("rollback-steps-and-to", "db rollback --steps 1 --to base --force", APP, 3, "not both"),
+    case("sslmode-unknown", "db status", {"DATABASE_URL": f"postgresql://app:{ENCODED}@127.0.0.1/x?sslmode=bogus"},
+         3, "sslmode"),
     # -- against the server: credentials, databases, SSL, the pooler --------------------------------------
     case("wrong-password", "db status", {"DATABASE_URL": f"postgresql://app:{ENCODED}x@{{host}}/{DATABASE}"}, 5,
          "password authentication failed"),
