@@ -33,7 +33,7 @@ CREATE TABLE audit_log (
 	application_name TEXT,
 	transaction_id BIGINT NOT NULL,
 	CONSTRAINT pk_audit_log PRIMARY KEY (id),
-	CONSTRAINT ck_audit_log_operation_known CHECK (operation IN ('INSERT', 'UPDATE', 'DELETE'))
+	CONSTRAINT ck_audit_log_operation_known CHECK (operation IN ('INSERT', 'UPDATE', 'DELETE', 'TRUNCATE'))
 );
 
 CREATE INDEX ix_audit_log_changed_at ON audit_log (changed_at);
@@ -232,12 +232,13 @@ DECLARE
     row_key jsonb := '{}';
     key_column text;
 BEGIN
-    IF TG_OP <> 'INSERT' THEN
+    -- TRUNCATE (a statement trigger): one entry for the table, no row, no values.
+    IF TG_OP IN ('UPDATE', 'DELETE') THEN
         old_row := to_jsonb(OLD);
         full_row := old_row;
         old_row := old_row - excluded;
     END IF;
-    IF TG_OP <> 'DELETE' THEN
+    IF TG_OP IN ('INSERT', 'UPDATE') THEN
         new_row := to_jsonb(NEW);
         full_row := new_row;
         new_row := new_row - excluded;
@@ -254,9 +255,11 @@ BEGIN
         old_row := old_changed;
         new_row := new_changed;
     END IF;
-    FOREACH key_column IN ARRAY string_to_array(TG_ARGV[0], ',') LOOP
-        row_key := row_key || jsonb_build_object(key_column, full_row -> key_column);
-    END LOOP;
+    IF full_row IS NOT NULL THEN
+        FOREACH key_column IN ARRAY string_to_array(TG_ARGV[0], ',') LOOP
+            row_key := row_key || jsonb_build_object(key_column, full_row -> key_column);
+        END LOOP;
+    END IF;
     INSERT INTO audit_log (changed_at, table_name, operation, row_key, old_values, new_values, actor, db_role,
                            application_name, transaction_id)
     VALUES (clock_timestamp(), TG_TABLE_NAME, TG_OP, row_key, old_row, new_row,
@@ -270,26 +273,38 @@ $$;
 
 CREATE OR REPLACE TRIGGER trg_idempotency_keys_audit AFTER INSERT OR UPDATE OR DELETE ON idempotency_keys FOR EACH ROW WHEN (current_setting('celora.audit', true) IS DISTINCT FROM 'off') EXECUTE FUNCTION celora_audit_row('id', 'response_body');
 
-CREATE OR REPLACE TRIGGER trg_idempotency_keys_audit_off_check BEFORE INSERT OR UPDATE OR DELETE ON idempotency_keys FOR EACH STATEMENT WHEN (current_setting('celora.audit', true) = 'off') EXECUTE FUNCTION celora_audit_off_check();
+CREATE OR REPLACE TRIGGER trg_idempotency_keys_audit_off_check BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON idempotency_keys FOR EACH STATEMENT WHEN (current_setting('celora.audit', true) = 'off') EXECUTE FUNCTION celora_audit_off_check();
+
+CREATE OR REPLACE TRIGGER trg_idempotency_keys_audit_truncate AFTER TRUNCATE ON idempotency_keys FOR EACH STATEMENT WHEN (current_setting('celora.audit', true) IS DISTINCT FROM 'off') EXECUTE FUNCTION celora_audit_row('id', 'response_body');
 
 CREATE OR REPLACE TRIGGER trg_notifications_audit AFTER INSERT OR UPDATE OR DELETE ON notifications FOR EACH ROW WHEN (current_setting('celora.audit', true) IS DISTINCT FROM 'off') EXECUTE FUNCTION celora_audit_row('id');
 
-CREATE OR REPLACE TRIGGER trg_notifications_audit_off_check BEFORE INSERT OR UPDATE OR DELETE ON notifications FOR EACH STATEMENT WHEN (current_setting('celora.audit', true) = 'off') EXECUTE FUNCTION celora_audit_off_check();
+CREATE OR REPLACE TRIGGER trg_notifications_audit_off_check BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON notifications FOR EACH STATEMENT WHEN (current_setting('celora.audit', true) = 'off') EXECUTE FUNCTION celora_audit_off_check();
+
+CREATE OR REPLACE TRIGGER trg_notifications_audit_truncate AFTER TRUNCATE ON notifications FOR EACH STATEMENT WHEN (current_setting('celora.audit', true) IS DISTINCT FROM 'off') EXECUTE FUNCTION celora_audit_row('id');
 
 CREATE OR REPLACE TRIGGER trg_sessions_audit AFTER INSERT OR UPDATE OR DELETE ON sessions FOR EACH ROW WHEN (current_setting('celora.audit', true) IS DISTINCT FROM 'off') EXECUTE FUNCTION celora_audit_row('id', 'token_hash');
 
-CREATE OR REPLACE TRIGGER trg_sessions_audit_off_check BEFORE INSERT OR UPDATE OR DELETE ON sessions FOR EACH STATEMENT WHEN (current_setting('celora.audit', true) = 'off') EXECUTE FUNCTION celora_audit_off_check();
+CREATE OR REPLACE TRIGGER trg_sessions_audit_off_check BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON sessions FOR EACH STATEMENT WHEN (current_setting('celora.audit', true) = 'off') EXECUTE FUNCTION celora_audit_off_check();
+
+CREATE OR REPLACE TRIGGER trg_sessions_audit_truncate AFTER TRUNCATE ON sessions FOR EACH STATEMENT WHEN (current_setting('celora.audit', true) IS DISTINCT FROM 'off') EXECUTE FUNCTION celora_audit_row('id', 'token_hash');
 
 CREATE OR REPLACE TRIGGER trg_transactions_audit AFTER INSERT OR UPDATE OR DELETE ON transactions FOR EACH ROW WHEN (current_setting('celora.audit', true) IS DISTINCT FROM 'off') EXECUTE FUNCTION celora_audit_row('id');
 
-CREATE OR REPLACE TRIGGER trg_transactions_audit_off_check BEFORE INSERT OR UPDATE OR DELETE ON transactions FOR EACH STATEMENT WHEN (current_setting('celora.audit', true) = 'off') EXECUTE FUNCTION celora_audit_off_check();
+CREATE OR REPLACE TRIGGER trg_transactions_audit_off_check BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON transactions FOR EACH STATEMENT WHEN (current_setting('celora.audit', true) = 'off') EXECUTE FUNCTION celora_audit_off_check();
+
+CREATE OR REPLACE TRIGGER trg_transactions_audit_truncate AFTER TRUNCATE ON transactions FOR EACH STATEMENT WHEN (current_setting('celora.audit', true) IS DISTINCT FROM 'off') EXECUTE FUNCTION celora_audit_row('id');
 
 CREATE OR REPLACE TRIGGER trg_users_audit AFTER INSERT OR UPDATE OR DELETE ON users FOR EACH ROW WHEN (current_setting('celora.audit', true) IS DISTINCT FROM 'off') EXECUTE FUNCTION celora_audit_row('id');
 
-CREATE OR REPLACE TRIGGER trg_users_audit_off_check BEFORE INSERT OR UPDATE OR DELETE ON users FOR EACH STATEMENT WHEN (current_setting('celora.audit', true) = 'off') EXECUTE FUNCTION celora_audit_off_check();
+CREATE OR REPLACE TRIGGER trg_users_audit_off_check BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON users FOR EACH STATEMENT WHEN (current_setting('celora.audit', true) = 'off') EXECUTE FUNCTION celora_audit_off_check();
+
+CREATE OR REPLACE TRIGGER trg_users_audit_truncate AFTER TRUNCATE ON users FOR EACH STATEMENT WHEN (current_setting('celora.audit', true) IS DISTINCT FROM 'off') EXECUTE FUNCTION celora_audit_row('id');
 
 CREATE OR REPLACE TRIGGER trg_wallets_audit AFTER INSERT OR UPDATE OR DELETE ON wallets FOR EACH ROW WHEN (current_setting('celora.audit', true) IS DISTINCT FROM 'off') EXECUTE FUNCTION celora_audit_row('id');
 
-CREATE OR REPLACE TRIGGER trg_wallets_audit_off_check BEFORE INSERT OR UPDATE OR DELETE ON wallets FOR EACH STATEMENT WHEN (current_setting('celora.audit', true) = 'off') EXECUTE FUNCTION celora_audit_off_check();
+CREATE OR REPLACE TRIGGER trg_wallets_audit_off_check BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON wallets FOR EACH STATEMENT WHEN (current_setting('celora.audit', true) = 'off') EXECUTE FUNCTION celora_audit_off_check();
+
+CREATE OR REPLACE TRIGGER trg_wallets_audit_truncate AFTER TRUNCATE ON wallets FOR EACH STATEMENT WHEN (current_setting('celora.audit', true) IS DISTINCT FROM 'off') EXECUTE FUNCTION celora_audit_row('id');
 
 CREATE TRIGGER trg_transactions_set_updated_at BEFORE UPDATE ON transactions FOR EACH ROW EXECUTE FUNCTION celora_set_updated_at();

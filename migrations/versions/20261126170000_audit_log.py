@@ -1,5 +1,6 @@
-"""audit log: audit_log table, one generic trigger function, a row trigger on each app table (secrets excluded),
-and a statement trigger that lets only the table owner skip auditing (SET LOCAL celora.audit = 'off')
+"""audit log: audit_log table, one generic trigger function, a row trigger (and a TRUNCATE trigger) on each app
+table (secrets excluded), and a statement trigger that lets only the table owner skip auditing
+(SET LOCAL celora.audit = 'off')
 
 Revision ID: 20261126170000
 Revises: 20261126150000
@@ -52,12 +53,13 @@ DECLARE
     row_key jsonb := '{}';
     key_column text;
 BEGIN
-    IF TG_OP <> 'INSERT' THEN
+    -- TRUNCATE (a statement trigger): one entry for the table, no row, no values.
+    IF TG_OP IN ('UPDATE', 'DELETE') THEN
         old_row := to_jsonb(OLD);
         full_row := old_row;
         old_row := old_row - excluded;
     END IF;
-    IF TG_OP <> 'DELETE' THEN
+    IF TG_OP IN ('INSERT', 'UPDATE') THEN
         new_row := to_jsonb(NEW);
         full_row := new_row;
         new_row := new_row - excluded;
@@ -74,9 +76,11 @@ BEGIN
         old_row := old_changed;
         new_row := new_changed;
     END IF;
-    FOREACH key_column IN ARRAY string_to_array(TG_ARGV[0], ',') LOOP
-        row_key := row_key || jsonb_build_object(key_column, full_row -> key_column);
-    END LOOP;
+    IF full_row IS NOT NULL THEN
+        FOREACH key_column IN ARRAY string_to_array(TG_ARGV[0], ',') LOOP
+            row_key := row_key || jsonb_build_object(key_column, full_row -> key_column);
+        END LOOP;
+    END IF;
     INSERT INTO audit_log (changed_at, table_name, operation, row_key, old_values, new_values, actor, db_role,
                            application_name, transaction_id)
     VALUES (clock_timestamp(), TG_TABLE_NAME, TG_OP, row_key, old_row, new_row,
@@ -123,7 +127,7 @@ def upgrade() -> None:
         sa.Column("application_name", sa.Text(), nullable=True),
         sa.Column("transaction_id", sa.BigInteger(), nullable=False),
         sa.CheckConstraint(
-            "operation IN ('INSERT', 'UPDATE', 'DELETE')", name=op.f("ck_audit_log_operation_known")
+            "operation IN ('INSERT', 'UPDATE', 'DELETE', 'TRUNCATE')", name=op.f("ck_audit_log_operation_known")
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_audit_log")),
     )
@@ -139,7 +143,12 @@ def upgrade() -> None:
             f"EXECUTE FUNCTION celora_audit_row({_trigger_arguments(key, *excluded)})"
         )
         op.execute(
-            f"CREATE TRIGGER trg_{table}_audit_off_check BEFORE INSERT OR UPDATE OR DELETE ON {table} "
+            f"CREATE TRIGGER trg_{table}_audit_truncate AFTER TRUNCATE ON {table} "
+            f"FOR EACH STATEMENT WHEN (current_setting('celora.audit', true) IS DISTINCT FROM 'off') "
+            f"EXECUTE FUNCTION celora_audit_row({_trigger_arguments(key, *excluded)})"
+        )
+        op.execute(
+            f"CREATE TRIGGER trg_{table}_audit_off_check BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON {table} "
             f"FOR EACH STATEMENT WHEN (current_setting('celora.audit', true) = 'off') "
             f"EXECUTE FUNCTION celora_audit_off_check()"
         )
@@ -148,6 +157,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     for table in AUDITED:
         op.execute(f"DROP TRIGGER trg_{table}_audit_off_check ON {table}")
+        op.execute(f"DROP TRIGGER trg_{table}_audit_truncate ON {table}")
         op.execute(f"DROP TRIGGER trg_{table}_audit ON {table}")
     op.execute("DROP FUNCTION celora_audit_off_check()")
     op.execute("DROP FUNCTION celora_audit_row()")

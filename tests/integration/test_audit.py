@@ -103,6 +103,12 @@ def test_actor_falls_back_to_application_name_then_the_role(migrated_db):
     logged = rows(migrated_db, "SELECT new_values->>'firebase_uid', actor, db_role, application_name FROM audit_log "
                   "ORDER BY id")
     assert logged == [("by-app", "indexer", "celora", "indexer"), ("by-role", "celora", "celora", None)]
+    with psycopg.connect(migrated_db, application_name="ops") as conn:
+        conn.execute("TRUNCATE users CASCADE")  # one entry per table emptied, cascades included
+    truncated = rows(migrated_db, "SELECT table_name, row_key, old_values, actor FROM audit_log "
+                     "WHERE operation = 'TRUNCATE' ORDER BY table_name")
+    assert truncated == [(t, {}, None, "ops") for t in ("idempotency_keys", "notifications", "sessions",
+                                                        "transactions", "users", "wallets")]
 
 
 def test_skipping_is_explicit_per_transaction_and_refused_to_a_non_owner(pg_server, migrated_db):

@@ -46,7 +46,7 @@ ALWAYS_SKIPPED_IN_UPDATES = ("updated_at",)
 class AuditLog(Base):
     __tablename__ = AUDIT_TABLE
     __table_args__ = (
-        CheckConstraint("operation IN ('INSERT', 'UPDATE', 'DELETE')", name="operation_known"),
+        CheckConstraint("operation IN ('INSERT', 'UPDATE', 'DELETE', 'TRUNCATE')", name="operation_known"),
     )
 
     # bigserial, not an identity column: Alembic's server-default comparison (used by db push) fails on Identity.
@@ -58,7 +58,8 @@ class AuditLog(Base):
     operation: Mapped[str] = mapped_column(Text)
     # The primary key as an object, e.g. {"id": "5f0c..."}: `db audit --table T --id X` is one index lookup.
     row_key: Mapped[dict[str, Any]] = mapped_column(JSONB)
-    # INSERT: new_values only; DELETE: old_values only; UPDATE: only the columns that changed, in both.
+    # INSERT: new_values only; DELETE: old_values only; UPDATE: only the columns that changed, in both;
+    # TRUNCATE: one entry for the table (row_key {}), no values.
     old_values: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     new_values: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     # celora.actor (set per transaction by the app: SET LOCAL celora.actor = 'user:42'), else
@@ -96,12 +97,13 @@ DECLARE
     row_key jsonb := '{{}}';
     key_column text;
 BEGIN
-    IF TG_OP <> 'INSERT' THEN
+    -- TRUNCATE (a statement trigger): one entry for the table, no row, no values.
+    IF TG_OP IN ('UPDATE', 'DELETE') THEN
         old_row := to_jsonb(OLD);
         full_row := old_row;
         old_row := old_row - excluded;
     END IF;
-    IF TG_OP <> 'DELETE' THEN
+    IF TG_OP IN ('INSERT', 'UPDATE') THEN
         new_row := to_jsonb(NEW);
         full_row := new_row;
         new_row := new_row - excluded;
@@ -118,9 +120,11 @@ BEGIN
         old_row := old_changed;
         new_row := new_changed;
     END IF;
-    FOREACH key_column IN ARRAY string_to_array(TG_ARGV[0], ',') LOOP
-        row_key := row_key || jsonb_build_object(key_column, full_row -> key_column);
-    END LOOP;
+    IF full_row IS NOT NULL THEN
+        FOREACH key_column IN ARRAY string_to_array(TG_ARGV[0], ',') LOOP
+            row_key := row_key || jsonb_build_object(key_column, full_row -> key_column);
+        END LOOP;
+    END IF;
     INSERT INTO audit_log (changed_at, table_name, operation, row_key, old_values, new_values, actor, db_role,
                            application_name, transaction_id)
     VALUES (clock_timestamp(), TG_TABLE_NAME, TG_OP, row_key, old_row, new_row,
@@ -157,6 +161,10 @@ def audit_trigger_name(table: str) -> str:
     return f"trg_{table}_audit"
 
 
+def audit_truncate_trigger_name(table: str) -> str:
+    return f"trg_{table}_audit_truncate"
+
+
 def audit_off_trigger_name(table: str) -> str:
     return f"trg_{table}_audit_off_check"
 
@@ -186,7 +194,11 @@ def create_audit_triggers(table: str, arguments: list[str]) -> list[str]:
         f"CREATE OR REPLACE TRIGGER {audit_trigger_name(table)} AFTER INSERT OR UPDATE OR DELETE ON {table} "
         f"FOR EACH ROW WHEN (current_setting('celora.audit', true) IS DISTINCT FROM 'off') "
         f"EXECUTE FUNCTION {AUDIT_FUNCTION}({quoted})",
-        f"CREATE OR REPLACE TRIGGER {audit_off_trigger_name(table)} BEFORE INSERT OR UPDATE OR DELETE ON {table} "
+        f"CREATE OR REPLACE TRIGGER {audit_truncate_trigger_name(table)} AFTER TRUNCATE ON {table} "
+        f"FOR EACH STATEMENT WHEN (current_setting('celora.audit', true) IS DISTINCT FROM 'off') "
+        f"EXECUTE FUNCTION {AUDIT_FUNCTION}({quoted})",
+        f"CREATE OR REPLACE TRIGGER {audit_off_trigger_name(table)} BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE "
+        f"ON {table} "
         f"FOR EACH STATEMENT WHEN (current_setting('celora.audit', true) = 'off') "
         f"EXECUTE FUNCTION {AUDIT_OFF_CHECK_FUNCTION}()",
     ]
