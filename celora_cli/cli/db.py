@@ -7,10 +7,43 @@ import typer
 from celora_cli.cli import console
 from celora_cli.cli.app import json_option, load_settings_from
 from celora_cli.cli.console import safe
+from celora_cli.cli.lazy import LazyCommandGroup
 from celora_cli.errors import ExitCode
 
-app = typer.Typer(help="Database commands: migrations (deploy, status, migrate, rollback), health, seed, reset.",
-                  no_args_is_help=True)
+
+class _DbCommands(LazyCommandGroup):
+    # Every `celora db` command and the module that defines it (None: this one), in the order `celora db
+    # --help` lists them. A command's module is imported only when that command runs (celora_cli/cli/lazy.py);
+    # each imports its core modules inside its functions, so `celora --help` stays light. A new command module
+    # adds its commands here (tests/unit/test_unit_lazy_commands.py checks this table against the modules).
+    command_modules = {
+        # migrations
+        "migrate": "celora_cli.cli.db_dev",
+        "migrate-deploy": None,
+        "status": None,
+        "lint": "celora_cli.cli.db_lint",
+        "generate": "celora_cli.cli.db_dev",
+        "push": "celora_cli.cli.db_push",
+        "resolve": "celora_cli.cli.db_resolve",
+        "rollback": "celora_cli.cli.db_destructive",
+        "reset": "celora_cli.cli.db_destructive",
+        # data
+        "seed": "celora_cli.cli.db_seed",
+        "studio": "celora_cli.cli.db_studio",
+        "audit": "celora_cli.cli.db_audit",
+        "changes": "celora_cli.cli.db_changes",
+        # operations
+        "health": "celora_cli.cli.db_health",
+        "metrics": "celora_cli.cli.db_metrics",
+        "backup": "celora_cli.cli.db_backup",
+        "restore": "celora_cli.cli.db_backup",
+    }
+
+
+app = typer.Typer(cls=_DbCommands, no_args_is_help=True,
+                  help="Database commands: migrations (deploy, status, migrate, lint, rollback), data (seed, studio, "
+                       "audit, changes), operations (health, metrics, backup, restore).")
+_DbCommands.typer_app = app
 
 
 @app.command("migrate-deploy")
@@ -168,17 +201,3 @@ def seconds_flag(value: float | None, flag: str, limits: tuple[float, float]) ->
     from celora_cli.settings import validate_seconds
 
     return None if value is None else validate_seconds(value, flag, minimum=limits[0], maximum=limits[1])
-
-
-# Command groups kept in their own modules register on `app` when imported. They import their core modules
-# lazily, like this one, so `celora --help` stays light.
-def _register_command_modules() -> None:
-    import importlib
-
-    # migrate/generate, reset/rollback, seed, push, resolve, health
-    for name in ("db_dev", "db_destructive", "db_seed", "db_push", "db_resolve", "db_health", "db_backup",
-                 "db_audit", "db_changes", "db_studio", "db_metrics", "db_lint"):
-        importlib.import_module(f"celora_cli.cli.{name}")
-
-
-_register_command_modules()

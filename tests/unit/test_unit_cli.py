@@ -56,7 +56,8 @@ def _commands():
     group = typer.main.get_command(app)
     found = set()
     for name, sub in group.commands.items():
-        for sub_name in getattr(sub, "commands", {}):
+        # list_commands, not .commands: `celora db` loads its command modules only when asked (cli/lazy.py)
+        for sub_name in (sub.list_commands(None) if hasattr(sub, "list_commands") else ()):
             found.add((name, sub_name))
     return found
 
