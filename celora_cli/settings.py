@@ -213,12 +213,22 @@ class DatabaseURL:
 
     @property
     def display_host(self) -> str:
-        host = self.host or "localhost"
+        if self.host is None:  # libpq then uses its unix socket (or PGHOST), not TCP to localhost
+            return f"the default unix socket (port {self.port or 5432})"
+        host = self.host
         if host.startswith("/"):  # a socket directory: name the socket file, as libpq does
             return f"{host.rstrip('/')}/.s.PGSQL.{self.port or 5432}"
         if ":" in host:
             host = f"[{host}]"
         return f"{host}:{self.port or 5432}"
+
+    @property
+    def pg_isready(self) -> str:
+        """The command that checks whether this URL's server accepts connections."""
+        import shlex
+
+        host = f"-h {shlex.quote(self.host)} " if self.host else ""
+        return f"pg_isready {host}-p {self.port or 5432}"
 
     def sqlalchemy_url(self) -> str:
         """The URL for SQLAlchemy's psycopg 3 dialect, without celora's own parameters."""

@@ -167,8 +167,7 @@ def _watched_cursor(base, seconds: float, url: DatabaseURL):
                     f"No answer from the database server at {url.display_host} ({url.masked}) within {seconds:g} s "
                     "(CELORA_STATEMENT_TIMEOUT plus CELORA_CONNECT_TIMEOUT): the connection was open but nothing "
                     "came back, as through a proxy, tunnel or pooler that stopped forwarding, or a stopped server.",
-                    f"Check the path to the server and that it answers: `pg_isready -h {url.host or 'localhost'} "
-                    f"-p {url.port or 5432}`.",
+                    f"Check the path to the server and that it answers: `{url.pg_isready}`.",
                 ) from exc
             finally:
                 watch.done = True

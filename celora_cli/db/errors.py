@@ -139,8 +139,9 @@ def translate(exc: BaseException, url: DatabaseURL | None, setting: str = "DATAB
     if state.startswith("08") or state in ("57P01", "57P02", "57P03") or any(m in lowered for m in _UNREACHABLE):
         return DatabaseUnreachable(
             f"Can't reach database server at {where} ({setting}={shown}): {message}",
-            (f"Is {'PgBouncer' if url.pgbouncer else 'PostgreSQL'} running and accepting TCP connections? "
-             f"Try `pg_isready -h {url.host or 'localhost'} -p {url.port or 5432}`.") if url
+            (f"Is {'PgBouncer' if url.pgbouncer else 'PostgreSQL'} running and accepting "
+             f"{'connections on its unix socket' if url.host is None or url.is_socket else 'TCP connections'}? "
+             f"Try `{url.pg_isready}`.") if url
             else "Is PostgreSQL running?",
         )
     return DatabaseError(

@@ -56,9 +56,12 @@ CASES = [
     case("mysql-url", "db status", {"DATABASE_URL": f"mysql://app:{ENCODED}@127.0.0.1/{DATABASE}"}, 3,
          "unsupported scheme 'mysql'"),
     case("garbage-url", "db status", {"DATABASE_URL": "definitely not a url"}, 3, "DATABASE_URL"),
-    # No host means libpq's default unix socket, which this machine does not have: unreachable, not malformed.
+    # No host means libpq's default unix socket, which this machine does not have: unreachable, not malformed,
+    # and the message names the socket, not a TCP localhost:5432 that was never tried.
     case("url-without-host", "db status", {"DATABASE_URL": f"postgresql://app:{ENCODED}@:5432/{DATABASE}"}, 4,
-         "5432"),
+         "at the default unix socket (port 5432)"),
+    case("url-without-host-hint", "db migrate-deploy", {"DATABASE_URL": f"postgresql://app:{ENCODED}@/{DATABASE}"},
+         4, "Try `pg_isready -p 5432`"),
     case("port-out-of-range", "db status",
          {"DATABASE_URL": f"postgresql://app:{ENCODED}@127.0.0.1:99999/{DATABASE}"}, 3, "port"),
     case("port-not-a-number", "db health",
