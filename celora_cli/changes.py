@@ -125,6 +125,13 @@ def _ensure_publication(conn, name: str, tables: list[str], excluded: dict[str, 
 
     version = conn.info.server_version
     if conn.execute("SELECT 1 FROM pg_publication WHERE pubname = %s", (name,)).fetchone():
+        published = {r[0] for r in conn.execute(
+            "SELECT tablename FROM pg_publication_tables WHERE pubname = %s", (name,))}
+        missing = [t for t in tables if t not in published]
+        if missing:  # e.g. a table added by a later migration: its changes never reach this slot
+            notice.info(f"Publication {name} does not publish {', '.join(missing)}: no change to "
+                        f"{'it' if len(missing) == 1 else 'them'} is streamed. Add with `ALTER PUBLICATION {name} "
+                        f"ADD TABLE {', '.join(missing)}` (as the tables' owner).")
         return False, version >= 150000
     parts = []
     for table in tables:

@@ -195,6 +195,12 @@ def test_list_shows_retained_wal_and_drop_asks_first(db):
     assert health.returncode == 1, health.stdout + health.stderr  # degraded
     assert "s_list" in health.stdout and "inactive" in health.stdout
 
+    # A publication made before a table existed (or by hand) is used as it is, and the gap is named.
+    with psycopg.connect(db, autocommit=True) as conn:
+        conn.execute("ALTER PUBLICATION s_list DROP TABLE notifications")
+    partial = run_celora("db", "changes", "--slot", "s_list", env=env)
+    assert partial.returncode == 0 and "does not publish notifications" in partial.stderr, partial.stderr
+
     refused = run_celora("db", "changes", "--drop", "s_list", env=env)
     assert refused.returncode == 12 and "--force" in refused.stderr
     dropped = run_celora("db", "changes", "--drop", "s_list", "--force", env=env)
