@@ -402,7 +402,7 @@ def _downgrade_on(conn, lock, config, script, settings: Settings, plan: Rollback
                   progress: ProgressCallback) -> None:
     from alembic.runtime.environment import EnvironmentContext
 
-    from celora_cli.db.errors import migration_failure
+    from celora_cli.db.errors import connection_lost, migration_failure
     from celora_cli.migrations import find_migrations_dir
 
     names = {m.revision: m.name for m in plan.undo}
@@ -434,11 +434,18 @@ def _downgrade_on(conn, lock, config, script, settings: Settings, plan: Rollback
         failed = next((m for m in plan.undo if m.revision not in done), plan.undo[-1])
         at = ", ".join(lock.expected or ()) or "base"
         state, detail = migration_failure(exc)
-        raise MigrationFailed(
-            f"Undoing migration {failed.name} failed: {detail}. Its downgrade was rolled back; the database is at "
-            f"{at}.", f"Fix downgrade() in {find_migrations_dir(settings) / 'versions' / failed.name}.py and run "
-            "`celora db rollback` again.", revision=failed.revision, sqlstate=state, applied=list(result.undone),
-        ) from exc
+        message = (f"Undoing migration {failed.name} failed: {detail}. Its downgrade was rolled back; the database "
+                   f"is at {at}.")
+        hint = (f"Fix downgrade() in {find_migrations_dir(settings) / 'versions' / failed.name}.py and run "
+                "`celora db rollback` again.")
+        if connection_lost(exc):  # nobody could roll back or check: say what PostgreSQL guarantees, no more
+            message = (f"Undoing migration {failed.name} was interrupted: {detail}. PostgreSQL rolls back a "
+                       f"transaction that did not commit, so the database is at {at}, unless the connection broke "
+                       "during the commit itself (`celora db status` shows where it is).")
+            hint = ("The downgrade is not at fault: check that the database server is up (it may have crashed or "
+                    "restarted), then run `celora db rollback` again.")
+        raise MigrationFailed(message, hint, revision=failed.revision, sqlstate=state,
+                              applied=list(result.undone)) from exc
     finally:
         config.attributes.pop("connection", None)
         config.attributes.pop("on_version_apply", None)

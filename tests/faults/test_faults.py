@@ -45,16 +45,18 @@ def cluster():
         yield server
 
 
-def history_with(tmp_path: Path, extras: list[tuple[str, str]]) -> Path:
-    """A copy of the repo's migrations plus `extras` (revision, upgrade body), each after the one before."""
+def history_with(tmp_path: Path, extras: list[tuple[str, str]], downgrade: str = "    pass") -> Path:
+    """A copy of the repo's migrations plus `extras` (revision, upgrade body), each after the one before; the
+    last one's downgrade() is `downgrade`."""
     target = tmp_path / "migrations"
     shutil.copytree(REPO / "migrations", target, ignore=shutil.ignore_patterns("__pycache__"))
     previous = HEAD
-    for revision, body in extras:
+    for index, (revision, body) in enumerate(extras):
+        undo = downgrade if index == len(extras) - 1 else "    pass"
         (target / "versions" / f"{revision}_fault.py").write_text(
             f'"""fault {revision}"""\nfrom alembic import op\n\nrevision = "{revision}"\n'
             f'down_revision = "{previous}"\nbranch_labels = None\ndepends_on = None\n\n\n'
-            f"def upgrade():\n{body}\n\n\ndef downgrade():\n    pass\n")
+            f"def upgrade():\n{body}\n\n\ndef downgrade():\n{undo}\n")
         previous = revision
     return target
 
@@ -93,19 +95,11 @@ def test_postgres_killed_mid_migration_leaves_previous_revision_and_a_rerun_comp
     url = cluster.url("killed")
     # The migration creates a table, then waits for an advisory lock this test holds: the server dies while the
     # migration's transaction is open with its DDL done but not committed.
-    history = history_with(tmp_path, [(KILLED, "    op.execute('CREATE TABLE half_applied (id int)')\n"
-                                               "    op.execute('SELECT pg_advisory_xact_lock(424242)')")])
+    wait = "    op.execute('SELECT pg_advisory_xact_lock(424242)')"
+    history = history_with(tmp_path, [(KILLED, f"    op.execute('CREATE TABLE half_applied (id int)')\n{wait}")],
+                           downgrade=f"    op.execute('DROP TABLE half_applied')\n{wait}")
     env = {"DATABASE_URL": url, "CELORA_MIGRATIONS_DIR": str(history), "CELORA_ENV": "test"}
-    holder = psycopg.connect(url, autocommit=True)
-    holder.execute("SELECT pg_advisory_lock(424242)")
-    process = start_celora("db", "migrate-deploy", env=env)
-    try:
-        wait_for_query(url, "pg_advisory_xact_lock(424242)", process)
-        crash(cluster)
-        stdout, stderr = process.communicate(timeout=CLI_TIMEOUT)
-    finally:
-        process.kill()
-        holder.close()
+    process, stdout, stderr = _crash_while_waiting(cluster, url, "db", "migrate-deploy", env=env)
     # The migration run failed (exit 9), and the message says why: the server went away, the file is not at
     # fault, and what PostgreSQL guarantees about the uncommitted transaction.
     assert process.returncode == 9, stderr
@@ -131,6 +125,32 @@ def test_postgres_killed_mid_migration_leaves_previous_revision_and_a_rerun_comp
     assert query(url, "SELECT version_num FROM alembic_version") == [(KILLED,)]
     assert query(url, "SELECT revision, status FROM celora_migrations WHERE revision = %s", KILLED) == [
         (KILLED, "applied")]
+
+    # The same for `db rollback`: the server dies while the downgrade waits, its DROP TABLE done, uncommitted.
+    process, stdout, stderr = _crash_while_waiting(cluster, url, "db", "rollback", "--steps", "1", "--force",
+                                                   env=env)
+    assert process.returncode == 9, stderr
+    assert_clean(stdout, stderr)
+    assert f"Undoing migration {KILLED}_fault was interrupted" in stderr and "not at fault" in stderr, stderr
+    restart(cluster)
+    assert query(url, "SELECT version_num FROM alembic_version") == [(KILLED,)]
+    assert query(url, "SELECT to_regclass('half_applied') IS NOT NULL") == [(True,)]  # the DROP was rolled back
+
+
+def _crash_while_waiting(cluster, url: str, *args: str, env: dict):
+    """Run the CLI while this test holds advisory lock 424242, SIGKILL the server once the CLI's migration
+    waits for it inside its transaction, and return (process, stdout, stderr)."""
+    holder = psycopg.connect(url, autocommit=True)
+    holder.execute("SELECT pg_advisory_lock(424242)")
+    process = start_celora(*args, env=env)
+    try:
+        wait_for_query(url, "pg_advisory_xact_lock(424242)", process)
+        crash(cluster)
+        stdout, stderr = process.communicate(timeout=CLI_TIMEOUT)
+    finally:
+        process.kill()
+        holder.close()
+    return process, stdout, stderr
 
 
 # -- eight concurrent migrate-deploy processes -----------------------------------------------------------------
