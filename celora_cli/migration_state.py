@@ -105,7 +105,8 @@ def migration_status(settings: Settings) -> MigrationStatus:
     urls = resolve_urls(settings)
     url = urls.direct or urls.pooled
     setting = setting_name(settings) if urls.direct else "DATABASE_URL"
-    with translating(url, setting), connect(url, settings, application_name="celora db status") as conn:
+    with translating(url, setting), connect(url, settings, application_name="celora db status",
+                                            watch_silence=True) as conn:
         status = status_from(read_current(conn), history, migrations_dir)
         return with_journal(status, history, *_read_journal(conn))
 

@@ -131,15 +131,20 @@ def libpq_params(url: DatabaseURL) -> dict:
     return params
 
 
-def connect(url: DatabaseURL, settings: Settings, *, application_name: str, autocommit: bool = True):
+def connect(url: DatabaseURL, settings: Settings, *, application_name: str, autocommit: bool = True,
+            watch_silence: bool = False):
     """A plain psycopg connection with the same connect arguments as the engines (startup options, timeouts,
     keepalives). For commands that answer a question in a few queries, where SQLAlchemy's import would cost
-    more than the answer: `db status`, `db health`."""
+    more than the answer: `db status`, `db health`.
+
+    watch_silence=True (short questions only: a caller that lifts statement_timeout for long work must not ask
+    for it) also ends each statement on the client side after CELORA_STATEMENT_TIMEOUT + CELORA_CONNECT_TIMEOUT,
+    for when the path to the server goes silent and the server's own timeout can't answer."""
     import psycopg
 
     kwargs = {**libpq_params(url), **connect_args(url, settings, application_name=application_name)}
     cursor = _logging_cursor() if settings.log_queries else psycopg.Cursor
-    if settings.statement_timeout:
+    if watch_silence and settings.statement_timeout:
         cursor = _watched_cursor(cursor, settings.statement_timeout + settings.connect_timeout, url)
     return psycopg.connect("", autocommit=autocommit, cursor_factory=cursor, **kwargs)
 
