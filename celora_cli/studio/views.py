@@ -263,7 +263,9 @@ def build_view(mapper: Mapper, *, read_only: bool, database_url: Any = None) -> 
     fields += [_related_records(mapper, prop) for prop in relations if prop.uselist]
     attrs = {
         "fields": fields,
-        "read_only": read_only,
+        # A table can be read-only whatever the mode: its model says so in `__table__.info` (audit_log: a
+        # log edited by hand is no longer evidence).
+        "read_only": read_only or bool(table.info.get("studio_read_only")),
         "database_url": database_url,
         "table": f"{table.schema + '.' if table.schema else ''}{table.name}",
         "mapper": mapper,

@@ -152,6 +152,28 @@ def test_read_only_refuses_every_write_and_the_row_is_unchanged(read_only_client
     assert query(direct, "SELECT count(*) FROM wallets") == [(4,)]
 
 
+def test_the_audit_log_is_shown_but_never_written_even_when_the_studio_is_writable(client, seeded):
+    direct, _ = seeded
+    audit_id, table_name = query(direct, "SELECT id, table_name FROM audit_log ORDER BY id LIMIT 1")[0]
+    assert listing(client, "audit-log"), "the seed's changes are listed"
+    assert client.get(f"/studio/audit-log/detail?pk={audit_id}").status_code == 200
+    headers = {"Origin": ORIGIN}
+    attempts = [
+        client.get(f"/studio/audit-log/edit?pk={audit_id}"),
+        client.post(f"/studio/audit-log/edit?pk={audit_id}", data={"table_name": "forged"}, headers=headers),
+        client.post("/studio/audit-log/create", data={"table_name": "forged"}, headers=headers),
+        client.post(f"/studio/_api/audit-log/row-action?name=delete&pk={audit_id}", headers=headers),
+        client.post(f"/studio/_api/audit-log/action?name=delete&pks={audit_id}", headers=headers),
+        client.post(f"/studio/_api/audit-log/inline-edit?pk={audit_id}&field=table_name",
+                    data={"table_name": "forged"}, headers=headers),
+    ]
+    assert all(response.status_code in (400, 403, 404) for response in attempts), [
+        (response.request.url, response.status_code) for response in attempts]
+    assert query(direct, "SELECT table_name FROM audit_log WHERE id = %s", (audit_id,)) == [(table_name,)]
+    assert client.get(f"/studio/wallet/edit?pk={query(direct, 'SELECT id FROM wallets LIMIT 1')[0][0]}"
+                      ).status_code == 200  # the other tables stay writable
+
+
 def test_read_only_transactions_refuse_writes_in_postgresql_too(seeded):
     """Defence in depth: a write that got past the guard still fails, through PgBouncer in transaction mode."""
     from sqlalchemy import text

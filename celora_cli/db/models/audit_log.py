@@ -47,6 +47,8 @@ class AuditLog(Base):
     __tablename__ = AUDIT_TABLE
     __table_args__ = (
         CheckConstraint("operation IN ('INSERT', 'UPDATE', 'DELETE', 'TRUNCATE')", name="operation_known"),
+        # `celora db studio` shows it but never writes it: a log edited by hand is no longer evidence.
+        {"info": {"studio_read_only": True}},
     )
 
     # bigserial, not an identity column: Alembic's server-default comparison (used by db push) fails on Identity.
