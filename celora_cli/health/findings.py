@@ -133,7 +133,8 @@ def _replication(report: HealthReport, settings: Settings, problems: list[str], 
                 f"{describe_size(slot.retained_bytes)} of WAL (CELORA_SLOT_WAL_THRESHOLD is "
                 f"{describe_size(threshold)}): the server keeps that WAL until the slot's consumer comes back, and an "
                 f"abandoned slot fills the disk. Restart its consumer, or drop it: "
-                f"`SELECT pg_drop_replication_slot('{slot.name}')`.")
+                + (f"`celora db changes --drop {slot.name}`." if slot.slot_type == "logical"
+                   else f"`SELECT pg_drop_replication_slot('{slot.name}')`."))
 
 
 def _replicas(report: HealthReport, settings: Settings, problems: list[str]) -> None:

@@ -194,6 +194,7 @@ def test_list_shows_retained_wal_and_drop_asks_first(db):
     health = run_celora("db", "health", "--json", env={**env, "CELORA_SLOT_WAL_THRESHOLD": "1024"})
     assert health.returncode == 1, health.stdout + health.stderr  # degraded
     assert "s_list" in health.stdout and "inactive" in health.stdout
+    assert "celora db changes --drop s_list" in health.stdout  # the fix for a logical slot
 
     # A publication made before a table existed (or by hand) is used as it is, and the gap is named.
     with psycopg.connect(db, autocommit=True) as conn:
