@@ -332,15 +332,22 @@ class GoesSilent:
             sock.close()
 
 
-def test_path_that_goes_silent_after_start_up_ends_db_status_within_its_timeouts(cluster):
+def test_path_that_goes_silent_after_start_up_ends_status_and_health_within_their_timeouts(cluster):
     relay = GoesSilent(cluster.port)
     try:
         env = {"DATABASE_URL": f"postgresql://celora@127.0.0.1:{relay.port}/postgres", "CELORA_ENV": "test",
                "CELORA_CONNECT_TIMEOUT": "2", "CELORA_STATEMENT_TIMEOUT": "2"}
-        # Before celora watched its own statements this waited forever; 60 s is the hang guard, not a measure.
-        result = run_celora("db", "status", "--json", env=env, timeout=60)
+        # Before celora watched its own statements `db status` waited forever; 60 s is the hang guard, not a
+        # measure. (`migrate-deploy` still waits forever on such a path: the migration runtime's connection has
+        # no client-side bound yet, and a migration may legitimately run for hours.)
+        calls = [("db", "status", "--json"), ("db", "health", "--timeout", "3", "--json")]
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            result, health = pool.map(lambda args: run_celora(*args, env=env, timeout=60), calls)
     finally:
         relay.close()
+    assert health.returncode == 2, health.stdout + health.stderr  # its own deadline: unhealthy
+    assert json.loads(health.stdout)["status"] == "unhealthy"
+    assert_clean(health.stdout, health.stderr)
     assert result.returncode == 4, result.stdout + result.stderr
     error = json.loads(result.stdout)["error"]
     assert error["type"] == "DatabaseUnreachable" and "No answer from the database server" in error["message"]
