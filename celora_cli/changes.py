@@ -222,7 +222,7 @@ def setup(settings: Settings, *, slot: str = DEFAULT_SLOT) -> SetupResult:
 # -- connection -----------------------------------------------------------------------------------------------------
 
 def _where(url: DatabaseURL) -> str:
-    return f"{url.display_host}:{url.port or 5432}"
+    return url.display_host  # host:port, or the unix socket file
 
 
 def _open(settings: Settings):

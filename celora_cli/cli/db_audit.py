@@ -30,8 +30,9 @@ def audit(
     prune_older_than: float | None = typer.Option(
         None, "--prune-older-than", metavar="DAYS", min=0, max=36_500,
         help="Instead of showing: delete entries older than DAYS days, 5,000 rows per transaction. Asks first."),
-    force: bool = typer.Option(False, "--force", help="With --prune-older-than: no confirmation prompt (required when "
-                               "stdin is not a terminal or CI is set)."),
+    force: bool = typer.Option(
+        False, "--force", "--yes", "-y",
+        help="With --prune-older-than: no confirmation prompt (required when stdin is not a terminal or CI is set)."),
     allow_production: bool = typer.Option(False, "--allow-production", help="With --prune-older-than: allow it on a "
                                           "PRODUCTION database. Refused without it."),
     as_json: bool = json_option(),

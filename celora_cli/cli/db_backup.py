@@ -53,8 +53,9 @@ def restore(
                                 ".manifest.json must be beside it)."),
     verify: bool = typer.Option(False, "--verify", help="Only check: restore into a scratch database, compare tables "
                                 "and row counts with the manifest, drop it. The database is not touched."),
-    yes: bool = typer.Option(False, "--yes", "-y", help="Replace the database without asking (required when stdin is "
-                             "not a terminal or CI is set)."),
+    yes: bool = typer.Option(
+        False, "--yes", "-y", "--force",
+        help="Replace the database without asking (required when stdin is not a terminal or CI is set)."),
     allow_production: bool = typer.Option(False, "--allow-production", help="Allow replacing a PRODUCTION database "
                                           "(stamped 'production', or CELORA_ENV=production). Refused without it."),
     as_json: bool = json_option(),

@@ -12,8 +12,9 @@ from celora_cli.cli.db import app, migration_progress, seconds_flag
 
 
 def _force_option():
-    return typer.Option(False, "--force", help="Proceed without a confirmation prompt (required when stdin is not "
-                        "a terminal or CI is set).")
+    return typer.Option(
+        False, "--force", "--yes", "-y",
+        help="Proceed without a confirmation prompt (required when stdin is not a terminal or CI is set).")
 
 
 def _allow_production_option():

@@ -23,7 +23,8 @@ def studio(
                                           "production or the database's stamp), writable elsewhere."),
     allow_production: bool = typer.Option(False, "--allow-production", help="With --writable: allow edits on a "
                                           "PRODUCTION database (still asks at a terminal, or needs --force)."),
-    force: bool = typer.Option(False, "--force", help="With --writable --allow-production: no confirmation prompt."),
+    force: bool = typer.Option(
+        False, "--force", "--yes", "-y", help="With --writable --allow-production: no confirmation prompt."),
     no_browser: bool = typer.Option(False, "--no-browser", help="Do not open a browser (one is opened only when "
                                     "a display exists)."),
 ) -> None:

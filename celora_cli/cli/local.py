@@ -93,8 +93,9 @@ def status(
 @app.command("destroy")
 def destroy(
     ctx: typer.Context,
-    yes: bool = typer.Option(False, "--yes", "-y", help="Delete without asking (required when stdin is not a "
-                             "terminal or CI is set)."),
+    yes: bool = typer.Option(
+        False, "--yes", "-y", "--force",
+        help="Delete without asking (required when stdin is not a terminal or CI is set)."),
 ) -> None:
     """Stop the local PostgreSQL and delete its data, wherever it lives (.celora/, /var/tmp/celora-<hash>,
     CELORA_LOCAL_DIR). Refuses without --yes when it cannot ask (exit 12).

@@ -393,3 +393,11 @@ def test_notice_logger_reaches_stderr(run, monkeypatch):
     result = run(["db", "status", "--json"], DATABASE_URL="postgresql://u:topsecret@127.0.0.1:1/db")
     assert "Creating the local PostgreSQL in /somewhere ..." in result.stderr
     assert "Creating" not in result.stdout
+
+
+@pytest.mark.parametrize("args", [["db", "reset"], ["db", "rollback"], ["db", "restore"], ["db", "changes"],
+                                  ["db", "audit"], ["db", "studio"], ["local", "destroy"]], ids=" ".join)
+def test_every_confirmation_skip_flag_answers_to_force_yes_and_y(run, args):
+    """Prisma says --force, many tools say --yes/-y: each command that asks first takes all three."""
+    out = run([*args, "--help"]).output
+    assert all(flag in out for flag in ("--force", "--yes", "-y")), out
