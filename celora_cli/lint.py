@@ -265,6 +265,7 @@ class _StatementCapture:
 def revisions_in(script, revision_range: str | None) -> list:
     """The Alembic Script objects a range names, oldest first: None (all), "REV", "FROM:TO" (after FROM up to
     TO, as `alembic upgrade FROM:TO --sql`), with base/head allowed."""
+    from alembic.script.revision import RevisionError
     from alembic.util.exc import CommandError
 
     spec = (revision_range or "").strip()
@@ -283,7 +284,7 @@ def revisions_in(script, revision_range: str | None) -> list:
                 raise CommandError(f"no revision {upper!r}")
             return [found]
         return list(reversed(list(script.iterate_revisions(upper, lower))))
-    except CommandError as exc:
+    except (CommandError, RevisionError) as exc:  # unknown, or an ambiguous prefix ("2" matches several)
         raise ConfigError(
             f"celora db lint: the revision range {spec!r} names no migrations of this project ({exc}).",
             "Give a revision id or file name prefix (`celora db status` lists them), FROM:TO, or nothing for "

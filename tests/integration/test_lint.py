@@ -143,10 +143,13 @@ def test_a_broken_migration_file_is_exit_14_naming_it(tmp_path):
     assert f"{EXTRA}_extra.py" in run.stderr and "syntax error" in run.stderr and "Traceback" not in run.stderr
 
 
-def test_an_unknown_revision_range_is_a_config_error(tmp_path):
+@pytest.mark.parametrize("revision_range", ["nosuchrevision", "2", "zz:", ":zz", "1:2"])
+def test_an_unknown_or_ambiguous_revision_range_is_a_config_error(tmp_path, revision_range):
+    # "2" is a prefix of every timestamped revision; "zz" is too short for Alembic's prefix matching: both once
+    # escaped as Alembic's ResolutionError, an "internal error" (exit 70)
     settings = settings_for(OFFLINE, CELORA_MIGRATIONS_DIR=write_history(tmp_path))
     with pytest.raises(ConfigError, match="names no migrations"):
-        lint(settings, "nosuchrevision")
+        lint(settings, revision_range)
 
 
 def test_migrate_deploy_with_lint_applies_nothing_when_a_pending_migration_has_findings(migrated_db, tmp_path):
