@@ -137,7 +137,8 @@ def _pooler_refusal(url: DatabaseURL, setting: str, evidence: str) -> Refused:
     )
 
 
-def open_migration_connection(engine, url: DatabaseURL, setting: str):
+def open_migration_connection(engine, url: DatabaseURL, setting: str,
+                              bound: tuple[float, DatabaseURL, str] | None = None):
     """Connect and prove the connection is a PostgreSQL session of its own before anything is locked.
 
     celora's startup options carry a marker (db/engine.py). PgBouncer either rejects them ("unsupported
@@ -149,21 +150,76 @@ def open_migration_connection(engine, url: DatabaseURL, setting: str):
     from celora_cli.db.engine import sends_startup_options, startup_options_applied
 
     try:
-        conn = engine.connect()
+        with _bounded_connect(engine, bound):  # SQLAlchemy's first connect asks the server questions of its own
+            conn = engine.connect()
     except DBAPIError as exc:
         if "unsupported startup parameter" in str(getattr(exc, "orig", exc)).lower():
             raise _pooler_refusal(url, setting, "the server rejected celora's startup options with "
                                   "'unsupported startup parameter', which is PgBouncer's answer") from None
         raise
     try:
-        if sends_startup_options(url) and not startup_options_applied(conn):
-            raise _pooler_refusal(url, setting, "celora's startup marker (options=-c celora.direct_session=on) "
-                                  "did not reach the server session, so something in between dropped it")
-        conn.rollback()
+        with bookkeeping(conn, bound):
+            if sends_startup_options(url) and not startup_options_applied(conn):
+                raise _pooler_refusal(url, setting, "celora's startup marker (options=-c celora.direct_session=on) "
+                                      "did not reach the server session, so something in between dropped it")
+            conn.rollback()
     except BaseException:
         conn.close()
         raise
     return conn
+
+
+def bookkeeping(conn, bound: tuple[float, DatabaseURL, str] | None):
+    """celora's own bookkeeping statements on the migration connection (a SQLAlchemy Connection), bounded in
+    time when `bound` is given (connect.answer_within)."""
+    import contextlib
+
+    if bound is None:
+        return contextlib.nullcontext()
+    from celora_cli.db.connect import answer_within
+
+    seconds, url, made_of = bound
+    return answer_within(conn.connection.dbapi_connection, seconds, url, made_of)
+
+
+@contextlib.contextmanager
+def _bounded_connect(engine, bound: tuple[float, DatabaseURL, str] | None):
+    """engine.connect() within `bound`: each new DBAPI connection is watched from the moment the pool makes it
+    (before SQLAlchemy's own first queries: server version, encoding) until connect() returns."""
+    if bound is None:
+        yield
+        return
+    from sqlalchemy import event
+
+    from celora_cli.db.connect import no_answer, start_watch
+
+    seconds, url, made_of = bound
+    watches = []
+
+    def watch(dbapi_conn, _record) -> None:
+        watches.append(start_watch(dbapi_conn, seconds))
+
+    event.listen(engine, "connect", watch, insert=True)  # before SQLAlchemy's first_connect listener
+    try:
+        yield
+    except Exception as exc:
+        if any(w.fired for w in watches):
+            raise no_answer(url, seconds, made_of) from exc
+        raise
+    finally:
+        for each in watches:
+            each.done = True
+        event.remove(engine, "connect", watch)
+
+
+def bookkeeping_bound(settings: Settings, url: DatabaseURL, *, lock_wait: float = 0.0) -> tuple[float, DatabaseURL,
+                                                                                                 str]:
+    """How long celora's own statements on the migration connection may go unanswered: the app's statement
+    timeout (30 s when it is 0, none) plus the connect timeout, plus any wait for the migration lock."""
+    seconds = (settings.statement_timeout or 30.0) + settings.connect_timeout + lock_wait
+    made_of = "CELORA_STATEMENT_TIMEOUT plus CELORA_CONNECT_TIMEOUT" + (" plus the migration lock's wait"
+                                                                         if lock_wait else "")
+    return seconds, url, made_of
 
 
 # -- the lock --------------------------------------------------------------------------------------------
@@ -202,6 +258,10 @@ class MigrationLock:
         self.holder: LockHolder | None = None
         self.waited_s = 0.0
         self._reported = False
+        # (seconds, url, what they are made of): when set, taking the lock and reading alembic_version at the
+        # start of each transaction must end within that, even on a network path gone silent (a migration
+        # itself has no such bound: it may rightly run for hours).
+        self.answer_bound: tuple[float, DatabaseURL, str] | None = None
 
     def install(self, conn) -> MigrationLock:
         from sqlalchemy import event
@@ -218,11 +278,12 @@ class MigrationLock:
         self.expected = tuple(sorted(heads))
 
     def _on_begin(self, conn) -> None:  # runs inside the transaction that just began
-        self._acquire(conn)
-        if self.expected is not None:
-            found = read_current(conn, maybe_missing=not self.expected)
-            if found != self.expected:
-                raise RevisionMoved(self.expected, found)
+        with bookkeeping(conn, self.answer_bound):
+            self._acquire(conn)
+            if self.expected is not None:
+                found = read_current(conn, maybe_missing=not self.expected)
+                if found != self.expected:
+                    raise RevisionMoved(self.expected, found)
 
     def _acquire(self, conn) -> None:
         from sqlalchemy import text

@@ -24,6 +24,8 @@ from celora_cli.migration_runtime import (  # noqa: F401 - LockHolder and the ke
     LockHolder,
     MigrationLock,
     RevisionMoved,
+    bookkeeping,
+    bookkeeping_bound,
     load_script_directory,
     migration_engine,
     open_migration_connection,
@@ -241,8 +243,10 @@ def deploy(settings: Settings, *, lock_timeout: float | None = None,
     try:
         with translating(url, setting):
             for _attempt in range(_MAX_REPLANS):
-                conn = open_migration_connection(engine, url, setting)
+                # celora's own statements end even on a network path gone silent; a migration's need not
+                conn = open_migration_connection(engine, url, setting, bookkeeping_bound(settings, url))
                 lock = MigrationLock(lock_timeout, progress).install(conn)
+                lock.answer_bound = bookkeeping_bound(settings, url, lock_wait=lock_timeout)
                 try:
                     _deploy_on(conn, lock, config, script, settings, result, progress)
                     stamp_after_deploy(conn, settings)
@@ -272,8 +276,9 @@ def _deploy_on(conn, lock: MigrationLock, config, script, settings: Settings, re
 
     from celora_cli.db.errors import connection_lost, migration_failure
 
-    result.baseline = verify_journal(conn, script, settings)  # its transaction takes the lock first
-    before = status_on(conn, settings, script=script)
+    with bookkeeping(conn, lock.answer_bound):
+        result.baseline = verify_journal(conn, script, settings)  # its transaction takes the lock first
+        before = status_on(conn, settings, script=script)
     result.head = before.head
     result.current = before.current
     if before.up_to_date:

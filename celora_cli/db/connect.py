@@ -6,6 +6,7 @@ because they answer in a few queries and SQLAlchemy's import alone costs more th
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
 from dataclasses import dataclass
@@ -158,8 +159,6 @@ def _watched_cursor(base, seconds: float, url: DatabaseURL):
     which wakes libpq, and the error says what happened instead of "server closed the connection"."""
     import psycopg
 
-    from celora_cli.errors import DatabaseUnreachable
-
     class WatchedCursor(base):
         def execute(self, query, params=None, **kwargs):
             watch = _WATCHDOG.watch(seconds, self.connection)
@@ -168,16 +167,48 @@ def _watched_cursor(base, seconds: float, url: DatabaseURL):
             except psycopg.OperationalError as exc:
                 if not watch.fired:
                     raise
-                raise DatabaseUnreachable(
-                    f"No answer from the database server at {url.display_host} ({url.masked}) within {seconds:g} s "
-                    "(CELORA_STATEMENT_TIMEOUT plus CELORA_CONNECT_TIMEOUT): the connection was open but nothing "
-                    "came back, as through a proxy, tunnel or pooler that stopped forwarding, or a stopped server.",
-                    f"Check the path to the server and that it answers: `{url.pg_isready}`.",
-                ) from exc
+                raise no_answer(url, seconds, "CELORA_STATEMENT_TIMEOUT plus CELORA_CONNECT_TIMEOUT") from exc
             finally:
                 watch.done = True
 
     return WatchedCursor
+
+
+def no_answer(url: DatabaseURL, seconds: float, made_of: str):
+    from celora_cli.errors import DatabaseUnreachable
+
+    return DatabaseUnreachable(
+        f"No answer from the database server at {url.display_host} ({url.masked}) within {seconds:g} s "
+        f"({made_of}): the connection was open but nothing came back, as through a proxy, tunnel or pooler that "
+        "stopped forwarding, or a stopped server.",
+        f"Check the path to the server and that it answers: `{url.pg_isready}`.")
+
+
+@contextlib.contextmanager
+def answer_within(dbapi_conn, seconds: float, url: DatabaseURL, made_of: str):
+    """celora's own short statements on a connection whose other statements may rightly run for hours (the
+    migration connection: a migration has no statement timeout). Whatever runs inside ends within `seconds`
+    even when the path to the server goes silent (see _watched_cursor); `made_of` names the settings that
+    make up `seconds`, for the message."""
+    from celora_cli.errors import DatabaseUnreachable
+
+    watch = start_watch(dbapi_conn, seconds)
+    try:
+        yield
+    except DatabaseUnreachable:  # already said (by a bound nested in this one)
+        raise
+    except Exception as exc:
+        if watch.fired:
+            raise no_answer(url, seconds, made_of) from exc
+        raise
+    finally:
+        watch.done = True
+
+
+def start_watch(dbapi_conn, seconds: float) -> _Watch:
+    """Break `dbapi_conn`'s socket unless the watch is marked done (`.done = True`) within `seconds`; `.fired`
+    says whether it was broken. For code that cannot use answer_within (a connection made inside a pool)."""
+    return _WATCHDOG.watch(seconds, dbapi_conn)
 
 
 class _Watch:

@@ -338,14 +338,20 @@ def test_path_that_goes_silent_after_start_up_ends_status_and_health_within_thei
     try:
         env = {"DATABASE_URL": f"postgresql://celora@127.0.0.1:{relay.port}/postgres", "CELORA_ENV": "test",
                "CELORA_CONNECT_TIMEOUT": "2", "CELORA_STATEMENT_TIMEOUT": "2"}
-        # Before celora watched its own statements `db status` waited forever; 60 s is the hang guard, not a
-        # measure. (`migrate-deploy` still waits forever on such a path: the migration runtime's connection has
-        # no client-side bound yet, and a migration may legitimately run for hours.)
-        calls = [("db", "status", "--json"), ("db", "health", "--timeout", "3", "--json")]
-        with ThreadPoolExecutor(max_workers=2) as pool:
-            result, health = pool.map(lambda args: run_celora(*args, env=env, timeout=60), calls)
+        # Before celora watched its own statements `db status` and `db migrate-deploy` waited forever; 60 s is
+        # the hang guard, not a measure. (A migration's own statements stay unbounded: one may rightly run for
+        # hours; celora's bookkeeping around them is bounded.)
+        calls = [("db", "status", "--json"), ("db", "health", "--timeout", "3", "--json"),
+                 ("db", "migrate-deploy", "--json", "--lock-timeout", "1")]
+        with ThreadPoolExecutor(max_workers=3) as pool:
+            result, health, deploy = pool.map(lambda args: run_celora(*args, env=env, timeout=60), calls)
     finally:
         relay.close()
+    assert deploy.returncode == 4, deploy.stdout + deploy.stderr
+    deploy_error = json.loads(deploy.stdout)["error"]
+    assert deploy_error["type"] == "DatabaseUnreachable", deploy_error
+    assert "No answer from the database server" in deploy_error["message"], deploy_error
+    assert_clean(deploy.stdout, deploy.stderr)
     assert health.returncode == 2, health.stdout + health.stderr  # its own deadline: unhealthy
     assert json.loads(health.stdout)["status"] == "unhealthy"
     assert_clean(health.stdout, health.stderr)
