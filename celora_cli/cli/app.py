@@ -13,9 +13,9 @@ import traceback
 from typing import NoReturn
 
 import typer
-from typer.core import TyperGroup
 
 from celora_cli.cli import console
+from celora_cli.cli.lazy import LazyCommandGroup
 from celora_cli.errors import (
     CeloraError,
     InternalError,
@@ -35,9 +35,14 @@ def _debug_enabled(ctx: typer.Context | None) -> bool:
     return bool(obj.get("debug")) or os.environ.get("CELORA_DEBUG", "").lower() in ("1", "true", "yes")
 
 
-class CeloraGroup(TyperGroup):
+class CeloraGroup(LazyCommandGroup):
     """Every exception from every command (and from parsing the root options) ends in `_fail`, and nothing
-    else maps exceptions to exit codes."""
+    else maps exceptions to exit codes.
+
+    The command groups load lazily (cli/lazy.py): `celora db health` never imports `celora local`'s module.
+    Each group's module registers it on `app` when imported."""
+
+    command_modules = {"db": "celora_cli.cli.db", "local": "celora_cli.cli.local"}
 
     def make_context(self, info_name, args, parent=None, **extra):
         # The root options are parsed here, before invoke: a bad root flag, no command, --help, --version.
@@ -171,6 +176,7 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
     add_completion=True,  # Typer's own --install-completion / --show-completion
 )
+CeloraGroup.typer_app = app
 
 
 def _show_version(value: bool) -> None:
@@ -245,14 +251,6 @@ def _enable_query_log() -> None:
     logger.propagate = False
 
 
-def _register_commands() -> None:
-    from celora_cli.cli import db, local
-
-    app.add_typer(db.app, name="db")
-    app.add_typer(local.app, name="local")
-
-
-_register_commands()
 
 
 def main() -> None:

@@ -201,3 +201,12 @@ def seconds_flag(value: float | None, flag: str, limits: tuple[float, float]) ->
     from celora_cli.settings import validate_seconds
 
     return None if value is None else validate_seconds(value, flag, minimum=limits[0], maximum=limits[1])
+
+
+def _register_on_root() -> None:
+    from celora_cli.cli.app import app as root
+
+    root.add_typer(app, name="db")
+
+
+_register_on_root()

@@ -137,3 +137,12 @@ def _register_pgbouncer() -> None:
 
 
 _register_pgbouncer()
+
+
+def _register_on_root() -> None:
+    from celora_cli.cli.app import app as root
+
+    root.add_typer(app, name="local")
+
+
+_register_on_root()

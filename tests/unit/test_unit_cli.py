@@ -55,7 +55,8 @@ def run(tmp_path, monkeypatch):
 def _commands():
     group = typer.main.get_command(app)
     found = set()
-    for name, sub in group.commands.items():
+    for name in group.list_commands(None):  # the groups load lazily (cli/lazy.py)
+        sub = group.get_command(None, name)
         # list_commands, not .commands: `celora db` loads its command modules only when asked (cli/lazy.py)
         for sub_name in (sub.list_commands(None) if hasattr(sub, "list_commands") else ()):
             found.add((name, sub_name))

@@ -32,7 +32,8 @@ try:
     main()
 except SystemExit:
     pass
-print("\\nLOADED " + " ".join(sorted(m for m in sys.modules if m.startswith("celora_cli.cli.db"))))
+GROUPS = ("celora_cli.cli.db", "celora_cli.cli.local")
+print("\\nLOADED " + " ".join(sorted(m for m in sys.modules if m.startswith(GROUPS))))
 """
 
 
@@ -56,8 +57,9 @@ def _loaded(*args: str) -> set[str]:
 
 def test_running_one_command_imports_its_module_only():
     assert _loaded("db", "health", "--help") == {"celora_cli.cli.db", "celora_cli.cli.db_health"}
-    assert _loaded("--help") == {"celora_cli.cli.db"}
+    assert _loaded("--help") == {"celora_cli.cli.db", "celora_cli.cli.local", "celora_cli.cli.local_pgbouncer"}
     assert _loaded("db", "migrate-deploy", "--help") == {"celora_cli.cli.db"}
+    assert _loaded("local", "status", "--help") == {"celora_cli.cli.local", "celora_cli.cli.local_pgbouncer"}
 
 
 def test_the_group_help_lists_every_command_in_the_table_order():
