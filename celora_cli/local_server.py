@@ -81,11 +81,16 @@ def _has_server(directory: Path) -> bool:
 
 @functools.cache
 def _server_version(bin_dir: Path) -> str | None:
-    """'18.6' for `pg_ctl (PostgreSQL) 18.6`; None when it does not run (a broken install). pg_ctl, not
-    postgres: same version, but it starts in ~2 ms where a distribution's postgres loads ICU, SSL, LDAP..."""
+    """The server binaries' version, from pg_ctl, not postgres: same version, but it starts in ~2 ms where a
+    distribution's postgres loads ICU, SSL, LDAP..."""
+    return binary_version(bin_dir / "pg_ctl")
+
+
+def binary_version(program: Path) -> str | None:
+    """'18.6' for `pg_ctl (PostgreSQL) 18.6` or `pg_dump (PostgreSQL) 15.14 (Debian 15.14-0+deb12u1)`; None
+    when it does not run (a broken install)."""
     with contextlib.suppress(OSError, subprocess.SubprocessError):
-        out = subprocess.run([str(bin_dir / "pg_ctl"), "--version"], capture_output=True, text=True,
-                             timeout=30).stdout
+        out = subprocess.run([str(program), "--version"], capture_output=True, text=True, timeout=30).stdout
         match = re.search(r"PostgreSQL\)?\s+(\d+(?:\.\d+)?)", out)
         if match:
             return match.group(1)

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from celora_cli.errors import ConfigError
+from celora_cli.local_server import binary_version
 from celora_cli.settings import DatabaseURL, Settings
 
 TOOLS = ("pg_dump", "pg_restore")
@@ -49,17 +50,6 @@ class ClientTools:
 def version_major(version: str) -> int:
     match = re.match(r"\d+", version)
     return int(match.group()) if match else 0
-
-
-def _tool_version(bin_dir: Path) -> str | None:
-    """'18.6' for `pg_dump (PostgreSQL) 18.6` (Debian adds ' (Debian 15.14-0+deb12u1)')."""
-    with contextlib.suppress(OSError, subprocess.SubprocessError):
-        out = subprocess.run([str(bin_dir / "pg_dump"), "--version"], capture_output=True, text=True,
-                             timeout=30).stdout
-        match = re.search(r"\)\s+(\d+(?:\.\d+)?)", out)
-        if match:
-            return match.group(1)
-    return None
 
 
 def _has_tools(directory: Path) -> bool:
@@ -93,7 +83,7 @@ def find_client_tools(settings: Settings, *, needed_major: int, needed_for: str)
         if directory.resolve() in seen or not _has_tools(directory):
             continue
         seen.add(directory.resolve())
-        version = _tool_version(directory)
+        version = binary_version(directory / "pg_dump")
         if version is not None:
             found.append(ClientTools(directory, version, source))
     looked = ("CELORA_PG_BIN" if settings.local_pg_bin is not None

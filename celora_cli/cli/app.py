@@ -210,6 +210,13 @@ def root(
     ctx.obj = {"env_file": env_file, "debug": debug}
 
 
+def force_option(what: str = "Proceed without a confirmation prompt"):
+    """The flag that skips a destructive command's confirmation: the same names everywhere (Prisma users type
+    --force, others --yes or -y)."""
+    return typer.Option(False, "--force", "--yes", "-y",
+                        help=f"{what} (required when stdin is not a terminal or CI is set).")
+
+
 def json_option(help: str = "Print the result as one JSON object (README: JSON output).", **failure_fields):
     """The `--json` flag every command shares. `failure_fields` join the top level of the error object, e.g.
     `db health` keeps its promise of a `status` even when the check could not run."""

@@ -10,7 +10,7 @@ from typing import Any
 import typer
 
 from celora_cli.cli import console
-from celora_cli.cli.app import json_option, load_settings_from
+from celora_cli.cli.app import force_option, json_option, load_settings_from
 from celora_cli.cli.console import safe
 from celora_cli.cli.db import app
 
@@ -30,9 +30,7 @@ def audit(
     prune_older_than: float | None = typer.Option(
         None, "--prune-older-than", metavar="DAYS", min=0, max=36_500,
         help="Instead of showing: delete entries older than DAYS days, 5,000 rows per transaction. Asks first."),
-    force: bool = typer.Option(
-        False, "--force", "--yes", "-y",
-        help="With --prune-older-than: no confirmation prompt (required when stdin is not a terminal or CI is set)."),
+    force: bool = force_option("With --prune-older-than: no confirmation prompt"),
     allow_production: bool = typer.Option(False, "--allow-production", help="With --prune-older-than: allow it on a "
                                           "PRODUCTION database. Refused without it."),
     as_json: bool = json_option(),

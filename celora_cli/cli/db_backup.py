@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from celora_cli.cli import console
-from celora_cli.cli.app import json_option, load_settings_from
+from celora_cli.cli.app import force_option, json_option, load_settings_from
 from celora_cli.cli.console import safe
 from celora_cli.cli.db import app
 
@@ -53,9 +53,7 @@ def restore(
                                 ".manifest.json must be beside it)."),
     verify: bool = typer.Option(False, "--verify", help="Only check: restore into a scratch database, compare tables "
                                 "and row counts with the manifest, drop it. The database is not touched."),
-    yes: bool = typer.Option(
-        False, "--yes", "-y", "--force",
-        help="Replace the database without asking (required when stdin is not a terminal or CI is set)."),
+    yes: bool = force_option("Replace the database without asking"),
     allow_production: bool = typer.Option(False, "--allow-production", help="Allow replacing a PRODUCTION database "
                                           "(stamped 'production', or CELORA_ENV=production). Refused without it."),
     as_json: bool = json_option(),

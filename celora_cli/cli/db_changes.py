@@ -9,7 +9,7 @@ import sys
 import typer
 
 from celora_cli.cli import console
-from celora_cli.cli.app import json_option, load_settings_from
+from celora_cli.cli.app import force_option, json_option, load_settings_from
 from celora_cli.cli.console import safe
 from celora_cli.cli.db import app
 
@@ -32,9 +32,7 @@ def changes(
     setup_only: bool = typer.Option(False, "--setup-only", help="Create the publication and slot (for Debezium's "
                                     "PostgreSQL connector, or a later run) and print the role to create; stream "
                                     "nothing."),
-    force: bool = typer.Option(
-        False, "--force", "--yes", "-y",
-        help="With --drop: no confirmation prompt (required when stdin is not a terminal or CI is set)."),
+    force: bool = force_option("With --drop: no confirmation prompt"),
     allow_production: bool = typer.Option(False, "--allow-production", help="With --drop: allow it on a PRODUCTION "
                                           "database."),
     as_json: bool = json_option("With --list, --drop or --setup-only: the result as one JSON object (the stream "

@@ -6,15 +6,9 @@ from __future__ import annotations
 import typer
 
 from celora_cli.cli import console
-from celora_cli.cli.app import json_option, load_settings_from
+from celora_cli.cli.app import force_option, json_option, load_settings_from
 from celora_cli.cli.console import safe
 from celora_cli.cli.db import app, migration_progress, seconds_flag
-
-
-def _force_option():
-    return typer.Option(
-        False, "--force", "--yes", "-y",
-        help="Proceed without a confirmation prompt (required when stdin is not a terminal or CI is set).")
 
 
 def _allow_production_option():
@@ -42,7 +36,7 @@ def _guard(action: str, command: str, settings, *, force: bool, allow_production
 @app.command("reset")
 def reset(
     ctx: typer.Context,
-    force: bool = _force_option(),
+    force: bool = force_option(),
     skip_seed: bool = typer.Option(False, "--skip-seed", help="Do not run the seed after re-applying migrations."),
     allow_production: bool = _allow_production_option(),
     lock_timeout: float | None = _lock_timeout_option(),
@@ -85,7 +79,7 @@ def rollback(
     steps: int | None = typer.Option(None, "--steps", metavar="N", help="Undo the last N applied migrations."),
     to: str | None = typer.Option(None, "--to", metavar="REVISION",
                                   help="Undo down to this revision (kept applied); 'base' undoes all."),
-    force: bool = _force_option(),
+    force: bool = force_option(),
     allow_production: bool = _allow_production_option(),
     lock_timeout: float | None = _lock_timeout_option(),
     as_json: bool = json_option(),

@@ -7,7 +7,7 @@ from __future__ import annotations
 import typer
 
 from celora_cli.cli import console
-from celora_cli.cli.app import load_settings_from
+from celora_cli.cli.app import force_option, load_settings_from
 from celora_cli.cli.console import safe
 from celora_cli.cli.db import app
 
@@ -23,8 +23,7 @@ def studio(
                                           "production or the database's stamp), writable elsewhere."),
     allow_production: bool = typer.Option(False, "--allow-production", help="With --writable: allow edits on a "
                                           "PRODUCTION database (still asks at a terminal, or needs --force)."),
-    force: bool = typer.Option(
-        False, "--force", "--yes", "-y", help="With --writable --allow-production: no confirmation prompt."),
+    force: bool = force_option("With --writable --allow-production: no confirmation prompt"),
     no_browser: bool = typer.Option(False, "--no-browser", help="Do not open a browser (one is opened only when "
                                     "a display exists)."),
 ) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from celora_cli.cli import console
-from celora_cli.cli.app import json_option, load_settings_from
+from celora_cli.cli.app import force_option, json_option, load_settings_from
 from celora_cli.cli.console import safe
 from celora_cli.errors import ExitCode
 
@@ -93,9 +93,7 @@ def status(
 @app.command("destroy")
 def destroy(
     ctx: typer.Context,
-    yes: bool = typer.Option(
-        False, "--yes", "-y", "--force",
-        help="Delete without asking (required when stdin is not a terminal or CI is set)."),
+    yes: bool = force_option("Delete without asking"),
 ) -> None:
     """Stop the local PostgreSQL and delete its data, wherever it lives (.celora/, /var/tmp/celora-<hash>,
     CELORA_LOCAL_DIR). Refuses without --yes when it cannot ask (exit 12).
