@@ -18,6 +18,7 @@ class Relay:
         self._listener = listener
         self.target_port = target_port
         self.accepted = 0
+        self._held: list[socket.socket] = []
         threading.Thread(target=self._accept_loop, daemon=True).start()
 
     @classmethod
@@ -44,9 +45,14 @@ class Relay:
             except OSError:  # closed
                 return
             self.accepted += 1
-            server = socket.create_connection(("127.0.0.1", self.target_port))
-            for source, target in ((client, server), (server, client)):
-                threading.Thread(target=self._pump, args=(source, target), daemon=True).start()
+            self._held.append(client)
+            self._serve(client)
+
+    def _serve(self, client: socket.socket) -> None:
+        server = socket.create_connection(("127.0.0.1", self.target_port))
+        self._held.append(server)
+        for source, target in ((client, server), (server, client)):
+            threading.Thread(target=self._pump, args=(source, target), daemon=True).start()
 
     @staticmethod
     def _pump(source: socket.socket, target: socket.socket) -> None:
@@ -64,9 +70,50 @@ class Relay:
 
     def close(self) -> None:
         self._listener.close()
+        for sock in self._held:
+            sock.close()
 
     def __enter__(self) -> Relay:
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+class Blackhole(Relay):
+    """Accepts TCP connections and never answers: a firewall that drops traffic after the handshake, a dead
+    NAT entry, a half-open tunnel. The sockets are held open so the client sees silence, not a reset."""
+
+    @classmethod
+    def tcp(cls, target_port: int = 0) -> Blackhole:
+        return cls(socket.create_server(("127.0.0.1", 0)), target_port)
+
+    def _serve(self, client: socket.socket) -> None:
+        pass  # held (closed by close()), never read, never answered
+
+
+class GoesSilent(Relay):
+    """Relays to the server until the client sends its first query (a protocol message that starts with 'Q' or
+    'P': the start-up and SSL negotiation carry no type byte), then forwards nothing more either way: a proxy,
+    tunnel or pooler that hung after the connection was made. The kernel still acknowledges every byte, so TCP
+    keepalives see a healthy peer; only a timeout in the client can end the wait."""
+
+    def _serve(self, client: socket.socket) -> None:
+        server = socket.create_connection(("127.0.0.1", self.target_port))
+        self._held.append(server)
+        silent = threading.Event()
+        threading.Thread(target=self._pump_until_query, args=(client, server, silent, True), daemon=True).start()
+        threading.Thread(target=self._pump_until_query, args=(server, client, silent, False), daemon=True).start()
+
+    @staticmethod
+    def _pump_until_query(source: socket.socket, target: socket.socket, silent: threading.Event,
+                          from_client: bool) -> None:
+        try:
+            while data := source.recv(65536):
+                if from_client and data[:1] in (b"Q", b"P"):
+                    silent.set()
+                if not silent.is_set():
+                    target.sendall(data)
+        except OSError:
+            pass
+

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -22,6 +20,7 @@ import pytest
 
 from tests.conftest import REPO, run_celora, settings_for
 from tests.faults.cluster import PgBouncer, crash, restart, start_celora, throwaway_cluster
+from tests.relay import Blackhole, GoesSilent
 
 
 def _repo_history() -> list[str]:
@@ -239,35 +238,8 @@ def test_pooled_engine_recovers_on_the_next_call_after_pgbouncer_restarts(cluste
 
 # -- a network path that accepts connections and then goes silent ----------------------------------------------
 
-class Blackhole:
-    """Accepts TCP connections and never answers: a firewall that drops traffic after the handshake, a dead
-    NAT entry, a half-open tunnel. The sockets are held open so the client sees silence, not a reset."""
-
-    def __init__(self) -> None:
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self._held: list[socket.socket] = []
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    @property
-    def port(self) -> int:
-        return self._listener.getsockname()[1]
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self._listener.accept()
-            except OSError:
-                return
-            self._held.append(client)
-
-    def close(self) -> None:
-        self._listener.close()
-        for sock in self._held:
-            sock.close()
-
-
 def test_silent_network_path_makes_commands_fail_within_their_timeouts():
-    hole = Blackhole()
+    hole = Blackhole.tcp()
     try:
         url = f"postgresql://celora@127.0.0.1:{hole.port}/celora"
         env = {"DATABASE_URL": url, "CELORA_ENV": "test", "CELORA_CONNECT_TIMEOUT": "2"}
@@ -288,53 +260,8 @@ def test_silent_network_path_makes_commands_fail_within_their_timeouts():
         assert_clean(result.stdout, result.stderr)
 
 
-class GoesSilent:
-    """Relays to the server until the client sends its first query (a protocol message that starts with 'Q' or
-    'P': the start-up and SSL negotiation carry no type byte), then forwards nothing more either way: a proxy,
-    tunnel or pooler that hung after the connection was made. The kernel still acknowledges every byte, so TCP
-    keepalives see a healthy peer; only a timeout in celora can end the wait."""
-
-    def __init__(self, target_port: int) -> None:
-        self.target_port = target_port
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self._sockets: list[socket.socket] = []
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    @property
-    def port(self) -> int:
-        return self._listener.getsockname()[1]
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self._listener.accept()
-            except OSError:
-                return
-            server = socket.create_connection(("127.0.0.1", self.target_port))
-            self._sockets += [client, server]
-            silent = threading.Event()
-            threading.Thread(target=self._pump, args=(client, server, silent, True), daemon=True).start()
-            threading.Thread(target=self._pump, args=(server, client, silent, False), daemon=True).start()
-
-    @staticmethod
-    def _pump(source: socket.socket, target: socket.socket, silent: threading.Event, from_client: bool) -> None:
-        try:
-            while data := source.recv(65536):
-                if from_client and data[:1] in (b"Q", b"P"):
-                    silent.set()
-                if not silent.is_set():
-                    target.sendall(data)
-        except OSError:
-            pass
-
-    def close(self) -> None:
-        self._listener.close()
-        for sock in self._sockets:
-            sock.close()
-
-
 def test_path_that_goes_silent_after_start_up_ends_status_and_health_within_their_timeouts(cluster):
-    relay = GoesSilent(cluster.port)
+    relay = GoesSilent.tcp(cluster.port)
     try:
         env = {"DATABASE_URL": f"postgresql://celora@127.0.0.1:{relay.port}/postgres", "CELORA_ENV": "test",
                "CELORA_CONNECT_TIMEOUT": "2", "CELORA_STATEMENT_TIMEOUT": "2"}
