@@ -26,7 +26,7 @@ from _timing import PYTHON, command, paired_seconds, report
 
 REPO = Path(__file__).resolve().parent.parent
 RUNS = 9
-DEPLOY_RUNS = 8
+DEPLOY_RUNS = 12
 GENERATED = 200
 
 MIGRATION = '''"""generated {index}"""
