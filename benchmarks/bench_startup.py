@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _timing import PYTHON, command, median_seconds, paired_seconds, report
+from _timing import PYTHON, command, median_seconds, paired_cpu_seconds, paired_seconds, report
 
 RUNS = 25
 MINIMAL_TYPER_APP = """
@@ -39,10 +39,13 @@ def main() -> int:
                           command(PYTHON, "-c", MINIMAL_TYPER_APP, "--help"), RUNS)
     sub = paired_seconds(command(PYTHON, "-m", "celora_cli", "db", "health", "--help"),
                          command(PYTHON, "-c", MINIMAL_TYPER_APP, "health", "--help"), RUNS)
+    root_cpu = paired_cpu_seconds(command(PYTHON, "-m", "celora_cli", "--help"),
+                                  command(PYTHON, "-c", MINIMAL_TYPER_APP, "--help"), RUNS)
     heavy = median_seconds(command(PYTHON, "-c", "import sqlalchemy, alembic.command, psycopg"), RUNS)
     return report([
         ("celora --help vs minimal Typer app", *root[:2], 1.1, root[2]),
         ("celora db health --help vs minimal Typer app", *sub[:2], float("inf"), sub[2]),
+        ("celora --help CPU time vs minimal (context)", *root_cpu[:2], float("inf"), root_cpu[2]),
         ("minimal Typer app vs bare python (context)", sub[1], python, float("inf")),
         ("sqlalchemy+alembic+psycopg vs python (context)", heavy, python, float("inf")),
     ])

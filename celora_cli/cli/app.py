@@ -43,6 +43,13 @@ class CeloraGroup(LazyCommandGroup):
     Each group's module registers it on `app` when imported."""
 
     command_modules = {"db": "celora_cli.cli.db", "local": "celora_cli.cli.local"}
+    # `celora --help` lists the groups from these lines without importing them; db.py and local.py use the same
+    # lines as their groups' help.
+    summaries = {
+        "db": "Database commands: migrations (deploy, status, migrate, lint, rollback), data (seed, studio, audit, "
+              "changes), operations (health, metrics, backup, restore).",
+        "local": "The local PostgreSQL celora manages in .celora/ (used when DATABASE_URL is unset).",
+    }
 
     def make_context(self, info_name, args, parent=None, **extra):
         # The root options are parsed here, before invoke: a bad root flag, no command, --help, --version.

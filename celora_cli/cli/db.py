@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from celora_cli.cli import console
-from celora_cli.cli.app import json_option, load_settings_from
+from celora_cli.cli.app import CeloraGroup, json_option, load_settings_from
 from celora_cli.cli.console import safe
 from celora_cli.cli.lazy import LazyCommandGroup
 from celora_cli.errors import ExitCode
@@ -40,9 +40,7 @@ class _DbCommands(LazyCommandGroup):
     }
 
 
-app = typer.Typer(cls=_DbCommands, no_args_is_help=True,
-                  help="Database commands: migrations (deploy, status, migrate, lint, rollback), data (seed, studio, "
-                       "audit, changes), operations (health, metrics, backup, restore).")
+app = typer.Typer(cls=_DbCommands, no_args_is_help=True, help=CeloraGroup.summaries["db"])
 _DbCommands.typer_app = app
 
 

@@ -25,8 +25,23 @@ class LazyCommandGroup(TyperGroup):
 
     typer_app: typer.Typer
     command_modules: dict[str, str | None] = {}
+    # Optional one-line help per lazily loaded command: `--help` of this group then lists such a command without
+    # importing its module (the root lists `db` and `local` this way). The command's own help should be this text.
+    summaries: dict[str, str] = {}
+    _listing = False
+
+    def format_help(self, ctx, formatter) -> None:
+        self._listing = True
+        try:
+            super().format_help(ctx, formatter)
+        finally:
+            self._listing = False
 
     def get_command(self, ctx, cmd_name: str):
+        if self._listing and cmd_name not in self.commands and cmd_name in self.summaries:
+            from typer.core import TyperCommand
+
+            return TyperCommand(name=cmd_name, help=self.summaries[cmd_name])  # a name and a line, for listing only
         if cmd_name not in self.commands:
             module = self.command_modules.get(cmd_name)
             if module:
@@ -36,9 +51,11 @@ class LazyCommandGroup(TyperGroup):
         return super().get_command(ctx, cmd_name)
 
     def list_commands(self, ctx) -> list[str]:
-        for module in dict.fromkeys(m for m in self.command_modules.values() if m):
-            self._load(module)
-        listed = [name for name in self.command_modules if name in self.commands]
+        for name, module in self.command_modules.items():
+            if module and not (self._listing and name in self.summaries):
+                self._load(module)
+        listed = [name for name in self.command_modules
+                  if name in self.commands or (self._listing and name in self.summaries)]
         return listed + [name for name in self.commands if name not in self.command_modules]
 
     def _load(self, module: str) -> None:

@@ -5,15 +5,14 @@ from __future__ import annotations
 import typer
 
 from celora_cli.cli import console
-from celora_cli.cli.app import force_option, json_option, load_settings_from
+from celora_cli.cli.app import CeloraGroup, force_option, json_option, load_settings_from
 from celora_cli.cli.console import safe
 from celora_cli.errors import ExitCode
 
 # `local status`: a state the command reports, like `db status`'s pending (exit 1), not an error.
 NOT_RUNNING = ExitCode.PENDING
 
-app = typer.Typer(help="The local PostgreSQL celora manages in .celora/ (used when DATABASE_URL is unset).",
-                  no_args_is_help=True)
+app = typer.Typer(help=CeloraGroup.summaries["local"], no_args_is_help=True)
 
 
 def _server(ctx: typer.Context):

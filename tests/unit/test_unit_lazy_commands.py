@@ -57,7 +57,8 @@ def _loaded(*args: str) -> set[str]:
 
 def test_running_one_command_imports_its_module_only():
     assert _loaded("db", "health", "--help") == {"celora_cli.cli.db", "celora_cli.cli.db_health"}
-    assert _loaded("--help") == {"celora_cli.cli.db", "celora_cli.cli.local", "celora_cli.cli.local_pgbouncer"}
+    assert _loaded("--help") == set()  # the root lists its groups from CeloraGroup.summaries
+    assert _loaded() == set()  # `celora` alone prints the same help
     assert _loaded("db", "migrate-deploy", "--help") == {"celora_cli.cli.db"}
     assert _loaded("local", "status", "--help") == {"celora_cli.cli.local", "celora_cli.cli.local_pgbouncer"}
 
@@ -76,3 +77,14 @@ def test_a_typo_still_suggests_a_command_whose_module_is_not_loaded():
                           timeout=60)
     assert done.returncode == 64
     assert "Did you mean 'health'" in done.stderr
+
+
+def test_the_root_lists_each_group_with_the_groups_own_help():
+    import typer
+
+    from celora_cli.cli.app import CeloraGroup, app
+
+    root = typer.main.get_command(app)
+    assert set(CeloraGroup.summaries) == set(CeloraGroup.command_modules)
+    for name, summary in CeloraGroup.summaries.items():
+        assert root.get_command(None, name).help == summary
