@@ -224,6 +224,27 @@ def force_option(what: str = "Proceed without a confirmation prompt"):
                         help=f"{what} (required when stdin is not a terminal or CI is set).")
 
 
+def allow_production_option(what: str = "Allow this on a PRODUCTION database"):
+    """The loudly named flag that lifts the production protection of the guard (celora_cli.guard)."""
+    return typer.Option(False, "--allow-production", help=f"{what} (stamped 'production' by migrate-deploy, or "
+                        "CELORA_ENV=production). Refused without it.")
+
+
+def confirmation(action, command: str, settings, *, force: bool, allow_production: bool, force_flag: str = "--force"):
+    """The callback a destructive core function calls with its plan before it changes anything: the guard's
+    question (or refusal) for `action`, a text or a function of the plan."""
+
+    def confirm(plan) -> None:
+        from celora_cli.guard import confirm_destructive
+
+        confirm_destructive(action(plan) if callable(action) else action, target=plan.database,
+                            losses=plan.losses(), force_flag=force_flag, forced=force, settings=settings,
+                            database_env=plan.database_env, production_override=allow_production, command=command,
+                            ask=console.confirm)
+
+    return confirm
+
+
 def json_option(help: str = "Print the result as one JSON object (README: JSON output).", **failure_fields):
     """The `--json` flag every command shares. `failure_fields` join the top level of the error object, e.g.
     `db health` keeps its promise of a `status` even when the check could not run."""

@@ -44,12 +44,16 @@ app = typer.Typer(cls=_DbCommands, no_args_is_help=True, help=CeloraGroup.summar
 _DbCommands.typer_app = app
 
 
+def lock_timeout_option():
+    """--lock-timeout of every command that takes the migration lock."""
+    return typer.Option(None, "--lock-timeout", metavar="SECONDS", help="Seconds to wait for another runner's "
+                        "migration lock (0 to 86400; default CELORA_LOCK_TIMEOUT or 60).")
+
+
 @app.command("migrate-deploy")
 def migrate_deploy(
     ctx: typer.Context,
-    lock_timeout: float | None = typer.Option(
-        None, "--lock-timeout", metavar="SECONDS", help="Seconds to wait for another runner's migration lock "
-        "(0 to 86400; default CELORA_LOCK_TIMEOUT or 60)."),
+    lock_timeout: float | None = lock_timeout_option(),
     ddl_lock_timeout: float | None = typer.Option(
         None, "--ddl-lock-timeout", metavar="SECONDS", help="PostgreSQL lock_timeout for each migration's "
         "transaction: DDL that waits longer for a table lock is rolled back and retried instead of making every "

@@ -10,7 +10,7 @@ from typing import Any
 import typer
 
 from celora_cli.cli import console
-from celora_cli.cli.app import force_option, json_option, load_settings_from
+from celora_cli.cli.app import allow_production_option, confirmation, force_option, json_option, load_settings_from
 from celora_cli.cli.console import safe
 from celora_cli.cli.db import app
 
@@ -31,8 +31,7 @@ def audit(
         None, "--prune-older-than", metavar="DAYS", min=0, max=36_500,
         help="Instead of showing: delete entries older than DAYS days, 5,000 rows per transaction. Asks first."),
     force: bool = force_option("With --prune-older-than: no confirmation prompt"),
-    allow_production: bool = typer.Option(False, "--allow-production", help="With --prune-older-than: allow it on a "
-                                          "PRODUCTION database. Refused without it."),
+    allow_production: bool = allow_production_option("With --prune-older-than: allow it on a PRODUCTION database"),
     as_json: bool = json_option(),
 ) -> None:
     """Who changed what and when: the audit log the database keeps, newest first, old -> new per column.
@@ -54,13 +53,10 @@ def audit(
 
 def _prune(settings, days: float, *, force: bool, allow_production: bool, as_json: bool) -> None:
     from celora_cli.audit import prune
-    from celora_cli.guard import confirm_destructive
 
-    def confirm(plan) -> None:
-        confirm_destructive(f"delete audit log entries older than {days:g} day(s)", target=plan.database,
-                            losses=plan.losses(), forced=force, settings=settings, database_env=plan.database_env,
-                            production_override=allow_production,
-                            command=f"celora db audit --prune-older-than {days:g}", ask=console.confirm)
+    confirm = confirmation(f"delete audit log entries older than {days:g} day(s)",
+                           f"celora db audit --prune-older-than {days:g}", settings, force=force,
+                           allow_production=allow_production)
 
     result = prune(settings, older_than_days=days, confirm=confirm)
     if as_json:

@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from celora_cli.cli import console
-from celora_cli.cli.app import force_option, json_option, load_settings_from
+from celora_cli.cli.app import allow_production_option, confirmation, force_option, json_option, load_settings_from
 from celora_cli.cli.console import safe
 from celora_cli.cli.db import app
 
@@ -54,8 +54,7 @@ def restore(
     verify: bool = typer.Option(False, "--verify", help="Only check: restore into a scratch database, compare tables "
                                 "and row counts with the manifest, drop it. The database is not touched."),
     yes: bool = force_option("Replace the database without asking"),
-    allow_production: bool = typer.Option(False, "--allow-production", help="Allow replacing a PRODUCTION database "
-                                          "(stamped 'production', or CELORA_ENV=production). Refused without it."),
+    allow_production: bool = allow_production_option("Allow replacing a PRODUCTION database"),
     as_json: bool = json_option(),
 ) -> None:
     """Check the file against its manifest (size, SHA-256), restore it into a new database, compare tables and row
@@ -77,14 +76,9 @@ def restore(
                           f"{sum(verified.tables.values()):,} row(s), exactly as in the manifest.")
         return
 
-    def confirm(plan) -> None:
-        from celora_cli.guard import confirm_destructive
-
-        confirm_destructive(f"replace the whole database with the backup {plan.file} (of {plan.backup_created_at})",
-                            target=plan.database, losses=plan.losses(), force_flag="--yes", forced=yes,
-                            settings=settings, database_env=plan.database_env,
-                            production_override=allow_production, command=f"celora db restore {file}",
-                            ask=console.confirm)
+    confirm = confirmation(
+        lambda plan: f"replace the whole database with the backup {plan.file} (of {plan.backup_created_at})",
+        f"celora db restore {file}", settings, force=yes, allow_production=allow_production, force_flag="--yes")
 
     result = run_restore(settings, file, confirm=confirm)
     if as_json:

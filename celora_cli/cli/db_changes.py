@@ -9,7 +9,7 @@ import sys
 import typer
 
 from celora_cli.cli import console
-from celora_cli.cli.app import force_option, json_option, load_settings_from
+from celora_cli.cli.app import allow_production_option, confirmation, force_option, json_option, load_settings_from
 from celora_cli.cli.console import safe
 from celora_cli.cli.db import app
 
@@ -33,8 +33,7 @@ def changes(
                                     "PostgreSQL connector, or a later run) and print the role to create; stream "
                                     "nothing."),
     force: bool = force_option("With --drop: no confirmation prompt"),
-    allow_production: bool = typer.Option(False, "--allow-production", help="With --drop: allow it on a PRODUCTION "
-                                          "database."),
+    allow_production: bool = allow_production_option("With --drop: allow it on a PRODUCTION database"),
     as_json: bool = json_option("With --list, --drop or --setup-only: the result as one JSON object (the stream "
                                 "itself is always JSON lines)."),
 ) -> None:
@@ -123,13 +122,9 @@ def _size(value: int | None) -> str:
 
 def _drop(settings, slot: str, *, force: bool, allow_production: bool, as_json: bool) -> None:
     from celora_cli.changes import drop_slot
-    from celora_cli.guard import confirm_destructive
 
-    def confirm(plan) -> None:
-        confirm_destructive(f"drop replication slot {slot}", target=plan.database, losses=plan.losses(),
-                            forced=force, settings=settings, database_env=plan.database_env,
-                            production_override=allow_production, command=f"celora db changes --drop {slot}",
-                            ask=console.confirm)
+    confirm = confirmation(f"drop replication slot {slot}", f"celora db changes --drop {slot}", settings,
+                           force=force, allow_production=allow_production)
 
     plan = drop_slot(settings, slot, confirm=confirm)
     if as_json:

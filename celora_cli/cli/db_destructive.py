@@ -6,31 +6,9 @@ from __future__ import annotations
 import typer
 
 from celora_cli.cli import console
-from celora_cli.cli.app import force_option, json_option, load_settings_from
+from celora_cli.cli.app import allow_production_option, confirmation, force_option, json_option, load_settings_from
 from celora_cli.cli.console import safe
-from celora_cli.cli.db import app, migration_progress, seconds_flag
-
-
-def _allow_production_option():
-    return typer.Option(False, "--allow-production", help="Allow this on a PRODUCTION database (stamped "
-                        "'production' by migrate-deploy, or CELORA_ENV=production). Refused without it.")
-
-
-def _lock_timeout_option():
-    return typer.Option(None, "--lock-timeout", metavar="SECONDS", help="Seconds to wait for another runner's "
-                        "migration lock (0 to 86400; default CELORA_LOCK_TIMEOUT or 60).")
-
-
-def _guard(action: str, command: str, settings, *, force: bool, allow_production: bool):
-    """The confirmation callback the core calls with its plan, before it changes anything."""
-    from celora_cli.guard import confirm_destructive
-
-    def confirm(plan) -> None:
-        confirm_destructive(action, target=plan.database, losses=plan.losses(), forced=force, settings=settings,
-                            database_env=plan.database_env, production_override=allow_production,
-                            command=command, ask=console.confirm)
-
-    return confirm
+from celora_cli.cli.db import app, lock_timeout_option, migration_progress, seconds_flag
 
 
 @app.command("reset")
@@ -38,8 +16,8 @@ def reset(
     ctx: typer.Context,
     force: bool = force_option(),
     skip_seed: bool = typer.Option(False, "--skip-seed", help="Do not run the seed after re-applying migrations."),
-    allow_production: bool = _allow_production_option(),
-    lock_timeout: float | None = _lock_timeout_option(),
+    allow_production: bool = allow_production_option(),
+    lock_timeout: float | None = lock_timeout_option(),
     as_json: bool = json_option(),
 ) -> None:
     """Drop every object of the schema (tables, types, sequences, functions, migration bookkeeping), re-apply all
@@ -51,8 +29,8 @@ def reset(
     from celora_cli.settings import LOCK_TIMEOUT_LIMITS
 
     settings = load_settings_from(ctx, lock_timeout=seconds_flag(lock_timeout, "--lock-timeout", LOCK_TIMEOUT_LIMITS))
-    confirm = _guard("drop every object in the schema and re-apply all migrations", "celora db reset", settings,
-                     force=force, allow_production=allow_production)
+    confirm = confirmation("drop every object in the schema and re-apply all migrations", "celora db reset", settings,
+                           force=force, allow_production=allow_production)
     result = reset_database(settings, confirm=confirm, progress=migration_progress(as_json), run_seed=not skip_seed,
                             allow_production=allow_production)
     if as_json:
@@ -80,8 +58,8 @@ def rollback(
     to: str | None = typer.Option(None, "--to", metavar="REVISION",
                                   help="Undo down to this revision (kept applied); 'base' undoes all."),
     force: bool = force_option(),
-    allow_production: bool = _allow_production_option(),
-    lock_timeout: float | None = _lock_timeout_option(),
+    allow_production: bool = allow_production_option(),
+    lock_timeout: float | None = lock_timeout_option(),
     as_json: bool = json_option(),
 ) -> None:
     """Undo applied migrations (Alembic downgrade) under the migration lock. Asks first, naming the database and
@@ -93,8 +71,8 @@ def rollback(
     from celora_cli.settings import LOCK_TIMEOUT_LIMITS
 
     settings = load_settings_from(ctx, lock_timeout=seconds_flag(lock_timeout, "--lock-timeout", LOCK_TIMEOUT_LIMITS))
-    confirm = _guard("undo migrations", "celora db rollback", settings, force=force,
-                     allow_production=allow_production)
+    confirm = confirmation("undo migrations", "celora db rollback", settings, force=force,
+                           allow_production=allow_production)
     result = rollback_database(settings, steps=steps, to=to, confirm=confirm, progress=migration_progress(as_json))
     if as_json:
         console.print_json(result.as_dict())

@@ -6,7 +6,7 @@ from __future__ import annotations
 import typer
 
 from celora_cli.cli import console
-from celora_cli.cli.app import json_option, load_settings_from
+from celora_cli.cli.app import allow_production_option, json_option, load_settings_from
 from celora_cli.cli.console import safe
 from celora_cli.cli.db import app
 
@@ -48,9 +48,7 @@ def push(
     force_reset: bool = typer.Option(False, "--force-reset", help="Drop every object of the schema first, then "
                                      "create it from the models (all data lost; asks, or needs "
                                      f"{ACCEPT_FLAG})."),
-    allow_production: bool = typer.Option(False, "--allow-production", help="Allow this on a PRODUCTION database "
-                                          "(stamped 'production' by migrate-deploy, or CELORA_ENV=production). "
-                                          "Refused without it."),
+    allow_production: bool = allow_production_option(),
     as_json: bool = json_option(),
 ) -> None:
     """Prototyping: make the database match the models without writing a migration, in one transaction.

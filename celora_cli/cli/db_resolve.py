@@ -6,9 +6,9 @@ from __future__ import annotations
 import typer
 
 from celora_cli.cli import console
-from celora_cli.cli.app import json_option, load_settings_from
+from celora_cli.cli.app import allow_production_option, json_option, load_settings_from
 from celora_cli.cli.console import safe
-from celora_cli.cli.db import app, seconds_flag
+from celora_cli.cli.db import app, lock_timeout_option, seconds_flag
 
 
 @app.command("resolve")
@@ -20,11 +20,8 @@ def resolve(
     rolled_back: str | None = typer.Option(
         None, "--rolled-back", metavar="NAME", help="Record that failed migration NAME left nothing behind; it stays "
         "pending and the next migrate-deploy runs it again."),
-    allow_production: bool = typer.Option(False, "--allow-production", help="Allow this on a PRODUCTION database "
-                                          "(stamped 'production', or CELORA_ENV=production). Refused without it."),
-    lock_timeout: float | None = typer.Option(None, "--lock-timeout", metavar="SECONDS", help="Seconds to wait for "
-                                              "another runner's migration lock (0 to 86400; default "
-                                              "CELORA_LOCK_TIMEOUT or 60)."),
+    allow_production: bool = allow_production_option(),
+    lock_timeout: float | None = lock_timeout_option(),
     as_json: bool = json_option(),
 ) -> None:
     """Record a human's fix of a migration in the journal (celora_migrations), as Prisma's migrate resolve.

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from celora_cli.cli import console
-from celora_cli.cli.app import json_option, load_settings_from
+from celora_cli.cli.app import allow_production_option, json_option, load_settings_from
 from celora_cli.cli.console import safe
 from celora_cli.cli.db import app
 
@@ -24,9 +24,7 @@ def seed(
     seed_value: int | None = typer.Option(
         None, "--seed", metavar="S",
         help="Seed of the generated volume (with --users; default 0): the same seed gives the same rows."),
-    allow_production: bool = typer.Option(
-        False, "--allow-production",
-        help="Seed even a production database (the database's environment stamp or CELORA_ENV=production)."),
+    allow_production: bool = allow_production_option("Seed even a production database"),
     as_json: bool = json_option(),
 ) -> None:
     """Load the fixtures in one transaction; a second run changes nothing (upserts on natural keys).

@@ -7,7 +7,7 @@ from __future__ import annotations
 import typer
 
 from celora_cli.cli import console
-from celora_cli.cli.app import force_option, load_settings_from
+from celora_cli.cli.app import allow_production_option, force_option, load_settings_from
 from celora_cli.cli.console import safe
 from celora_cli.cli.db import app
 
@@ -21,8 +21,7 @@ def studio(
     read_only: bool | None = typer.Option(None, "--read-only/--writable", help="Refuse every write, or allow "
                                           "edits. Default: read-only on a production database (CELORA_ENV="
                                           "production or the database's stamp), writable elsewhere."),
-    allow_production: bool = typer.Option(False, "--allow-production", help="With --writable: allow edits on a "
-                                          "PRODUCTION database (still asks at a terminal, or needs --force)."),
+    allow_production: bool = allow_production_option("With --writable: allow edits on a PRODUCTION database"),
     force: bool = force_option("With --writable --allow-production: no confirmation prompt"),
     no_browser: bool = typer.Option(False, "--no-browser", help="Do not open a browser (one is opened only when "
                                     "a display exists)."),
