@@ -37,8 +37,12 @@ class LazyCommandGroup(TyperGroup):
         finally:
             self._listing = False
 
+    def _from_summary(self, name: str) -> bool:
+        """While this group's help is rendered, a command not loaded yet is listed from its summary."""
+        return self._listing and name in self.summaries and name not in self.commands
+
     def get_command(self, ctx, cmd_name: str):
-        if self._listing and cmd_name not in self.commands and cmd_name in self.summaries:
+        if self._from_summary(cmd_name):
             from typer.core import TyperCommand
 
             return TyperCommand(name=cmd_name, help=self.summaries[cmd_name])  # a name and a line, for listing only
@@ -52,10 +56,9 @@ class LazyCommandGroup(TyperGroup):
 
     def list_commands(self, ctx) -> list[str]:
         for name, module in self.command_modules.items():
-            if module and not (self._listing and name in self.summaries):
+            if module and not self._from_summary(name):
                 self._load(module)
-        listed = [name for name in self.command_modules
-                  if name in self.commands or (self._listing and name in self.summaries)]
+        listed = [name for name in self.command_modules if name in self.commands or self._from_summary(name)]
         return listed + [name for name in self.commands if name not in self.command_modules]
 
     def _load(self, module: str) -> None:
