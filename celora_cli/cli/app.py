@@ -46,9 +46,11 @@ class CeloraGroup(LazyCommandGroup):
     # `celora --help` lists the groups from these lines without importing them; db.py and local.py use the same
     # lines as their groups' help.
     summaries = {
-        "db": "Database commands: migrations (deploy, status, migrate, lint, rollback), data (seed, studio, audit, "
-              "changes), operations (health, metrics, backup, restore).",
-        "local": "The local PostgreSQL celora manages in .celora/ (used when DATABASE_URL is unset).",
+        "db": "Migrations, data and operations on the database.\n\nMigrations (migrate-deploy, status, migrate, "
+              "lint, rollback, ...), data (seed, studio, audit, changes), operations (health, metrics, backup, "
+              "restore).",
+        "local": "The local PostgreSQL, used when DATABASE_URL is unset.\n\ncelora manages it in .celora/ (or "
+                 "CELORA_LOCAL_DIR): start, stop, url, status, destroy, and a PgBouncer in front of it.",
     }
 
     def make_context(self, info_name, args, parent=None, **extra):

@@ -17,7 +17,6 @@ class _DbCommands(LazyCommandGroup):
     # each imports its core modules inside its functions, so `celora --help` stays light. A new command module
     # adds its commands here (tests/unit/test_unit_lazy_commands.py checks this table against the modules).
     command_modules = {
-        # migrations
         "migrate": "celora_cli.cli.db_dev",
         "migrate-deploy": None,
         "status": None,
@@ -27,16 +26,22 @@ class _DbCommands(LazyCommandGroup):
         "resolve": "celora_cli.cli.db_resolve",
         "rollback": "celora_cli.cli.db_destructive",
         "reset": "celora_cli.cli.db_destructive",
-        # data
         "seed": "celora_cli.cli.db_seed",
         "studio": "celora_cli.cli.db_studio",
         "audit": "celora_cli.cli.db_audit",
         "changes": "celora_cli.cli.db_changes",
-        # operations
         "health": "celora_cli.cli.db_health",
         "metrics": "celora_cli.cli.db_metrics",
         "backup": "celora_cli.cli.db_backup",
         "restore": "celora_cli.cli.db_backup",
+    }
+    # `celora db --help` lists the commands in these panels (tests/unit/test_unit_help_listing.py checks that
+    # every command is in exactly one).
+    panels = {
+        "Migrations": ("migrate", "migrate-deploy", "status", "lint", "generate", "push", "resolve", "rollback",
+                       "reset"),
+        "Data": ("seed", "studio", "audit", "changes"),
+        "Operations": ("health", "metrics", "backup", "restore"),
     }
 
 
@@ -65,7 +70,9 @@ def migrate_deploy(
                               "with any finding, apply nothing and exit 16."),
     as_json: bool = json_option(),
 ) -> None:
-    """Apply all pending migrations (CI/deploy): never prompts, serialised by an advisory lock.
+    """Apply pending migrations (CI and deploys; never asks).
+
+    Apply all pending migrations (CI/deploy): never prompts, serialised by an advisory lock.
 
     Exit 10 when another runner holds the migration lock past --lock-timeout, or when a migration's DDL hit the
     DDL lock timeout on every try (the error names the blocking sessions).
@@ -108,7 +115,9 @@ def status(
                                "builds (replayed into a temporary shadow database); exit 15 when it drifted."),
     as_json: bool = json_option(),
 ) -> None:
-    """Show applied (when, how long, by whom), pending, failed and modified migrations.
+    """Show applied, pending, failed and modified migrations.
+
+    Show applied (when, how long, by whom), pending, failed and modified migrations.
 
     Exit 1 when some are pending; 14 when an applied migration's file changed or disappeared since it was
     applied (migrate-deploy would refuse); with --drift, 15 on drift.

@@ -34,7 +34,9 @@ def audit(
     allow_production: bool = allow_production_option("With --prune-older-than: allow it on a PRODUCTION database"),
     as_json: bool = json_option(),
 ) -> None:
-    """Who changed what and when: the audit log the database keeps, newest first, old -> new per column.
+    """Who changed what and when, from the audit log.
+
+    Who changed what and when: the audit log the database keeps, newest first, old -> new per column.
 
     Example: celora db audit --table wallets --id 5f0c2a4e-... ; retention: celora db audit --prune-older-than 90
     """

@@ -24,7 +24,9 @@ def backup(
                                 "and row counts with the manifest (needs CREATEDB)."),
     as_json: bool = json_option(),
 ) -> None:
-    """pg_dump (custom format) of the database over the direct connection, with a manifest: time, size, SHA-256,
+    """Back up the database with pg_dump and a manifest.
+
+    pg_dump (custom format) of the database over the direct connection, with a manifest: time, size, SHA-256,
     schema revision, server version, each table's exact row count.
 
     Example: celora db backup --output backups/before-deploy.dump --verify
@@ -57,7 +59,9 @@ def restore(
     allow_production: bool = allow_production_option("Allow replacing a PRODUCTION database"),
     as_json: bool = json_option(),
 ) -> None:
-    """Check the file against its manifest (size, SHA-256), restore it into a new database, compare tables and row
+    """Restore a backup into a new database, then swap it in.
+
+    Check the file against its manifest (size, SHA-256), restore it into a new database, compare tables and row
     counts with the manifest, then swap it in place of the database. Asks first; refused on production.
 
     Example: celora db restore backups/celora-20261126T120000Z.dump --verify

@@ -37,7 +37,9 @@ def changes(
     as_json: bool = json_option("With --list, --drop or --setup-only: the result as one JSON object (the stream "
                                 "itself is always JSON lines)."),
 ) -> None:
-    """Every committed change to the app tables as JSON lines (table, op, key, new, old, lsn, xid, commit_time),
+    """Stream committed changes as JSON lines (CDC).
+
+    Every committed change to the app tables as JSON lines (table, op, key, new, old, lsn, xid, commit_time),
     from a logical replication slot (pgoutput) on the direct connection. At least once: the slot advances only
     after the lines are written and flushed; Ctrl-C (exit 130) and a restart resume without a gap.
 

@@ -20,7 +20,9 @@ def reset(
     lock_timeout: float | None = lock_timeout_option(),
     as_json: bool = json_option(),
 ) -> None:
-    """Drop every object of the schema (tables, types, sequences, functions, migration bookkeeping), re-apply all
+    """Drop the schema, re-apply migrations, seed (asks first).
+
+    Drop every object of the schema (tables, types, sequences, functions, migration bookkeeping), re-apply all
     migrations, then seed. Asks first, naming the database and each table's rows; refused on production.
 
     Example: celora db reset --force --skip-seed
@@ -62,7 +64,9 @@ def rollback(
     lock_timeout: float | None = lock_timeout_option(),
     as_json: bool = json_option(),
 ) -> None:
-    """Undo applied migrations (Alembic downgrade) under the migration lock. Asks first, naming the database and
+    """Undo applied migrations (asks first).
+
+    Undo applied migrations (Alembic downgrade) under the migration lock. Asks first, naming the database and
     the migrations to undo; refused on production.
 
     Example: celora db rollback --steps 1 --force

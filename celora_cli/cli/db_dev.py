@@ -17,7 +17,9 @@ def generate(
     check: bool = typer.Option(False, "--check", help="Write nothing; exit 1 when an artifact is stale (for CI)."),
     as_json: bool = json_option(),
 ) -> None:
-    """Render the models into migrations/schema.sql (DDL) and docs/schema.md (Mermaid ER diagram).
+    """Render the models into schema.sql and an ER diagram.
+
+    Render the models into migrations/schema.sql (DDL) and docs/schema.md (Mermaid ER diagram).
 
     With --check: exit 1 when a file is stale, 3 when the models fail to import. No database needed.
     Example: celora db generate --check
@@ -49,7 +51,9 @@ def migrate(
     create_only: bool = typer.Option(False, "--create-only", help="Write the new migration but do not apply it."),
     as_json: bool = json_option(),
 ) -> None:
-    """Development: check drift against a shadow database, apply pending migrations, write and apply a new
+    """Write and apply a new migration from the models.
+
+    Development: check drift against a shadow database, apply pending migrations, write and apply a new
     migration from the models, regenerate the schema artifacts.
 
     Exit 15 when the database drifted from the history (nothing is changed; `celora db reset` resets it).

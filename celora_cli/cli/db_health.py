@@ -32,7 +32,9 @@ def health(
     # A check that could not run (a malformed URL) still answers with the status health promises.
     as_json: bool = json_option("Print the report as one JSON object (README: JSON output).", status="unhealthy"),
 ) -> None:
-    """Check the connections, PgBouncer's pools, replicas, locks and slots, migrations and connection usage.
+    """Check connections, pools, replicas, locks, migrations.
+
+    Check the connections, PgBouncer's pools, replicas, locks and slots, migrations and connection usage.
 
     Exit 0 healthy, 1 degraded, 2 unhealthy; 3 and up when the check could not run (README: Exit codes).
     Example: celora db health --json --timeout 3
@@ -139,7 +141,11 @@ def health_lines(report) -> list[str]:
     hinted = [(c.name, c.hint) for c in report.checks.values() if c.hint and not c.ok]
     hinted += [("pgbouncer", report.pgbouncer.hint)] if report.pgbouncer is not None else []
     hinted += [(r.name, r.hint) for r in report.replicas]
-    lines += [f"[yellow]hint ({safe(name)}):[/] {safe(hint)}" for name, hint in hinted if hint]
+    names_by_hint: dict[str, list[str]] = {}  # the same hint for two paths (one URL for both) is shown once
+    for name, hint in hinted:
+        if hint:
+            names_by_hint.setdefault(hint, []).append(name)
+    lines += [f"[yellow]hint ({safe(', '.join(names))}):[/] {safe(hint)}" for hint, names in names_by_hint.items()]
     return lines
 
 

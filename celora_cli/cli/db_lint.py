@@ -19,7 +19,9 @@ def lint(
         "allowed) or nothing for the whole history."),
     as_json: bool = json_option(),
 ) -> None:
-    """Flag migration statements that lock tables or break running code, from the SQL rendered offline
+    """Flag migration SQL that locks tables or breaks code.
+
+    Flag migration statements that lock tables or break running code, from the SQL rendered offline
     (no database needed): NOT NULL without default, index without CONCURRENTLY, constraint without NOT VALID,
     column type change, dropped or renamed column or table, DDL without the lock timeout.
 

@@ -17,7 +17,9 @@ def metrics(
     port: int = typer.Option(9187, "--port", min=1, max=65535, help="TCP port to serve /metrics on."),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (0.0.0.0 for every interface)."),
 ) -> None:
-    """Serve Prometheus metrics (README: Metrics): every scrape runs the health check within its timeout.
+    """Serve the health check as Prometheus metrics.
+
+    Serve Prometheus metrics (README: Metrics): every scrape runs the health check within its timeout.
 
     Runs until Ctrl-C (exit 130) or SIGTERM (exit 0).
     Example: celora db metrics --port 9187 --host 0.0.0.0

@@ -51,7 +51,9 @@ def push(
     allow_production: bool = allow_production_option(),
     as_json: bool = json_option(),
 ) -> None:
-    """Prototyping: make the database match the models without writing a migration, in one transaction.
+    """Make the database match the models, without a migration.
+
+    Prototyping: make the database match the models without writing a migration, in one transaction.
     Changes that lose data are listed and need a confirmation or --accept-data-loss. alembic_version is not
     touched, so the database then drifts from the migration history.
 

@@ -24,10 +24,13 @@ def resolve(
     lock_timeout: float | None = lock_timeout_option(),
     as_json: bool = json_option(),
 ) -> None:
-    """Record a human's fix of a migration in the journal (celora_migrations), as Prisma's migrate resolve.
+    """Record a hand fix of a failed or edited migration.
+
+    Record a human's fix of a migration in the journal (celora_migrations), as Prisma's migrate resolve.
 
     Changes only the journal, and alembic_version for --applied on the next pending migration; never runs SQL of
-    the migration. Example: celora db resolve --rolled-back 20261127000000_add_x
+    the migration.
+    Example: celora db resolve --rolled-back 20261127000000_add_x
     """
     from celora_cli.resolve import resolve as resolve_migration
     from celora_cli.settings import LOCK_TIMEOUT_LIMITS

@@ -27,9 +27,11 @@ def seed(
     allow_production: bool = allow_production_option("Seed even a production database"),
     as_json: bool = json_option(),
 ) -> None:
-    """Load the fixtures in one transaction; a second run changes nothing (upserts on natural keys).
+    """Load the fixtures; a second run changes nothing.
 
-    Refused on a production database unless --allow-production. Example: celora db seed --users 1000 --seed 7
+    The fixtures load in one transaction, as upserts on their natural keys. Refused on a production database
+    unless --allow-production.
+    Example: celora db seed --users 1000 --seed 7
     """
     from celora_cli.errors import UsageError
     from celora_cli.seed.apply import seed as run_seed

@@ -26,7 +26,9 @@ def studio(
     no_browser: bool = typer.Option(False, "--no-browser", help="Do not open a browser (one is opened only when "
                                     "a display exists)."),
 ) -> None:
-    """Browse and edit the data in a local web page (like Prisma Studio), until Ctrl-C.
+    """Browse and edit the data in a local web page.
+
+    Browse and edit the data in a local web page (like Prisma Studio), until Ctrl-C.
 
     Binds 127.0.0.1:5555; the printed URL carries a random access token, required on every request.
     Example: celora db studio --read-only --no-browser

@@ -12,13 +12,56 @@ the modules really register, so the table cannot go stale silently.
 from __future__ import annotations
 
 import importlib
+import inspect
+import re
 
 import typer
 from typer.core import TyperGroup
 from typer.main import get_command_from_info, get_command_name, get_group_from_info
 
+# A line that starts a new line in a help paragraph instead of continuing the sentence above it.
+_OWN_LINE = re.compile(r"(Example|Examples|Exit \d|- )")
 
-class LazyCommandGroup(TyperGroup):
+
+def reflow(help_text: str) -> str:
+    """A docstring as Typer should render it: paragraphs (blank-line separated) joined into one line each, so
+    the terminal wraps them at its own width instead of where the source lines happened to break; an
+    `Example:` line, an `Exit N ...` line or a `- ` item keeps its own line."""
+    paragraphs = inspect.cleandoc(help_text).split("\n\n")
+    reflowed = []
+    for paragraph in paragraphs:
+        lines: list[str] = []
+        for line in paragraph.splitlines():
+            line = line.strip()
+            if lines and not _OWN_LINE.match(line):
+                lines[-1] = f"{lines[-1]} {line}"
+            else:
+                lines.append(line)
+        reflowed.append("\n".join(lines))
+    return "\n\n".join(reflowed)
+
+
+class PanelledGroup(TyperGroup):
+    """A group whose listing shows one line per command (the first paragraph of its help: a short summary)
+    in named panels, and whose commands' help is reflowed (see `reflow`). Set by a subclass: `panels`, panel
+    title -> the command names in it."""
+
+    panels: dict[str, tuple[str, ...]] = {}
+
+    def get_command(self, ctx, cmd_name: str):
+        command = super().get_command(ctx, cmd_name)
+        if command is not None and not getattr(command, "_celora_polished", False):
+            if command.help:
+                command.help = reflow(command.help)
+                command.short_help = command.short_help or command.help.split("\n\n")[0]
+            for title, names in self.panels.items():
+                if cmd_name in names:
+                    command.rich_help_panel = title  # type: ignore[attr-defined]
+            command._celora_polished = True  # type: ignore[attr-defined]
+        return command
+
+
+class LazyCommandGroup(PanelledGroup):
     """Set by a subclass: `typer_app` (the Typer app the modules register on) and `command_modules`
     (command name -> module, in the order `--help` lists them; a name whose module is None is defined in the
     group's home module and so is always loaded)."""

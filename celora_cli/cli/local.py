@@ -7,12 +7,19 @@ import typer
 from celora_cli.cli import console
 from celora_cli.cli.app import CeloraGroup, force_option, json_option, load_settings_from
 from celora_cli.cli.console import safe
+from celora_cli.cli.lazy import PanelledGroup
 from celora_cli.errors import ExitCode
 
 # `local status`: a state the command reports, like `db status`'s pending (exit 1), not an error.
 NOT_RUNNING = ExitCode.PENDING
 
-app = typer.Typer(help=CeloraGroup.summaries["local"], no_args_is_help=True)
+
+
+class _LocalCommands(PanelledGroup):
+    panels = {"Server": ("start", "stop", "url", "status", "destroy"), "Pooler": ("pgbouncer",)}
+
+
+app = typer.Typer(cls=_LocalCommands, help=CeloraGroup.summaries["local"], no_args_is_help=True)
 
 
 def _server(ctx: typer.Context):
@@ -23,7 +30,9 @@ def _server(ctx: typer.Context):
 
 @app.command("start")
 def start(ctx: typer.Context) -> None:
-    """Initialise (first time) and start the local PostgreSQL; prints its URL.
+    """Initialise and start the local PostgreSQL.
+
+    Initialise (first time) and start the local PostgreSQL; prints its URL.
 
     Example: celora local start
     """
@@ -35,7 +44,9 @@ def start(ctx: typer.Context) -> None:
 
 @app.command("stop")
 def stop(ctx: typer.Context) -> None:
-    """Stop the local PostgreSQL (its data stays in .celora/).
+    """Stop the local PostgreSQL (its data stays).
+
+    Stop the local PostgreSQL (its data stays in .celora/).
 
     Example: celora local stop
     """
@@ -48,7 +59,9 @@ def stop(ctx: typer.Context) -> None:
 
 @app.command("url")
 def url(ctx: typer.Context) -> None:
-    """Print the local database URL (starting the server if needed), e.g. for DATABASE_URL=$(celora local url).
+    """Print the local database URL.
+
+    Print the local database URL (starting the server if needed), e.g. for DATABASE_URL=$(celora local url).
 
     Example: psql "$(celora local url)"
     """
@@ -60,7 +73,9 @@ def status(
     ctx: typer.Context,
     as_json: bool = json_option("Print the status as one JSON object (README: JSON output)."),
 ) -> None:
-    """Say whether the local PostgreSQL is initialised and running (exit 1 when it is not running).
+    """Say whether the local PostgreSQL is running.
+
+    Say whether the local PostgreSQL is initialised and running (exit 1 when it is not running).
 
     Example: celora local status --json
     """
@@ -94,7 +109,9 @@ def destroy(
     ctx: typer.Context,
     yes: bool = force_option("Delete without asking"),
 ) -> None:
-    """Stop the local PostgreSQL and delete its data, wherever it lives (.celora/, /var/tmp/celora-<hash>,
+    """Stop the local PostgreSQL and delete its data.
+
+    Stop the local PostgreSQL and delete its data, wherever it lives (.celora/, /var/tmp/celora-<hash>,
     CELORA_LOCAL_DIR). Refuses without --yes when it cannot ask (exit 12).
 
     Example: celora local destroy --yes

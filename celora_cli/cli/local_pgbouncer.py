@@ -7,10 +7,11 @@ import typer
 from celora_cli.cli import console
 from celora_cli.cli.app import json_option, load_settings_from
 from celora_cli.cli.console import safe
+from celora_cli.cli.lazy import PanelledGroup
 from celora_cli.errors import ExitCode
 
-app = typer.Typer(help="PgBouncer from the shipped pgbouncer.ini in front of the local PostgreSQL (SCRAM auth; "
-                  "its files in a private folder beside the cluster).", no_args_is_help=True)
+app = typer.Typer(cls=PanelledGroup, help="PgBouncer in front of the local PostgreSQL.\n\nThe shipped pgbouncer.ini "
+                  "(SCRAM auth; its files in a private folder beside the cluster).", no_args_is_help=True)
 
 
 def _bouncer(ctx: typer.Context, port: int | None = None):
@@ -38,7 +39,9 @@ def start(
                                     "the previous one, else a free one)."),
     as_json: bool = json_option(),
 ) -> None:
-    """Start the local PostgreSQL (if needed) and PgBouncer in front of it; prints DATABASE_URL (pooled,
+    """Start PgBouncer in front of the local PostgreSQL.
+
+    Start the local PostgreSQL (if needed) and PgBouncer in front of it; prints DATABASE_URL (pooled,
     ?pgbouncer=true, password masked) and DIRECT_DATABASE_URL, both written to a 0600 env file.
 
     Example: celora local pgbouncer start
@@ -52,7 +55,9 @@ def start(
 
 @app.command("stop")
 def stop(ctx: typer.Context) -> None:
-    """Stop the local PgBouncer (the local PostgreSQL keeps running).
+    """Stop the local PgBouncer.
+
+    Stop the local PgBouncer (the local PostgreSQL keeps running).
 
     Example: celora local pgbouncer stop
     """
@@ -62,7 +67,9 @@ def stop(ctx: typer.Context) -> None:
 
 @app.command("status")
 def status(ctx: typer.Context, as_json: bool = json_option()) -> None:
-    """Say whether the local PgBouncer runs, and its URLs (exit 1 when it does not run).
+    """Say whether the local PgBouncer is running.
+
+    Say whether the local PgBouncer runs, and its URLs (exit 1 when it does not run).
 
     Example: celora local pgbouncer status --json
     """

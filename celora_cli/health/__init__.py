@@ -349,12 +349,15 @@ def _finish(report: HealthReport, started: float, settings: Settings) -> HealthR
     secrets = settings.secrets()
     for check in report.checks.values():
         check.error = redact(check.error, secrets) if check.error else None
+    # One URL for both paths (no DIRECT_DATABASE_URL): one connection was checked, so one problem says so.
+    one_path = pooled is not None and direct is not None and not direct.skipped and direct.url == pooled.url
     if pooled is None or not pooled.ok:
-        report.problems.append(f"The app path ({pooled.setting if pooled else 'DATABASE_URL'}) is down: "
+        also = ", also the direct path" if one_path else ""
+        report.problems.append(f"The app path ({pooled.setting if pooled else 'DATABASE_URL'}{also}) is down: "
                                f"{pooled.error if pooled else 'not checked'}")
     else:
         report.latency = round(pooled.latency_ms) if pooled.latency_ms is not None else None
-    if direct is not None and not direct.skipped:
+    if direct is not None and not direct.skipped and not (one_path and not direct.ok):
         report.problems.extend(_direct_problems(direct))
     for check in report.checks.values():
         if check.ok and check.latency_ms is not None and check.latency_ms > SLOW_LATENCY_MS:
