@@ -143,12 +143,10 @@ def session_scope(settings: Settings | None = None, *, read_only: bool = False) 
     primary, in READ ONLY transactions either way: a write raises ReadOnlySessionError. `session.info["celora_route"]`
     names where it went ("replica 1", ..., or "primary")."""
     if read_only:
-        route = get_read_router(settings).route()
-        engine, target = route.engine, route.target
+        session = get_read_router(settings).session()
     else:
-        engine, target = get_engine(settings), "primary"
-    factory = sessionmaker(engine, expire_on_commit=False, info={"celora_route": target})
-    with factory() as session:
+        session = sessionmaker(get_engine(settings), expire_on_commit=False, info={"celora_route": "primary"})()
+    with session:
         try:
             yield session
             session.commit()

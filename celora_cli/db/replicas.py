@@ -28,6 +28,7 @@ import time
 from dataclasses import dataclass
 
 from sqlalchemy import Engine, event
+from sqlalchemy.orm import Session
 
 from celora_cli.errors import CeloraError, ReadOnlySessionError
 from celora_cli.settings import DatabaseURL, Settings
@@ -134,6 +135,15 @@ class Replica:
         finally:
             self._lock.release()
 
+    def mark_unreachable(self, exc: BaseException) -> None:
+        """A session could not connect: unfit until the next check, as if a check had failed just now."""
+        from celora_cli.db.errors import translate
+
+        error = translate(exc, self.url, f"CELORA_REPLICA_URLS ({self.name})")
+        with self._lock:
+            self.state = self._state(False, f"unreachable: {error.message}", time.perf_counter())
+            self._next_check = time.monotonic() + max(self.settings.replica_check_interval, UNREACHABLE_RECHECK)
+
     def check(self) -> ReplicaState:
         """Ask the replica where its replay is (one query on a pooled connection). Never raises."""
         import psycopg
@@ -184,6 +194,7 @@ class Route:
 
     engine: Engine
     target: str  # "replica 1", ... or "primary"
+    replica: Replica | None = None
 
 
 class ReadRouter:
@@ -206,7 +217,27 @@ class ReadRouter:
         if not fit:
             return Route(self.primary, "primary")
         replica = fit[next(self._turn) % len(fit)]
-        return Route(replica.engine, replica.name)
+        return Route(replica.engine, replica.name, replica)
+
+    def session(self) -> Session:
+        """A Session on the next route, already connected: a replica that went away since its last check is
+        found here (and skipped) rather than in the caller's first query."""
+        import sqlalchemy.exc
+
+        for _ in self.replicas:  # each failure takes one replica out of the round
+            route = self.route()
+            session = Session(route.engine, expire_on_commit=False, info={"celora_route": route.target})
+            if route.replica is None:
+                return session
+            try:
+                session.connection()
+            except sqlalchemy.exc.DBAPIError as exc:
+                session.close()
+                route.replica.mark_unreachable(exc)
+                continue
+            return session
+        self._report([replica.current() for replica in self.replicas])  # says the primary serves this one
+        return Session(self.primary, expire_on_commit=False, info={"celora_route": "primary"})
 
     def status(self, *, refresh: bool = False) -> list[ReplicaState]:
         """Each replica's state: as last checked (checked now when older than the interval), or fresh."""
