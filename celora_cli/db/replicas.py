@@ -102,30 +102,32 @@ class Replica:
         self.state: ReplicaState | None = None
         self._engine: Engine | None = None
         self._next_check = 0.0  # time.monotonic()
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # one check at a time
+        self._engine_lock = threading.Lock()  # one engine (one pool), however many threads ask first
 
     @property
     def engine(self) -> Engine:
-        if self._engine is None:
-            from celora_cli.db.engine import build_engine
+        with self._engine_lock:
+            if self._engine is None:
+                from celora_cli.db.engine import build_engine
 
-            # Through PgBouncer when the URL says ?pgbouncer=true: build_engine then prepares nothing on the
-            # server and sends no startup options, exactly as for the primary's pooled URL.
-            self._engine = read_only(build_engine(self.url, self.settings, pooled=True,
-                                                  application_name="celora read"),
-                                     f"{self.name} ({self.url.masked})")
-        return self._engine
+                # Through PgBouncer when the URL says ?pgbouncer=true: build_engine then prepares nothing on the
+                # server and sends no startup options, exactly as for the primary's pooled URL.
+                self._engine = read_only(build_engine(self.url, self.settings, pooled=True,
+                                                      application_name="celora read"),
+                                         f"{self.name} ({self.url.masked})")
+            return self._engine
 
-    def current(self) -> ReplicaState:
-        """The state to route by: checked now when the last check is older than the interval."""
-        if self.state is not None and time.monotonic() < self._next_check:
+    def current(self, *, refresh: bool = False) -> ReplicaState:
+        """The state to route by: checked now when the last check is older than the interval (or `refresh`)."""
+        if self.state is not None and time.monotonic() < self._next_check and not refresh:
             return self.state
         # The first check is waited for; later ones are made by one thread while the others use the last state.
-        if not self._lock.acquire(blocking=self.state is None):
+        if not self._lock.acquire(blocking=self.state is None or refresh):
             assert self.state is not None
             return self.state
         try:
-            if self.state is None or time.monotonic() >= self._next_check:
+            if self.state is None or time.monotonic() >= self._next_check or refresh:
                 self.state = self.check()
                 interval = self.settings.replica_check_interval
                 if self.state.in_recovery is None:  # it did not answer
@@ -241,10 +243,7 @@ class ReadRouter:
 
     def status(self, *, refresh: bool = False) -> list[ReplicaState]:
         """Each replica's state: as last checked (checked now when older than the interval), or fresh."""
-        if refresh:
-            for replica in self.replicas:
-                replica.state = replica.check()
-        return [replica.current() for replica in self.replicas]
+        return [replica.current(refresh=refresh) for replica in self.replicas]
 
     def _report(self, states: list[ReplicaState]) -> None:
         """Log changes only: a replica becoming unfit or fit again, reads falling back to the primary or leaving

@@ -144,7 +144,7 @@ def test_a_paused_standby_is_skipped_for_the_primary_and_used_again_once_resumed
         rows = query(primary.url("app"), "SELECT count(*) FROM reads")[0]
         until(lambda: query(standby.url(), "SELECT pg_last_wal_receive_lsn() > pg_last_wal_replay_lsn()")[0],
               "WAL received but not replayed")
-        # Past the lag limit: the age of the last replayed transaction grows while the primary's wait.
+        # Past the lag limit: the age of the last replayed transaction grows while the new rows wait unreplayed.
         lagging = until(lambda: next((s for s in router.status() if s.lag_s is not None and s.lag_s > 1), None),
                         "the standby more than 1 s behind")
         assert not lagging.fit and lagging.replay_paused
