@@ -102,7 +102,7 @@ class Replica:
         self.state: ReplicaState | None = None
         self._engine: Engine | None = None
         self._next_check = 0.0  # time.monotonic()
-        self._lock = threading.Lock()  # one check at a time
+        self._lock = threading.RLock()  # one check at a time (re-entered when a check's own connection fails)
         self._engine_lock = threading.Lock()  # one engine (one pool), however many threads ask first
 
     @property
@@ -113,9 +113,18 @@ class Replica:
 
                 # Through PgBouncer when the URL says ?pgbouncer=true: build_engine then prepares nothing on the
                 # server and sends no startup options, exactly as for the primary's pooled URL.
-                self._engine = read_only(build_engine(self.url, self.settings, pooled=True,
-                                                      application_name="celora read"),
-                                         f"{self.name} ({self.url.masked})")
+                engine = read_only(build_engine(self.url, self.settings, pooled=True,
+                                                application_name="celora read"),
+                                   f"{self.name} ({self.url.masked})")
+
+                @event.listens_for(engine, "handle_error")
+                def _lost(context) -> None:
+                    # Core users (get_engine(read_only=True)) meet a replica that went away in their own
+                    # statement; the next route must not send them back there until it answers a check again.
+                    if context.is_disconnect or context.connection is None:  # lost, or never connected
+                        self.mark_unreachable(context.original_exception)
+
+                self._engine = engine
             return self._engine
 
     def current(self, *, refresh: bool = False) -> ReplicaState:
@@ -138,12 +147,9 @@ class Replica:
             self._lock.release()
 
     def mark_unreachable(self, exc: BaseException) -> None:
-        """A session could not connect: unfit until the next check, as if a check had failed just now."""
-        from celora_cli.db.errors import translate
-
-        error = translate(exc, self.url, f"CELORA_REPLICA_URLS ({self.name})")
+        """A connection to it failed or was lost: unfit until the next check, as if a check had failed now."""
         with self._lock:
-            self.state = self._state(False, f"unreachable: {error.message}", time.perf_counter())
+            self.state = self._state(False, self._failure(exc), time.perf_counter())
             self._next_check = time.monotonic() + max(self.settings.replica_check_interval, UNREACHABLE_RECHECK)
 
     def check(self) -> ReplicaState:
@@ -152,7 +158,6 @@ class Replica:
         import sqlalchemy.exc
 
         from celora_cli.db.connect import start_watch
-        from celora_cli.db.errors import translate
 
         started = time.perf_counter()
         try:
@@ -165,8 +170,7 @@ class Replica:
                 finally:
                     watch.done = True
         except (sqlalchemy.exc.SQLAlchemyError, psycopg.Error, CeloraError, OSError) as exc:
-            error = translate(exc, self.url, f"CELORA_REPLICA_URLS ({self.name})")
-            return self._state(False, f"unreachable: {error.message}", started)
+            return self._state(False, self._failure(exc), started)
         lag = None if lag is None else max(0.0, float(lag))
         paused = None if paused is None else bool(paused)
         if not in_recovery:
@@ -182,6 +186,14 @@ class Replica:
         else:
             reason = None
         return self._state(reason is None, reason, started, lag=lag, in_recovery=bool(in_recovery), paused=paused)
+
+    def _failure(self, exc: BaseException) -> str:
+        """Why a replica that did not answer is unfit, in words a user can act on (its password masked)."""
+        from celora_cli.db.errors import translate
+        from celora_cli.errors import DatabaseUnreachable
+
+        error = translate(exc, self.url, f"CELORA_REPLICA_URLS ({self.name})")
+        return f"{'unreachable' if isinstance(error, DatabaseUnreachable) else 'unusable'}: {error.message}"
 
     def _state(self, fit: bool, reason: str | None, started: float, *, lag: float | None = None,
                in_recovery: bool | None = None, paused: bool | None = None) -> ReplicaState:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 
 import pytest
+import sqlalchemy.exc
 from sqlalchemy import Integer, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -125,6 +126,10 @@ def test_reads_go_round_the_fit_replicas_through_their_pooler_and_skip_an_unreac
             served.append((session.info["celora_route"], *where(session)))
             for _ in range(8):  # past psycopg's prepare threshold: nothing may be prepared behind PgBouncer
                 session.execute(text("SELECT count(*) FROM reads WHERE n = :n"), {"n": 1}).scalar()
+            # One server connection behind that PgBouncer (default_pool_size=1): a statement prepared there
+            # would still be listed here. Direct to the standby, psycopg prepares it, as it should.
+            prepared = session.execute(text("SELECT count(*) FROM pg_prepared_statements")).scalar()
+            assert (prepared > 0) is (session.info["celora_route"] == "replica 1")
     assert served == [("replica 1", True, standby1.port), ("replica 3", True, standby2.port)] * 2
     states = get_read_router(config).status()
     assert [s.fit for s in states] == [True, False, True]
@@ -175,11 +180,21 @@ def test_a_paused_standby_is_skipped_for_the_primary_and_used_again_once_resumed
 def test_a_stopped_standby_is_skipped_without_asking_it_again_on_every_session(cluster, caplog):
     primary, _, standby, _ = cluster
     config = settings(primary, standby.url("app"), CELORA_REPLICA_CHECK_INTERVAL="60")
+    core = settings(primary, standby.url("app"), CELORA_REPLICA_CHECK_INTERVAL="60", CELORA_REPLICA_MAX_LAG="6")
     router = get_read_router(config)
     with session_scope(config, read_only=True) as session:
         assert where(session) == (True, standby.port)
+    with get_engine(core, read_only=True).connect() as conn:
+        assert conn.execute(text("SELECT pg_is_in_recovery()")).scalar()
     stop_immediately(standby)
     try:
+        # Core: the engine chosen while its last check (fit) is trusted fails in the caller's own statement, and
+        # that failure takes it out of the round: the next choice is the primary.
+        with pytest.raises(sqlalchemy.exc.OperationalError), get_engine(core, read_only=True).connect() as conn:
+            conn.execute(text("SELECT 1"))
+        with get_engine(core, read_only=True).connect() as conn:
+            assert conn.execute(text("SELECT pg_is_in_recovery()")).scalar() is False
+        assert get_read_router(core).status()[0].reason.startswith("unreachable")
         # Its last check (fit) is still trusted, but the session connects before handing itself over: the
         # standby that went away since is found there and the session goes to the primary instead.
         with caplog.at_level(logging.INFO, logger="celora.notice"):
