@@ -54,7 +54,8 @@ class ReplicaState:
     name: str  # "replica 1": its position in CELORA_REPLICA_URLS
     url: str  # masked
     fit: bool  # read-only sessions may go there
-    reason: str | None  # why not, when not fit
+    problem: str | None  # when not fit: unreachable, unusable, not_in_recovery, paused, lag_unknown or lagging
+    reason: str | None  # the problem in words (with the lag, the error)
     lag_s: float | None  # seconds of replay lag (0 when it replayed all it received); None when unknown
     in_recovery: bool | None
     replay_paused: bool | None
@@ -62,7 +63,7 @@ class ReplicaState:
     checked_at: float  # time.time() of the check
 
     def as_dict(self) -> dict:
-        return {"name": self.name, "url": self.url, "fit": self.fit, "reason": self.reason,
+        return {"name": self.name, "url": self.url, "fit": self.fit, "problem": self.problem, "reason": self.reason,
                 "lag_s": None if self.lag_s is None else round(self.lag_s, 3), "in_recovery": self.in_recovery,
                 "replay_paused": self.replay_paused, "check_ms": round(self.check_ms, 2),
                 "checked_at": self.checked_at}
@@ -107,6 +108,8 @@ class Replica:
 
     @property
     def engine(self) -> Engine:
+        if self._engine is not None:  # every route asks: no lock once it exists
+            return self._engine
         with self._engine_lock:
             if self._engine is None:
                 from celora_cli.db.engine import build_engine
@@ -149,7 +152,7 @@ class Replica:
     def mark_unreachable(self, exc: BaseException) -> None:
         """A connection to it failed or was lost: unfit until the next check, as if a check had failed now."""
         with self._lock:
-            self.state = self._state(False, self._failure(exc), time.perf_counter())
+            self.state = self._state(*self._failure(exc), time.perf_counter())
             self._next_check = time.monotonic() + max(self.settings.replica_check_interval, UNREACHABLE_RECHECK)
 
     def check(self) -> ReplicaState:
@@ -170,35 +173,38 @@ class Replica:
                 finally:
                     watch.done = True
         except (sqlalchemy.exc.SQLAlchemyError, psycopg.Error, CeloraError, OSError) as exc:
-            return self._state(False, self._failure(exc), started)
+            return self._state(*self._failure(exc), started)
         lag = None if lag is None else max(0.0, float(lag))
         paused = None if paused is None else bool(paused)
+        problem, reason = None, None
         if not in_recovery:
-            reason: str | None = ("not a replica: pg_is_in_recovery() is false (a promoted standby, or the "
-                                  "primary's URL)")
+            problem = "not_in_recovery"
+            reason = "not a replica: pg_is_in_recovery() is false (a promoted standby, or the primary's URL)"
         elif paused:
             behind = f", {lag:.1f} s behind" if lag is not None else ""
+            problem = "paused"
             reason = f"replay is paused (pg_wal_replay_pause(); resume with pg_wal_replay_resume()){behind}"
         elif lag is None:
+            problem = "lag_unknown"
             reason = "lag unknown: WAL is waiting to be replayed and no transaction was replayed yet"
         elif lag > self.settings.replica_max_lag:
+            problem = "lagging"
             reason = f"{lag:.1f} s behind the primary (CELORA_REPLICA_MAX_LAG is {self.settings.replica_max_lag:g} s)"
-        else:
-            reason = None
-        return self._state(reason is None, reason, started, lag=lag, in_recovery=bool(in_recovery), paused=paused)
+        return self._state(problem, reason, started, lag=lag, in_recovery=bool(in_recovery), paused=paused)
 
-    def _failure(self, exc: BaseException) -> str:
-        """Why a replica that did not answer is unfit, in words a user can act on (its password masked)."""
+    def _failure(self, exc: BaseException) -> tuple[str, str]:
+        """(problem, reason) of a replica that did not answer, in words a user can act on (password masked)."""
         from celora_cli.db.errors import translate
         from celora_cli.errors import DatabaseUnreachable
 
         error = translate(exc, self.url, f"CELORA_REPLICA_URLS ({self.name})")
-        return f"{'unreachable' if isinstance(error, DatabaseUnreachable) else 'unusable'}: {error.message}"
+        problem = "unreachable" if isinstance(error, DatabaseUnreachable) else "unusable"
+        return problem, f"{problem}: {error.message}"
 
-    def _state(self, fit: bool, reason: str | None, started: float, *, lag: float | None = None,
+    def _state(self, problem: str | None, reason: str | None, started: float, *, lag: float | None = None,
                in_recovery: bool | None = None, paused: bool | None = None) -> ReplicaState:
-        return ReplicaState(name=self.name, url=self.url.masked, fit=fit, reason=reason, lag_s=lag,
-                            in_recovery=in_recovery, replay_paused=paused,
+        return ReplicaState(name=self.name, url=self.url.masked, fit=problem is None, problem=problem,
+                            reason=reason, lag_s=lag, in_recovery=in_recovery, replay_paused=paused,
                             check_ms=(time.perf_counter() - started) * 1000, checked_at=time.time())
 
 
@@ -219,7 +225,7 @@ class ReadRouter:
         self.primary = read_only(primary, "the primary (no replica is fit)" if self.replicas else "the primary")
         self._turn = itertools.count()
         self._falling_back: bool | None = None  # None: no read routed yet
-        self._reported: dict[str, str | None] = {}  # each replica's last logged reason (None: fit)
+        self._reported: dict[str, str | None] = {}  # each replica's last logged problem (None: fit)
         self._log_lock = threading.Lock()
 
     def route(self) -> Route:
@@ -258,17 +264,17 @@ class ReadRouter:
         return [replica.current(refresh=refresh) for replica in self.replicas]
 
     def _report(self, states: list[ReplicaState]) -> None:
-        """Log changes only: a replica becoming unfit or fit again, reads falling back to the primary or leaving
-        it. Each session logging its route would drown the app's log."""
+        """Log changes only: a replica's problem (not its lag, which moves at every check), reads falling back
+        to the primary or leaving it. Each session logging its route would drown the app's log."""
         with self._log_lock:
             for state in states:
-                if self._reported.get(state.name, "never") != state.reason:
-                    if state.reason is not None:
+                if self._reported.get(state.name, "never") != state.problem:
+                    if state.problem is not None:
                         notice.info("Read replica %s (%s) is skipped: %s.", state.name, state.url, state.reason)
                     elif state.name in self._reported:
                         notice.info("Read replica %s (%s) is fit again (%.1f s behind); reads go to it.",
                                     state.name, state.url, state.lag_s or 0.0)
-                    self._reported[state.name] = state.reason
+                    self._reported[state.name] = state.problem
             falling_back = not any(state.fit for state in states)
             if falling_back and not self._falling_back:
                 notice.warning("Read-only sessions fall back to the primary: no replica in CELORA_REPLICA_URLS "
