@@ -32,7 +32,7 @@ _EXPORTS = {
     "LocalServer": "celora_cli.local_server",
     "CeloraError": "celora_cli.errors",
     "ExitCode": "celora_cli.errors",
-    "ReadOnlySessionError": "celora_cli.errors",
+    "ReadOnlySessionError": "celora_cli.db.replicas",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -159,11 +159,6 @@ class DatabaseError(CeloraError):
         return {"sqlstate": self.sqlstate}
 
 
-class ReadOnlySessionError(DatabaseError):
-    """A write in a read-only session (session_scope(read_only=True)): PostgreSQL's 25006
-    read_only_sql_transaction, on a replica or on the primary's READ ONLY fallback alike."""
-
-
 class DriftDetected(CeloraError):
     """The development database differs from what the migration history builds (`differences` names each)."""
 

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from sqlalchemy import Engine, event
 from sqlalchemy.orm import Session
 
-from celora_cli.errors import CeloraError, ReadOnlySessionError
+from celora_cli.errors import CeloraError, DatabaseError
 from celora_cli.settings import DatabaseURL, Settings
 
 notice = logging.getLogger("celora.notice")
@@ -45,6 +45,12 @@ SELECT pg_is_in_recovery(),
        CASE WHEN pg_is_in_recovery() THEN pg_is_wal_replay_paused() END,
        CASE WHEN pg_last_wal_receive_lsn() IS NOT DISTINCT FROM pg_last_wal_replay_lsn() THEN 0.0
             ELSE extract(epoch FROM now() - pg_last_xact_replay_timestamp())::float8 END"""
+
+
+class ReadOnlySessionError(DatabaseError):
+    """A write in a read-only session (session_scope(read_only=True)): PostgreSQL's 25006
+    read_only_sql_transaction, on a replica or on the primary's READ ONLY fallback alike. A DatabaseError (exit
+    13, sqlstate "25006") with a message that names the way out."""
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ def test_expected_subclasses_present():
                      "SchemaNotMigrated", "TooManyConnections", "MigrationFailed", "LockTimeout",
                      "LocalServerError", "Refused", "DatabaseError", "MigrationHistoryError", "DriftDetected",
                      "UsageError", "InternalError", "OutputError", "Interrupted",
-                     "LintFindings", "ReadOnlySessionError"}
+                     "LintFindings"}
 
 
 @pytest.mark.parametrize("cls", SUBCLASSES, ids=lambda c: c.__name__)
@@ -56,7 +56,7 @@ def test_specific_exit_codes():
         "SchemaNotMigrated": 7, "TooManyConnections": 8, "MigrationFailed": 9, "LockTimeout": 10,
         "LocalServerError": 11, "Refused": 12, "DatabaseError": 13, "MigrationHistoryError": 14,
         "DriftDetected": 15, "LintFindings": 16, "UsageError": 64, "InternalError": 70, "OutputError": 74,
-        "Interrupted": 130, "ReadOnlySessionError": 13}
+        "Interrupted": 130}
 
 
 def test_every_error_class_has_its_own_code():
