@@ -35,18 +35,21 @@ class Read(Base):
 
 @pytest.fixture(scope="module")
 def cluster():
-    """A primary with table `reads`, two streaming standbys, and PgBouncer (transaction mode) in front of the
-    second standby. Yields (primary, standby1, standby2, bouncer_url)."""
+    """A primary with table `reads`, two streaming standbys, and PgBouncer (transaction mode, from the repo's
+    pgbouncer.ini) in front of the primary and of the second standby. Yields (primary, standby1, standby2,
+    replica_bouncer, primary_bouncer): the bouncers are functions database -> URL with ?pgbouncer=true."""
     with replication("celora-test-read-replicas-", standbys=2, migrate=False) as (primary, standbys):
         execute(primary.url("app"), "CREATE TABLE reads (n int PRIMARY KEY); INSERT INTO reads VALUES (1)")
         for standby in standbys:
             until(lambda s=standby: query(s.url(), "SELECT to_regclass('reads') IS NOT NULL")[0] and caught_up(s),
                   "the standby replaying the table")
-        bouncer = _run_pgbouncer(standbys[1], "celora-test-pgbouncer-replica-")
+        replica_bouncer = _run_pgbouncer(standbys[1], "celora-test-pgbouncer-replica-")
+        primary_bouncer = _run_pgbouncer(primary, "celora-test-pgbouncer-primary-")
         try:
-            yield primary, standbys[0], standbys[1], next(bouncer)
+            yield primary, standbys[0], standbys[1], next(replica_bouncer), next(primary_bouncer)
         finally:
-            next(bouncer, None)  # stops it
+            for bouncer in (replica_bouncer, primary_bouncer):
+                next(bouncer, None)  # stops it
 
 
 @pytest.fixture(autouse=True)
@@ -72,7 +75,7 @@ def where(session) -> tuple[bool, int]:
 
 
 def test_a_read_only_scope_reads_from_the_standby_and_its_lag_is_reported(cluster):
-    primary, standby, _, _ = cluster
+    primary, standby, *_ = cluster
     config = settings(primary, standby.url("app"))
     with session_scope(config, read_only=True) as session:
         assert where(session) == (True, standby.port)
@@ -91,7 +94,7 @@ def test_a_read_only_scope_reads_from_the_standby_and_its_lag_is_reported(cluste
 
 
 def test_a_standby_that_replayed_all_it_received_is_0_s_behind_however_long_ago_the_primary_wrote(cluster):
-    primary, standby, _, _ = cluster
+    primary, standby, *_ = cluster
     config = settings(primary, standby.url("app"), CELORA_REPLICA_MAX_LAG="0.5")
     naive = "SELECT extract(epoch FROM now() - pg_last_xact_replay_timestamp())"
     until(lambda: query(standby.url(), naive)[0] > 1, "the primary idle for more than a second")
@@ -102,9 +105,12 @@ def test_a_standby_that_replayed_all_it_received_is_0_s_behind_however_long_ago_
 
 
 def test_a_write_in_a_read_only_scope_fails_clearly_on_a_replica_and_on_the_primary(cluster):
-    primary, standby, _, _ = cluster
+    primary, standby, _, _, primary_bouncer = cluster
     on_replica, on_primary = settings(primary, standby.url("app")), settings(primary)  # no replica: the primary
-    for config, in_recovery in ((on_replica, True), (on_primary, False)):
+    # The primary through PgBouncer: READ ONLY travels in each BEGIN, so transaction pooling keeps it.
+    pooled = settings_for(primary_bouncer("app"),  # with a replica that is not there: the fallback
+                          CELORA_REPLICA_URLS=f"postgresql://celora@127.0.0.1:{free_port()}/app")
+    for config, in_recovery in ((on_replica, True), (on_primary, False), (pooled, False)):
         with pytest.raises(ReadOnlySessionError) as caught:
             with session_scope(config, read_only=True) as session:
                 assert where(session)[0] is in_recovery
@@ -120,15 +126,18 @@ def test_a_write_in_a_read_only_scope_fails_clearly_on_a_replica_and_on_the_prim
         # get_engine(read_only=True) is as read-only as the scope.
         with pytest.raises(ReadOnlySessionError), get_engine(config, read_only=True).begin() as conn:
             conn.execute(text("DELETE FROM reads"))
-    # The read-only fallback shares the primary's pool: the connections it used are writable again there.
-    for _ in range(3):
-        with session_scope(on_primary) as session:
-            session.execute(text("INSERT INTO reads VALUES (2) ON CONFLICT DO NOTHING"))
+    # The read-only fallback shares the primary's pool: the connections it used are writable again there (and
+    # behind PgBouncer's single server connection, nothing of the read-only transactions stayed either).
+    for config in (on_primary, pooled):
+        for _ in range(3):
+            with session_scope(config) as session:
+                assert session.execute(text("SHOW transaction_read_only")).scalar() == "off"
+                session.execute(text("INSERT INTO reads VALUES (2) ON CONFLICT DO NOTHING"))
     assert query(primary.url("app"), "SELECT count(*) FROM reads WHERE n = 2")[0] == 1
 
 
 def test_reads_go_round_the_fit_replicas_through_their_pooler_and_skip_an_unreachable_one(cluster):
-    primary, standby1, standby2, bouncer = cluster
+    primary, standby1, standby2, bouncer, _ = cluster
     gone = f"postgresql://celora:hunter22@127.0.0.1:{free_port()}/app"
     config = settings(primary, standby1.url("app"), gone, bouncer("app"), CELORA_REPLICA_CHECK_INTERVAL="60")
     served = []
@@ -149,7 +158,7 @@ def test_reads_go_round_the_fit_replicas_through_their_pooler_and_skip_an_unreac
 
 
 def test_a_paused_standby_is_skipped_for_the_primary_and_used_again_once_resumed(cluster, caplog):
-    primary, standby, _, _ = cluster
+    primary, standby, *_ = cluster
     config = settings(primary, standby.url("app"), CELORA_REPLICA_MAX_LAG="1")
     router = get_read_router(config)
     with session_scope(config, read_only=True) as session:
@@ -193,7 +202,7 @@ def test_a_paused_standby_is_skipped_for_the_primary_and_used_again_once_resumed
 
 
 def test_a_stopped_standby_is_skipped_without_asking_it_again_on_every_session(cluster, caplog):
-    primary, _, standby, _ = cluster
+    primary, _, standby, *_ = cluster
     config = settings(primary, standby.url("app"), CELORA_REPLICA_CHECK_INTERVAL="60")
     core = settings(primary, standby.url("app"), CELORA_REPLICA_CHECK_INTERVAL="60", CELORA_REPLICA_MAX_LAG="6")
     router = get_read_router(config)
