@@ -17,7 +17,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from celora_cli import ReadOnlySessionError, get_engine, get_read_router, session_scope
 from celora_cli.db import engine as engine_module
-from celora_cli.errors import ConfigError, ExitCode
+from celora_cli.errors import ExitCode
 from tests.conftest import _run_pgbouncer, free_port, settings_for
 from tests.standby import caught_up, execute, query, replication, stop_immediately, streaming_count, until
 
@@ -241,12 +241,3 @@ def test_a_stopped_standby_is_skipped_without_asking_it_again_on_every_session(c
     finally:
         standby.ensure_running()
         until(lambda: streaming_count(primary) == 2, "the standby streaming again")
-
-
-def test_the_replica_settings_are_validated_like_every_other_number_of_seconds():
-    defaults = settings_for("postgresql://celora@127.0.0.1:1/app")
-    assert (defaults.replica_max_lag, defaults.replica_check_interval) == (5.0, 1.0)
-    for name, value in (("CELORA_REPLICA_MAX_LAG", "-1"), ("CELORA_REPLICA_MAX_LAG", "soon"),
-                        ("CELORA_REPLICA_CHECK_INTERVAL", "inf")):
-        with pytest.raises(ConfigError, match=name):
-            settings_for("postgresql://celora@127.0.0.1:1/app", **{name: value})
