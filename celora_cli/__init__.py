@@ -2,6 +2,9 @@
 
     from celora_cli import check_database_health, get_engine, session_scope, with_retry
 
+    with session_scope(read_only=True) as session:  # a replica in CELORA_REPLICA_URLS, else the primary
+        ...
+
 Names load lazily so that importing celora_cli (and `celora --help`) stays fast.
 """
 
@@ -20,6 +23,7 @@ _EXPORTS = {
     "get_engine": "celora_cli.db.engine",
     "get_direct_engine": "celora_cli.db.engine",
     "session_scope": "celora_cli.db.engine",
+    "get_read_router": "celora_cli.db.engine",
     "with_retry": "celora_cli.db.retry",
     "retry_call": "celora_cli.db.retry",
     "is_transient": "celora_cli.db.retry",
@@ -28,6 +32,7 @@ _EXPORTS = {
     "LocalServer": "celora_cli.local_server",
     "CeloraError": "celora_cli.errors",
     "ExitCode": "celora_cli.errors",
+    "ReadOnlySessionError": "celora_cli.db.replicas",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -56,6 +56,8 @@ HEALTH_THRESHOLD_LIMITS = (0.0, 86400.0)  # db health's thresholds in seconds (C
 # transaction; 0 would mean "queue behind any transaction forever", the very thing it prevents.
 DDL_LOCK_TIMEOUT_LIMITS = (0.1, 3600.0)
 DDL_LOCK_RETRIES_MAXIMUM = 100  # CELORA_DDL_LOCK_RETRIES
+REPLICA_MAX_LAG_LIMITS = (0.0, 86400.0)  # CELORA_REPLICA_MAX_LAG; 0 = only a replica that replayed all it received
+REPLICA_CHECK_INTERVAL_LIMITS = (0.0, 3600.0)  # CELORA_REPLICA_CHECK_INTERVAL; 0 = before every read-only session
 
 # Settings field -> (environment variable, limits)
 _TIMEOUT_SETTINGS = {
@@ -68,6 +70,8 @@ _TIMEOUT_SETTINGS = {
     "health_replica_lag": ("CELORA_HEALTH_REPLICA_LAG", HEALTH_THRESHOLD_LIMITS),
     "health_lock_wait": ("CELORA_HEALTH_LOCK_WAIT", HEALTH_THRESHOLD_LIMITS),
     "health_transaction_age": ("CELORA_HEALTH_TRANSACTION_AGE", HEALTH_THRESHOLD_LIMITS),
+    "replica_max_lag": ("CELORA_REPLICA_MAX_LAG", REPLICA_MAX_LAG_LIMITS),
+    "replica_check_interval": ("CELORA_REPLICA_CHECK_INTERVAL", REPLICA_CHECK_INTERVAL_LIMITS),
 }
 
 _ENCODE_HINT = ("Percent-encode special characters in the user name and password: / as %2F, ? as %3F, "
@@ -463,6 +467,9 @@ class Settings:
     # db health in depth: PgBouncer's admin console, replicas, and what counts as degraded.
     pgbouncer_admin_url: DatabaseURL | None = None  # CELORA_PGBOUNCER_ADMIN_URL (database "pgbouncer")
     replica_urls: tuple[DatabaseURL, ...] = ()  # CELORA_REPLICA_URLS, comma-separated
+    # Read-only sessions (session_scope(read_only=True)) go to a replica whose replay lag is at most this.
+    replica_max_lag: float = 5.0  # CELORA_REPLICA_MAX_LAG (seconds)
+    replica_check_interval: float = 1.0  # CELORA_REPLICA_CHECK_INTERVAL: seconds a replica's fitness is trusted
     health_pool_wait: float = 1.0  # CELORA_HEALTH_POOL_WAIT: seconds a client may wait in PgBouncer
     health_replica_lag: float = 30.0  # CELORA_HEALTH_REPLICA_LAG: seconds of replay lag
     health_lock_wait: float = 5.0  # CELORA_HEALTH_LOCK_WAIT: seconds a session may wait on a lock
@@ -662,6 +669,8 @@ def load_settings(
         models=get("CELORA_MODELS"),
         pgbouncer_admin_url=_optional_url(get("CELORA_PGBOUNCER_ADMIN_URL"), "CELORA_PGBOUNCER_ADMIN_URL"),
         replica_urls=_replica_urls(get("CELORA_REPLICA_URLS")),
+        replica_max_lag=seconds("replica_max_lag", 5.0),
+        replica_check_interval=seconds("replica_check_interval", 1.0),
         health_pool_wait=seconds("health_pool_wait", 1.0),
         health_replica_lag=seconds("health_replica_lag", 30.0),
         health_lock_wait=seconds("health_lock_wait", 5.0),

@@ -5,6 +5,9 @@ anything that lives on a server session breaks: server-side prepared statements 
 after 5 runs by default) and SET without LOCAL. With `?pgbouncer=true` the pooled engine therefore
 disables prepared statements (`prepare_threshold=None`), sends no startup `options` (PgBouncer rejects
 them) and applies timeouts/search_path per transaction with SET LOCAL.
+
+Read-only work (`read_only=True`) goes to the replicas in CELORA_REPLICA_URLS, chosen by celora_cli.db.replicas;
+each replica's engine is built here too, so a replica URL with ?pgbouncer=true gets the same treatment.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
@@ -29,6 +33,9 @@ from celora_cli.db.connect import (  # noqa: F401
     startup_options_applied,
 )
 from celora_cli.settings import DatabaseURL, Settings
+
+if TYPE_CHECKING:
+    from celora_cli.db.replicas import ReadRouter
 
 query_log = logging.getLogger("celora.sql")
 
@@ -88,17 +95,36 @@ def build_engine(url: DatabaseURL, settings: Settings, *, pooled: bool = True,
 
 
 _engines: dict[Settings, Engine] = {}
+_routers: dict[Settings, ReadRouter] = {}
 
 
-def get_engine(settings: Settings | None = None) -> Engine:
-    """The shared pooled engine for app traffic (DATABASE_URL, or the local server), one per Settings."""
+def get_engine(settings: Settings | None = None, *, read_only: bool = False) -> Engine:
+    """The shared pooled engine for app traffic (DATABASE_URL, or the local server), one per Settings.
+
+    read_only=True: the engine for the next piece of read-only work, whose transactions run READ ONLY: a fit
+    replica of CELORA_REPLICA_URLS (round-robin), else the primary. It is chosen at each call, so call it for
+    each unit of work rather than keeping it (a kept one stays on its replica when that one falls behind)."""
     from celora_cli.settings import load_settings
 
     settings = settings or load_settings()
+    if read_only:
+        return get_read_router(settings).route().engine
     engine = _engines.get(settings)
     if engine is None:  # resolve only once: for the local server that means starting it
         engine = _engines[settings] = build_engine(resolve_urls(settings).pooled, settings, pooled=True)
     return engine
+
+
+def get_read_router(settings: Settings | None = None) -> ReadRouter:
+    """The router behind read_only=True, one per Settings: `.status()` reports each replica's lag and fitness."""
+    from celora_cli.db.replicas import ReadRouter
+    from celora_cli.settings import load_settings
+
+    settings = settings or load_settings()
+    router = _routers.get(settings)
+    if router is None:
+        router = _routers[settings] = ReadRouter(settings, get_engine(settings))
+    return router
 
 
 def get_direct_engine(settings: Settings | None = None, application_name: str = "celora") -> Engine:
@@ -110,11 +136,17 @@ def get_direct_engine(settings: Settings | None = None, application_name: str = 
 
 
 @contextlib.contextmanager
-def session_scope(settings: Settings | None = None) -> Iterator[Session]:
-    """A Session on the pooled engine that commits on success and rolls back on error."""
-    engine = get_engine(settings)
-    factory = sessionmaker(engine, expire_on_commit=False)
-    with factory() as session:
+def session_scope(settings: Settings | None = None, *, read_only: bool = False) -> Iterator[Session]:
+    """A Session on the pooled engine that commits on success and rolls back on error.
+
+    read_only=True: a Session for reads, on a fit replica of CELORA_REPLICA_URLS (round-robin) or else the
+    primary, in READ ONLY transactions either way: a write raises ReadOnlySessionError. `session.info["celora_route"]`
+    names where it went ("replica 1", ..., or "primary")."""
+    if read_only:
+        session = get_read_router(settings).session()
+    else:
+        session = sessionmaker(get_engine(settings), expire_on_commit=False, info={"celora_route": "primary"})()
+    with session:
         try:
             yield session
             session.commit()

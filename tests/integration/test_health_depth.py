@@ -2,46 +2,25 @@
 is paused while the primary writes, a session blocked on a lock, an inactive replication slot keeping WAL.
 
 The replication tests use a throwaway primary (celora's own LocalServer) and a real streaming standby made
-from it with pg_basebackup -R, both for this module only: the session server is never restarted nor given
-slots.
+from it with pg_basebackup -R (tests/standby.py), both for this module only: the session server is never
+restarted nor given slots.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
 import socket
 import threading
-import time
-from collections.abc import Callable
 
 import psycopg
 import pytest
 
 from celora_cli.health import check_database_health
-from tests.conftest import _run_pgbouncer, db_name, free_port, run_celora, settings_for, shared_tmpdir
-
-
-def _until(condition: Callable[[], object], what: str, timeout: float = 20.0):
-    """Poll until `condition()` is truthy (a state the test made, reached when the server gets there)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def _query(url: str, sql: str, params=()):
-    with psycopg.connect(url, autocommit=True) as conn:
-        return conn.execute(sql, params).fetchone()
-
-
-def _execute(url: str, sql: str) -> None:
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(sql)
-
+from tests.conftest import _run_pgbouncer, db_name, free_port, run_celora, settings_for
+from tests.standby import execute as _execute
+from tests.standby import query as _query
+from tests.standby import replication
+from tests.standby import until as _until
 
 # --------------------------------------------------------------------------- PgBouncer's admin console
 
@@ -173,33 +152,8 @@ def test_an_old_transaction_is_degraded_and_named(migrated_db):
 @pytest.fixture(scope="module")
 def primary_and_standby():
     """A throwaway primary at head (the app's schema) and a streaming standby made with pg_basebackup -R."""
-    from celora_cli.local_server import LocalServer
-    from celora_cli.migrations import deploy
-
-    base = shared_tmpdir("celora-test-replication-")
-    primary = LocalServer(base / "primary", fast=True, database="app")
-    standby = LocalServer(base / "standby", fast=True, database="app")
-    try:
-        # initdb and pg_basebackup without fsync (throwaway clusters): a few seconds less on a busy machine.
-        primary._prepare_dirs()
-        primary._run([primary.bin_dir / "initdb", "-D", primary.data_dir, "-U", "celora", "--auth=trust",
-                      "-E", "UTF8", "--locale=C", "--no-instructions", "--no-sync"])
-        primary.ensure_running()
-        deploy(settings_for(primary.url("app")))
-        standby._prepare_dirs()
-        standby._run([standby.bin_dir / "pg_basebackup", "-D", standby.data_dir, "-R", "-X", "stream",
-                      "-c", "fast", "--no-sync", "-h", "127.0.0.1", "-p", str(primary.port), "-U", "celora"])
-        standby.ensure_running()  # the database exists already (copied), so nothing is written
-        _until(lambda: _query(primary.url("postgres"),
-                              "SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'")[0],
-               "the standby streaming")
+    with replication("celora-test-replication-") as (primary, (standby,)):
         yield primary, standby
-    finally:
-        for server in (standby, primary):  # no shutdown checkpoint to wait for: the data is thrown away
-            if server.is_running():
-                server._run([server.bin_dir / "pg_ctl", "stop", "-D", server.data_dir, "-m", "immediate"],
-                            check=False)
-        shutil.rmtree(base, ignore_errors=True)
 
 
 def test_a_lagging_replica_is_degraded_and_named(primary_and_standby):
