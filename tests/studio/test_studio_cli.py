@@ -185,5 +185,5 @@ def test_ctrl_c_exits_130_and_sigterm_0_as_the_readme_says(migrated_db, stop, co
     assert process.returncode == code, errors
     assert "Traceback" not in errors
     readme = (REPO / "README.md").read_text()
-    studio = readme[readme.index("### `celora db studio`"):readme.index("### `celora db changes`")]
+    studio = " ".join(readme[readme.index("### `celora db studio`"):readme.index("### `celora db changes`")].split())
     assert "130 after Ctrl-C" in studio and "0 after SIGTERM" in studio
