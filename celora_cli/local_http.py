@@ -9,6 +9,7 @@ names the server was started with refuses those requests (421 Misdirected Reques
 from __future__ import annotations
 
 import ipaddress
+import re
 import socket
 from collections.abc import Iterable
 
@@ -19,6 +20,7 @@ EVERY_INTERFACE = ("0.0.0.0", "::")
 ANY_HOST = "*"  # --allow-host '*': the Host check is off (a name the server cannot know, e.g. behind a proxy)
 HTTP_DEFAULT_PORT = 80  # a browser leaves the port out of Host for it; these servers speak plain HTTP only
 _FORBIDDEN = set("/?#@ \t\r\n'\"<>\\`")
+_WITH_PORT = re.compile(r"(\[[^\]]+\]|[^:\[\]]+):\d+")
 
 
 def listen_host(host: str, *, flag: str = "--host", command: str) -> str:
@@ -80,13 +82,19 @@ def url_host(host: str) -> str:
 def allowed_hosts(host: str, port: int, extra: Iterable[str] = ()) -> frozenset[str]:
     """Host header values (lower case) that mean the server bound to host:port: the bound address, the loopback
     names when it is loopback or every interface, this machine's own names and addresses when it is every
-    interface, and `extra` (--allow-host). On port 80 each also without its port (browsers leave it out)."""
-    names = {host, *extra}
+    interface, and `extra` (--allow-host: a name, or name:port taken as written). On port 80 each also without its
+    port (browsers leave it out)."""
+    names = {host}
     if host in LOOPBACK or host in EVERY_INTERFACE:
         names |= set(LOOPBACK)
     if host in EVERY_INTERFACE:
         names |= _machine_names()
     allowed = set()
+    for name in extra:
+        if _WITH_PORT.fullmatch(name.strip()):
+            allowed.add(name.strip().lower())
+        else:
+            names.add(name)
     for name in names:
         shown = url_host(name.strip().lower())
         allowed.add(f"{shown}:{port}")
@@ -106,3 +114,20 @@ def _machine_names() -> set[str]:
     except OSError:  # no resolvable host name: the names themselves still count
         pass
     return names
+
+
+def allowed_host_names(values: Iterable[str], *, flag: str = "--allow-host") -> tuple[list[str], bool]:
+    """--allow-host values checked: (the names, whether '*' turned the check off). A value with a scheme, a
+    path or spaces is a ConfigError (exit 3)."""
+    names, any_host = [], False
+    for value in values:
+        name = value.strip()
+        if name == ANY_HOST:
+            any_host = True
+            continue
+        if not name or any(char in _FORBIDDEN for char in name) or not name.isascii():
+            raise ConfigError(f"{flag} {value!r} is not a host name (no scheme, path or spaces).",
+                              f"Pass the name a scraper uses in its URL, e.g. {flag} exporter.internal (or "
+                              f"exporter.internal:9187), once per name; {flag} '*' turns the Host check off.")
+        names.append(name)
+    return names, any_host
