@@ -446,7 +446,7 @@ class LocalServer:
         cache = self.base_dir / "pginstall"
         if cache.is_symlink():
             cache.unlink()  # the link itself, never its target
-        cache.mkdir(mode=0o755, exist_ok=True)
+        cache.mkdir(mode=0o755, parents=True, exist_ok=True)
         info = cache.lstat()
         if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid():
             raise LocalServerError(
