@@ -32,6 +32,7 @@ def metrics(
     Runs until Ctrl-C (exit 130) or SIGTERM (exit 0).
     Example: celora db metrics --port 9187
     """
+    import math
     import signal
     import threading
 
@@ -41,6 +42,9 @@ def metrics(
     from celora_cli.metrics import serve
 
     host = listen_host(host, command="celora db metrics")
+    if not math.isfinite(cache_seconds):  # Click's range lets nan through
+        raise ConfigError(f"--cache-seconds must be a number of seconds, not {cache_seconds}.",
+                          "Pass a number from 0 to 3600, e.g. --cache-seconds 10.")
     names, any_host = allowed_host_names(allow_host)
     settings = load_settings_from(ctx)
     check_database_health(settings)  # settings it cannot run with fail now (exit 3), not on every scrape

@@ -37,7 +37,13 @@ def _popen_celora(*args: str, env: dict) -> subprocess.Popen:
                   "PYTHONPATH": str(REPO), **env})
     return subprocess.Popen([sys.executable, "-m", "celora_cli", *args], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=clean, cwd=TEST_PROJECT,
-                            stdin=subprocess.DEVNULL)
+                            stdin=subprocess.DEVNULL, preexec_fn=_default_sigint)
+
+
+def _default_sigint() -> None:
+    """In the child: a test runner started in the background (`make test &`) passes SIGINT on as ignored, and
+    the tests that stop a command with SIGINT would then wait for it in vain."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def test_json_and_prometheus_carry_the_same_facts_from_one_report(migrated_db):
@@ -92,7 +98,7 @@ def test_watch_at_a_terminal_redraws_in_place_until_ctrl_c(migrated_db):
                   "PYTHONPATH": str(REPO), "DATABASE_URL": migrated_db})
     process = subprocess.Popen([sys.executable, "-m", "celora_cli", "db", "health", "--watch", "0.5"],
                                stdout=terminal, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, env=clean,
-                               cwd=TEST_PROJECT, text=True)
+                               cwd=TEST_PROJECT, text=True, preexec_fn=_default_sigint)
     os.close(terminal)
     screen = b""
     try:
@@ -272,7 +278,8 @@ def test_a_foreign_host_is_refused_and_a_network_bind_warns(migrated_db):
     assert "Warning: /metrics on 0.0.0.0 is reachable from the network" in errors
 
 
-@pytest.mark.parametrize("flags", [("--host", ""), ("--host", "http://0.0.0.0"), ("--allow-host", "a b")])
+@pytest.mark.parametrize("flags", [("--host", ""), ("--host", "http://0.0.0.0"), ("--allow-host", "a b"),
+                                   ("--cache-seconds", "nan")])
 def test_an_empty_or_unusable_host_is_a_config_error(flags):
     cli = run_celora("db", "metrics", "--port", str(free_port()), *flags,
                      env={"DATABASE_URL": "postgresql://celora@127.0.0.1:1/nowhere"})
