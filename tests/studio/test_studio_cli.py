@@ -149,15 +149,15 @@ def test_an_empty_or_unusable_host_is_a_config_error(host):
     assert "Traceback" not in result.stderr and "Open:" not in result.stdout
 
 
-def _studio_process(database_url: str) -> tuple[subprocess.Popen, str]:
+def _studio_process(database_url: str, port: int = 0) -> tuple[subprocess.Popen, str]:
     """`celora db studio --port 0 --no-browser` running; (process, printed URL). SIGINT is reset to its default
     in the child: a test runner started in the background passes SIGINT on as ignored."""
     env = {key: value for key, value in os.environ.items()
            if key not in ("DISPLAY", "WAYLAND_DISPLAY", "DIRECT_DATABASE_URL") and not key.startswith("CELORA_")}
     env.update(DATABASE_URL=database_url, CELORA_ENV="test", CELORA_PROJECT_ROOT=str(TEST_PROJECT), NO_COLOR="1",
                PYTHONPATH=str(REPO))
-    process = subprocess.Popen([sys.executable, "-m", "celora_cli", "db", "studio", "--port", "0", "--no-browser"],
-                               cwd=TEST_PROJECT, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+    command = [sys.executable, "-m", "celora_cli", "db", "studio", "--port", str(port), "--no-browser"]
+    process = subprocess.Popen(command, cwd=TEST_PROJECT, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True,
                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     assert process.stdout is not None
@@ -187,3 +187,26 @@ def test_ctrl_c_exits_130_and_sigterm_0_as_the_readme_says(migrated_db, stop, co
     readme = (REPO / "README.md").read_text()
     studio = " ".join(readme[readme.index("### `celora db studio`"):readme.index("### `celora db changes`")].split())
     assert "130 after Ctrl-C" in studio and "0 after SIGTERM" in studio
+
+
+def test_on_port_80_the_url_and_the_host_check_leave_the_port_out(migrated_db):
+    """Browsers omit the default port from Host: on --port 80 every request was a 421."""
+    import http.client
+    from urllib.parse import urlsplit
+
+    try:
+        socket.create_server(("127.0.0.1", 80)).close()
+    except OSError:
+        pytest.skip("port 80 is taken here, or binding it needs root")
+    process, url = _studio_process(migrated_db, port=80)
+    try:
+        assert url.startswith("http://127.0.0.1/studio/?token=")
+        parts = urlsplit(url)
+        connection = http.client.HTTPConnection("127.0.0.1", 80, timeout=30)
+        connection.request("GET", f"{parts.path}?{parts.query}", headers={"Host": "127.0.0.1"})  # as a browser
+        response = connection.getresponse()
+        assert response.status == 303 and response.getheader("location") == "/studio/"
+        connection.close()
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=60)
