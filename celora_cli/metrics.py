@@ -2,12 +2,15 @@
 
 Both read one HealthReport through `report_metrics`, so the JSON report and the exposition carry the same
 facts. prometheus_client is imported only here, and only when metrics are asked for: `celora db health`
-stays light. The server runs the whole health check on every scrape (bounded by CELORA_HEALTH_TIMEOUT), so
-a scrape is as fresh as a `celora db health` run and nothing runs between scrapes.
+stays light. The server runs the whole health check for a scrape (bounded by CELORA_HEALTH_TIMEOUT), one check
+at a time, and reuses its report for --cache-seconds; nothing runs between scrapes.
 """
 
 from __future__ import annotations
 
+import math
+import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -154,15 +157,97 @@ def exposition(report: HealthReport) -> str:
     return generate_latest(registry).decode()
 
 
-def serve(produce: Callable[[], HealthReport], host: str, port: int) -> Callable[[], None]:
+class SharedCheck:
+    """The health check behind /metrics, bounded: one check at a time, its report reused for `max_age` seconds.
+
+    A scrape that arrives while a check is in flight waits for that check and shares its report (even with
+    max_age 0), so ten scrapers at once cost one check, not ten checks with ten sets of connections and threads.
+    `clock` is injectable for tests."""
+
+    def __init__(self, produce: Callable[[], HealthReport], max_age: float,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.produce = produce
+        self.max_age = max_age
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._report: HealthReport | None = None
+        self._finished = -math.inf
+
+    def get(self) -> HealthReport:
+        arrived = self.clock()
+        with self._lock:
+            # Finished after this scrape arrived: it was in flight meanwhile, so it is as fresh as a new one.
+            if self._report is None or not (self._finished >= arrived or arrived - self._finished < self.max_age):
+                self._report = self.produce()
+                self._finished = self.clock()
+            return self._report
+
+
+MAX_CONCURRENT_SCRAPES = 8  # more at once get 503 at once: each waiting scrape holds a thread and a socket
+SCRAPE_SOCKET_TIMEOUT = 30.0  # a client that connects and sends nothing does not hold a thread for ever
+
+
+class ScrapeGuard:
+    """WSGI middleware in front of prometheus_client's app: the Host check (421) and the concurrency bound (503)."""
+
+    def __init__(self, app: Callable, hosts: frozenset[str], *, any_host: bool = False,
+                 max_concurrent: int = MAX_CONCURRENT_SCRAPES) -> None:
+        self.app = app
+        self.hosts = hosts
+        self.any_host = any_host
+        self.slots = threading.BoundedSemaphore(max_concurrent)
+
+    def __call__(self, environ: dict, start_response: Callable) -> list[bytes]:
+        from celora_cli.local_http import host_allowed
+
+        if not host_allowed(environ.get("HTTP_HOST"), self.hosts, any_host=self.any_host):
+            return _plain(start_response, "421 Misdirected Request",
+                          "This exporter answers only to the names it was started with (--host, --allow-host).")
+        if not self.slots.acquire(blocking=False):
+            return _plain(start_response, "503 Service Unavailable",
+                          f"More than {MAX_CONCURRENT_SCRAPES} scrapes at once; try again.")
+        try:
+            return list(self.app(environ, start_response))  # the body is made while the slot is held
+        finally:
+            self.slots.release()
+
+
+def _plain(start_response: Callable, status: str, text: str) -> list[bytes]:
+    body = (text + "\n").encode()
+    start_response(status, [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body)))])
+    return [body]
+
+
+def serve(produce: Callable[[], HealthReport], host: str, port: int, *, max_age: float, hosts: frozenset[str],
+          any_host: bool = False) -> Callable[[], None]:
     """Serve /metrics on host:port in a background thread; returns the function that stops it.
 
-    Raises OSError when the address cannot be bound (the caller names the flag)."""
-    from prometheus_client import CollectorRegistry, start_http_server
+    Every scrape reads the report through one SharedCheck (max_age seconds of reuse) behind a ScrapeGuard
+    (`hosts`: the Host header values it answers to). Raises OSError when the address cannot be bound (the
+    caller names the flag)."""
+    import socket
+    from socketserver import ThreadingMixIn
+    from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+    from prometheus_client import CollectorRegistry, make_wsgi_app
 
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(HealthCollector(produce))
-    server, thread = start_http_server(port, addr=host, registry=registry)
+    registry.register(HealthCollector(SharedCheck(produce, max_age).get))
+    app = ScrapeGuard(make_wsgi_app(registry), hosts, any_host=any_host)
+
+    class Server(ThreadingMixIn, WSGIServer):
+        daemon_threads = True
+        address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
+
+    class QuietHandler(WSGIRequestHandler):
+        timeout = SCRAPE_SOCKET_TIMEOUT
+
+        def log_message(self, format: str, *args) -> None:
+            pass  # no line per scrape on stderr
+
+    server = make_server(host, port, app, server_class=Server, handler_class=QuietHandler)
+    thread = threading.Thread(target=server.serve_forever, name="celora-metrics", daemon=True)
+    thread.start()
 
     def stop() -> None:
         server.shutdown()

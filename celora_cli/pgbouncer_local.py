@@ -32,6 +32,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from celora_cli import owned_files
 from celora_cli.errors import ConfigError, LocalServerError
 from celora_cli.settings import Settings
 
@@ -130,7 +131,7 @@ class LocalPgBouncer:
         """The pid of this PgBouncer when it runs (its pidfile, checked against the process's command line,
         so a recycled pid is never taken for it)."""
         try:
-            pid = int(self.pid_file.read_text().strip())
+            pid = int(owned_files.read_text(self.pid_file).strip())
         except (OSError, ValueError):
             return None
         if not Path("/proc/self").exists():  # macOS: no /proc; the pidfile and a live process will do
@@ -150,7 +151,7 @@ class LocalPgBouncer:
     @property
     def port(self) -> int | None:
         with contextlib.suppress(OSError, ValueError):
-            return int(self.port_file.read_text())
+            return int(owned_files.read_text(self.port_file))
         return None
 
     def status(self) -> PgBouncerStatus:
@@ -178,7 +179,7 @@ class LocalPgBouncer:
         password = self._password()
         self._write_private(self.auth_file, f'"{USER}" "{scram_secret(password)}"\n', owner=self.server.run_as)
         self._write_private(self.config_file, self._render_config(port), owner=self.server.run_as)
-        self.port_file.write_text(str(port))
+        owned_files.write_new(self.port_file, str(port), mode=0o644)
         self._write_env_file(port, password)
         self._launch(binary, port)
         self._check_login(port, password)
@@ -209,8 +210,11 @@ class LocalPgBouncer:
     def _urls(self, password: str | None = None) -> dict[str, str]:
         """The URLs of pgbouncer.env (read back from it when no password is given)."""
         if password is None:
+            # Celora's own file (root's when root) in a folder PgBouncer's user can write to: a file planted there
+            # (a link to a root-only file) would have its lines printed as URLs.
             with contextlib.suppress(OSError):
-                return dict(line.split("=", 1) for line in self.env_file.read_text().splitlines()
+                text = owned_files.read_text(self.env_file, owner=os.geteuid())
+                return dict(line.split("=", 1) for line in text.splitlines()
                             if "=" in line and not line.startswith("#"))
             return {}
         port, server_port = self.port, self.server.port
@@ -230,26 +234,28 @@ class LocalPgBouncer:
         return secrets.token_urlsafe(24)
 
     def _prepare_runtime_dir(self) -> None:
-        self.runtime_dir.mkdir(mode=0o700, exist_ok=True)
-        os.chmod(self.runtime_dir, 0o700)
+        owner = None
         if self.server.run_as is not None:
             user = pwd.getpwnam(self.server.run_as)
-            os.chown(self.runtime_dir, user.pw_uid, user.pw_gid)
-            for path in (self.log_file, self.pid_file):  # left by a previous run as another user
-                if path.exists():
-                    os.chown(path, user.pw_uid, user.pw_gid)
+            owner = (user.pw_uid, user.pw_gid)
+        # The folder is in the local server's folder, which that user can write to: a link planted in its place
+        # is refused, not chmodded or chowned through.
+        owned_files.own_directory(self.runtime_dir, owner, mode=0o700, create=True)
+        # Called only when this PgBouncer does not run: a pid file is stale (or planted), and PgBouncer writes its
+        # own. Unlinking removes a link itself, never its target.
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.pid_file)
+        if owner is not None and (self.log_file.exists() or self.log_file.is_symlink()):
+            # Left by a previous run as another user. PgBouncer's user can plant links in the folder: chowned
+            # through a descriptor, a link replaced by a new log (owned_files), never followed.
+            owned_files.own_file(self.log_file, owner)
 
     @staticmethod
     def _write_private(path: Path, text: str, *, owner: str | None) -> None:
-        """0600 from the first byte (no moment where another user could read it), owned by PgBouncer's user."""
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(descriptor, "w") as handle:
-            handle.write(text)
-        if owner is not None:
-            user = pwd.getpwnam(owner)
-            os.chown(path, user.pw_uid, user.pw_gid)
+        """0600 from the first byte (no moment where another user could read it), owned by PgBouncer's user; a
+        new file, never written through a link planted in the runtime folder (owned_files.write_new)."""
+        user = pwd.getpwnam(owner) if owner is not None else None
+        owned_files.write_new(path, text, mode=0o600, owner=(user.pw_uid, user.pw_gid) if user else None)
 
     def _write_env_file(self, port: int, password: str) -> None:
         lines = ["# Written by `celora local pgbouncer start`: the local PostgreSQL through PgBouncer (from",
@@ -327,6 +333,6 @@ class LocalPgBouncer:
                                    f"Read {self.log_file}.") from exc
 
     def _log_tail(self, lines: int = 3) -> str:
-        with contextlib.suppress(OSError):
-            return " ".join(self.log_file.read_text(errors="replace").strip().splitlines()[-lines:])
+        with contextlib.suppress(OSError):  # shown in an error: never read through a planted link
+            return " ".join(owned_files.read_text(self.log_file).strip().splitlines()[-lines:])
         return ""

@@ -8,6 +8,7 @@ This module stays light (no SQLAlchemy, no psycopg): `celora --help` imports it.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import math
 import os
@@ -86,7 +87,38 @@ _QUERY_KEYS = LIBPQ_PARAMS | CELORA_URL_PARAMS
 _WHITESPACE = re.compile(r"\s")
 _AUTHORITY_END = re.compile(r"[/?#]")
 _USERINFO_SCAN = re.compile(r"[@?&#=]")
-_PASSWORD_PARAM = re.compile(r"(?i)((?:^|[?&\s])password=)[^&\s]*")
+# A name=value parameter in a URL's query or in free text (a libpq keyword/value string). In free text the value
+# ends at whitespace, '&' or '"' (a JSON string's end: the JSON output is masked as text); in one known URL at '&'.
+_TEXT_PARAM = re.compile(r"(^|[?&\s])([^=&\s?#]+)=([^&\s\"]*)")
+_URL_PARAM = re.compile(r"(^|[?&])([^=&?#]+)=([^&]*)")
+# Parameters whose value is a secret besides the password: any name holding "password" or "secret" (libpq's
+# sslpassword and oauth_client_secret, and whatever a URL carries for another tool), and libpq's SCRAM keys.
+_SECRET_NAME_PARTS = ("password", "secret")
+_SECRET_NAMES = frozenset({"scram_client_key", "scram_server_key"})
+MASK = "****"
+
+
+def is_secret_parameter(name: str) -> bool:
+    """Whether a URL parameter's value is a secret. The name is compared percent-decoded (libpq decodes it, so
+    `ssl%70assword` is sslpassword) and case-insensitively; decoded again while that changes it (bounded)."""
+    for _ in range(3):
+        decoded = unquote(name, errors="replace")
+        if decoded == name:
+            break
+        name = decoded
+    lowered = name.lower()
+    return lowered in _SECRET_NAMES or any(part in lowered for part in _SECRET_NAME_PARTS)
+
+
+def _mask_parameter(match: re.Match) -> str:
+    if not is_secret_parameter(match.group(2)) or not match.group(3):
+        return match.group()
+    return f"{match.group(1)}{match.group(2)}={MASK}"
+
+
+def _mask_parameters(text: str, pattern: re.Pattern = _TEXT_PARAM) -> str:
+    """Every secret parameter's value (see is_secret_parameter) replaced by ****. Linear in len(text)."""
+    return pattern.sub(_mask_parameter, text)
 
 
 def _userinfo_end(rest: str) -> int | None:
@@ -152,7 +184,8 @@ def _mask_userinfo(rest: str) -> str:
 
 
 def mask_url(text: str) -> str:
-    """Hide the password of every URL in free text (and any password=... parameter).
+    """Hide the password of every URL in free text, and the value of every secret parameter (password=,
+    sslpassword=, any name holding "password" or "secret", percent-encoded or not: is_secret_parameter).
 
     postgresql://app:s3cret@db:5432/celora -> postgresql://app:****@db:5432/celora. The password ends at the
     last '@' before the host (see _userinfo_end), so an unencoded '@', '/', '?' or '#' in it stays hidden. In
@@ -167,15 +200,20 @@ def mask_url(text: str) -> str:
         pieces += [text[position:start], _mask_userinfo(text[start:end])]
         position = end
     pieces.append(text[position:])
-    return _PASSWORD_PARAM.sub(r"\1****", "".join(pieces))
+    return _mask_parameters("".join(pieces))
 
 
 def _mask_one_url(url: str) -> str:
-    """Mask `url` known to be a single URL (so a space in its password does not end it, as in free text)."""
+    """Mask `url` known to be a single URL (so a space in its password, or in a secret parameter, does not end
+    it, as in free text)."""
     if "://" not in url:
-        return _PASSWORD_PARAM.sub(r"\1****", url)
+        return _mask_parameters(url)
     scheme, rest = url.split("://", 1)
-    return _PASSWORD_PARAM.sub(r"\1****", f"{scheme}://{_mask_userinfo(rest)}")
+    rest = _mask_userinfo(rest)  # from here on the first '?' starts the query: the password is ****
+    path, question, query = rest.partition("?")
+    if question:
+        rest = f"{path}?{_mask_parameters(query, _URL_PARAM)}"
+    return f"{scheme}://{rest}"
 
 
 def redact(text: str, secrets: list[str] | tuple[str, ...] = ()) -> str:
@@ -207,9 +245,25 @@ class DatabaseURL:
     schema: str | None = None
     host_in_query: bool = False  # libpq's ?host=/socket/dir form: the URL's authority has no host
 
+    def __repr__(self) -> str:
+        # The dataclass's own repr would show `original` and `password` (in a traceback, a log, a debugger).
+        return f"DatabaseURL({self.masked!r})"
+
+    __str__ = __repr__
+
     @property
     def masked(self) -> str:
         return _mask_one_url(self.original)
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """The password and the values of secret parameters (sslpassword=, ...): for scrubbing free text."""
+        values = [self.password] if self.password else []
+        query = urlsplit(self.original).query if "?" in self.original else ""
+        with contextlib.suppress(ValueError):
+            values += [value for name, value in parse_qsl(query, keep_blank_values=False)
+                       if is_secret_parameter(name) and value]
+        return tuple(dict.fromkeys(values))
 
     @property
     def is_socket(self) -> bool:
@@ -498,10 +552,11 @@ class Settings:
         return self.database_url
 
     def secrets(self) -> list[str]:
-        """Every password celora knows of, for scrubbing any text before it is shown."""
+        """Every password (and secret URL parameter's value) celora knows of, for scrubbing text before it is
+        shown."""
         urls = (self.database_url, self.direct_database_url, self.shadow_database_url, self.pgbouncer_admin_url,
                 *self.replica_urls)
-        return [u.password for u in urls if u and u.password]
+        return list(dict.fromkeys(secret for u in urls if u for secret in u.secrets))
 
     def with_overrides(self, **changes) -> Settings:
         """A copy with `changes` applied (None values ignored); timeouts are validated like the environment's."""

@@ -28,12 +28,12 @@ def studio(
 ) -> None:
     """Browse and edit the data in a local web page.
 
-    Browse and edit the data in a local web page (like Prisma Studio), until Ctrl-C.
+    Browse and edit the data in a local web page (like Prisma Studio), until Ctrl-C (exit 130) or SIGTERM (0).
 
     Binds 127.0.0.1:5555; the printed URL carries a random access token, required on every request.
     Example: celora db studio --read-only --no-browser
     """
-    from celora_cli.studio.server import open_browser, prepare
+    from celora_cli.studio.server import prepare
 
     settings = load_settings_from(ctx)
     prepared = prepare(settings, host=host, port=port, read_only=read_only, allow_production=allow_production,
@@ -41,6 +41,9 @@ def studio(
     console.out.print(f"celora studio for {safe(prepared.database)}, {safe(prepared.read_only_reason)}")
     console.out.print(f"Open: {safe(prepared.url)}", soft_wrap=True)
     console.out.print("Press Ctrl-C to stop.")
-    if not no_browser:
-        open_browser(prepared.url)
-    prepared.run()
+    try:
+        if not no_browser:
+            prepared.open_browser()
+        prepared.run()
+    finally:
+        prepared.close()  # also when Ctrl-C comes before the server runs: the browser's redirect file goes

@@ -86,7 +86,7 @@ def translate(exc: BaseException, url: DatabaseURL | None, setting: str = "DATAB
         return exc
     cause = root_cause(exc)
     state = sqlstate_of(exc) or ""
-    secrets = [url.password] if url and url.password else []
+    secrets = list(url.secrets) if url else []  # the password and secret parameters (sslpassword=, ...)
     full = redact(str(cause), secrets)
     lowered = full.lower()
     message = redact(postgres_message(exc), secrets)

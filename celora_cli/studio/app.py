@@ -17,8 +17,9 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette_admin.contrib.sqla import Admin
 
+from celora_cli.local_http import allowed_hosts
 from celora_cli.settings import DatabaseURL
-from celora_cli.studio.security import StudioGuard, allowed_hosts
+from celora_cli.studio.security import StudioGuard
 from celora_cli.studio.views import build_views
 
 TEMPLATES = Path(__file__).parent / "templates"

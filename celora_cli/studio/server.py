@@ -6,15 +6,23 @@ anything is served, and returns a PreparedStudio the CLI prints and then runs.""
 from __future__ import annotations
 
 import errno
+import functools
+import html
+import json
 import os
 import secrets
+import shutil
+import signal
 import socket
 import sys
+import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from celora_cli.errors import ConfigError, UsageError
+from celora_cli.local_http import HTTP_DEFAULT_PORT, listen_host, shown_host, url_host
 from celora_cli.settings import Settings
 
 DEFAULT_HOST = "127.0.0.1"
@@ -22,28 +30,83 @@ DEFAULT_PORT = 5555
 WRITABLE_FLAG = "--writable"
 
 
+class _Terminated(Exception):
+    """SIGTERM arrived: a service manager's (or `kill`'s) stop, a normal end."""
+
+
 @dataclass
 class PreparedStudio:
-    url: str  # carries the access token: printed for the user, never logged elsewhere
+    url: str = field(repr=False)  # carries the access token: printed for the user, never logged elsewhere
     database: str  # masked
     read_only: bool
     read_only_reason: str
-    app: Any
+    app: Any = field(repr=False)
     sock: socket.socket
     engine: Any = field(repr=False)
+    redirect_dir: Path | None = None  # the browser's redirect file (open_browser), removed when the studio ends
+
+    def open_browser(self, opener: Callable[[str], bool] | None = None) -> bool:
+        """Open the studio in a browser, when a display exists; never fails (the printed URL is enough).
+
+        The browser is given a local file that redirects to the URL, not the URL itself: a browser started
+        with the URL has it, token included, on its command line, which every user of the machine can read
+        (`ps`). The file is 0600 in a 0700 folder of its own (as Jupyter does), and is removed when the studio
+        stops."""
+        if not has_display():
+            return False
+        if opener is None:
+            import webbrowser
+
+            opener = functools.partial(webbrowser.open, new=2)
+        try:
+            self.redirect_dir = Path(tempfile.mkdtemp(prefix="celora-studio-"))  # 0700
+            page = self.redirect_dir / "open.html"
+            descriptor = os.open(page, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+            with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+                handle.write(redirect_page(self.url))
+            return bool(opener(page.as_uri()))
+        except Exception:  # noqa: BLE001 - any browser failure leaves the printed URL to use by hand
+            return False
 
     def run(self) -> None:
-        """Serve until interrupted (uvicorn handles Ctrl-C); the socket and the engine are closed after."""
+        """Serve until Ctrl-C (KeyboardInterrupt, which the CLI turns into exit 130) or SIGTERM (returns: a
+        normal end); the socket, the engine and the browser's redirect file are closed or removed after."""
         import uvicorn
 
         # A browser keeps connections open: Ctrl-C should not wait for it to let go.
         config = uvicorn.Config(self.app, log_level="warning", lifespan="off", access_log=False,
                                 timeout_graceful_shutdown=1)
+        # uvicorn stops on SIGINT and SIGTERM, then raises the signal again under the handlers it found: SIGINT
+        # then becomes KeyboardInterrupt, and SIGTERM this exception instead of killing the process.
+        previous = signal.getsignal(signal.SIGTERM)
+        signal.signal(signal.SIGTERM, _raise_terminated)
         try:
             uvicorn.Server(config).run(sockets=[self.sock])
+        except _Terminated:
+            pass
         finally:
-            self.sock.close()
-            self.engine.dispose()
+            signal.signal(signal.SIGTERM, previous)
+            self.close()
+
+    def close(self) -> None:
+        """Idempotent: the CLI calls it again after run() in case run() never started."""
+        self.sock.close()
+        self.engine.dispose()
+        if self.redirect_dir is not None:
+            shutil.rmtree(self.redirect_dir, ignore_errors=True)
+            self.redirect_dir = None
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise _Terminated
+
+
+def redirect_page(url: str) -> str:
+    """An HTML page that sends the browser on to `url` (meta refresh, script, and a link as the last resort)."""
+    quoted = html.escape(url, quote=True)
+    return (f'<!doctype html><html><head><meta charset="utf-8"><meta http-equiv="refresh" content="0;url={quoted}">'
+            f"<title>celora studio</title></head><body><script>window.location.replace({json.dumps(url)});"
+            f'</script><p>Opening <a href="{quoted}">celora studio</a>...</p></body></html>\n')
 
 
 def prepare(settings: Settings, *, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, read_only: bool | None = None,
@@ -59,6 +122,7 @@ def prepare(settings: Settings, *, host: str = DEFAULT_HOST, port: int = DEFAULT
 
     if not 0 <= port < 65536:  # 0: any free port (tests)
         raise UsageError(f"--port {port} is not a TCP port.", "Pass a port from 1 to 65535 (default 5555).")
+    host = listen_host(host, command="celora db studio")
     sock = bind(host, port)
     try:
         url = resolve_urls(settings).pooled
@@ -85,10 +149,10 @@ def prepare(settings: Settings, *, host: str = DEFAULT_HOST, port: int = DEFAULT
     except BaseException:
         sock.close()
         raise
-    # Bound to every interface: the URL to print (and open) is this machine's loopback one.
-    shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
-    address = f"[{shown}]" if ":" in shown else shown
-    return PreparedStudio(url=f"http://{address}:{port}{BASE_PATH}/?token={token}", database=url.masked,
+    # Bound to every interface: the URL to print (and open) is this machine's loopback one. Port 80 is left out,
+    # as a browser leaves it out of the Host header.
+    address = url_host(shown_host(host)) + ("" if port == HTTP_DEFAULT_PORT else f":{port}")
+    return PreparedStudio(url=f"http://{address}{BASE_PATH}/?token={token}", database=url.masked,
                           read_only=read_only, read_only_reason=reason, app=app, sock=sock, engine=engine)
 
 
@@ -114,15 +178,3 @@ def has_display(environ: Mapping[str, str] | None = None, platform: str | None =
     if platform == "darwin" or platform.startswith("win"):
         return True
     return bool(env.get("DISPLAY") or env.get("WAYLAND_DISPLAY"))
-
-
-def open_browser(url: str) -> bool:
-    """Try to open `url`; never fails (no display, no browser: the printed URL is enough)."""
-    if not has_display():
-        return False
-    import webbrowser
-
-    try:
-        return bool(webbrowser.open(url, new=2))
-    except Exception:  # noqa: BLE001 - any browser failure leaves the printed URL to use by hand
-        return False

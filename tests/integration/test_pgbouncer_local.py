@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import pwd
+import shutil
 import stat
 from pathlib import Path
 
@@ -92,3 +93,59 @@ def test_scram_secret_matches_rfc_7677_test_vector():
     secret = scram_secret("pencil", salt=base64.b64decode("W22ZaJ0SNY7soEsUEjb6gQ=="))
     assert secret == ("SCRAM-SHA-256$4096:W22ZaJ0SNY7soEsUEjb6gQ==$WG5d8oPm3OtcPnkdi4Uo7BkeZkBFzpcXkuLmtbsT4qY=:"
                       "wfPLwcE6nTWhTAmQ7tl2KeoiWGPlZqQxSrmfPwDl2dU=")
+
+
+def _root_file(folder: Path, name: str) -> Path:
+    path = folder / name
+    path.write_text(f"{name}: root's, not to be touched\n")
+    path.chmod(0o640)
+    return path
+
+
+def _fingerprint(path: Path) -> tuple:
+    info = os.lstat(path)
+    return path.read_bytes(), info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="PgBouncer's user and root differ only when run as root")
+def test_links_planted_in_the_runtime_folder_are_replaced_and_their_targets_untouched(pg_server, local_env,
+                                                                                      tmp_path):
+    """As root, celora hands the runtime folder to PgBouncer's user, then writes the auth file, the config, the
+    env file and the port there and chowns the log and pid files: links that user planted are never followed."""
+    runtime = pg_server.base_dir / "pgbouncer"
+    shutil.rmtree(runtime, ignore_errors=True)
+    runtime.mkdir(mode=0o700)
+    names = ("userlist.txt", "pgbouncer.ini", "pgbouncer.env", "port", "pgbouncer.log", "pgbouncer.pid")
+    targets = {name: _root_file(tmp_path, name) for name in names}
+    before = {name: _fingerprint(path) for name, path in targets.items()}
+    for name, target in targets.items():
+        (runtime / name).symlink_to(target)
+    started = run_celora("local", "pgbouncer", "start", "--port", str(free_port()), env=local_env)
+    try:
+        assert started.returncode == 0, started.stdout + started.stderr
+        for name, target in targets.items():
+            assert _fingerprint(target) == before[name], name
+        for name in ("userlist.txt", "pgbouncer.ini", "pgbouncer.env", "port"):
+            assert not (runtime / name).is_symlink() and (runtime / name).is_file(), name
+        assert "SCRAM-SHA-256$" in (runtime / "userlist.txt").read_text()
+        assert "root's" not in started.stdout + started.stderr
+    finally:
+        run_celora("local", "pgbouncer", "stop", env=local_env)
+        LocalPgBouncer(pg_server).destroy()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="PgBouncer's user and root differ only when run as root")
+def test_a_link_planted_as_the_runtime_folder_is_refused(pg_server, local_env, tmp_path):
+    runtime = pg_server.base_dir / "pgbouncer"
+    shutil.rmtree(runtime, ignore_errors=True)
+    outside = tmp_path / "root-only"
+    outside.mkdir(mode=0o700)
+    runtime.symlink_to(outside)
+    try:
+        started = run_celora("local", "pgbouncer", "start", "--port", str(free_port()), env=local_env)
+        assert started.returncode == 11, started.stdout + started.stderr
+        assert f"{runtime} is a symbolic link (to {outside})" in started.stderr and f"rm {runtime}" in started.stderr
+        info = os.stat(outside)
+        assert (info.st_uid, stat.S_IMODE(info.st_mode)) == (0, 0o700) and not list(outside.iterdir())
+    finally:
+        runtime.unlink()

@@ -193,6 +193,8 @@ ADVERSARIAL = {
     "colons": "'postgresql://' + ':' * 1_000_000 + '@h'",
     "long_key_ats": "'postgresql://h/db?' + 'k' * 500_000 + '=' + '@' * 500_000",
     "password_params": "'password=x ' * 100_000",
+    "secret_params": "'postgresql://h/db?' + 'sslpassword=x&' * 90_000",
+    "long_encoded_names": "'&' + '%25' * 300_000 + 'password=x ' + 'k' * 100_000",
 }
 
 
