@@ -53,10 +53,11 @@ PROVIDERS_HINT = (
     "older celora gets it at its next start: `celora local stop`, then `celora local start`).")
 
 
-def check_slot_name(slot: str) -> str:
+def check_slot_name(slot: str, flag: str = "--slot") -> str:
+    """`flag`: the option the name came from, named in the error (--slot, or --drop)."""
     if not _SLOT_NAME.match(slot or ""):
-        raise UsageError(f"--slot {slot!r} is not a valid replication slot name.",
-                         "Use 1 to 63 lowercase letters, digits and underscores, e.g. --slot celora_changes.")
+        raise UsageError(f"{flag} {slot!r} is not a valid replication slot name.",
+                         f"Use 1 to 63 lowercase letters, digits and underscores, e.g. {flag} celora_changes.")
     return slot
 
 
@@ -589,14 +590,38 @@ class DropPlan:
                 f"change made until it is recreated (it retains {retained} bytes of WAL now)"]
 
 
+def _slot_environment(settings: Settings, conn, url: DatabaseURL, slot: SlotInfo) -> str | None:
+    """The environment stamp the guard weighs before a slot is dropped: a slot is the server's, not one schema's,
+    so every schema's stamp is read (environment_stamp.database_environment), in the database the URL names and,
+    for a logical slot of another database, in that one too (the strictest wins). A database that cannot be read
+    counts as production: its slot may be production's. A physical slot serves the whole cluster; celora reads the
+    stamp of the database it is connected to (it does not visit every database)."""
+    from celora_cli.db.admin import with_database
+    from celora_cli.db.connect import connect
+    from celora_cli.environment_stamp import PRODUCTION, database_environment
+
+    found = [database_environment(conn)]
+    if slot.database and slot.database != conn.info.dbname:
+        other = with_database(url, slot.database)
+        try:
+            with connect(other, settings, application_name=APPLICATION_NAME, autocommit=True) as theirs:
+                found.append(database_environment(theirs))
+        except Exception as exc:  # noqa: BLE001 - whatever stops the reading, the slot may be production's
+            notice.info(f"Could not read the environment stamp of database {slot.database}, where slot {slot.slot} "
+                        f"decodes ({type(exc).__name__}): it is treated as '{PRODUCTION}'.")
+            found.append(PRODUCTION)
+    if PRODUCTION in found:
+        return PRODUCTION
+    return next((env for env in found if env), None)
+
+
 def drop_slot(settings: Settings, slot: str, *, confirm: Callable[[DropPlan], None] | None = None) -> DropPlan:
     """Drop `slot` (and celora's publication of the same name). `confirm(plan)` raises to stop."""
     from psycopg import sql
 
     from celora_cli.db.errors import translating
-    from celora_cli.environment_stamp import database_environment
 
-    check_slot_name(slot)
+    check_slot_name(slot, "--drop")
     _, slots = list_slots(settings)
     found = next((s for s in slots if s.slot == slot), None)
     if found is None:
@@ -608,11 +633,7 @@ def drop_slot(settings: Settings, slot: str, *, confirm: Callable[[DropPlan], No
     conn, url, setting = _open(settings)
     try:
         with translating(url, setting):
-            try:
-                env = database_environment(conn)
-            except Exception:  # noqa: BLE001 - no readable stamp: CELORA_ENV alone decides
-                env = None
-            plan = DropPlan(url.masked, found, env)
+            plan = DropPlan(url.masked, found, _slot_environment(settings, conn, url, found))
             if confirm is not None:
                 confirm(plan)
             conn.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
