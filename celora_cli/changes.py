@@ -637,10 +637,14 @@ def drop_slot(settings: Settings, slot: str, *, confirm: Callable[[DropPlan], No
             if confirm is not None:
                 confirm(plan)
             conn.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
-            ours = conn.execute("SELECT obj_description(oid, 'pg_publication') = %s FROM pg_publication "
+            ours = conn.execute("SELECT obj_description(oid, 'pg_publication') = %s,"
+                                " pg_has_role(pubowner, 'USAGE'), pubowner::regrole::text FROM pg_publication "
                                 "WHERE pubname = %s", (PUBLICATION_COMMENT, slot)).fetchone()
-            if ours and ours[0]:
+            if ours and ours[0] and ours[1]:
                 conn.execute(sql.SQL("DROP PUBLICATION {}").format(sql.Identifier(slot)))
+            elif ours and ours[0]:  # a replication role may drop the slot; the publication is its owner's
+                notice.info(f"Publication {slot} stays: it belongs to {ours[2]}, and only its owner may drop it "
+                            f"(`DROP PUBLICATION {slot}` as {ours[2]}). It holds no WAL.")
     finally:
         conn.close()
     return plan
