@@ -232,12 +232,19 @@ def test_a_server_without_logical_wal_level_gets_a_clear_refusal_naming_the_sett
 
 
 def test_from_start_prints_the_rows_that_existed_before_the_slot_then_only_new_changes(db):
-    from celora_cli.changes import stream
+    from celora_cli.changes import setup, stream
 
     with psycopg.connect(db, autocommit=True) as conn:
         user_id = conn.execute("INSERT INTO users (firebase_uid) VALUES ('before-slot') RETURNING id").fetchone()[0]
         conn.execute("INSERT INTO sessions (user_id, token_hash, expires_at) VALUES (%s, %s, now())",
                      (user_id, bytes(32)))
+    # A one-shot run on a slot that does not exist prints the rows through a temporary slot and leaves none.
+    once: list[dict] = []
+    stream(settings_for(db), slot="s_once", from_start=True, emit=once.append, flush=lambda: None)
+    assert sorted((c["table"], c["op"]) for c in once) == [("sessions", "read"), ("users", "read")]
+    assert rows(db, "SELECT count(*) FROM pg_replication_slots WHERE slot_name = 's_once'") == [(0,)]
+    # A persistent slot (as --setup-only or --follow make) keeps its position between one-shot runs.
+    setup(settings_for(db), slot="s_start")
     first: list[dict] = []
     stream(settings_for(db), slot="s_start", from_start=True, emit=first.append, flush=lambda: None)
     assert sorted((c["table"], c["op"]) for c in first) == [("sessions", "read"), ("users", "read")]
