@@ -149,3 +149,25 @@ def test_bad_names_name_their_flag_and_the_secrets_flag_belongs_to_setup(app):
     assert slot.returncode == 64 and "--slot 'Bad Slot'" in slot.stderr
     misplaced = run_celora("db", "changes", "--allow-secret-columns", env={"DATABASE_URL": app})
     assert misplaced.returncode == 64 and "--setup-only" in misplaced.stderr
+
+
+def test_health_names_an_attached_slot_whose_consumer_is_behind_in_json_and_metrics(app):
+    """Retained WAL is weighed for every slot, not only inactive ones: a consumer that is attached but does not
+    read holds WAL just the same."""
+    env = {"DATABASE_URL": app, "CELORA_SLOT_WAL_THRESHOLD": "1kB"}
+    with psycopg.connect(app, autocommit=True) as holder:  # the "consumer": attached, never reading
+        holder.execute("SELECT pg_create_logical_replication_slot('s_behind', 'pgoutput', true)")
+        query(app, "INSERT INTO users (firebase_uid) SELECT 'bulk-' || g FROM generate_series(1, 200) g")
+        health = run_celora("db", "health", "--json", env=env)
+        metrics = run_celora("db", "health", "--format", "prometheus", env=env)
+        calm = run_celora("db", "health", "--json", env={"DATABASE_URL": app})  # the 1GB default
+    assert health.returncode == 1, health.stdout + health.stderr
+    report = json.loads(health.stdout)
+    slot = next(s for s in report["replication"]["slots"] if s["name"] == "s_behind")
+    assert slot["active"] is True and slot["retained_bytes"] > 1024 and slot["over_threshold"] is True
+    finding = next(p for p in report["problems"] if "'s_behind'" in p)
+    assert "CELORA_SLOT_WAL_THRESHOLD is 1.0 kB" in finding and "consumer is attached" in finding
+    assert 'celora_replication_slot_over_threshold{slot="s_behind",slot_type="logical"} 1.0' in metrics.stdout
+    assert 'celora_replication_slot_retained_bytes{slot="s_behind",slot_type="logical"}' in metrics.stdout
+    calm_slot = next(s for s in json.loads(calm.stdout)["replication"]["slots"] if s["name"] == "s_behind")
+    assert calm_slot["over_threshold"] is False
