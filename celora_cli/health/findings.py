@@ -136,7 +136,7 @@ def _replication(report: HealthReport, settings: Settings, problems: list[str], 
                 f"abandoned slot fills the disk. Restart its consumer, or drop it: "
                 + (f"`celora db changes --drop {slot.name}`." if slot.slot_type == "logical"
                    else f"`SELECT pg_drop_replication_slot('{slot.name}')`."))
-        elif slot.over_threshold:
+        elif slot.over_threshold and slot.retained_bytes is not None:
             # Attached but behind: a consumer too slow for the write rate, or stuck, holds WAL just the same.
             problems.append(
                 f"Replication slot {slot.name!r} ({slot.slot_type}) retains {describe_size(slot.retained_bytes)} "
