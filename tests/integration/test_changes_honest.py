@@ -16,7 +16,7 @@ import pytest
 
 from celora_cli.changes import stream
 from tests.conftest import run_celora, settings_for
-from tests.integration.test_changes import Follower
+from tests.integration.test_changes import Follower, before_column_lists, setup_only
 from tests.integration.test_guard_search_path import owner  # noqa: F401 - the fixture
 
 SECRETS = ("sessions.token_hash", "idempotency_keys.response_body")
@@ -52,7 +52,9 @@ def test_an_existing_publication_with_secret_columns_is_named_and_refused_unless
     assert refused.returncode == 12, refused.stdout + refused.stderr
     for secret in SECRETS:
         assert secret in refused.stderr
-    assert "--allow-secret-columns" in refused.stderr and "ALTER PUBLICATION" in refused.stderr
+    old_server = before_column_lists(app)  # before 15 the fix is an upgrade, not a column list
+    assert "--allow-secret-columns" in refused.stderr
+    assert ("no column lists" if old_server else "ALTER PUBLICATION s_pub SET TABLE") in refused.stderr
     assert "Nothing was created" in refused.stderr and slots(app, "s_pub") == []
 
     as_json = run_celora("db", "changes", "--setup-only", "--slot", "s_pub", "--json", env={"DATABASE_URL": app})
@@ -72,11 +74,14 @@ def test_an_existing_publication_with_secret_columns_is_named_and_refused_unless
     add_session(app, token)
     streamed = run_celora("db", "changes", "--slot", "s_pub", env={"DATABASE_URL": app})
     assert streamed.returncode == 0, streamed.stderr
-    assert "sessions.token_hash" in streamed.stderr and '"sessions"' in streamed.stdout
+    assert old_server or "sessions.token_hash" in streamed.stderr  # before 15 it was said when it was created
+    assert '"sessions"' in streamed.stdout
     assert "token_hash" not in streamed.stdout and token.hex() not in streamed.stdout
 
 
 def test_celoras_own_publication_passes_the_check_and_setup_says_what_it_does_not_protect(app):
+    if before_column_lists(app):
+        pytest.skip("PostgreSQL < 15 has no column lists: no publication passes (the next test covers it)")
     first = run_celora("db", "changes", "--setup-only", "--slot", "s_own", env={"DATABASE_URL": app})
     assert first.returncode == 0, first.stdout + first.stderr
     again = run_celora("db", "changes", "--setup-only", "--slot", "s_own", env={"DATABASE_URL": app})
@@ -91,10 +96,22 @@ def test_celoras_own_publication_passes_the_check_and_setup_says_what_it_does_no
     assert "response_body" not in widened.stderr  # idempotency_keys is no longer published at all
 
 
+def test_before_postgresql_15_setup_only_refuses_the_publication_it_would_create(app):
+    if not before_column_lists(app):
+        pytest.skip("PostgreSQL 15+ has column lists (the tests above)")
+    refused = run_celora("db", "changes", "--setup-only", "--slot", "s_old", env={"DATABASE_URL": app})
+    assert refused.returncode == 12 and "as it would be created" in refused.stderr, refused.stderr
+    assert "sessions.token_hash" in refused.stderr and "no column lists" in refused.stderr
+    assert slots(app, "s_old") == [] and query(app, "SELECT count(*) FROM pg_publication") == [(0,)]
+    accepted = run_celora("db", "changes", "--setup-only", "--allow-secret-columns", "--slot", "s_old",
+                          env={"DATABASE_URL": app})
+    assert accepted.returncode == 0 and "SENDS" in accepted.stdout, accepted.stdout + accepted.stderr
+
+
 def test_a_replication_role_decodes_every_column_whatever_the_publication(app):
     """Why the README says column lists are not a boundary against a REPLICATION role: its own slot with
     test_decoding shows token_hash, though it may not SELECT it."""
-    assert run_celora("db", "changes", "--setup-only", "--slot", "s_limit", env={"DATABASE_URL": app}).returncode == 0
+    assert run_celora("db", "changes", *setup_only(app), "--slot", "s_limit", env={"DATABASE_URL": app}).returncode == 0
     role = query(app, "SELECT current_user")[0][0]
     query(app, f"REVOKE SELECT ON sessions FROM {role}")  # even the owner, stripped of SELECT
     with psycopg.connect(app, autocommit=True) as conn, pytest.raises(psycopg.errors.InsufficientPrivilege):

@@ -14,6 +14,7 @@ import psycopg
 import pytest
 
 from tests.conftest import admin_execute, run_celora, shared_tmpdir
+from tests.integration.test_changes import setup_only
 
 
 def query(url: str, sql: str, params=()) -> list[tuple]:
@@ -115,7 +116,7 @@ def test_a_restore_into_development_keeps_development(owner):
 def test_changes_drop_on_production_through_another_search_path_is_refused(owner, how):
     _, database = owner
     production = database("production", "prod@celora.io")
-    setup = run_celora("db", "changes", "--setup-only", "--slot", "s_guard", env={"DATABASE_URL": production})
+    setup = run_celora("db", "changes", *setup_only(production), "--slot", "s_guard", env={"DATABASE_URL": production})
     assert setup.returncode == 0, setup.stdout + setup.stderr
     target = elsewhere(production, how)
 
@@ -135,7 +136,7 @@ def test_changes_drop_from_another_database_reads_the_slots_own_database(owner):
     _, database = owner
     production = database("production", "prod@celora.io")
     development = database("development", "dev@celora.io")
-    assert run_celora("db", "changes", "--setup-only", "--slot", "s_prod",
+    assert run_celora("db", "changes", *setup_only(production), "--slot", "s_prod",
                       env={"DATABASE_URL": production}).returncode == 0
     refused = run_celora("db", "changes", "--drop", "s_prod", "--force", env={"DATABASE_URL": development})
     assert refused.returncode == 12, refused.stdout + refused.stderr
@@ -147,7 +148,7 @@ def test_a_stamp_this_role_may_not_read_counts_as_production(pg_server, owner):
     production, so --drop needs --allow-production (and says why)."""
     _, database = owner
     development = database("development", "dev@celora.io")
-    assert run_celora("db", "changes", "--setup-only", "--slot", "s_blind",
+    assert run_celora("db", "changes", *setup_only(development), "--slot", "s_blind",
                       env={"DATABASE_URL": development}).returncode == 0
     reader = f"reader_{uuid.uuid4().hex[:10]}"
     admin_execute(pg_server, f"CREATE ROLE {reader} LOGIN REPLICATION NOSUPERUSER")
