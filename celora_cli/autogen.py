@@ -74,7 +74,30 @@ class Extras:
 # -- the shadow database ---------------------------------------------------------------------------------
 
 def _same_database(a: DatabaseURL, b: DatabaseURL) -> bool:
+    """The same spelling: refused before anything connects. Another spelling of the same database (localhost and
+    127.0.0.1, a port mapping, a DNS alias) is caught by the servers themselves (_refuse_same_database)."""
     return (a.host or "localhost", a.port or 5432, a.database) == (b.host or "localhost", b.port or 5432, b.database)
+
+
+def _same_database_error(configured: DatabaseURL, dev_url: DatabaseURL, how: str) -> ConfigError:
+    return ConfigError(
+        f"{SHADOW_VARIABLE} ({configured.masked}) is the development database itself ({dev_url.masked}): {how}. "
+        "celora empties the shadow database on every run, so it refused; nothing was dropped.",
+        f"Point {SHADOW_VARIABLE} at a database of its own (e.g. celora_shadow), or unset it to let celora create "
+        "a temporary one.")
+
+
+def _refuse_same_database(shadow_conn, configured: DatabaseURL, dev_url: DatabaseURL, settings: Settings) -> None:
+    """Ask the servers whether the shadow connection is on the development database (celora_cli.db.identity)."""
+    from celora_cli.db.connect import connect
+    from celora_cli.db.errors import translating
+    from celora_cli.db.identity import same_database
+
+    with translating(dev_url, "DATABASE_URL"), \
+            connect(dev_url, settings, application_name="celora migrate (shadow check)") as dev_conn:
+        answer = same_database(dev_conn, shadow_conn)
+    if answer.same:
+        raise _same_database_error(configured, dev_url, f"the servers say so ({answer.evidence})")
 
 
 @contextlib.contextmanager
@@ -85,16 +108,12 @@ def shadow_database(settings: Settings, dev_url: DatabaseURL, configured: Databa
 
     if configured is not None:
         if _same_database(configured, dev_url):
-            raise ConfigError(
-                f"{SHADOW_VARIABLE} ({configured.masked}) names the development database itself; celora empties "
-                "the shadow database on every run, so it refused.",
-                f"Point {SHADOW_VARIABLE} at a database of its own (e.g. celora_shadow), or unset it to let "
-                "celora create a temporary one.")
-        _wipe_schema(configured, settings)
+            raise _same_database_error(configured, dev_url, "the URLs name the same host, port and database")
+        _wipe_schema(configured, settings, dev_url)
         try:
             yield configured
         finally:
-            _wipe_schema(configured, settings)
+            _wipe_schema(configured, settings, dev_url)
         return
     name = SHADOW_PREFIX + secrets.token_hex(4)
     with admin.maintenance_connection(dev_url, settings, application_name="celora migrate (shadow)") as conn, \
@@ -108,7 +127,9 @@ def shadow_database(settings: Settings, dev_url: DatabaseURL, configured: Databa
             admin.drop_database(conn, name)
 
 
-def _wipe_schema(url: DatabaseURL, settings: Settings) -> None:
+def _wipe_schema(url: DatabaseURL, settings: Settings, dev_url: DatabaseURL) -> None:
+    """Empty the configured shadow's schema, on a connection first proven not to be on the development
+    database (the check runs on the very connection that drops, so no second lookup can land elsewhere)."""
     from psycopg import sql
 
     from celora_cli.db.connect import connect
@@ -116,6 +137,7 @@ def _wipe_schema(url: DatabaseURL, settings: Settings) -> None:
 
     with translating(url, SHADOW_VARIABLE):
         with connect(url, settings, application_name="celora migrate (shadow)") as conn:
+            _refuse_same_database(conn, url, dev_url, settings)
             schema = conn.execute("SELECT current_schema()").fetchone()
             name = schema[0] if schema and schema[0] else (url.schema or "public")
             conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(name)))

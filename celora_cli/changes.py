@@ -3,10 +3,21 @@
 Output plugin: pgoutput, read through the SQL functions (pg_logical_slot_peek_binary_changes, then
 pg_replication_slot_advance). Why pgoutput: it is built into every PostgreSQL server since 10 (test_decoding is a
 contrib module, wal2json a separate package that managed services do not all offer); a publication chooses the
-tables, and on PostgreSQL 15+ the columns, on the server, so secrets never leave it; its binary format is
-documented and versioned, not a text format to re-parse; and it is what Debezium's PostgreSQL connector reads, so
-the slot and publication `--setup-only` makes serve both. psycopg 3 has no replication-protocol client, which is
+tables, and on PostgreSQL 15+ the columns, on the server, so secrets never reach its readers; its binary format
+is documented and versioned, not a text format to re-parse; and it is what Debezium's PostgreSQL connector reads,
+so the slot and publication `--setup-only` makes serve both. psycopg 3 has no replication-protocol client, which is
 why the SQL functions are used (on the direct connection: a slot belongs to a server session).
+
+What the column lists do not do (COLUMN_LISTS_LIMITS, printed by `--setup-only`): they filter what a reader of
+*this* publication receives. A role with REPLICATION can create its own slot with any output plugin
+(test_decoding, wal2json) and decode every column of every table from the WAL, SELECT privileges or not. So an
+existing publication is checked column by column before it is called filtered (`publication_check`), and
+`--setup-only` refuses one that sends a secret column unless --allow-secret-columns accepts it.
+
+Slots: a one-shot run (no --follow) on a slot that does not exist reads through a temporary slot, which the
+server drops when the session ends (peek and advance work on it from the session that created it, and only
+there; the server also drops it on any error in that session, which ends a one-shot run anyway), so nothing is
+left holding WAL. --follow and --setup-only create a persistent slot, as does Debezium.
 
 Delivery is at least once: a batch of whole transactions is peeked (decoding only ever returns committed
 transactions, in commit order: rolled-back work never appears), every line is written and flushed, and only then is
@@ -35,6 +46,16 @@ PLUGIN = "pgoutput"
 DEFAULT_SLOT = "celora_changes"
 APPLICATION_NAME = "celora db changes"
 PUBLICATION_COMMENT = "celora db changes"
+SECRETS_FLAG = "--allow-secret-columns"
+COLUMN_LISTS_LIMITS = (
+    "What the column lists protect: a reader of this publication (Debezium, `celora db changes`) never receives the "
+    "secret columns; PostgreSQL leaves them out before the change leaves the server. What they do not: any role "
+    "with REPLICATION can create its own slot with another output plugin (test_decoding, wal2json) and decode "
+    "every column of every table from the WAL, whatever its SELECT grants, including the role below. So: give "
+    "REPLICATION only to consumers you trust as much as the database owner; let other consumers read from a "
+    "trusted relay (Debezium into Kafka with topic ACLs, or a service) instead of the database; keep secrets out of "
+    "the database, or store them hashed or encrypted at rest in their columns (sessions.token_hash is a hash), so "
+    "the WAL holds nothing usable.")
 BATCH_CHANGES = 2_000  # rows per peek; whole transactions only, so a big one comes in one batch
 POLL_SECONDS = 0.5
 _SLOT_NAME = re.compile(r"^[a-z0-9_]{1,63}$")
@@ -53,10 +74,11 @@ PROVIDERS_HINT = (
     "older celora gets it at its next start: `celora local stop`, then `celora local start`).")
 
 
-def check_slot_name(slot: str) -> str:
+def check_slot_name(slot: str, flag: str = "--slot") -> str:
+    """`flag`: the option the name came from, named in the error (--slot, or --drop)."""
     if not _SLOT_NAME.match(slot or ""):
-        raise UsageError(f"--slot {slot!r} is not a valid replication slot name.",
-                         "Use 1 to 63 lowercase letters, digits and underscores, e.g. --slot celora_changes.")
+        raise UsageError(f"{flag} {slot!r} is not a valid replication slot name.",
+                         f"Use 1 to 63 lowercase letters, digits and underscores, e.g. {flag} celora_changes.")
     return slot
 
 
@@ -100,9 +122,12 @@ class SetupResult:
     excluded_columns: dict[str, list[str]]
     created_slot: bool
     created_publication: bool
-    column_lists: bool  # PostgreSQL 15+: secrets excluded on the server
+    column_lists: bool  # the server leaves every secret column out (checked column by column)
     role_hint: str = ""
     debezium: dict[str, str] = field(default_factory=dict)
+    # secret columns the publication sends anyway (accepted with --allow-secret-columns): {table: [column]}
+    secret_columns_published: dict[str, list[str]] = field(default_factory=dict)
+    limits: str = COLUMN_LISTS_LIMITS
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -118,33 +143,115 @@ def _schema_tables() -> tuple[list[str], dict[str, tuple[str, ...]], dict[str, l
     return tables, sensitive_columns(Base.metadata), columns
 
 
-def _ensure_publication(conn, name: str, tables: list[str], excluded: dict[str, tuple[str, ...]],
-                        columns: dict[str, list[str]]) -> tuple[bool, bool]:
-    """(created, with column lists). An existing publication is used as it is."""
+@dataclass
+class PublicationCheck:
+    """What a publication sends, table by table and column by column, against what the stream needs."""
+
+    name: str
+    exists: bool
+    column_lists: bool  # the server can filter columns (PostgreSQL 15+)
+    secrets: dict[str, list[str]] = field(default_factory=dict)  # secret columns it sends, by table
+    missing: list[str] = field(default_factory=list)  # streamed tables it does not publish
+    others: list[str] = field(default_factory=list)  # tables it publishes that celora does not stream
+
+    def secrets_text(self) -> str:
+        return ", ".join(f"{table}.{column}" for table, cols in self.secrets.items() for column in cols)
+
+
+def publication_check(conn, name: str, tables: list[str], excluded: dict[str, tuple[str, ...]]) -> PublicationCheck:
+    """Read what publication `name` publishes (pg_publication_tables: its attnames on PostgreSQL 15+; before 15
+    there are no column lists, so every column of a published table is sent). A table of another schema than
+    the search path's counts as another table."""
+    column_lists = conn.info.server_version >= 150000
+    exists = conn.execute("SELECT 1 FROM pg_publication WHERE pubname = %s", (name,)).fetchone() is not None
+    check = PublicationCheck(name, exists, column_lists)
+    if not exists:
+        return check
+    columns = "attnames::text[]" if column_lists else "NULL::text[]"
+    published: dict[str, list[str] | None] = {}
+    for schema, table, attnames, ours in conn.execute(
+            f"SELECT schemaname::text, tablename::text, {columns}, schemaname = ANY (current_schemas(false))"
+            " FROM pg_publication_tables WHERE pubname = %s ORDER BY 1, 2", (name,)):
+        if ours and table in tables:
+            published[table] = attnames
+        else:
+            check.others.append(f"{schema}.{table}")
+    check.missing = [t for t in tables if t not in published]
+    for table, attnames in published.items():
+        sent = [c for c in excluded.get(table, ()) if attnames is None or c in attnames]
+        if sent:
+            check.secrets[table] = sent
+    return check
+
+
+def _publish_clause(tables: list[str], excluded: dict[str, tuple[str, ...]], columns: dict[str, list[str]],
+                    column_lists: bool):
+    """`users, sessions (id, user_id, ...), ...`: each table, with the columns kept when it has secrets."""
     from psycopg import sql
 
-    version = conn.info.server_version
-    if conn.execute("SELECT 1 FROM pg_publication WHERE pubname = %s", (name,)).fetchone():
-        published = {r[0] for r in conn.execute(
-            "SELECT tablename FROM pg_publication_tables WHERE pubname = %s", (name,))}
-        missing = [t for t in tables if t not in published]
-        if missing:  # e.g. a table added by a later migration: its changes never reach this slot
-            notice.info(f"Publication {name} does not publish {', '.join(missing)}: no change to "
-                        f"{'it' if len(missing) == 1 else 'them'} is streamed. Add with `ALTER PUBLICATION {name} "
-                        f"ADD TABLE {', '.join(missing)}` (as the tables' owner).")
-        return False, version >= 150000
     parts = []
     for table in tables:
         part: Any = sql.Identifier(table)
-        if version >= 150000 and excluded.get(table):
+        if column_lists and excluded.get(table):
             kept = [c for c in columns[table] if c not in excluded[table]]
             part = sql.SQL("{} ({})").format(part, sql.SQL(", ").join(map(sql.Identifier, kept)))
         parts.append(part)
-    import psycopg
+    return sql.SQL(", ").join(parts)
 
+
+def _secrets_refused(check: PublicationCheck, tables: list[str], excluded: dict[str, tuple[str, ...]],
+                     columns: dict[str, list[str]], where: str) -> Refused:
+    """--setup-only on a publication that would send secret columns to its readers."""
+    from psycopg import sql
+
+    what = f"Publication {check.name}" + (" (it exists)" if check.exists else " (as it would be created)")
+    if check.column_lists:
+        clause = _publish_clause(tables, excluded, columns, True).as_string(None)
+        fix = (f"As the tables' owner, make it leave them out: `ALTER PUBLICATION "
+               f"{sql.Identifier(check.name).as_string(None)} SET TABLE {clause}`; or drop it (`DROP PUBLICATION "
+               f"{check.name}`) and let `celora db changes --setup-only` create it")
+    else:
+        fix = ("PostgreSQL before 15 has no column lists, so no publication can leave a column out: upgrade to 15+ "
+               "to filter on the server (Debezium's column.exclude.list drops them only in the connector, after "
+               "they left the server)")
+    return Refused(
+        f"{what} on {where} sends secret columns to every reader of the slot (Debezium, or anything with "
+        f"REPLICATION that reads it): {check.secrets_text()} (the models mark them info={{'sensitive': True}}). "
+        "Nothing was created.",
+        f"{fix}; or accept it with `celora db changes --setup-only {SECRETS_FLAG}`.")
+
+
+def _ensure_publication(conn, name: str, tables: list[str], excluded: dict[str, tuple[str, ...]],
+                        columns: dict[str, list[str]], *, where: str = "the server",
+                        refuse_secrets: bool = False) -> tuple[bool, PublicationCheck]:
+    """(created, what it publishes). An existing publication is used as it is, after its tables and columns are
+    checked. refuse_secrets (--setup-only without --allow-secret-columns): a publication that sends a secret
+    column is refused (Refused), before anything is created. The stream itself leaves secret columns out of its
+    lines whatever the publication sends, so for it they are only named (a notice)."""
+    import psycopg
+    from psycopg import sql
+
+    check = publication_check(conn, name, tables, excluded)
+    if not check.exists and not check.column_lists:  # what a new one would send: every column
+        check.secrets = {t: list(excluded[t]) for t in tables if excluded.get(t)}
+    if check.secrets and refuse_secrets:
+        raise _secrets_refused(check, tables, excluded, columns, where)
+    if check.exists:
+        if check.missing:  # e.g. a table added by a later migration: its changes never reach this slot
+            notice.info(f"Publication {name} does not publish {', '.join(check.missing)}: no change to "
+                        f"{'it' if len(check.missing) == 1 else 'them'} is streamed. Add with `ALTER PUBLICATION "
+                        f"{name} ADD TABLE {', '.join(check.missing)}` (as the tables' owner).")
+        if check.others:
+            notice.info(f"Publication {name} also publishes {', '.join(check.others)}, which celora does not "
+                        f"stream: every reader of the slot receives their changes.")
+        if check.secrets and check.column_lists:  # before 15 it is how every publication is (said at creation)
+            notice.info(f"Publication {name} sends secret columns ({check.secrets_text()}) to every reader of the "
+                        f"slot; this stream leaves them out of its lines. `celora db changes --setup-only --slot "
+                        f"{name}` says how to filter them on the server.")
+        return False, check
     try:
-        conn.execute(sql.SQL("CREATE PUBLICATION {} FOR TABLE {}").format(sql.Identifier(name),
-                                                                          sql.SQL(", ").join(parts)))
+        conn.execute(sql.SQL("CREATE PUBLICATION {} FOR TABLE {}").format(
+            sql.Identifier(name), _publish_clause(tables, excluded, columns, check.column_lists)))
     except psycopg.errors.InsufficientPrivilege as exc:
         raise ConfigError(
             f"Publication {name} does not exist yet and this role may not create it: {exc.diag.message_primary} "
@@ -154,25 +261,41 @@ def _ensure_publication(conn, name: str, tables: list[str], excluded: dict[str, 
     conn.execute(sql.SQL("COMMENT ON PUBLICATION {} IS {}").format(sql.Identifier(name),
                                                                    sql.Literal(PUBLICATION_COMMENT)))
     notice.info(f"Created publication {name} for {', '.join(tables)} (secrets excluded"
-                f"{'' if version >= 150000 else ' by celora only: PostgreSQL < 15 has no column lists'}).")
-    return True, version >= 150000
+                f"{'' if check.column_lists else ' by celora only: PostgreSQL < 15 has no column lists'}).")
+    return True, check
 
 
-def _ensure_slot(conn, slot: str, where: str) -> bool:
-    row = conn.execute("SELECT plugin, slot_type, database FROM pg_replication_slots WHERE slot_name = %s",
-                       (slot,)).fetchone()
+def _slot_exists(conn, slot: str) -> bool:
+    return conn.execute("SELECT 1 FROM pg_replication_slots WHERE slot_name = %s", (slot,)).fetchone() is not None
+
+
+def _ensure_slot(conn, slot: str, where: str, *, temporary: bool = False) -> bool:
+    """The slot, created when missing: persistent, or `temporary` (dropped by the server when this session ends)."""
+    row = conn.execute("SELECT plugin, slot_type, database, active_pid FROM pg_replication_slots "
+                       "WHERE slot_name = %s", (slot,)).fetchone()
     if row is not None:
-        plugin, kind, database = row
+        plugin, kind, database, active_pid = row
         if kind != "logical" or plugin != PLUGIN or database != conn.info.dbname:
             raise ConfigError(
                 f"Replication slot {slot} on {where} is a {kind} slot with plugin {plugin} on database "
                 f"{database}; celora db changes needs a logical {PLUGIN} slot on {conn.info.dbname}.",
                 "Pick another --slot name (or drop that slot if it is abandoned: --drop).")
+        if active_pid is not None and active_pid != conn.info.backend_pid:
+            raise ConfigError(
+                f"Replication slot {slot} on {where} is in use by server process {active_pid} (another consumer, "
+                "or a one-shot run's temporary slot): a slot serves one reader at a time.",
+                "Give each consumer its own --slot, or wait for the other one to finish.")
         return False
     check_prerequisites(conn, where, creating_slot=True)
-    conn.execute("SELECT pg_create_logical_replication_slot(%s, %s)", (slot, PLUGIN))
-    notice.info(f"Created logical replication slot {slot} ({PLUGIN}) on {where}: it keeps WAL until it is read; "
-                f"drop it when no longer used (`celora db changes --drop {slot}`).")
+    conn.execute("SELECT pg_create_logical_replication_slot(%s, %s, %s)", (slot, PLUGIN, temporary))
+    if temporary:
+        notice.info(f"Slot {slot} does not exist on {where}: this one-shot run reads through a temporary slot, "
+                    f"dropped when it ends, so it sees only what is committed from now on (with --from-start, the "
+                    f"current rows first). For a position kept between runs, create the slot once with `celora db "
+                    f"changes --setup-only --slot {slot}`, or use --follow.")
+    else:
+        notice.info(f"Created logical replication slot {slot} ({PLUGIN}) on {where}: it keeps WAL until it is "
+                    f"read; drop it when no longer used (`celora db changes --drop {slot}`).")
     return True
 
 
@@ -190,8 +313,11 @@ def role_hint(database: str, tables: list[str], excluded: dict[str, tuple[str, .
                       f"GRANT USAGE ON SCHEMA public TO {role};", *grants])
 
 
-def setup(settings: Settings, *, slot: str = DEFAULT_SLOT) -> SetupResult:
-    """Publication + slot for celora's stream or Debezium's PostgreSQL connector, and the role it needs."""
+def setup(settings: Settings, *, slot: str = DEFAULT_SLOT, allow_secret_columns: bool = False) -> SetupResult:
+    """Publication + slot for celora's stream or Debezium's PostgreSQL connector, and the role it needs.
+
+    A publication (existing, or new on PostgreSQL < 15) that sends a secret column is refused unless
+    `allow_secret_columns`: Debezium receives whatever the publication sends."""
     from celora_cli.db.errors import translating
 
     check_slot_name(slot)
@@ -201,7 +327,8 @@ def setup(settings: Settings, *, slot: str = DEFAULT_SLOT) -> SetupResult:
     try:
         with translating(url, setting):
             check_prerequisites(conn, where, creating_slot=False)
-            created_pub, column_lists = _ensure_publication(conn, slot, tables, excluded, columns)
+            created_pub, check = _ensure_publication(conn, slot, tables, excluded, columns, where=where,
+                                                     refuse_secrets=not allow_secret_columns)
             created_slot = _ensure_slot(conn, slot, where)
             database = conn.info.dbname
     finally:
@@ -210,7 +337,8 @@ def setup(settings: Settings, *, slot: str = DEFAULT_SLOT) -> SetupResult:
     return SetupResult(
         database=url.masked, slot=slot, publication=slot, tables=tables,
         excluded_columns={t: list(c) for t, c in excluded.items()}, created_slot=created_slot,
-        created_publication=created_pub, column_lists=column_lists,
+        created_publication=created_pub, column_lists=not check.secrets,
+        secret_columns_published=check.secrets,
         role_hint=role_hint(database, tables, excluded, columns),
         debezium={"connector.class": "io.debezium.connector.postgresql.PostgresConnector", "plugin.name": PLUGIN,
                   "slot.name": slot, "publication.name": slot, "publication.autocreate.mode": "disabled",
@@ -441,8 +569,9 @@ def stream(settings: Settings, *, slot: str = DEFAULT_SLOT, tables: list[str] | 
     try:
         with translating(url, setting):
             check_prerequisites(conn, where, creating_slot=False)
-            _ensure_publication(conn, slot, all_tables, excluded, columns)
-            _ensure_slot(conn, slot, where)
+            _ensure_publication(conn, slot, all_tables, excluded, columns, where=where)
+            # One-shot on a slot that does not exist: a temporary one, so the run leaves nothing holding WAL.
+            _ensure_slot(conn, slot, where, temporary=not follow and not _slot_exists(conn, slot))
             if on_ready is not None:
                 on_ready(where)
             if from_start:
@@ -589,14 +718,38 @@ class DropPlan:
                 f"change made until it is recreated (it retains {retained} bytes of WAL now)"]
 
 
+def _slot_environment(settings: Settings, conn, url: DatabaseURL, slot: SlotInfo) -> str | None:
+    """The environment stamp the guard weighs before a slot is dropped: a slot is the server's, not one schema's,
+    so every schema's stamp is read (environment_stamp.database_environment), in the database the URL names and,
+    for a logical slot of another database, in that one too (the strictest wins). A database that cannot be read
+    counts as production: its slot may be production's. A physical slot serves the whole cluster; celora reads the
+    stamp of the database it is connected to (it does not visit every database)."""
+    from celora_cli.db.admin import with_database
+    from celora_cli.db.connect import connect
+    from celora_cli.environment_stamp import PRODUCTION, database_environment
+
+    found = [database_environment(conn)]
+    if slot.database and slot.database != conn.info.dbname:
+        other = with_database(url, slot.database)
+        try:
+            with connect(other, settings, application_name=APPLICATION_NAME, autocommit=True) as theirs:
+                found.append(database_environment(theirs))
+        except Exception as exc:  # noqa: BLE001 - whatever stops the reading, the slot may be production's
+            notice.info(f"Could not read the environment stamp of database {slot.database}, where slot {slot.slot} "
+                        f"decodes ({type(exc).__name__}): it is treated as '{PRODUCTION}'.")
+            found.append(PRODUCTION)
+    if PRODUCTION in found:
+        return PRODUCTION
+    return next((env for env in found if env), None)
+
+
 def drop_slot(settings: Settings, slot: str, *, confirm: Callable[[DropPlan], None] | None = None) -> DropPlan:
     """Drop `slot` (and celora's publication of the same name). `confirm(plan)` raises to stop."""
     from psycopg import sql
 
     from celora_cli.db.errors import translating
-    from celora_cli.environment_stamp import database_environment
 
-    check_slot_name(slot)
+    check_slot_name(slot, "--drop")
     _, slots = list_slots(settings)
     found = next((s for s in slots if s.slot == slot), None)
     if found is None:
@@ -608,18 +761,18 @@ def drop_slot(settings: Settings, slot: str, *, confirm: Callable[[DropPlan], No
     conn, url, setting = _open(settings)
     try:
         with translating(url, setting):
-            try:
-                env = database_environment(conn)
-            except Exception:  # noqa: BLE001 - no readable stamp: CELORA_ENV alone decides
-                env = None
-            plan = DropPlan(url.masked, found, env)
+            plan = DropPlan(url.masked, found, _slot_environment(settings, conn, url, found))
             if confirm is not None:
                 confirm(plan)
             conn.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
-            ours = conn.execute("SELECT obj_description(oid, 'pg_publication') = %s FROM pg_publication "
+            ours = conn.execute("SELECT obj_description(oid, 'pg_publication') = %s,"
+                                " pg_has_role(pubowner, 'USAGE'), pubowner::regrole::text FROM pg_publication "
                                 "WHERE pubname = %s", (PUBLICATION_COMMENT, slot)).fetchone()
-            if ours and ours[0]:
+            if ours and ours[0] and ours[1]:
                 conn.execute(sql.SQL("DROP PUBLICATION {}").format(sql.Identifier(slot)))
+            elif ours and ours[0]:  # a replication role may drop the slot; the publication is its owner's
+                notice.info(f"Publication {slot} stays: it belongs to {ours[2]}, and only its owner may drop it "
+                            f"(`DROP PUBLICATION {slot}` as {ours[2]}). It holds no WAL.")
     finally:
         conn.close()
     return plan

@@ -50,6 +50,8 @@ METRICS: dict[str, tuple[str, tuple[str, ...]]] = {
     "celora_replica_bytes_behind": ("WAL bytes the replica has not replayed yet", ("replica",)),
     "celora_replication_slot_active": ("1 when a consumer is attached to the slot", ("slot", "slot_type")),
     "celora_replication_slot_retained_bytes": ("WAL kept on the primary for the slot", ("slot", "slot_type")),
+    "celora_replication_slot_over_threshold": ("1 when the slot retains more WAL than CELORA_SLOT_WAL_THRESHOLD",
+                                               ("slot", "slot_type")),
 }
 
 
@@ -123,6 +125,7 @@ def _replication(report: HealthReport, add: Callable[..., None]) -> None:
         for slot in report.replication.slots:
             add("celora_replication_slot_active", slot.active, slot.name, slot.slot_type)
             add("celora_replication_slot_retained_bytes", slot.retained_bytes, slot.name, slot.slot_type)
+            add("celora_replication_slot_over_threshold", slot.over_threshold, slot.name, slot.slot_type)
     for replica in report.replicas:
         label = replica.url  # masked; the same URL the JSON report shows
         add("celora_replica_up", replica.ok, label)

@@ -528,7 +528,7 @@ class Settings:
     health_replica_lag: float = 30.0  # CELORA_HEALTH_REPLICA_LAG: seconds of replay lag
     health_lock_wait: float = 5.0  # CELORA_HEALTH_LOCK_WAIT: seconds a session may wait on a lock
     health_transaction_age: float = 300.0  # CELORA_HEALTH_TRANSACTION_AGE: seconds a transaction may stay open
-    slot_wal_threshold: int = 1024 ** 3  # CELORA_SLOT_WAL_THRESHOLD: bytes of WAL an inactive slot may retain
+    slot_wal_threshold: int = 1024 ** 3  # CELORA_SLOT_WAL_THRESHOLD: bytes of WAL a slot (active or not) may retain
 
     @property
     def uses_local_server(self) -> bool:

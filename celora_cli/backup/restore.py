@@ -11,6 +11,10 @@ The costs, said in the README: it needs the CREATEDB privilege and ownership of 
 room for a second copy while it runs, and database-level settings are copied over (ALTER DATABASE ... SET)
 while grants on the database itself (GRANT CONNECT) are not. Restored objects belong to the restoring role
 (--no-owner), as the migrations would have created them.
+
+The target keeps its environment stamp (celora_metadata, celora_cli.environment_stamp): the restored copy gets the
+target's stamps before it is swapped in, so a development backup restored into production leaves a database still
+stamped production (and still guarded), and the result says so.
 """
 
 from __future__ import annotations
@@ -65,6 +69,7 @@ class RestorePlan:
     current_tables: dict[str, int]  # what the target holds now (lost)
     database_env: str | None
     exists: bool = True  # False: the database is created from the backup (a new server, disaster recovery)
+    stamps: dict[str, str] = field(default_factory=dict)  # the target's environment stamps, by schema: kept
 
     def losses(self) -> list[str]:
         if not self.exists:
@@ -84,6 +89,7 @@ class RestoreResult:
     backup_created_at: str
     replaced_tables: dict[str, int] = field(default_factory=dict)  # what the target held before
     duration_ms: float = 0.0
+    environment: str | None = None  # the database's environment stamp afterwards (the target's, kept)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -125,6 +131,7 @@ def restore(settings: Settings, file: Path, *, confirm: Confirm) -> RestoreResul
     with _scratch_database(url, settings, scratch, purpose="restore the backup", like=url.database,
                            afterwards=f"renamed to {url.database} once verified; dropped on failure") as scratch_url:
         restored = _restore_into(settings, Path(file), manifest, scratch_url)
+        environment = _keep_stamps(settings, scratch_url, plan)
         with translating(url, f"the server of {url.display_host} (renaming databases)"), \
                 maintenance_connection(url, settings, application_name="celora restore") as conn:
             if plan.exists:
@@ -135,13 +142,13 @@ def restore(settings: Settings, file: Path, *, confirm: Confirm) -> RestoreResul
                 notice.info(f"Created the database {url.database} on {url.display_host} from the backup.")
     return RestoreResult(database=url.masked, file=str(file), tables=restored, schema_revision=manifest.schema_revision,
                          backup_created_at=manifest.created_at, replaced_tables=plan.current_tables,
-                         duration_ms=(time.perf_counter() - started) * 1000)
+                         duration_ms=(time.perf_counter() - started) * 1000, environment=environment)
 
 
 def _plan(settings: Settings, url: DatabaseURL, file: Path, manifest: Manifest) -> RestorePlan:
     from celora_cli.db.connect import connect
     from celora_cli.db.errors import translating
-    from celora_cli.environment_stamp import database_environment
+    from celora_cli.environment_stamp import read_stamps
 
     setting = direct_setting(settings)
     try:
@@ -155,11 +162,40 @@ def _plan(settings: Settings, url: DatabaseURL, file: Path, manifest: Manifest) 
         try:
             refuse_pooler(conn, url, setting, "A restore (pg_restore, then renaming databases)")
             current = table_counts(conn)
-            stamp = database_environment(conn)
+            # Every schema's stamp, whatever the URL's search path: a restore replaces the whole database.
+            reading = read_stamps(conn)
         finally:
             conn.close()
+    if reading.explanation():
+        notice.info(reading.explanation())
     return RestorePlan(database=url.masked, file=str(file), backup_created_at=manifest.created_at,
-                       backup_revision=manifest.schema_revision, current_tables=current, database_env=stamp)
+                       backup_revision=manifest.schema_revision, current_tables=current,
+                       database_env=reading.environment,
+                       stamps={schema: value for schema, value in reading.stamps.items() if value is not None})
+
+
+def _keep_stamps(settings: Settings, scratch_url: DatabaseURL, plan: RestorePlan) -> str | None:
+    """Give the restored copy the target's environment stamps (before it is swapped in, after it was verified
+    against the manifest); returns the environment the database is stamped with afterwards."""
+    from psycopg import sql
+
+    from celora_cli.db.connect import connect
+    from celora_cli.db.errors import translating
+    from celora_cli.environment_stamp import METADATA_TABLE, read_stamps, write_stamp
+
+    with translating(scratch_url, "the restored copy"), \
+            connect(scratch_url, settings, application_name="celora restore", autocommit=True) as conn:
+        backup = read_stamps(conn)
+        for schema, value in plan.stamps.items():
+            if backup.stamps.get(schema) == value:
+                continue
+            conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
+            write_stamp(conn, schema, value)
+            was = backup.stamps.get(schema)
+            notice.info(f"The database keeps its environment stamp '{value}' ({schema}.{METADATA_TABLE}); the "
+                        f"backup's was {repr(was) if was else 'none'}. To change it on purpose: "
+                        f"`DELETE FROM {METADATA_TABLE} WHERE key = 'environment'`, then `celora db migrate-deploy`.")
+        return read_stamps(conn).environment
 
 
 def _scratch_name(prefix: str) -> str:

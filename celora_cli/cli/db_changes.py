@@ -32,6 +32,10 @@ def changes(
     setup_only: bool = typer.Option(False, "--setup-only", help="Create the publication and slot (for Debezium's "
                                     "PostgreSQL connector, or a later run) and print the role to create; stream "
                                     "nothing."),
+    allow_secret_columns: bool = typer.Option(False, "--allow-secret-columns", help="With --setup-only: accept a "
+                                              "publication that sends secret columns (the models' sensitive ones) "
+                                              "to its readers, e.g. on PostgreSQL < 15, which has no column "
+                                              "lists. Refused without it."),
     force: bool = force_option("With --drop: no confirmation prompt"),
     allow_production: bool = allow_production_option("With --drop: allow it on a PRODUCTION database"),
     as_json: bool = json_option("With --list, --drop or --setup-only: the result as one JSON object (the stream "
@@ -53,6 +57,10 @@ def changes(
         raise UsageError(f"{' and '.join(modes + ['--follow'] * follow + ['--from-start'] * from_start)} do "
                          "different things; give one.",
                          "Stream (optionally --follow, --from-start), or --list, --drop SLOT, --setup-only alone.")
+    if allow_secret_columns and not setup_only:
+        raise UsageError("--allow-secret-columns is for --setup-only (the publication a Debezium connector reads); "
+                         "the stream itself always leaves secret columns out of its lines.",
+                         "Drop --allow-secret-columns, or add --setup-only.")
     if as_json and not modes:
         raise UsageError("--json is for --list, --drop and --setup-only: the stream is already one JSON object per "
                          "line.", "Drop --json to stream.")
@@ -62,7 +70,7 @@ def changes(
     elif drop is not None:
         _drop(settings, drop, force=force, allow_production=allow_production, as_json=as_json)
     elif setup_only:
-        _setup(settings, slot, as_json)
+        _setup(settings, slot, as_json, allow_secret_columns=allow_secret_columns)
     else:
         _stream(settings, slot=slot, tables=tables, follow=follow, from_start=from_start)
 
@@ -135,10 +143,10 @@ def _drop(settings, slot: str, *, force: bool, allow_production: bool, as_json: 
     console.out.print(f"Dropped replication slot {safe(slot)} on {safe(plan.database)}.")
 
 
-def _setup(settings, slot: str, as_json: bool) -> None:
+def _setup(settings, slot: str, as_json: bool, *, allow_secret_columns: bool) -> None:
     from celora_cli.changes import setup
 
-    result = setup(settings, slot=slot)
+    result = setup(settings, slot=slot, allow_secret_columns=allow_secret_columns)
     if as_json:
         console.print_json(result.as_dict())
         return
@@ -147,8 +155,15 @@ def _setup(settings, slot: str, as_json: bool) -> None:
                       f"({'created' if result.created_publication else 'exists'}) on {safe(result.database)}: "
                       f"{safe(', '.join(result.tables))}.")
     excluded = ", ".join(f"{t}.{c}" for t, cols in result.excluded_columns.items() for c in cols)
-    where = "by the publication's column lists" if result.column_lists else "by celora only (PostgreSQL < 15)"
-    console.out.print(f"Secrets excluded {where}: {safe(excluded)}.")
+    if result.column_lists:
+        console.out.print(f"Secrets excluded by the publication's column lists (checked column by column): "
+                          f"{safe(excluded)}.")
+    else:
+        sent = ", ".join(f"{t}.{c}" for t, cols in result.secret_columns_published.items() for c in cols)
+        console.out.print(f"Secret columns this publication SENDS to its readers (accepted with "
+                          f"--allow-secret-columns): {safe(sent)}. `celora db changes` leaves them out of its lines; "
+                          "Debezium receives them (its column.exclude.list drops them only in the connector).")
+    console.out.print(safe(result.limits))
     console.out.print("A role for Debezium's PostgreSQL connector (run as an administrator):")
     console.out.print(safe(result.role_hint))
     console.out.print("Connector settings:")

@@ -123,6 +123,7 @@ def _replication(report: HealthReport, settings: Settings, problems: list[str], 
             warnings.append(f"Standby {name!r} is in state {standby.state!r}, not streaming yet.")
     threshold = settings.slot_wal_threshold
     for slot in replication.slots:
+        slot.over_threshold = None if slot.retained_bytes is None else slot.retained_bytes > threshold
         if slot.wal_status == "lost":
             problems.append(f"Replication slot {slot.name!r} lost the WAL its consumer needs (wal_status 'lost'): "
                             f"its consumer must be re-initialised; drop it with "
@@ -135,6 +136,14 @@ def _replication(report: HealthReport, settings: Settings, problems: list[str], 
                 f"abandoned slot fills the disk. Restart its consumer, or drop it: "
                 + (f"`celora db changes --drop {slot.name}`." if slot.slot_type == "logical"
                    else f"`SELECT pg_drop_replication_slot('{slot.name}')`."))
+        elif slot.over_threshold and slot.retained_bytes is not None:
+            # Attached but behind: a consumer too slow for the write rate, or stuck, holds WAL just the same.
+            problems.append(
+                f"Replication slot {slot.name!r} ({slot.slot_type}) retains {describe_size(slot.retained_bytes)} "
+                f"of WAL (CELORA_SLOT_WAL_THRESHOLD is {describe_size(threshold)}) though its consumer is attached: "
+                "the consumer is behind (too slow, or stuck), and the server keeps that WAL until it catches up. "
+                "Check the consumer (`celora db changes --list` shows the slot's lag); raise the threshold if this "
+                "backlog is normal for it.")
 
 
 def _replicas(report: HealthReport, settings: Settings, problems: list[str]) -> None:

@@ -59,6 +59,7 @@ class SlotInfo:
     active: bool
     retained_bytes: int | None  # WAL kept for it: current WAL position minus its restart_lsn
     wal_status: str | None
+    over_threshold: bool | None = None  # retained_bytes > CELORA_SLOT_WAL_THRESHOLD (set by the findings)
 
 
 @dataclass

@@ -27,6 +27,17 @@ def rows(url: str, sql: str, params=()) -> list[tuple]:
         return conn.execute(sql, params).fetchall()
 
 
+def setup_only(url: str) -> tuple[str, ...]:
+    """`--setup-only`, with --allow-secret-columns where a publication cannot leave a column out (PostgreSQL < 15
+    has no column lists, so --setup-only refuses without it): for tests that only need the slot made."""
+    return ("--setup-only", "--allow-secret-columns") if before_column_lists(url) else ("--setup-only",)
+
+
+def before_column_lists(url: str) -> bool:
+    with psycopg.connect(url) as conn:
+        return conn.info.server_version < 150000
+
+
 def drop_slots(url: str) -> None:
     with psycopg.connect(url, autocommit=True) as conn:
         for (slot,) in conn.execute("SELECT slot_name FROM pg_replication_slots WHERE database = %s",
@@ -85,7 +96,7 @@ def keys(lines: list[dict], table: str, op: str = "insert") -> set[str]:
 
 
 def test_interrupted_and_killed_followers_together_miss_no_row_and_never_show_a_rollback(db):
-    assert run_celora("db", "changes", "--setup-only", env={"DATABASE_URL": db}).returncode == 0
+    assert run_celora("db", "changes", *setup_only(db), env={"DATABASE_URL": db}).returncode == 0
     first = Follower(db, "--follow", pause_after=20)
     # Small transactions, the seed (one transaction: fixtures plus a generated volume), small ones again.
     with psycopg.connect(db, autocommit=True) as conn:
@@ -125,7 +136,7 @@ def test_interrupted_and_killed_followers_together_miss_no_row_and_never_show_a_
 
 def test_secrets_never_reach_the_stream_and_old_values_come_with_deletes(db):
     env = {"DATABASE_URL": db}
-    assert run_celora("db", "changes", "--setup-only", "--slot", "s_secrets", env=env).returncode == 0
+    assert run_celora("db", "changes", *setup_only(db), "--slot", "s_secrets", env=env).returncode == 0
     token_hash = bytes(range(32))
     with psycopg.connect(db, autocommit=True) as conn:
         user_id = conn.execute("INSERT INTO users (firebase_uid) VALUES ('u') RETURNING id").fetchone()[0]
@@ -146,7 +157,7 @@ def test_secrets_never_reach_the_stream_and_old_values_come_with_deletes(db):
 
 
 def test_setup_only_makes_what_debezium_needs_and_the_described_role_can_read_it(pg_server, db):
-    out = run_celora("db", "changes", "--setup-only", "--slot", "dbz", "--json", env={"DATABASE_URL": db})
+    out = run_celora("db", "changes", *setup_only(db), "--slot", "dbz", "--json", env={"DATABASE_URL": db})
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout)
     assert result["debezium"]["plugin.name"] == "pgoutput" and result["debezium"]["slot.name"] == "dbz"
@@ -183,7 +194,7 @@ def test_setup_only_makes_what_debezium_needs_and_the_described_role_can_read_it
 
 def test_list_shows_retained_wal_and_drop_asks_first(db):
     env = {"DATABASE_URL": db}
-    assert run_celora("db", "changes", "--setup-only", "--slot", "s_list", env=env).returncode == 0
+    assert run_celora("db", "changes", *setup_only(db), "--slot", "s_list", env=env).returncode == 0
     with psycopg.connect(db, autocommit=True) as conn:
         conn.execute("INSERT INTO users (firebase_uid) SELECT 'bulk-' || g FROM generate_series(1, 200) g")
     listed = json.loads(run_celora("db", "changes", "--list", "--json", env=env).stdout)
@@ -232,12 +243,19 @@ def test_a_server_without_logical_wal_level_gets_a_clear_refusal_naming_the_sett
 
 
 def test_from_start_prints_the_rows_that_existed_before_the_slot_then_only_new_changes(db):
-    from celora_cli.changes import stream
+    from celora_cli.changes import setup, stream
 
     with psycopg.connect(db, autocommit=True) as conn:
         user_id = conn.execute("INSERT INTO users (firebase_uid) VALUES ('before-slot') RETURNING id").fetchone()[0]
         conn.execute("INSERT INTO sessions (user_id, token_hash, expires_at) VALUES (%s, %s, now())",
                      (user_id, bytes(32)))
+    # A one-shot run on a slot that does not exist prints the rows through a temporary slot and leaves none.
+    once: list[dict] = []
+    stream(settings_for(db), slot="s_once", from_start=True, emit=once.append, flush=lambda: None)
+    assert sorted((c["table"], c["op"]) for c in once) == [("sessions", "read"), ("users", "read")]
+    assert rows(db, "SELECT count(*) FROM pg_replication_slots WHERE slot_name = 's_once'") == [(0,)]
+    # A persistent slot (as --setup-only or --follow make) keeps its position between one-shot runs.
+    setup(settings_for(db), slot="s_start", allow_secret_columns=before_column_lists(db))
     first: list[dict] = []
     stream(settings_for(db), slot="s_start", from_start=True, emit=first.append, flush=lambda: None)
     assert sorted((c["table"], c["op"]) for c in first) == [("sessions", "read"), ("users", "read")]

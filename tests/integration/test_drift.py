@@ -135,7 +135,7 @@ def test_shadow_database_url_is_used_and_never_the_development_database(pg_serve
 
         same = run_celora("db", "migrate", env=env_for(project, migrated_db, SHADOW_DATABASE_URL=migrated_db))
         assert same.returncode == 3, same.stdout + same.stderr
-        assert "names the development database itself" in same.stderr
+        assert "is the development database itself" in same.stderr
         with psycopg.connect(migrated_db) as conn:  # untouched
             assert conn.execute("SELECT count(*) FROM alembic_version").fetchone()[0] == 1
     finally:
