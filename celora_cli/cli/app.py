@@ -130,10 +130,8 @@ def _json_error(error: CeloraError, **fields) -> None:
         console.print_json_error(error, **fields)
         _flush_stdout()
     except OutputError as write_error:
-        # Nothing reaches stdout: the error itself still goes to stderr (unless it was this same failure to
-        # write, unmarked), then the output failure (exit 74).
-        if not isinstance(error, OutputError):
-            _to_stderr(lambda: console.error(error.message, error.hint))
+        # Nothing reaches stdout: the error itself still goes to stderr, then the output failure (exit 74).
+        _to_stderr(lambda: console.error(error.message, error.hint))
         _fail_output(write_error)
 
 
