@@ -33,13 +33,16 @@ def _set(value: str | None) -> bool:
     return (value or "").strip().lower() not in ("", "0", "false", "no")
 
 
-# Read before the CELORA_* variables are removed below (see "Programs the suite needs").
+# CELORA_TEST_* configure the suite, not celora (which never reads them, and run_celora drops every CELORA_*
+# variable from a child's environment): they stay, so that a second import of this module (as tests.conftest,
+# by the test modules that import its helpers) reads the same values.
+for _name in list(os.environ):
+    if _name in ("DATABASE_URL", "DIRECT_DATABASE_URL", "NO_COLOR") or (
+            _name.startswith("CELORA_") and not _name.startswith("CELORA_TEST_")):
+        del os.environ[_name]
+
 STRICT_PROGRAMS = _set(os.environ.get("CI")) or _set(os.environ.get("CELORA_TEST_STRICT"))
 _HIDDEN_PROGRAMS = {name.strip() for name in os.environ.get("CELORA_TEST_HIDE_PROGRAMS", "").split(",") if name.strip()}
-
-for _name in list(os.environ):
-    if _name in ("DATABASE_URL", "DIRECT_DATABASE_URL", "NO_COLOR") or _name.startswith("CELORA_"):
-        del os.environ[_name]
 
 _db_counter = itertools.count()
 
@@ -73,8 +76,10 @@ PROGRAMS = {  # name: (the Debian package, folders searched besides PATH)
     "chromium": ("chromium", ()),
     "chromedriver": ("chromium-driver", ()),
 }
-_missing_programs: set[str] = set()
-_NOT_INSTALLED = "not installed (apt-get install "  # in every skip or failure programs() makes
+# In every skip or failure programs() makes; the summary reads the reports for it (not this module's state:
+# pytest imports this file as `conftest`, and the test modules that import its helpers as `tests.conftest`).
+_NOT_INSTALLED = "not installed (apt-get install "
+_MISSING_REASON = re.compile(r"(?:is|are) not installed \(apt-get install ([^)]+)\)")
 
 
 def program(name: str) -> str:
@@ -89,7 +94,6 @@ def programs(*names: str) -> tuple[str, ...]:
     missing = [name for name, path in found.items() if path is None]
     if not missing:
         return tuple(path for path in found.values() if path is not None)
-    _missing_programs.update(missing)
     packages = " ".join(dict.fromkeys(PROGRAMS[name][0] for name in missing))
     reason = f"{' and '.join(missing)} {'are' if len(missing) > 1 else 'is'} {_NOT_INSTALLED}{packages})"
     if STRICT_PROGRAMS:
@@ -114,17 +118,22 @@ def pytest_runtest_makereport(item, call):
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
-    """The one line that says which tests did not run for a missing program, and what to install."""
-    if not _missing_programs:
+    """The one line that says how many tests did not run for a missing program, and what to install."""
+    stopped, wanted = 0, set()
+    for kind in ("skipped", "error", "failed"):
+        for report in terminalreporter.stats.get(kind, []):
+            found = _MISSING_REASON.search(str(getattr(report, "longrepr", "")))
+            if found:
+                stopped += 1
+                wanted.update(found.group(1).split())
+    if not stopped:
         return
-    names = [name for name in PROGRAMS if name in _missing_programs]
-    packages = " ".join(dict.fromkeys(PROGRAMS[name][0] for name in names))
-    stopped = sum(1 for kind in ("skipped", "error", "failed") for report in terminalreporter.stats.get(kind, [])
-                  if _NOT_INSTALLED in str(getattr(report, "longrepr", "")))
+    names = [name for name, (package, _) in PROGRAMS.items() if package in wanted]
+    packages = " ".join(PROGRAMS[name][0] for name in names)
     outcome = "failed (CI or CELORA_TEST_STRICT is set)" if STRICT_PROGRAMS else "skipped"
     terminalreporter.write_line(
-        f"celora: {stopped} test(s) {outcome}: {', '.join(names)} not installed; "
-        f"to run them: apt-get install {packages}", yellow=not STRICT_PROGRAMS, red=STRICT_PROGRAMS, bold=True)
+        f"celora: {stopped} test(s) {outcome}: {', '.join(names)} not installed; to run them: apt-get install "
+        f"{packages}", yellow=not STRICT_PROGRAMS, red=STRICT_PROGRAMS, bold=True)
 
 
 @pytest.fixture(scope="session")

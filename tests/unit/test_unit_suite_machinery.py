@@ -35,6 +35,18 @@ def test_needs_a_browser(chromium_binaries):
     assert all(chromium_binaries)
 
 
+def test_needs_pgbouncer_through_a_second_import_of_the_conftest():
+    # Test modules import helpers as tests.conftest while pytest loaded the file as conftest: a second module
+    # object, whose program() must see the same settings and whose skip the summary must count.
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("second_conftest", Path({conftest!r}))
+    second = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(second)
+    assert second.program("pgbouncer")
+
+
 def test_a_child_hears_sigint():
     child = subprocess.run([sys.executable, "-c", "import os, signal; os.kill(os.getpid(), signal.SIGINT)"],
                            capture_output=True, text=True, timeout=60)
@@ -43,7 +55,7 @@ def test_a_child_hears_sigint():
 
 
 def run_probe(tmp_path, *, hide: str = "", strict: dict | None = None, ignore_sigint: bool = False):
-    (tmp_path / "test_probe.py").write_text(PROBE)
+    (tmp_path / "test_probe.py").write_text(PROBE.replace("{conftest!r}", repr(str(REPO / "tests" / "conftest.py"))))
     env = {k: v for k, v in os.environ.items() if k not in ("CI",) and not k.startswith("CELORA_")}
     env.update({"PYTHONPATH": str(REPO), "CELORA_TEST_HIDE_PROGRAMS": hide, **(strict or {})})
 
@@ -64,15 +76,15 @@ def summary_lines(output: str) -> list[str]:
 def test_missing_programs_are_skipped_with_one_line_naming_what_to_install(tmp_path):
     probe = run_probe(tmp_path, hide="pgbouncer,chromium,chromedriver")
     assert probe.returncode == 0, probe.stdout + probe.stderr
-    assert "2 passed, 2 skipped" in probe.stdout, probe.stdout
+    assert "2 passed, 3 skipped" in probe.stdout, probe.stdout
     (line,) = summary_lines(probe.stdout)
-    assert "2 test(s) skipped" in line and line.endswith("apt-get install pgbouncer chromium chromium-driver")
+    assert "3 test(s) skipped" in line and line.endswith("apt-get install pgbouncer chromium chromium-driver")
 
 
 def test_only_the_missing_program_is_named(tmp_path):
     probe = run_probe(tmp_path, hide="chromedriver")
     assert probe.returncode == 0, probe.stdout + probe.stderr
-    assert "3 passed, 1 skipped" in probe.stdout, probe.stdout
+    assert "4 passed, 1 skipped" in probe.stdout, probe.stdout
     (line,) = summary_lines(probe.stdout)
     assert line.endswith("chromedriver not installed; to run them: apt-get install chromium-driver"), line
 
@@ -84,7 +96,7 @@ def test_under_ci_a_missing_program_fails_the_run(tmp_path, strict):
     assert "pgbouncer is not installed (apt-get install pgbouncer); with CI or CELORA_TEST_STRICT set" \
         in probe.stdout, probe.stdout
     (line,) = summary_lines(probe.stdout)
-    assert "1 test(s) failed" in line and line.endswith("apt-get install pgbouncer")
+    assert "2 test(s) failed" in line and line.endswith("apt-get install pgbouncer")
 
 
 def test_ci_false_is_not_ci(tmp_path):
