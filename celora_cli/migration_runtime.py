@@ -743,7 +743,13 @@ def _carry(fields: list[int], unit: int) -> datetime.datetime | None:
 
 
 def _stamp(fields: list[int]) -> str:
-    return _moment(fields).strftime(TIMESTAMP_FORMAT)
+    return _digits(_moment(fields))
+
+
+def _digits(moment: datetime.datetime) -> str:
+    # Not strftime: glibc's %Y does not pad a year below 1000 to four digits.
+    return (f"{moment.year:04d}{moment.month:02d}{moment.day:02d}{moment.hour:02d}{moment.minute:02d}"
+            f"{moment.second:02d}")
 
 
 def _stamp_or_fail(moment: datetime.datetime | None, stamp: str) -> str:
@@ -752,7 +758,7 @@ def _stamp_or_fail(moment: datetime.datetime | None, stamp: str) -> str:
             f"The migration history holds revision {stamp}, and no 14-digit timestamp comes after it, so celora "
             "cannot give a new revision an id that sorts after the history's.",
             "Give the new revision an id yourself (`alembic revision --rev-id ...`).")
-    return moment.strftime(TIMESTAMP_FORMAT)
+    return _digits(moment)
 
 
 def _timestamp_rev_ids(context, revision, directives) -> None:

@@ -81,3 +81,16 @@ def test_a_link_to_the_same_file_is_no_duplicate(tmp_path):
     original = next(versions.glob("*_init.py"))
     (versions / "zz_link.py").symlink_to(original)
     assert len(read_history(versions).revisions) == len(list(versions.glob("2*.py")))
+
+
+@pytest.mark.parametrize("stamp, after", [
+    ("00000000000000", "00010101000000"),  # year 0: the smallest valid year already sorts after it
+    ("00001399999999", "00010101000000"),
+    ("09991231235959", "10000101000000"),  # four digits even below year 1000
+    ("20240228235959", "20240229000000"),  # a leap day
+    ("20230229000000", "20230301000000"),  # no leap day that year
+])
+def test_the_first_valid_time_after_any_14_digits(stamp, after):
+    from celora_cli.migration_runtime import _first_timestamp_after
+
+    assert _first_timestamp_after(stamp) == after
