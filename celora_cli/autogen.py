@@ -331,7 +331,7 @@ def _autogenerate(shadow_settings: Settings, config, script, metadata, name: str
     from alembic.autogenerate import produce_migrations, render_python_code
     from alembic.runtime.migration import MigrationContext
 
-    from celora_cli.migration_runtime import migration_engine, open_migration_connection, timestamp_revision_id
+    from celora_cli.migration_runtime import migration_engine, next_revision_id, open_migration_connection
     from celora_cli.migrations import check_migration_name
 
     engine, url, setting = migration_engine(shadow_settings, "celora migrate (autogenerate)")
@@ -371,7 +371,7 @@ def _autogenerate(shadow_settings: Settings, config, script, metadata, name: str
     # with --json); the CLI names the file itself.
     with contextlib.redirect_stdout(io.StringIO()):
         revision = script.generate_revision(
-            _next_revision_id(script, timestamp_revision_id()), name.strip(), head="head",
+            next_revision_id(s.revision for s in script.walk_revisions()), name.strip(), head="head",
             upgrades=_with_extras(upgrades, extras.upgrade_before, extras.upgrade_after),
             downgrades=_with_extras(downgrades, extras.downgrade_before, extras.downgrade_after),
             imports="from sqlalchemy.dialects import postgresql")
@@ -379,17 +379,6 @@ def _autogenerate(shadow_settings: Settings, config, script, metadata, name: str
     path = Path(revision.path)
     result.revision_file = str(path)
     return path
-
-
-def _next_revision_id(script, now: str) -> str:
-    """The timestamp id, moved past the head's when two revisions are written within one second."""
-    import datetime
-
-    head = script.get_current_head()
-    if head and re.fullmatch(r"\d{14}", head) and head >= now:
-        later = datetime.datetime.strptime(head, "%Y%m%d%H%M%S") + datetime.timedelta(seconds=1)
-        return later.strftime("%Y%m%d%H%M%S")
-    return now
 
 
 def _with_extras(body: str, before: list[str], after: list[str]) -> str:

@@ -383,13 +383,19 @@ def _resolve_target(script, to: str) -> str:
     from alembic.util.exc import CommandError
 
     wanted = to.strip()
+    if not wanted:
+        raise ConfigError("--to is empty: it needs a revision to roll back to.",
+                          "Pass a revision id or file name from `celora db status`, or base.")
     if wanted == "base":
         return "base"
+    by_name = [s.revision for s in script.walk_revisions() if Path(s.path).stem == wanted.removesuffix(".py")]
+    if by_name:  # the file name wins: it holds the id whatever its form (a timestamp, Alembic's hex)
+        return by_name[0]
     candidates = [wanted, wanted.split("_", 1)[0]] if "_" in wanted else [wanted]
     for candidate in candidates:
         try:
             found = script.get_revision(candidate)
-        except CommandError:
+        except (CommandError, AssertionError):  # Alembic asserts on some non-ids ("@")
             found = None
         if found is not None:
             return found.revision

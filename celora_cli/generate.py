@@ -16,7 +16,7 @@ import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from celora_cli.errors import ConfigError
+from celora_cli.errors import ConfigError, OutputError
 from celora_cli.settings import Settings
 
 # Where the models live: "module:attribute.path" naming a SQLAlchemy MetaData (Settings.models).
@@ -184,17 +184,60 @@ def generate(settings: Settings, *, check: bool = False, metadata=None, source: 
     result = GenerateResult()
     for artifact in render_artifacts(settings, metadata, source):
         shown = _shown(artifact.path, settings.project_root)
-        current = artifact.path.read_text(encoding="utf-8") if artifact.path.is_file() else None
+        current = _read(artifact.path)
         if current == artifact.content:
             result.unchanged.append(shown)
         elif check:
             result.stale.append(shown)
             result.diffs[shown] = short_diff(current, artifact.content, shown)
         else:
-            artifact.path.parent.mkdir(parents=True, exist_ok=True)
-            artifact.path.write_text(artifact.content, encoding="utf-8")
+            _write(artifact, result)
             result.written.append(shown)
     return result
+
+
+def _read(path: Path) -> str | None:
+    """The committed artifact, or None when there is none yet."""
+    if not path.is_file():
+        return None
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ConfigError(f"celora db generate can't read {path}: {reason}.",
+                          "Make the file readable (and UTF-8), or delete it so that it is written anew.") from None
+
+
+def _write(artifact: Artifact, result: GenerateResult) -> None:
+    """The file and its folder; a folder that is read-only or a file in the way is the machine's state, not a
+    bug: OutputError naming the path (the files written before it stay, and the message lists them)."""
+    path = artifact.path
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(artifact.content, encoding="utf-8")
+    except OSError as exc:
+        blocked = Path(exc.filename) if exc.filename else path
+        if isinstance(exc, (FileExistsError, NotADirectoryError)):
+            problem = f"{_first_non_folder(path.parent) or blocked} is a file, not a folder"
+            fix = "Move that file out of the way (the artifact needs a folder there), then run it again."
+        elif isinstance(exc, IsADirectoryError):
+            problem = f"{path} is a folder, not a file"
+            fix = "Move that folder out of the way, then run it again."
+        else:
+            problem = f"{exc.strerror or exc}" if blocked == path else f"{blocked}: {exc.strerror or exc}"
+            fix = ("Check that this user may write there (the permissions of the file and its folder, a read-only "
+                   "mount) and that the disk has room, then run it again; `celora db generate --check` compares "
+                   "without writing.")
+        done = f" Written before it: {', '.join(result.written)}." if result.written else ""
+        raise OutputError(f"celora db generate could not write {path}: {problem}.{done}", fix) from None
+
+
+def _first_non_folder(folder: Path) -> Path | None:
+    """The nearest path on the way to `folder` that exists and is not a folder (the file in the way)."""
+    for candidate in [folder, *folder.parents]:
+        if candidate.exists() or candidate.is_symlink():
+            return None if candidate.is_dir() else candidate
+    return None
 
 
 def short_diff(current: str | None, wanted: str, name: str, limit: int = 40) -> str:

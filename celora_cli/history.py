@@ -104,8 +104,11 @@ def read_history(versions_dir: Path) -> History:
         if not _REVISION_FILE.match(path.name) or not path.is_file():
             continue
         script = _read_file(path)
-        if script.revision in revisions:
-            raise NotLiteral(f"revision {script.revision} appears twice")  # Alembic warns and keeps the last
+        if script.revision in revisions:  # Alembic only warns, and keeps whichever file it listed last
+            first = revisions[script.revision].path
+            if first.resolve() == path.resolve():  # a link to the same file: Alembic reads it once
+                continue
+            raise duplicate_revision_error(script.revision, [first, path])
         revisions[script.revision] = script
         labels.update({label: script.revision for label in script.branch_labels})
     resolved = {}
@@ -123,6 +126,17 @@ def read_history(versions_dir: Path) -> History:
     named_as_down = {down for script in resolved.values() for down in script.down_revisions}
     heads = tuple(revision for revision in resolved if revision not in named_as_down)
     return History(resolved, heads)
+
+
+def duplicate_revision_error(revision: str, paths: Iterable[Path | str]) -> MigrationHistoryError:
+    """One revision id in several files: Alembic would keep one of them silently."""
+    names = sorted(str(path) for path in paths)
+    return MigrationHistoryError(
+        f"Revision id {revision} appears in {len(names)} migration files: {', '.join(names)}. Alembic would "
+        "keep one of them and silently ignore the other.",
+        "Give each migration its own revision id (the copy of a file keeps the original's `revision = ...`): "
+        "change `revision` (and the `down_revision` of the migration after it) in the newer file, or delete "
+        "the stray copy.")
 
 
 def _resolve(name: str, revisions: dict, labels: dict, script: RevisionFile) -> str:

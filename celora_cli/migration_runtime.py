@@ -38,21 +38,26 @@ import contextlib
 import dataclasses
 import datetime
 import logging
+import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from celora_cli.errors import LockTimeout, MigrationHistoryError, Refused
+from celora_cli.history import duplicate_revision_error
 from celora_cli.settings import DatabaseURL, Settings
 
 # Advisory lock key: "celo" as a 32-bit integer, so pg_locks shows it as classid=0, objid=1667591279
 # and anyone can find the holder.
 MIGRATION_LOCK_KEY = 0x63656C6F
 # Alembic's file_template (in Config.set_main_option form, % doubled); [tool.alembic] in pyproject.toml
-# holds the same template for a hand-run `alembic revision` (a test checks they agree).
-FILE_TEMPLATE = "%%(year)d%%(month).2d%%(day).2d%%(hour).2d%%(minute).2d%%(second).2d_%%(slug)s"
+# holds the same template for a hand-run `alembic revision` (a test checks they agree). The file is named by
+# its revision id, which celora makes a timestamp (next_revision_id): 20261126090000_init.py. Naming it by the
+# clock instead would part name and id whenever the id has to move past a head stamped in the future.
+FILE_TEMPLATE = "%%(rev)s_%%(slug)s"
+TIMESTAMP_FORMAT = "%Y%m%d%H%M%S"
 _POLL_S = 0.25
 _LOCK_ATTRIBUTE = "celora_migration_lock"
 
@@ -589,10 +594,7 @@ def load_script_directory(migrations_dir: Path, config=None):
         config = Config()
         config.set_main_option("script_location", str(migrations_dir))
     script = ScriptDirectory.from_config(config)
-    try:
-        heads = script.get_heads()  # builds (and memoizes) the revision map: every file is imported here
-    except Exception as exc:  # Alembic lets SyntaxError, KeyError, ImportError... from the files through
-        raise _history_error(script, migrations_dir, exc) from exc
+    heads = read_heads(script, migrations_dir)
     if len(heads) > 1:
         raise MigrationHistoryError(
             f"The migration history in {migrations_dir} has {len(heads)} heads ({', '.join(sorted(heads))}): "
@@ -602,10 +604,32 @@ def load_script_directory(migrations_dir: Path, config=None):
     return script
 
 
+def read_heads(script, migrations_dir: Path) -> tuple[str, ...]:
+    """script.get_heads(), which builds (and memoizes) the revision map: every file is imported here. A broken
+    file, or two files with one revision id, becomes MigrationHistoryError naming the files."""
+    import warnings
+
+    try:
+        with warnings.catch_warnings():
+            # Alembic only warns about a duplicate id and keeps whichever file it read last: which migration
+            # would run then depends on the order of a directory listing. Stop there instead.
+            warnings.filterwarnings("error", message=_DUPLICATE_WARNING.pattern, category=UserWarning)
+            return tuple(script.get_heads())
+    except Exception as exc:  # Alembic lets SyntaxError, KeyError, ImportError... from the files through
+        raise _history_error(script, migrations_dir, exc) from exc
+
+
+_DUPLICATE_WARNING = re.compile(r"Revision (.+) is present more than once")
+
+
 def _history_error(script, migrations_dir: Path, exc: Exception) -> MigrationHistoryError:
     import traceback
 
     versions = migrations_dir / "versions"
+    duplicate = _DUPLICATE_WARNING.fullmatch(str(exc)) if isinstance(exc, UserWarning) else None
+    if duplicate:
+        revision = duplicate.group(1)
+        return duplicate_revision_error(revision, _files_of(script, revision) or [versions])
     if isinstance(exc, SyntaxError):
         return MigrationHistoryError(
             f"Migration {exc.filename} has a syntax error at line {exc.lineno}: {exc.msg}.",
@@ -625,6 +649,18 @@ def _history_error(script, migrations_dir: Path, exc: Exception) -> MigrationHis
                                  "Fix that file, then run the command again.")
 
 
+def _files_of(script, revision: str) -> list[str]:
+    """Every file whose `revision` is `revision` (read without building the revision map)."""
+    import warnings
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return [candidate.path for candidate in script._load_revisions() if candidate.revision == revision]
+    except Exception:  # noqa: BLE001 - best effort: the message still names the revision
+        return []
+
+
 def _file_naming(script, revision: str) -> str | None:
     """The file whose down_revision names `revision` (read without building the revision map)."""
     try:
@@ -639,17 +675,104 @@ def _file_naming(script, revision: str) -> str | None:
 
 def timestamp_revision_id(now: datetime.datetime | None = None) -> str:
     """Revision ids are the file's timestamp (UTC), as in 20261126090000_init.py."""
-    return (now or datetime.datetime.now(datetime.UTC)).strftime("%Y%m%d%H%M%S")
+    return (now or datetime.datetime.now(datetime.UTC)).strftime(TIMESTAMP_FORMAT)
+
+
+def next_revision_id(existing: Iterable[str], now: datetime.datetime | None = None) -> str:
+    """The id of a new revision: the current UTC timestamp, unless the history already holds a timestamp-like
+    id (14 digits) at or past it (a clock that was ahead, a hand-picked `--rev-id 29990101000199`, even one
+    that is no valid time): then the first valid timestamp after the highest of them, so the files keep
+    sorting in the order they were written. Ids of any other form (Alembic's hex `ae1027a6acf`) say nothing
+    about time and leave the current timestamp as it is. Never an id the history already holds."""
+    taken = set(existing)
+    candidate = timestamp_revision_id(now)
+    stamps = [rev for rev in taken if len(rev) == 14 and rev.isascii() and rev.isdigit()]
+    latest = max(stamps, default="")
+    if latest >= candidate:
+        candidate = _first_timestamp_after(latest)
+    while candidate in taken:  # e.g. a 14-digit id that was no timestamp, between the head and now
+        candidate = _first_timestamp_after(candidate)
+    return candidate
+
+
+# The units of a 14-digit stamp, year to second: (where in the stamp, the smallest valid value).
+_STAMP_FIELDS = ((slice(0, 4), 1), (slice(4, 6), 1), (slice(6, 8), 1), (slice(8, 10), 0), (slice(10, 12), 0),
+                 (slice(12, 14), 0))
+
+
+def _first_timestamp_after(stamp: str) -> str:
+    """The earliest valid YYYYMMDDHHMMSS that sorts after `stamp` (14 digits, maybe an impossible time such as
+    second 99 or month 13)."""
+    values = [int(stamp[part]) for part, _ in _STAMP_FIELDS]
+    lowest = [low for _, low in _STAMP_FIELDS]
+    for unit in range(len(values)):
+        head = values[: unit + 1] + lowest[unit + 1:]
+        if _valid(head):
+            continue
+        if values[unit] < lowest[unit]:  # e.g. month 00: the smallest valid value there already sorts after
+            return _stamp(values[:unit] + lowest[unit:])
+        # Too large for its unit (second 99, month 13, 31 February): carry into the unit on its left.
+        return _stamp_or_fail(_carry(values[:unit] + lowest[unit:], unit - 1), stamp)
+    return _stamp_or_fail(_carry(values, len(values) - 1), stamp)
+
+
+def _valid(fields: list[int]) -> bool:
+    try:
+        _moment(fields)
+    except ValueError:
+        return False
+    return True
+
+
+def _moment(fields: list[int]) -> datetime.datetime:
+    year, month, day, hour, minute, second = fields
+    return datetime.datetime(year, month, day, hour, minute, second)
+
+
+def _carry(fields: list[int], unit: int) -> datetime.datetime | None:
+    """fields (valid) plus one of `unit` (0 = year ... 5 = second), the units right of it at their lowest."""
+    moment = _moment(fields)
+    try:
+        if unit == 0:
+            return moment.replace(year=moment.year + 1)
+        if unit == 1:
+            return (moment.replace(day=1) + datetime.timedelta(days=32)).replace(day=1)
+        return moment + datetime.timedelta(**{("days", "hours", "minutes", "seconds")[unit - 2]: 1})
+    except (ValueError, OverflowError):  # past 9999-12-31 23:59:59
+        return None
+
+
+def _stamp(fields: list[int]) -> str:
+    return _digits(_moment(fields))
+
+
+def _digits(moment: datetime.datetime) -> str:
+    # Not strftime: glibc's %Y does not pad a year below 1000 to four digits.
+    return (f"{moment.year:04d}{moment.month:02d}{moment.day:02d}{moment.hour:02d}{moment.minute:02d}"
+            f"{moment.second:02d}")
+
+
+def _stamp_or_fail(moment: datetime.datetime | None, stamp: str) -> str:
+    if moment is None or moment.year > 9999:
+        raise MigrationHistoryError(
+            f"The migration history holds revision {stamp}, and no 14-digit timestamp comes after it, so celora "
+            "cannot give a new revision an id that sorts after the history's.",
+            "Give the new revision an id yourself (`alembic revision --rev-id ...`).")
+    return _digits(moment)
 
 
 def _timestamp_rev_ids(context, revision, directives) -> None:
-    """process_revision_directives: `alembic revision` gets a timestamp id unless --rev-id was given."""
+    """process_revision_directives: `alembic revision` gets a timestamp id (after every timestamp in the
+    history, next_revision_id) unless --rev-id was given."""
     cmd_opts = getattr(context.config, "cmd_opts", None)
     if cmd_opts is not None and getattr(cmd_opts, "rev_id", None):
         return
+    script = getattr(context, "script", None)
+    existing = [s.revision for s in script.walk_revisions()] if script is not None else []
     for directive in directives:
         if getattr(directive, "rev_id", None) is not None:
-            directive.rev_id = timestamp_revision_id()
+            directive.rev_id = next_revision_id(existing)
+            existing.append(directive.rev_id)
 
 
 # -- env.py ----------------------------------------------------------------------------------------------
@@ -851,5 +974,6 @@ __all__ = [
     "open_migration_connection",
     "read_current",
     "run_env",
+    "next_revision_id",
     "timestamp_revision_id",
 ]

@@ -37,12 +37,16 @@ def _history_from_alembic(migrations_dir: Path) -> History:
     from alembic.config import Config
     from alembic.script import ScriptDirectory
 
+    from celora_cli.migration_runtime import read_heads
+
     config = Config()
     config.set_main_option("script_location", str(migrations_dir))
     try:
         script = ScriptDirectory.from_config(config)
+        heads = read_heads(script, migrations_dir)
         scripts = list(script.walk_revisions())
-        heads = tuple(script.get_heads())
+    except MigrationHistoryError:
+        raise
     except Exception as exc:  # noqa: BLE001 - Alembic raises KeyError, CommandError, SyntaxError... for bad files
         raise MigrationHistoryError(
             f"The migration history in {migrations_dir} can't be loaded: {type(exc).__name__}: {exc}.",

@@ -86,10 +86,13 @@ def _find(script, wanted: str, flag: str):
     from alembic.util.exc import CommandError
 
     wanted = wanted.strip()
+    for by_name in script.walk_revisions():  # the file name wins: it holds the id whatever its form
+        if wanted and Path(by_name.path).stem == wanted.removesuffix(".py"):
+            return by_name
     for candidate in dict.fromkeys([wanted, wanted.removesuffix(".py"), wanted.split("_", 1)[0]]):
         try:
             found = script.get_revision(candidate) if candidate else None
-        except CommandError:
+        except (CommandError, AssertionError):  # Alembic asserts on some non-ids ("@")
             found = None
         if found is not None:
             return found

@@ -16,6 +16,7 @@ import os
 import pwd
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -27,11 +28,31 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 
+
+def _set(value: str | None) -> bool:
+    return (value or "").strip().lower() not in ("", "0", "false", "no")
+
+
+# CELORA_TEST_* configure the suite, not celora (which never reads them, and run_celora drops every CELORA_*
+# variable from a child's environment): they stay, so that a second import of this module (as tests.conftest,
+# by the test modules that import its helpers) reads the same values.
 for _name in list(os.environ):
-    if _name in ("DATABASE_URL", "DIRECT_DATABASE_URL", "NO_COLOR") or _name.startswith("CELORA_"):
+    if _name in ("DATABASE_URL", "DIRECT_DATABASE_URL", "NO_COLOR") or (
+            _name.startswith("CELORA_") and not _name.startswith("CELORA_TEST_")):
         del os.environ[_name]
 
+STRICT_PROGRAMS = _set(os.environ.get("CI")) or _set(os.environ.get("CELORA_TEST_STRICT"))
+_HIDDEN_PROGRAMS = {name.strip() for name in os.environ.get("CELORA_TEST_HIDE_PROGRAMS", "").split(",") if name.strip()}
+
 _db_counter = itertools.count()
+
+# A shell starts a background job (`make test &`, or `bash .ci/run &` in a script) with SIGINT ignored, and every
+# process the job starts inherits that: a test that stops celora with SIGINT, as Ctrl-C would, then waits for a
+# process that never hears it. An ignored signal stays ignored across exec, but a handled one is reset to the
+# default there: with Python's own handler back in the runner, every process a test starts begins with SIGINT
+# at its default, as it would from a terminal (and the runner answers Ctrl-C again).
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def _make_test_project() -> Path:
@@ -43,6 +64,88 @@ def _make_test_project() -> Path:
 
 
 TEST_PROJECT = _make_test_project()
+
+
+# -- Programs the suite needs besides Python ---------------------------------------------------------------
+# A machine with Python and make runs the suite: a test that needs a program that is not installed is skipped,
+# and one line at the end says what to install. Where everything must run (CI, or CELORA_TEST_STRICT set), a
+# missing program fails the test instead. CELORA_TEST_HIDE_PROGRAMS=pgbouncer,chromium makes the suite treat
+# those as not installed, to see what a bare machine gets.
+PROGRAMS = {  # name: (the Debian package, folders searched besides PATH)
+    "pgbouncer": ("pgbouncer", ("/usr/sbin", "/usr/local/sbin", "/sbin")),  # Debian's is off a user's PATH
+    "chromium": ("chromium", ()),
+    "chromedriver": ("chromium-driver", ()),
+}
+# In every skip or failure programs() makes; the summary reads the reports for it (not this module's state:
+# pytest imports this file as `conftest`, and the test modules that import its helpers as `tests.conftest`).
+_NOT_INSTALLED = "not installed (apt-get install "
+_MISSING_REASON = re.compile(r"(?:is|are) not installed \(apt-get install ([^)]+)\)")
+
+
+def program(name: str) -> str:
+    """The path of `name`, one of PROGRAMS; the calling test (or fixture) is skipped when it is not installed,
+    or fails under CI / CELORA_TEST_STRICT."""
+    return programs(name)[0]
+
+
+def programs(*names: str) -> tuple[str, ...]:
+    """The paths of `names`; when any is missing, one skip (or failure) names every missing one."""
+    found = {name: _find_program(name) for name in names}
+    missing = [name for name, path in found.items() if path is None]
+    if not missing:
+        return tuple(path for path in found.values() if path is not None)
+    packages = " ".join(dict.fromkeys(PROGRAMS[name][0] for name in missing))
+    reason = f"{' and '.join(missing)} {'are' if len(missing) > 1 else 'is'} {_NOT_INSTALLED}{packages})"
+    if STRICT_PROGRAMS:
+        pytest.fail(f"{reason}; with CI or CELORA_TEST_STRICT set, every test must run.", pytrace=False)
+    pytest.skip(reason)
+
+
+def _find_program(name: str) -> str | None:
+    if name in _HIDDEN_PROGRAMS:
+        return None
+    folders = PROGRAMS[name][1]
+    return shutil.which(name) or (shutil.which(name, path=os.pathsep.join(folders)) if folders else None)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Skips for a missing program are reported from one place, so `-ra` folds them into one line each."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.skipped and isinstance(report.longrepr, tuple) and _NOT_INSTALLED in str(report.longrepr[2]):
+        report.longrepr = (__file__, programs.__code__.co_firstlineno, report.longrepr[2])
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
+    """The one line that says how many tests did not run for a missing program, and what to install."""
+    stopped, wanted = 0, set()
+    for kind in ("skipped", "error", "failed"):
+        for report in terminalreporter.stats.get(kind, []):
+            found = _MISSING_REASON.search(str(getattr(report, "longrepr", "")))
+            if found:
+                stopped += 1
+                wanted.update(found.group(1).split())
+    if not stopped:
+        return
+    names = [name for name, (package, _) in PROGRAMS.items() if package in wanted]
+    packages = " ".join(PROGRAMS[name][0] for name in names)
+    outcome = "failed (CI or CELORA_TEST_STRICT is set)" if STRICT_PROGRAMS else "skipped"
+    terminalreporter.write_line(
+        f"celora: {stopped} test(s) {outcome}: {', '.join(names)} not installed; to run them: apt-get install "
+        f"{packages}", yellow=not STRICT_PROGRAMS, red=STRICT_PROGRAMS, bold=True)
+
+
+@pytest.fixture(scope="session")
+def pgbouncer_binary() -> str:
+    return program("pgbouncer")
+
+
+@pytest.fixture(scope="session")
+def chromium_binaries() -> tuple[str, str]:
+    """(chromium, chromedriver): Debian's, driven by Selenium; nothing is downloaded."""
+    chromium, chromedriver = programs("chromium", "chromedriver")
+    return chromium, chromedriver
 
 
 def free_port() -> int:
@@ -141,9 +244,7 @@ def _run_pgbouncer(pg_server, prefix: str, **overrides: str):
     """A real PgBouncer in transaction mode in front of `pg_server`, from the repo's production pgbouncer.ini with
     only the environment's keys replaced (plus `overrides`). Yields a function db_name -> URL: with
     ?pgbouncer=true by default, without it for `flag=False`."""
-    binary = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
-    if not Path(binary).exists():
-        pytest.fail("pgbouncer is not installed (apt-get install -y pgbouncer); .ci/run installs it.")
+    binary = program("pgbouncer")
     base = shared_tmpdir(prefix)
     port = free_port()
     (base / "users.txt").write_text('"celora" ""\n')
@@ -194,14 +295,15 @@ def _run_pgbouncer(pg_server, prefix: str, **overrides: str):
         shutil.rmtree(base, ignore_errors=True)
 
 
+# pgbouncer_binary comes first: a machine without PgBouncer skips before the cluster is started for nothing.
 @pytest.fixture(scope="session")
-def pgbouncer(pg_server):
+def pgbouncer(pgbouncer_binary, pg_server):
     """PgBouncer exactly as the repo configures it: it rejects the `options` startup parameter."""
     yield from _run_pgbouncer(pg_server, "celora-test-pgbouncer-")
 
 
 @pytest.fixture(scope="session")
-def pgbouncer_dropping_options(pg_server):
+def pgbouncer_dropping_options(pgbouncer_binary, pg_server):
     """PgBouncer with `options` in ignore_startup_parameters, as some deployments configure it: it accepts
     celora's startup options and silently drops them (so the startup marker never arrives)."""
     yield from _run_pgbouncer(pg_server, "celora-test-pgbouncer-dropping-",

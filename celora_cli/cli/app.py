@@ -57,6 +57,9 @@ class CeloraGroup(LazyCommandGroup):
         # The root options are parsed here, before invoke: a bad root flag, no command, --help, --version.
         try:
             return super().make_context(info_name, args, parent=parent, **extra)
+        except OSError as exc:
+            # Parsing writes nothing but the help or the version, to stdout: a failed write is stdout's.
+            _fail(None, console.output_error(exc) if exc.errno in OUTPUT_ERRNOS else exc)
         except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - see _fail
             _fail(None, exc)
 
@@ -68,9 +71,16 @@ class CeloraGroup(LazyCommandGroup):
             try:
                 return super().invoke(ctx)
             finally:
-                sys.stdout.flush()  # a full disk must fail here, where it is reported, not at interpreter exit
+                _flush_stdout()  # a full disk must fail here, where it is reported, not at interpreter exit
         except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - see _fail
             _fail(ctx, exc)
+
+
+def _flush_stdout() -> None:
+    try:
+        sys.stdout.flush()
+    except OSError as exc:
+        raise console.output_error(exc) from exc
 
 
 def _command_args(ctx: typer.Context) -> list[str]:
@@ -79,7 +89,12 @@ def _command_args(ctx: typer.Context) -> list[str]:
 
 
 def _fail(ctx: typer.Context | None, exc: BaseException) -> NoReturn:
-    """The one mapping: exception -> (JSON error object on stdout with --json) + message on stderr + exit code."""
+    """The one mapping: exception -> (JSON error object on stdout with --json) + message on stderr + exit code.
+
+    Only a failed write to stdout itself (OutputError.stdout) skips the JSON object: a file the command could
+    not write (a read-only folder, a full disk under a backup) is an error like any other, and stdout still
+    answers with one object. An output errno that reaches here unmarked may be either: the object is tried,
+    and if stdout is what failed, that write fails too and says so."""
     if isinstance(exc, typer.Exit):  # a command's own exit status; Exit(0) is success
         raise exc
     if _is_click_error(exc):
@@ -87,11 +102,13 @@ def _fail(ctx: typer.Context | None, exc: BaseException) -> NoReturn:
     error = _as_celora_error(exc)
     if _debug_enabled(ctx):
         _to_stderr(lambda: console.err.print(console.safe("".join(traceback.format_exception(exc)))))
-    if isinstance(error, OutputError):
+    if isinstance(error, OutputError) and error.stdout:
         _fail_output(error)
     if ctx is not None and ctx.meta.get(JSON_REQUESTED):
         _json_error(error, **ctx.meta.get(JSON_FAILURE_FIELDS, {}))
     _to_stderr(lambda: console.error(error.message, error.hint))
+    if isinstance(error, OutputError):  # perhaps stdout after all: the interpreter's last flush must not retry
+        _silence_stdout()
     raise typer.Exit(error.exit_code)
 
 
@@ -113,23 +130,27 @@ def _fail_usage(ctx: typer.Context | None, exc) -> NoReturn:
 def _json_error(error: CeloraError, **fields) -> None:
     try:
         console.print_json_error(error, **fields)
-        sys.stdout.flush()
-    except (OutputError, OSError) as write_error:
+        _flush_stdout()
+    except OutputError as write_error:
         # Nothing reaches stdout: the error itself still goes to stderr, then the output failure (exit 74).
         _to_stderr(lambda: console.error(error.message, error.hint))
-        _fail_output(_as_celora_error(write_error))
+        _fail_output(write_error)
 
 
 def _fail_output(error: CeloraError) -> NoReturn:
     """stdout is gone: point it at /dev/null (so the interpreter's last flush cannot fail again) and say so
     in one line on stderr."""
+    _silence_stdout()
+    _to_stderr(lambda: console.error(error.message))
+    raise typer.Exit(error.exit_code)
+
+
+def _silence_stdout() -> None:
     try:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
     except (OSError, ValueError, AttributeError):  # stdout without a file descriptor (tests' in-memory streams)
         pass
-    _to_stderr(lambda: console.error(error.message))
-    raise typer.Exit(error.exit_code)
 
 
 def _to_stderr(write) -> None:
@@ -144,7 +165,7 @@ def _is_click_error(exc: BaseException) -> bool:
     return type(exc).__module__.split(".")[0] in ("typer", "click")
 
 
-OUTPUT_ERRNOS = (errno.EPIPE, errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+OUTPUT_ERRNOS = (errno.EPIPE, errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO)
 
 
 def _as_celora_error(exc: BaseException) -> CeloraError:
@@ -153,7 +174,10 @@ def _as_celora_error(exc: BaseException) -> CeloraError:
     if isinstance(exc, KeyboardInterrupt):
         return Interrupted("Interrupted.")
     if isinstance(exc, OSError) and exc.errno in OUTPUT_ERRNOS:
-        return console.output_error(exc)
+        # A write that failed outside console.out (Click printing a command's help, or a file the core did not
+        # translate): which stream is not known here, so this is no proof that stdout is gone (see _fail).
+        what = exc.filename or "its output"
+        return OutputError(f"celora could not write {what}: {exc.strerror or exc}.")
     error = _translate_database_error(exc) if isinstance(exc, Exception) else None
     if error is not None:
         return error

@@ -77,8 +77,10 @@ def print_step(label: str, style: str, text: str, detail: str = "") -> None:
 
 
 def output_error(exc: OSError) -> OutputError:
+    """A failed write to celora's own stdout (only writes to stdout may call this)."""
     reason = exc.strerror or str(exc)
-    return OutputError(f"celora could not write its output: {reason} (is stdout a closed pipe or a full disk?).")
+    return OutputError(f"celora could not write its output: {reason} (is stdout a closed pipe or a full disk?).",
+                       stdout=True)
 
 
 def print_json(data: dict) -> None:

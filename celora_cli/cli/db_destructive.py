@@ -53,11 +53,18 @@ def reset(
         console.out.print(f"Seed: {safe(result.seed)}.")
 
 
+def _not_blank(value: str | None) -> str | None:
+    """`--to ""` (an unset shell variable) is a usage error, before anything connects."""
+    if value is not None and not value.strip():
+        raise typer.BadParameter("is empty; give a revision id or file name from `celora db status`, or base.")
+    return value
+
+
 @app.command("rollback")
 def rollback(
     ctx: typer.Context,
     steps: int | None = typer.Option(None, "--steps", metavar="N", help="Undo the last N applied migrations."),
-    to: str | None = typer.Option(None, "--to", metavar="REVISION",
+    to: str | None = typer.Option(None, "--to", metavar="REVISION", callback=_not_blank,
                                   help="Undo down to this revision (kept applied); 'base' undoes all."),
     force: bool = force_option(),
     allow_production: bool = allow_production_option(),

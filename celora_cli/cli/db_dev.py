@@ -21,7 +21,8 @@ def generate(
 
     Render the models into migrations/schema.sql (DDL) and docs/schema.md (Mermaid ER diagram).
 
-    With --check: exit 1 when a file is stale, 3 when the models fail to import. No database needed.
+    With --check: exit 1 when a file is stale, 3 when the models fail to import. Exit 74 when a file cannot be
+    written (a read-only folder, a file in the way). No database needed.
     Example: celora db generate --check
     """
     from celora_cli.generate import generate as run_generate

@@ -140,6 +140,19 @@ CASES = [
     case("metrics-port-taken", "db metrics --port {taken}", APP, 3, "{taken}"),
     case("backup-output-exists", "db backup --output {tmp}/bad_line.env", APP, 3, "already exists"),
     case("audit-prune-not-a-duration", "db audit --prune-older-than banana", APP, 64, "--prune-older-than"),
+    # -- revisions Alembic chokes on, histories it only warns about, files that cannot be written -------------
+    case("rollback-to-empty", ("db", "rollback", "--to", "", "--force"), APP, 64, "--to"),  # an unset variable
+    case("rollback-to-at-sign", "db rollback --to @ --force", APP, 3, "no such revision"),  # Alembic asserts
+    case("resolve-at-sign", "db resolve --applied @", APP, 3, "no such migration"),
+    case("duplicate-revision-deploy", "db migrate-deploy", {**APP, "CELORA_MIGRATIONS_DIR": "{tmp}/migrations_dup"},
+         14, "appears in 2 migration files"),
+    case("duplicate-revision-status-json", "db status --json",
+         {**APP, "CELORA_MIGRATIONS_DIR": "{tmp}/migrations_dup"}, 14, "29990101000000_copied.py"),
+    case("generate-docs-is-a-file", "db generate", {"CELORA_PROJECT_ROOT": "{tmp}/docs_is_a_file"}, 74,
+         "is a file, not a folder"),
+    # A file that cannot be written is not stdout: the JSON error object still comes.
+    case("generate-docs-is-a-file-json", "db generate --json", {"CELORA_PROJECT_ROOT": "{tmp}/docs_is_a_file"}, 74,
+         "OutputError"),
 ]
 
 
@@ -151,6 +164,12 @@ def _broken_files(tmp: Path) -> None:
     (project / "migrations").symlink_to(REPO / "migrations")
     (project / ".env").write_bytes(b'DATABASE_URL="postgresql://app@127.0.0.1/x\n\xff\xfe\n')
     shutil.copytree(REPO / "migrations", tmp / "migrations_copy", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(REPO / "migrations", tmp / "migrations_dup", ignore=shutil.ignore_patterns("__pycache__"))
+    original = next((tmp / "migrations_dup" / "versions").glob("*_schema_corrections.py"))
+    shutil.copy(original, tmp / "migrations_dup" / "versions" / "29990101000000_copied.py")  # the same revision id
+    shutil.copytree(REPO / "migrations", tmp / "docs_is_a_file" / "migrations",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    (tmp / "docs_is_a_file" / "docs").write_text("a file where generate wants a folder\n")
     for name, edit in (("fixtures_bad_toml", ("users.toml", "[[users]\nemail = ")),
                        ("fixtures_wrong_type", ("wallets.toml", None)),
                        ("fixtures_unknown_chain", ("wallets.toml", None))):

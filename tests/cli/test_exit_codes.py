@@ -156,12 +156,6 @@ def test_bug_with_debug_shows_the_traceback_masked():
 
 # --- Ctrl-C ------------------------------------------------------------------------------------------------
 
-def _default_sigint() -> None:
-    """A shell that starts a job in the background (`bash .ci/run &`) ignores SIGINT for it, and Python keeps
-    an inherited SIG_IGN instead of raising KeyboardInterrupt: give the child the terminal's default."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
 @pytest.mark.parametrize("as_json", [False, True], ids=["human", "json"])
 def test_ctrl_c_while_waiting_for_the_migration_lock_exits_130(migrated_db, as_json):
     from celora_cli.migrations import MIGRATION_LOCK_KEY
@@ -171,7 +165,7 @@ def test_ctrl_c_while_waiting_for_the_migration_lock_exits_130(migrated_db, as_j
         args = ["db", "migrate-deploy", "--lock-timeout", "60"] + (["--json"] if as_json else [])
         proc = subprocess.Popen([sys.executable, "-m", "celora_cli", *args], stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True, env=_env({"DATABASE_URL": migrated_db}),
-                                cwd=TEST_PROJECT, preexec_fn=_default_sigint)
+                                cwd=TEST_PROJECT)  # SIGINT at its default even in a background run: conftest
         try:
             first_line = proc.stderr.readline()  # blocks until celora says it is waiting
             assert "Waiting for the migration lock" in first_line, first_line

@@ -18,7 +18,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from tests.conftest import REPO, TEST_PROJECT, free_port, shared_tmpdir, wait_for_port
+from tests.conftest import REPO, TEST_PROJECT, free_port, program, shared_tmpdir, wait_for_port
 
 
 @contextlib.contextmanager
@@ -123,7 +123,7 @@ class PgBouncer:
         return f"postgresql://celora@127.0.0.1:{self.port}/{database}?pgbouncer=true"
 
     def start(self) -> None:
-        binary = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
+        binary = program("pgbouncer")  # skips the test where PgBouncer is not installed
         kwargs: dict = {}
         if os.geteuid() == 0:  # PgBouncer refuses to run as root
             user = pwd.getpwnam(self.server.run_as)

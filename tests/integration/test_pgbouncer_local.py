@@ -33,7 +33,7 @@ def local_env(pg_server):
     return {"CELORA_LOCAL_DIR": str(pg_server.base_dir)}
 
 
-def test_start_status_stop_with_scram_and_no_plaintext_password(pg_server, local_env):
+def test_start_status_stop_with_scram_and_no_plaintext_password(pgbouncer_binary, pg_server, local_env):
     port = free_port()  # not 6432: another test run (or the developer's own PgBouncer) may hold it
     started = run_celora("local", "pgbouncer", "start", "--port", str(port), env=local_env)
     try:

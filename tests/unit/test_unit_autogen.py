@@ -1,5 +1,5 @@
 """The pieces of `celora db migrate`'s autogenerate that need no database: rename suspicion, enum rendering,
-revision ids, how differences are described."""
+how differences are described (revision ids: test_unit_revision_ids.py)."""
 
 from __future__ import annotations
 
@@ -44,21 +44,6 @@ def test_extras_wrap_the_rendered_body():
     assert autogen._with_extras("op.x()", [], []) == "op.x()"
     assert autogen._with_extras("op.x(\n        a)", ["# before"], ["op.y()"]) == \
         "# before\n    op.x(\n        a)\n    op.y()"
-
-
-def test_revision_ids_stay_after_the_head():
-    class Script:
-        def __init__(self, head):
-            self.head = head
-
-        def get_current_head(self):
-            return self.head
-
-    assert autogen._next_revision_id(Script(None), "20261126120000") == "20261126120000"
-    assert autogen._next_revision_id(Script("20261126110000"), "20261126120000") == "20261126120000"
-    assert autogen._next_revision_id(Script("20261126120000"), "20261126120000") == "20261126120001"
-    assert autogen._next_revision_id(Script("20261126235959"), "20261126235959") == "20261127000000"
-    assert autogen._next_revision_id(Script("abc123"), "20261126120000") == "20261126120000"
 
 
 def test_an_enum_difference_names_each_label():
