@@ -186,9 +186,14 @@ class InternalError(CeloraError):
 
 
 class OutputError(CeloraError):
-    """The result could not be written: stdout closed (EPIPE) or the disk full (ENOSPC)."""
+    """The result could not be written: stdout closed (EPIPE) or the disk full (ENOSPC), or a file the command
+    writes (a backup). Only when `stdout_gone` is nothing more printed on stdout (no JSON error object)."""
 
     exit_code = ExitCode.OUTPUT_ERROR
+
+    def __init__(self, message: str, hint: str | None = None, *, stdout_gone: bool = False) -> None:
+        super().__init__(message, hint)
+        self.stdout_gone = stdout_gone
 
 
 class Interrupted(CeloraError):

@@ -78,7 +78,8 @@ def print_step(label: str, style: str, text: str, detail: str = "") -> None:
 
 def output_error(exc: OSError) -> OutputError:
     reason = exc.strerror or str(exc)
-    return OutputError(f"celora could not write its output: {reason} (is stdout a closed pipe or a full disk?).")
+    return OutputError(f"celora could not write its output: {reason} (is stdout a closed pipe or a full disk?).",
+                       stdout_gone=True)
 
 
 def print_json(data: dict) -> None:
