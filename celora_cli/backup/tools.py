@@ -212,15 +212,15 @@ def tool_environment(url: DatabaseURL, settings: Settings | None = None) -> Iter
 
     secrets = {key: str(value) for key, value in libpq_params(url).items()
                if is_secret_parameter(key) and key != "password"}
-    if url.password is None and not secrets:
-        yield env
-        return
     for key, value in secrets.items():
         if "\n" in value or "\r" in value or value != value.strip():
             raise ConfigError(f"The URL's {key} parameter starts or ends with white space or holds a line break, "
                               "which cannot be handed to pg_dump/pg_restore without showing it on their command "
                               "line.", f"Remove the white space from {key}.")
-    with _terminate_as_interrupt():
+    with _terminate_as_interrupt():  # also for the dump's temporary file, with or without secrets
+        if url.password is None and not secrets:
+            yield env
+            return
         folder = tempfile.mkdtemp(prefix="celora-pgconn-")  # 0700: ours only
         try:
             if url.password is not None:

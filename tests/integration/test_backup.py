@@ -422,7 +422,8 @@ def test_secret_url_parameters_reach_pg_dump_through_a_private_file_never_its_co
         shutil.rmtree(record, ignore_errors=True)
 
 
-def test_sigterm_during_the_dump_removes_the_passfile_and_the_partial_file(seeded, folder):
+@pytest.mark.parametrize("password", [True, False])
+def test_sigterm_during_the_dump_removes_the_passfile_and_the_partial_file(seeded, folder, password):
     """celora alone gets SIGTERM (a service manager stopping it) while pg_dump runs: exit 130, pg_dump killed,
     and neither the temporary passfile nor the half-written dump is left."""
     real = client_tools_for(seeded).bin_dir
@@ -439,7 +440,7 @@ def test_sigterm_during_the_dump_removes_the_passfile_and_the_partial_file(seede
         "exec sleep 120\n")
     (tools / "pg_dump").chmod(0o755)
     file = folder / "terminated.dump"
-    url = seeded.replace("celora@", "celora:Pw-term-5@")
+    url = seeded.replace("celora@", "celora:Pw-term-5@") if password else seeded
     process = subprocess.Popen([sys.executable, "-m", "celora_cli", "db", "backup", "--output", str(file)],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=TEST_PROJECT,
                                env=_cli_env(url, CELORA_PG_BIN=str(tools)), stdin=subprocess.DEVNULL,
@@ -450,8 +451,8 @@ def test_sigterm_during_the_dump_removes_the_passfile_and_the_partial_file(seede
                     or process.poll() is not None:
                 break
             time.sleep(0.1)
-        passfile = Path((tools / "passfile").read_text())
-        assert passfile.is_file()
+        passfile = Path((tools / "passfile").read_text()) if password else None
+        assert passfile is None or passfile.is_file()
         process.send_signal(signal.SIGTERM)  # celora only, not its process group
         out, err = process.communicate(timeout=60)
     finally:
@@ -463,5 +464,5 @@ def test_sigterm_during_the_dump_removes_the_passfile_and_the_partial_file(seede
         shutil.rmtree(tools, ignore_errors=True)
     assert process.returncode == 130, out + err
     assert "SIGTERM" in err and "Traceback" not in err and "Pw-term-5" not in out + err
-    assert not passfile.exists() and not passfile.parent.exists()
+    assert passfile is None or not (passfile.exists() or passfile.parent.exists())
     assert not file.exists() and not list(folder.glob(".terminated*"))
