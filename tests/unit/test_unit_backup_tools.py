@@ -90,3 +90,19 @@ def test_the_manifest_url_has_no_secret_parameter():
     shown = public_url(url)
     assert "Key-Pass-1" not in shown and "pw@" not in shown and "sslmode=require" in shown
     assert shown.startswith("postgresql://app:****@db:5432/celora")
+
+
+def test_a_failed_replay_across_versions_names_both_versions_and_the_fix():
+    from celora_cli.backup.replay import Replay
+    from celora_cli.backup.restore import _replay_failure
+    from tests.conftest import settings_for
+
+    failed = Replay(3, 'psql:<stdin>:17: ERROR:  unrecognized configuration parameter "lock_wait_total"', True)
+    error = _replay_failure(failed, Path("b.dump"), tools("18.6")[0], "15.18", settings_for("postgresql://u@h/db"))
+    assert error.exit_code == 13 and "lock_wait_total" in error.message
+    assert "pg_restore 18.6" in error.message and "PostgreSQL 15.18" in error.message
+    assert "different major versions" in error.message and "role or extension" not in error.message
+    assert "postgresql-client-15" in error.hint and "CELORA_PG_BIN" in error.hint
+    same = _replay_failure(Replay(1, 'ERROR:  role "app" does not exist', False), Path("b.dump"),
+                           tools("15.18")[0], "15.18", settings_for("postgresql://u@h/db"))
+    assert "different major versions" not in same.message and "role or extension" in same.hint
