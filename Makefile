@@ -88,5 +88,5 @@ clean:              ## stop the local PostgreSQL and delete its data wherever it
 	-@if [ -x $(CELORA) ]; then $(CELORA) local destroy --yes 2>/dev/null || $(CELORA) local stop; fi
 	rm -rf .celora .pytest_cache build dist *.egg-info
 
-distclean: clean    ## clean, and delete the virtualenv too
-	rm -rf $(VENV)
+distclean: clean    ## clean, and delete the virtualenv (and .ci-cache, the PostgreSQL builds of make test-compat) too
+	rm -rf $(VENV) .ci-cache
