@@ -20,7 +20,16 @@ from pathlib import Path
 
 from celora_cli.backup.catalog import direct_setting, refuse_pooler, schema_revision, server_version, table_counts
 from celora_cli.backup.manifest import Manifest, file_digest, manifest_path, write_manifest
-from celora_cli.backup.tools import conninfo, find_client_tools, public_url, run_tool, stderr_tail, tool_environment
+from celora_cli.backup.tools import (
+    conninfo,
+    find_client_tools,
+    mismatch_hint,
+    public_url,
+    run_tool,
+    stderr_tail,
+    tool_environment,
+    version_major,
+)
 from celora_cli.errors import ConfigError, DatabaseError, Interrupted, OutputError
 from celora_cli.settings import Settings
 
@@ -78,7 +87,7 @@ def backup(settings: Settings, output: Path | None = None, *, verify: bool = Fal
             tables = table_counts(conn)
         tools = find_client_tools(settings, server_major=major, needed_for=f"the server (PostgreSQL {version})")
         _make_folder(target)
-        _dump(tools, url, settings, snapshot, target)
+        _dump(tools, url, settings, snapshot, target, version)
         conn.rollback()  # the snapshot may go now
     finally:
         conn.close()
@@ -129,7 +138,7 @@ def _make_folder(path: Path) -> None:
         notice.info(f"Created the folder {path.parent} for backups.")
 
 
-def _dump(tools, url, settings: Settings, snapshot: str, target: Path) -> None:
+def _dump(tools, url, settings: Settings, snapshot: str, target: Path, version: str) -> None:
     temporary = _create_private(target.with_name(f".{target.name}.partial-{os.getpid()}"), target)
     args = [tools.path("pg_dump"), "--format=custom", "--no-password", f"--snapshot={snapshot}",
             f"--file={temporary}", f"--dbname={conninfo(url, settings, application_name='celora backup')}"]
@@ -137,7 +146,7 @@ def _dump(tools, url, settings: Settings, snapshot: str, target: Path) -> None:
         with tool_environment(url, settings) as env:
             result = run_tool(args, env)
         if result.returncode != 0:
-            raise _dump_failure(result, target)
+            raise _dump_failure(result, target, tools, version, settings)
         with open(temporary, "rb") as handle:
             os.fsync(handle.fileno())  # on disk before the name says it is a backup
         os.replace(temporary, target)
@@ -165,7 +174,7 @@ def _create_private(temporary: Path, target: Path) -> Path:
     return temporary
 
 
-def _dump_failure(result, target: Path) -> Exception:
+def _dump_failure(result, target: Path, tools, version: str, settings: Settings) -> Exception:
     detail = stderr_tail(result)
     if result.returncode == -signal.SIGINT:
         return Interrupted(f"The backup was interrupted; nothing was written to {target}.")
@@ -174,5 +183,11 @@ def _dump_failure(result, target: Path) -> Exception:
                            "name (the partial file was deleted).",
                            "Free space on that file system (or raise the file size limit), or choose another "
                            "--output.")
-    return DatabaseError(f"pg_dump failed (exit {result.returncode}) and no backup was written to {target}: {detail}",
-                         "Check that the role may read every table (pg_dump reads them all), and the server log.")
+    message = (f"pg_dump failed ({tools.describe()} against PostgreSQL {version}, exit {result.returncode}) and no "
+               f"backup was written to {target}: {detail}")
+    hint = "Check that the role may read every table (pg_dump reads them all), and the server log."
+    if tools.major != version_major(version):
+        message += f" The client tools ({tools.major}) and the server ({version}) are of different major versions."
+        hint += " If the message names something the server does not know: " + mismatch_hint(tools, version,
+                                                                                            settings)
+    return DatabaseError(message, hint)
