@@ -18,7 +18,7 @@ MAKE_VENV = $(PYTHON) -m venv $(VENV)
 VENV_INSTALL = $(VPY) -m pip install --quiet --disable-pip-version-check
 endif
 
-.PHONY: install install-dev quickstart run test test-unit bench lint db-start db-stop db-url clean distclean pgbouncer pgbouncer-stop
+.PHONY: install install-dev quickstart run test test-compat test-unit bench lint db-start db-stop db-url clean distclean pgbouncer pgbouncer-stop
 
 install: $(VENV)/.installed          ## celora (console script .venv/bin/celora) in editable mode, with its embedded PostgreSQL
 
@@ -47,6 +47,15 @@ run: quickstart
 
 test: install-dev   ## the whole suite against a throwaway PostgreSQL + PgBouncer it starts itself
 	$(VPY) -m pytest
+
+# The compatibility subset (tests marked `compat`, chosen in tests/compat.py) against other server binaries:
+# CELORA_TEST_PG_BIN=DIR, or PG=MAJOR (14-18), which .ci/pg-bin installs under .ci-cache/ and resolves.
+test-compat: install-dev ## the compatibility subset on one PostgreSQL: make test-compat PG=15 (or CELORA_TEST_PG_BIN=DIR)
+	@bin="$(CELORA_TEST_PG_BIN)"; \
+	if [ -n "$(PG)" ]; then bin=$$(PYTHON=$(VPY) .ci/pg-bin $(PG)) || exit 1; fi; \
+	if [ -z "$$bin" ]; then echo "Say which PostgreSQL: make test-compat PG=15 (14-18), or CELORA_TEST_PG_BIN=/usr/lib/postgresql/15/bin"; exit 2; fi; \
+	echo "== compatibility subset on $$bin"; \
+	CELORA_TEST_PG_BIN="$$bin" $(VPY) -m pytest -m compat
 
 test-unit: install-dev ## only the tests that need no database
 	$(VPY) -m pytest tests/unit
@@ -79,5 +88,5 @@ clean:              ## stop the local PostgreSQL and delete its data wherever it
 	-@if [ -x $(CELORA) ]; then $(CELORA) local destroy --yes 2>/dev/null || $(CELORA) local stop; fi
 	rm -rf .celora .pytest_cache build dist *.egg-info
 
-distclean: clean    ## clean, and delete the virtualenv too
-	rm -rf $(VENV)
+distclean: clean    ## clean, and delete the virtualenv (and .ci-cache, the PostgreSQL builds of make test-compat) too
+	rm -rf $(VENV) .ci-cache

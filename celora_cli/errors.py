@@ -187,14 +187,14 @@ class InternalError(CeloraError):
 
 class OutputError(CeloraError):
     """The result could not be written: stdout closed (EPIPE) or on a full disk (ENOSPC), or a file the command
-    writes (a read-only folder, a file in the way). `stdout` is True only when celora's own stdout failed: then
+    writes (a read-only folder, a file in the way). `stdout_gone` is True only when celora's own stdout failed: then
     no JSON error object can follow, and the CLI says so in one line on stderr."""
 
     exit_code = ExitCode.OUTPUT_ERROR
 
-    def __init__(self, message: str, hint: str | None = None, *, stdout: bool = False) -> None:
+    def __init__(self, message: str, hint: str | None = None, *, stdout_gone: bool = False) -> None:
         super().__init__(message, hint)
-        self.stdout = stdout
+        self.stdout_gone = stdout_gone
 
 
 class Interrupted(CeloraError):

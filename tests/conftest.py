@@ -27,6 +27,10 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+pytest_plugins = ["tests.compat"]  # marks the compatibility subset (make test-compat)
+
+# The server binaries the session's cluster runs on (make test-compat); read before CELORA_* is cleared below.
+TEST_PG_BIN = os.environ.get("CELORA_TEST_PG_BIN") or None
 
 
 def _set(value: str | None) -> bool:
@@ -176,11 +180,22 @@ def pg_server():
     from celora_cli.local_server import LocalServer
 
     base = shared_tmpdir("celora-test-pg-")
-    server = LocalServer(base / "cluster", fast=True, database="postgres")
+    server = LocalServer(base / "cluster", fast=True, database="postgres",
+                         bin_dir=Path(TEST_PG_BIN) if TEST_PG_BIN else None)
     server.ensure_running()
     yield server
     server.destroy()
     shutil.rmtree(base, ignore_errors=True)
+
+
+def pytest_report_header(config) -> str:
+    from celora_cli.local_server import find_pg_binaries
+
+    try:
+        found = find_pg_binaries(Path(TEST_PG_BIN) if TEST_PG_BIN else None)
+    except Exception as exc:  # noqa: BLE001 - a header line only; pg_server reports the real error
+        return f"PostgreSQL under test: none usable ({exc})"
+    return f"PostgreSQL under test: {found.version} ({found.describe()}: {found.bin_dir})"
 
 
 def admin_execute(server, sql: str, database: str = "postgres") -> None:

@@ -20,7 +20,16 @@ from pathlib import Path
 
 from celora_cli.backup.catalog import direct_setting, refuse_pooler, schema_revision, server_version, table_counts
 from celora_cli.backup.manifest import Manifest, file_digest, manifest_path, write_manifest
-from celora_cli.backup.tools import conninfo, find_client_tools, run_tool, stderr_tail, tool_environment
+from celora_cli.backup.tools import (
+    conninfo,
+    find_client_tools,
+    mismatch_hint,
+    public_url,
+    run_tool,
+    stderr_tail,
+    tool_environment,
+    version_major,
+)
 from celora_cli.errors import ConfigError, DatabaseError, Interrupted, OutputError
 from celora_cli.settings import Settings
 
@@ -76,20 +85,28 @@ def backup(settings: Settings, output: Path | None = None, *, verify: bool = Fal
             database = conn.execute("SELECT current_database()").fetchone()[0]
             revision = schema_revision(conn)
             tables = table_counts(conn)
-        tools = find_client_tools(settings, needed_major=major, needed_for=f"the server (PostgreSQL {version})")
+        tools = find_client_tools(settings, server_major=major, needed_for=f"the server (PostgreSQL {version})")
         _make_folder(target)
-        _dump(tools, url, settings, snapshot, target)
+        _dump(tools, url, settings, snapshot, target, version)
         conn.rollback()  # the snapshot may go now
     finally:
         conn.close()
     size, sha256 = file_digest(target)
     from celora_cli import __version__
 
+    shown = public_url(url)
     manifest = Manifest(file=target.name, size_bytes=size, sha256=sha256, created_at=now.isoformat(timespec="seconds"),
-                        database=database, url=url.masked, server_version=version, pg_dump_version=tools.version,
+                        database=database, url=shown, server_version=version, pg_dump_version=tools.version,
                         schema_revision=revision, tables=tables, celora_version=__version__)
-    manifest_file = write_manifest(target, manifest)
-    result = BackupResult(file=str(target), manifest_file=str(manifest_file), database=url.masked, size_bytes=size,
+    try:
+        manifest_file = write_manifest(target, manifest)
+    except OSError as exc:  # a backup without its manifest cannot be restored by celora: none is kept
+        with contextlib.suppress(OSError):
+            target.unlink()
+        raise OutputError(f"Could not write the manifest beside {target}: {exc.strerror or exc}. The backup file "
+                          "was deleted again (celora restores only a backup with its manifest).",
+                          "Free space on that file system, or choose another --output.") from None
+    result = BackupResult(file=str(target), manifest_file=str(manifest_file), database=shown, size_bytes=size,
                           sha256=sha256, schema_revision=revision, server_version=version, pg_dump=tools.describe(),
                           tables=tables, duration_ms=0.0)
     if verify:
@@ -121,15 +138,15 @@ def _make_folder(path: Path) -> None:
         notice.info(f"Created the folder {path.parent} for backups.")
 
 
-def _dump(tools, url, settings: Settings, snapshot: str, target: Path) -> None:
-    temporary = target.with_name(f".{target.name}.partial-{os.getpid()}")
+def _dump(tools, url, settings: Settings, snapshot: str, target: Path, version: str) -> None:
+    temporary = _create_private(target.with_name(f".{target.name}.partial-{os.getpid()}"), target)
     args = [tools.path("pg_dump"), "--format=custom", "--no-password", f"--snapshot={snapshot}",
             f"--file={temporary}", f"--dbname={conninfo(url, settings, application_name='celora backup')}"]
     try:
-        with tool_environment(url) as env:
+        with tool_environment(url, settings) as env:
             result = run_tool(args, env)
         if result.returncode != 0:
-            raise _dump_failure(result, target)
+            raise _dump_failure(result, target, tools, version, settings)
         with open(temporary, "rb") as handle:
             os.fsync(handle.fileno())  # on disk before the name says it is a backup
         os.replace(temporary, target)
@@ -144,7 +161,20 @@ def _dump(tools, url, settings: Settings, snapshot: str, target: Path) -> None:
             temporary.unlink()
 
 
-def _dump_failure(result, target: Path) -> Exception:
+def _create_private(temporary: Path, target: Path) -> Path:
+    """The temporary file, created empty by celora with mode 0600 before pg_dump writes into it (pg_dump keeps
+    the mode when it opens an existing file): a backup holds every row, so only its owner may read it. A
+    folder celora may not write to is an OutputError (exit 74) here, before pg_dump runs."""
+    try:
+        os.close(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600))
+    except OSError as exc:
+        raise OutputError(f"Could not write the backup to {target}: {exc.strerror or exc} (creating "
+                          f"{temporary.name} in {target.parent}). Nothing was written.",
+                          "Choose another --output, in a folder you can write to.") from None
+    return temporary
+
+
+def _dump_failure(result, target: Path, tools, version: str, settings: Settings) -> Exception:
     detail = stderr_tail(result)
     if result.returncode == -signal.SIGINT:
         return Interrupted(f"The backup was interrupted; nothing was written to {target}.")
@@ -153,5 +183,11 @@ def _dump_failure(result, target: Path) -> Exception:
                            "name (the partial file was deleted).",
                            "Free space on that file system (or raise the file size limit), or choose another "
                            "--output.")
-    return DatabaseError(f"pg_dump failed (exit {result.returncode}) and no backup was written to {target}: {detail}",
-                         "Check that the role may read every table (pg_dump reads them all), and the server log.")
+    message = (f"pg_dump failed ({tools.describe()} against PostgreSQL {version}, exit {result.returncode}) and no "
+               f"backup was written to {target}: {detail}")
+    hint = "Check that the role may read every table (pg_dump reads them all), and the server log."
+    if tools.major != version_major(version):
+        message += f" The client tools ({tools.major}) and the server ({version}) are of different major versions."
+        hint += " If the message names something the server does not know: " + mismatch_hint(tools, version,
+                                                                                            settings)
+    return DatabaseError(message, hint)

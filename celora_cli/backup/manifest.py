@@ -31,6 +31,18 @@ class BackupInvalid(ConfigError):
         return {"differences": self.differences}
 
 
+class BackupIncompatible(ConfigError):
+    """The backup is sound but cannot go to this server: it came from a newer PostgreSQL major version. Exit 3,
+    checked before anything is created; `differences` names the two versions."""
+
+    def __init__(self, message: str, hint: str | None = None, *, differences: list[str] | None = None) -> None:
+        super().__init__(message, hint)
+        self.differences = differences or []
+
+    def details(self) -> dict:
+        return {"differences": self.differences}
+
+
 @dataclass(frozen=True)
 class Manifest:
     file: str  # the backup's file name (the manifest sits next to it)
@@ -70,7 +82,9 @@ def write_atomically(path: Path, text: str) -> None:
     """Write `text` to a temporary file beside `path`, fsync, rename: `path` is whole or absent."""
     temporary = path.with_name(f".{path.name}.partial-{os.getpid()}")
     try:
-        with open(temporary, "w") as handle:
+        # 0600: the manifest names the database, its tables and their sizes, for the backup's owner only.
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        with open(descriptor, "w") as handle:
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())

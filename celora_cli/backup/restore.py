@@ -27,17 +27,10 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from celora_cli.backup.catalog import direct_setting, refuse_pooler, table_counts
-from celora_cli.backup.manifest import BackupInvalid, Manifest, load_checked
-from celora_cli.backup.tools import (
-    conninfo,
-    find_client_tools,
-    run_tool,
-    stderr_tail,
-    tool_environment,
-    version_major,
-)
-from celora_cli.errors import DatabaseError, DatabaseNotFound
+from celora_cli.backup.catalog import direct_setting, refuse_pooler, server_version, table_counts
+from celora_cli.backup.manifest import BackupIncompatible, BackupInvalid, Manifest, load_checked
+from celora_cli.backup.tools import conninfo, find_client_tools, mismatch_hint, tool_environment, version_major
+from celora_cli.errors import ConfigError, DatabaseError, DatabaseNotFound
 from celora_cli.settings import DatabaseURL, Settings
 
 notice = logging.getLogger("celora.notice")
@@ -107,6 +100,7 @@ def verify_backup(settings: Settings, file: Path) -> VerifyResult:
     started = time.perf_counter()
     manifest = load_checked(Path(file))
     url = direct_url(settings)
+    _check_versions(url, settings, manifest)
     scratch = _scratch_name("celora_verify")
     with _scratch_database(url, settings, scratch, purpose="verify the backup") as scratch_url:
         restored = _restore_into(settings, Path(file), manifest, scratch_url)
@@ -125,6 +119,7 @@ def restore(settings: Settings, file: Path, *, confirm: Confirm) -> RestoreResul
     manifest = load_checked(Path(file))  # before anything connects
     url = direct_url(settings)
     assert url.database is not None
+    _check_versions(url, settings, manifest)
     plan = _plan(settings, url, Path(file), manifest)
     confirm(plan)
     scratch = _scratch_name(f"{url.database}_restore")
@@ -246,23 +241,36 @@ def _encoding_and_locale(conn, database: str):
 
 
 def _restore_into(settings: Settings, file: Path, manifest: Manifest, scratch_url: DatabaseURL) -> dict[str, int]:
-    """pg_restore into the (empty) scratch database in one transaction, then compare with the manifest."""
+    """pg_restore into the (empty) scratch database in one transaction, then compare with the manifest. The
+    client binaries are chosen for this server and this archive (tools.find_client_tools); a pg_restore newer
+    than the server replays through psql (replay.py)."""
+    from celora_cli.backup import replay
     from celora_cli.db.connect import connect
     from celora_cli.db.errors import translating
 
-    needed = version_major(manifest.pg_dump_version)
-    tools = find_client_tools(settings, needed_major=needed,
+    with translating(scratch_url, "the scratch database"):
+        with connect(scratch_url, settings, application_name="celora restore", autocommit=True) as conn:
+            version, major = server_version(conn)
+            known_settings = {row[0] for row in conn.execute("SELECT name FROM pg_catalog.pg_settings")}
+    tools = find_client_tools(settings, server_major=major, archive_major=version_major(manifest.pg_dump_version),
                               needed_for=f"the archive (written by pg_dump {manifest.pg_dump_version})")
-    args = [tools.path("pg_restore"), "--no-password", "--exit-on-error", "--single-transaction", "--no-owner",
-            f"--dbname={conninfo(scratch_url, settings, application_name='celora restore')}", str(file)]
-    with tool_environment(scratch_url) as env:
-        result = run_tool(args, env)
+    dbname = conninfo(scratch_url, settings, application_name="celora restore")
+    newer = tools.major > major
+    if newer and not tools.has("psql"):
+        raise ConfigError(
+            f"pg_restore {tools.version} ({tools.source}: {tools.bin_dir}) is newer than the server (PostgreSQL "
+            f"{version}), so celora replays its script through psql, and there is no psql beside it.",
+            mismatch_hint(tools, version, settings))
+    with tool_environment(scratch_url, settings) as env:
+        if newer:
+            notice.info(f"pg_restore {tools.version} is newer than the server (PostgreSQL {version}): restoring "
+                        "through its SQL script and psql, without the session settings the server lacks.")
+            result = replay.through_psql(tools.path("pg_restore"), tools.path("psql"), str(file), dbname, env,
+                                         known_settings)
+        else:
+            result = replay.direct(tools.path("pg_restore"), str(file), dbname, env)
     if result.returncode != 0:
-        raise DatabaseError(
-            f"pg_restore could not restore {file} ({tools.describe()}, exit {result.returncode}): "
-            f"{stderr_tail(result)} The target database was not changed.",
-            "A role or extension the dump needs may be missing on this server (the message names it); create it, "
-            "or restore on a server like the one the backup came from.")
+        raise _replay_failure(result, file, tools, version, settings)
     with translating(scratch_url, "the scratch database"):
         with connect(scratch_url, settings, application_name="celora restore", autocommit=True) as conn:
             restored = table_counts(conn)
@@ -273,6 +281,42 @@ def _restore_into(settings: Settings, file: Path, manifest: Manifest, scratch_ur
             f"{'; '.join(differences[:5])}. The backup does not hold what was dumped; the target was not changed.",
             "Do not rely on this backup; take a new one (`celora db backup --verify`).", differences=differences)
     return restored
+
+
+def _replay_failure(result, file: Path, tools, version: str, settings: Settings) -> DatabaseError:
+    from celora_cli.settings import redact
+
+    detail = redact(" ".join(result.stderr.splitlines()[-6:])) or "(no output)"
+    how = "pg_restore --file=- | psql" if result.through_psql else "pg_restore"
+    used = f"{tools.describe().replace('pg_dump', 'pg_restore', 1)} against PostgreSQL {version}"
+    message = (f"{how} could not restore {file} ({used}, exit {result.returncode}): {detail} The target database "
+               "was not changed.")
+    if tools.major != version_major(version):
+        return DatabaseError(message + f" The client tools ({tools.major}) and the server ({version}) are of "
+                             "different major versions: when the message names a setting, function or syntax the "
+                             "server does not know, that is the cause.",
+                             mismatch_hint(tools, version, settings) + " When it names a role or extension, "
+                             "create that on this server.")
+    return DatabaseError(message, "The message names what the server refused: often a role or extension the dump "
+                         "needs that this server lacks (create it), or a server unlike the one the backup came from.")
+
+
+def _check_versions(url: DatabaseURL, settings: Settings, manifest: Manifest) -> None:
+    """A dump restores into a server of its own major version or a newer one: refused (BackupIncompatible,
+    exit 3) before anything is created when this server is older than the one the backup came from."""
+    from celora_cli.db.admin import maintenance_connection
+
+    with maintenance_connection(url, settings, application_name="celora restore") as conn:
+        version, major = server_version(conn)
+    source = version_major(manifest.server_version)
+    if source > major:
+        raise BackupIncompatible(
+            f"The backup {manifest.file} is of PostgreSQL {manifest.server_version}, and the server of "
+            f"{url.masked} runs PostgreSQL {version}: a dump restores only into a server of the same major version "
+            "or a newer one (its definitions may use what the older server lacks). Nothing was restored.",
+            f"Restore it on a PostgreSQL {source}+ server (e.g. `celora local start` with the embedded "
+            f"PostgreSQL 18, or CELORA_PG_BIN pointing at PostgreSQL {source}'s binaries).",
+            differences=[f"server_version: {version}, backup {manifest.server_version}"])
 
 
 def compare(expected: dict[str, int], restored: dict[str, int]) -> list[str]:

@@ -102,7 +102,7 @@ def _fail(ctx: typer.Context | None, exc: BaseException) -> NoReturn:
     error = _as_celora_error(exc)
     if _debug_enabled(ctx):
         _to_stderr(lambda: console.err.print(console.safe("".join(traceback.format_exception(exc)))))
-    if isinstance(error, OutputError) and error.stdout:
+    if isinstance(error, OutputError) and error.stdout_gone:
         _fail_output(error)
     if ctx is not None and ctx.meta.get(JSON_REQUESTED):
         _json_error(error, **ctx.meta.get(JSON_FAILURE_FIELDS, {}))

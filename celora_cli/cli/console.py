@@ -80,7 +80,7 @@ def output_error(exc: OSError) -> OutputError:
     """A failed write to celora's own stdout (only writes to stdout may call this)."""
     reason = exc.strerror or str(exc)
     return OutputError(f"celora could not write its output: {reason} (is stdout a closed pipe or a full disk?).",
-                       stdout=True)
+                       stdout_gone=True)
 
 
 def print_json(data: dict) -> None:

@@ -4,6 +4,7 @@ restore replaces the database (leaving nothing of it behind) only when confirmed
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -11,6 +12,7 @@ import re
 import resource
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -39,6 +41,14 @@ def query(url: str, sql: str) -> list[tuple]:
 def counts(url: str) -> dict[str, int]:
     tables = query(url, "SELECT schemaname || '.' || tablename FROM pg_tables WHERE schemaname = 'public'")
     return {name: query(url, f"SELECT count(*) FROM {name}")[0][0] for (name,) in tables}
+
+
+def client_tools_for(url: str):
+    """The pg_dump/pg_restore celora picks for the server of `url`."""
+    from celora_cli.backup.tools import find_client_tools
+
+    major = int(query(url, "SHOW server_version_num")[0][0]) // 10000
+    return find_client_tools(settings_for(url), server_major=major, needed_for="the test server")
 
 
 def databases(pg_server) -> set[str]:
@@ -95,6 +105,8 @@ def test_backup_writes_the_dump_and_a_manifest_of_the_snapshot(seeded, dumped):
     assert expected["public.users"] > 0 and expected["public.transactions"] > 0  # the seed is in it
     assert file.read_bytes()[:5] == b"PGDMP"  # pg_dump's custom format
     assert not list(file.parent.glob(".*partial*"))
+    # Every row of the database is in there: for the owner only, like the manifest.
+    assert stat.S_IMODE(file.stat().st_mode) == 0o600 and stat.S_IMODE(manifest_path(file).stat().st_mode) == 0o600
 
 
 def test_restore_verify_round_trips_with_identical_tables_and_counts(pg_server, seeded, dumped):
@@ -277,9 +289,7 @@ def test_ctrl_c_during_the_dump_exits_130_and_leaves_no_file(seeded, folder):
     """Ctrl-C (SIGINT to the terminal's process group) while pg_dump has half-written its file. A stand-in pg_dump
     (CELORA_PG_BIN; the database stays the real one) writes the start of an archive and then hangs, so the
     interrupt lands at a known point: exit 130, and nothing left under the backup's name or a temporary one."""
-    from celora_cli.backup.tools import find_client_tools
-
-    real = find_client_tools(settings_for(seeded), needed_major=0, needed_for="-").bin_dir
+    real = client_tools_for(seeded).bin_dir
     tools = shared_tmpdir("celora-test-slow-pg-dump-")
     (tools / "pg_restore").symlink_to(real / "pg_restore")
     (tools / "pg_dump").write_text(
@@ -330,3 +340,129 @@ def _guard(settings, *, forced: bool):
                             production_override=False, command="celora db restore", ask=None)
 
     return confirm
+
+
+def _cli_env(url: str, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CELORA_") and k != "DATABASE_URL"}
+    env.update({"DATABASE_URL": url, "CELORA_PROJECT_ROOT": str(TEST_PROJECT), "NO_COLOR": "1",
+                "PYTHONPATH": str(REPO), **extra})
+    return env
+
+
+def _read_only(folder: Path, command: list[str]) -> list[str]:
+    """`command` run with `folder` read-only: a read-only bind mount in a private mount namespace when we are root
+    (root writes through any mode bits), else the folder's mode."""
+    if os.geteuid() != 0:
+        folder.chmod(0o555)
+        return command
+    if shutil.which("unshare") is None or subprocess.run(["unshare", "-m", "true"], capture_output=True).returncode:
+        pytest.skip("needs unshare -m (a private mount namespace) to make a folder read-only for root")
+    script = (f'mount --bind "{folder}" "{folder}" && mount -o remount,bind,ro "{folder}" && exec "$@"')
+    return ["unshare", "-m", "sh", "-c", script, "sh", *command]
+
+
+@pytest.mark.parametrize("where", ["x.dump", "sub/x.dump"])
+def test_a_read_only_folder_exits_74_with_one_json_object_and_no_traceback(seeded, where):
+    folder = shared_tmpdir("celora-test-backup-ro-")
+    try:
+        target = folder / where
+        command = _read_only(folder, [sys.executable, "-m", "celora_cli", "db", "backup", "--output", str(target),
+                                      "--json"])
+        cli = subprocess.run(command, capture_output=True, text=True, env=_cli_env(seeded), cwd=TEST_PROJECT,
+                             timeout=120, stdin=subprocess.DEVNULL)
+        assert cli.returncode == 74, cli.stdout + cli.stderr
+        error = json.loads(cli.stdout)["error"]  # stdout works: the one JSON object is there
+        assert error["type"] == "OutputError" and error["code"] == 74
+        assert str(folder) in error["message"] and "Traceback" not in cli.stderr
+        assert "--output" in error["hint"] and str(folder) in cli.stderr
+        assert not list(folder.rglob("*"))
+    finally:
+        folder.chmod(0o755)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _recording_tools(real: Path, record: Path) -> Path:
+    """A bin folder whose pg_dump and pg_restore write their arguments and the files their environment names
+    (with modes) into `record`, then run the real ones."""
+    tools = shared_tmpdir("celora-test-recording-tools-")
+    for tool in ("pg_dump", "pg_restore", "psql"):
+        (tools / tool).write_text(
+            "#!/bin/sh\n"
+            f'for arg in "$@"; do printf "%s\\n" "$arg"; done >> "{record}/args"\n'
+            f'for f in "$PGPASSFILE" "$PGSERVICEFILE"; do [ -n "$f" ] && stat -c "%a %n" "$f" >> "{record}/files"; '
+            f'[ -n "$f" ] && cat "$f" >> "{record}/contents"; done\n'
+            f'exec "{real / tool}" "$@"\n')
+        (tools / tool).chmod(0o755)
+    return tools
+
+
+def test_secret_url_parameters_reach_pg_dump_through_a_private_file_never_its_command_line(seeded, folder):
+    real = client_tools_for(seeded).bin_dir
+    record = shared_tmpdir("celora-test-recorded-")
+    tools = _recording_tools(real, record)
+    url = seeded.replace("celora@", "celora:Pw-in-passfile-9@") + "?sslmode=disable&sslpassword=Ssl-key-pass-77"
+    file = folder / "secret-params.dump"
+    try:
+        cli = subprocess.run([sys.executable, "-m", "celora_cli", "db", "backup", "--output", str(file), "--verify",
+                              "--json"], capture_output=True, text=True, timeout=180, stdin=subprocess.DEVNULL,
+                             env=_cli_env(url, CELORA_PG_BIN=str(tools)), cwd=TEST_PROJECT)
+        assert cli.returncode == 0, cli.stdout + cli.stderr
+        args = (record / "args").read_text()
+        assert "--snapshot" in args and "--single-transaction" in args  # pg_dump, then pg_restore (--verify)
+        assert "Ssl-key-pass-77" not in args and "Pw-in-passfile-9" not in args
+        contents = (record / "contents").read_text()
+        assert "sslpassword=Ssl-key-pass-77" in contents and "Pw-in-passfile-9" in contents  # handed over
+        modes = (record / "files").read_text().split()
+        assert modes[0::2] and set(modes[0::2]) == {"600"}
+        assert not any(Path(name).exists() for name in modes[1::2])  # deleted afterwards
+        for text in (cli.stdout, cli.stderr, manifest_path(file).read_text()):
+            assert "Ssl-key-pass-77" not in text and "Pw-in-passfile-9" not in text
+    finally:
+        shutil.rmtree(tools, ignore_errors=True)
+        shutil.rmtree(record, ignore_errors=True)
+
+
+@pytest.mark.parametrize("password", [True, False])
+def test_sigterm_during_the_dump_removes_the_passfile_and_the_partial_file(seeded, folder, password):
+    """celora alone gets SIGTERM (a service manager stopping it) while pg_dump runs: exit 130, pg_dump killed,
+    and neither the temporary passfile nor the half-written dump is left."""
+    real = client_tools_for(seeded).bin_dir
+    tools = shared_tmpdir("celora-test-hanging-pg-dump-")
+    (tools / "pg_restore").symlink_to(real / "pg_restore")
+    (tools / "pg_dump").write_text(
+        "#!/bin/sh\n"
+        'for arg in "$@"; do case "$arg" in\n'
+        f'  --version) exec "{real / "pg_dump"}" --version ;;\n'
+        '  --file=*) file="${arg#--file=}" ;;\n'
+        "esac; done\n"
+        f'printf "%s" "$PGPASSFILE" > "{tools}/passfile"\n'
+        'printf "PGDMP half an archive" > "$file"\n'
+        "exec sleep 120\n")
+    (tools / "pg_dump").chmod(0o755)
+    file = folder / "terminated.dump"
+    url = seeded.replace("celora@", "celora:Pw-term-5@") if password else seeded
+    process = subprocess.Popen([sys.executable, "-m", "celora_cli", "db", "backup", "--output", str(file)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=TEST_PROJECT,
+                               env=_cli_env(url, CELORA_PG_BIN=str(tools)), stdin=subprocess.DEVNULL,
+                               start_new_session=True)
+    try:
+        for _ in range(600):  # until pg_dump has written its file (bounded: 60 s)
+            if (tools / "passfile").exists() and list(folder.glob(".terminated.dump.partial-*")) \
+                    or process.poll() is not None:
+                break
+            time.sleep(0.1)
+        passfile = Path((tools / "passfile").read_text()) if password else None
+        assert passfile is None or passfile.is_file()
+        process.send_signal(signal.SIGTERM)  # celora only, not its process group
+        out, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+        else:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)  # the stand-in's sleep, if it outlived celora
+        shutil.rmtree(tools, ignore_errors=True)
+    assert process.returncode == 130, out + err
+    assert "SIGTERM" in err and "Traceback" not in err and "Pw-term-5" not in out + err
+    assert passfile is None or not (passfile.exists() or passfile.parent.exists())
+    assert not file.exists() and not list(folder.glob(".terminated*"))

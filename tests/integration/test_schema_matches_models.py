@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import re
 import subprocess
+from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine
@@ -26,10 +27,18 @@ NOISE = re.compile(r"^(SET |SELECT pg_catalog\.set_config|\\restrict |\\unrestri
 def schema_dump(pg_server, url: str) -> list[str]:
     """The schema as pg_dump prints it, minus Alembic's and celora's bookkeeping tables and per-dump noise.
 
-    pg_dump from the server's own bin directory, so its version matches the server's.
+    pg_dump from the server's own bin directory, so its version matches the server's; a server-only build
+    (make test-compat PG=14) has none, and then the one celora's backups would use is taken.
     """
+    pg_dump = pg_server.bin_dir / "pg_dump"
+    if not pg_dump.exists():
+        from celora_cli.backup.tools import find_client_tools
+        from celora_cli.local_server import _version_key
+
+        major = _version_key(pg_server.binaries.version)[0]
+        pg_dump = Path(find_client_tools(settings_for(url), server_major=major, needed_for="-").path("pg_dump"))
     result = subprocess.run(
-        [str(pg_server.bin_dir / "pg_dump"), "--schema-only", "--no-owner", "--no-privileges",
+        [str(pg_dump), "--schema-only", "--no-owner", "--no-privileges",
          "--exclude-table=public.alembic_version", "--exclude-table=public.celora_metadata",
          "--exclude-table=public.celora_migrations*",
          "--dbname", pg_server.url(db_name(url))],
