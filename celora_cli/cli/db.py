@@ -37,6 +37,7 @@ class _DbCommands(LazyCommandGroup):
         "metrics": "celora_cli.cli.db_metrics",
         "backup": "celora_cli.cli.db_backup",
         "restore": "celora_cli.cli.db_backup",
+        "roles": "celora_cli.cli.db_roles",
     }
 
 
