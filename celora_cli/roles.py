@@ -154,8 +154,9 @@ SELECT c.relname, c.relkind, pg_get_userbyid(c.relowner),
            AND d.deptype IN ('a', 'i') LIMIT 1) AS owned_by,
        coalesce((SELECT array_agg(CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(a.grantee) END
                                   || ' ' || a.privilege_type)
-                   FROM aclexplode(coalesce(c.relacl, acldefault(CASE WHEN c.relkind = 'S' THEN 's' ELSE 'r' END::"char",
-                                                                 c.relowner))) a
+                   FROM aclexplode(coalesce(c.relacl,
+                                            acldefault(CASE WHEN c.relkind = 'S' THEN 's' ELSE 'r' END::"char",
+                                                       c.relowner))) a
                   WHERE a.grantee <> c.relowner), '{}')
   FROM pg_class c
  WHERE c.relnamespace = %(schema)s::regnamespace AND c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S')
@@ -300,7 +301,8 @@ def compare(conn, settings: Settings, logins: Logins, *, database: str) -> Roles
                             Statement(f"ALTER {keyword} {q(schema)}.{q(name)} OWNER TO {q(migrator)}", "owner"))))
     for keyword, signature, owner in conn.execute(_OTHER_OBJECTS, {"schema": q(schema)}):
         if owner != migrator:
-            add(Difference("owner", f"{'function' if keyword == 'ROUTINE' else keyword.lower()} {signature}", "wrong", f"owned by {owner}, not {migrator}",
+            label = "function" if keyword == "ROUTINE" else keyword.lower()
+            add(Difference("owner", f"{label} {signature}", "wrong", f"owned by {owner}, not {migrator}",
                            (*act_as_migrator, Statement(f"ALTER {keyword} {signature} OWNER TO {q(migrator)}",
                                                         "owner"))))
 

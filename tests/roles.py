@@ -86,9 +86,10 @@ def _rows(url: str, sql: str, params=()) -> list[tuple]:
         return conn.execute(sql, params).fetchall()
 
 
-@pytest.fixture
-def least_privilege(pg_server, migrated_db) -> Iterator[RoleSet]:
-    """A migrated database after `celora db roles --apply`, with a login role in each group."""
+@pytest.fixture(name="least_privilege")
+def least_privilege_fixture(pg_server, migrated_db) -> Iterator[RoleSet]:
+    """A migrated database after `celora db roles --apply`, with a login role in each group. Import
+    least_privilege_fixture into a test module to use it as `least_privilege`."""
     roles = new_role_set(pg_server, migrated_db)
     try:
         apply_roles(roles)

@@ -161,7 +161,8 @@ BEGIN
     LOOP
         EXECUTE format('REVOKE INSERT, UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER ON %s %I FROM %s',
                        CASE WHEN grant_row.relkind = 'S' THEN 'SEQUENCE' ELSE 'TABLE' END, grant_row.relname,
-                       CASE WHEN grant_row.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(grant_row.grantee::regrole::text) END);
+                       CASE WHEN grant_row.grantee = 0 THEN 'PUBLIC'
+                            ELSE quote_ident(pg_get_userbyid(grant_row.grantee)) END);
     END LOOP;
 END;
 $$"""
