@@ -17,6 +17,7 @@ from celora_cli.db.models.audit_log import AUDIT_FUNCTION, sensitive_columns
 from celora_cli.seed.apply import seed
 from celora_cli.seed.volume import generate_volume
 from tests.conftest import REPO, admin_execute, db_name, run_celora, settings_for
+from tests.roles import least_privilege_fixture  # noqa: F401
 
 
 def rows(url: str, sql: str, params=()) -> list[tuple]:
@@ -180,3 +181,76 @@ def test_an_unknown_table_or_a_bad_since_is_a_clear_error(migrated_db):
     assert unknown.returncode == 3 and "not an audited table" in unknown.stderr and "Traceback" not in unknown.stderr
     bad = run_celora("db", "audit", "--since", "yesterday-ish", env=env)
     assert bad.returncode == 64 and "--since" in bad.stderr
+
+
+# -- as the app's own role (a login in the celora_app group, after `celora db roles --apply`) -------------------
+
+QUIET = "set_config('celora.audit', 'off', true) IS NOT NULL"  # turns auditing off in the middle of a statement
+
+
+def _refused_or_recorded(roles, sql: str, *, copy_rows=None) -> None:
+    """Run `sql` as the app login: either the database refuses it (nothing changed) or an audit row shows it."""
+    before = rows(roles.database_url, "SELECT count(*) FROM audit_log")[0][0]
+    with roles.connect("app") as conn, pytest.raises(psycopg.errors.InsufficientPrivilege,
+                                                     match="reserved for the owner"):
+        if copy_rows is None:
+            conn.execute(sql)
+        else:
+            with conn.cursor().copy(sql) as copy:
+                for row in copy_rows:
+                    copy.write_row(row)
+    assert rows(roles.database_url, "SELECT count(*) FROM audit_log")[0][0] == before
+    assert rows(roles.database_url, "SELECT count(*) FROM users WHERE firebase_uid LIKE %s", ("quiet%",)) == [(0,)]
+
+
+def test_the_app_role_cannot_turn_auditing_off_before_or_inside_a_statement(least_privilege):
+    roles = least_privilege
+    user_id = rows(roles.database_url, "INSERT INTO users (firebase_uid) VALUES ('target') RETURNING id")[0][0]
+    with roles.connect("app") as conn, pytest.raises(psycopg.errors.InsufficientPrivilege):
+        conn.execute("SET LOCAL celora.audit = 'off'")
+        conn.execute("UPDATE users SET display_name = 'hidden' WHERE id = %s", (user_id,))
+    _refused_or_recorded(roles, f"UPDATE users SET display_name = 'hidden' WHERE id = '{user_id}' AND {QUIET}")
+    _refused_or_recorded(roles, f"INSERT INTO users (firebase_uid) VALUES (CASE WHEN {QUIET} THEN 'quiet-v' END)")
+    _refused_or_recorded(roles, f"DELETE FROM users WHERE id = '{user_id}' AND {QUIET}")  # cascades as owner
+    _refused_or_recorded(roles, f"COPY users (firebase_uid) FROM STDIN WHERE {QUIET}", copy_rows=[("quiet-c",)])
+    with roles.connect("app") as conn, pytest.raises(psycopg.errors.InsufficientPrivilege):
+        conn.execute(f"CREATE FUNCTION pg_temp.quiet() RETURNS boolean LANGUAGE sql AS $$ SELECT {QUIET} $$")
+        conn.execute(f"UPDATE users SET display_name = 'hidden' WHERE id = '{user_id}' AND pg_temp.quiet()")
+    assert rows(roles.database_url, "SELECT display_name FROM users WHERE id = %s", (user_id,)) == [(None,)]
+
+    # Off and on again inside the statement: the rows' events fire at its end, with auditing on: recorded.
+    with roles.connect("app") as conn:
+        conn.execute(f"UPDATE users SET display_name = 'seen' WHERE id = %s AND {QUIET} "
+                     "AND set_config('celora.audit', '', true) IS NOT NULL", (user_id,))
+    assert rows(roles.database_url, "SELECT new_values, db_role FROM audit_log WHERE operation = 'UPDATE' AND "
+                "row_key = %s", (json.dumps({"id": str(user_id)}),)) == [({"display_name": "seen"},
+                                                                          roles.logins["app"])]
+
+
+def test_the_app_role_cannot_write_the_audit_log_nor_touch_its_triggers(least_privilege):
+    roles = least_privilege
+    for sql in ("INSERT INTO audit_log (table_name, operation, row_key, actor, db_role, transaction_id) "
+                "VALUES ('users', 'INSERT', '{}', 'forged', 'forged', 1)",
+                "UPDATE audit_log SET actor = 'forged'", "DELETE FROM audit_log", "TRUNCATE audit_log",
+                "SELECT * FROM audit_log", "INSERT INTO audit_seal (sealed_by, kind, after_id, last_id, entries, "
+                "digests, hash) VALUES ('x', 'seal', 0, 0, 0, '', '')",
+                "DROP TRIGGER trg_users_audit ON users", "ALTER TABLE users DISABLE TRIGGER trg_users_audit",
+                "ALTER TABLE users DISABLE TRIGGER ALL",
+                # Forging through the trigger function on a table of its own: no EXECUTE on it.
+                "CREATE TEMP TABLE users (id uuid); CREATE TRIGGER forge AFTER INSERT ON pg_temp.users FOR EACH ROW "
+                "EXECUTE FUNCTION celora_audit_row('id')"):
+        with roles.connect("app") as conn, pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute(sql)
+    # A temporary table named audit_log does not catch the trigger's writes (pg_temp is searched last).
+    with roles.connect("app") as conn:
+        conn.execute("CREATE TEMP TABLE audit_log (LIKE pg_catalog.pg_class)")
+        conn.execute("INSERT INTO users (firebase_uid) VALUES ('temp-shadow')")
+    assert rows(roles.database_url, "SELECT db_role FROM audit_log WHERE new_values->>'firebase_uid' = "
+                "'temp-shadow'") == [(roles.logins["app"],)]
+
+
+def test_the_owners_bulk_load_still_skips_auditing(least_privilege):
+    roles = least_privilege
+    with roles.connect("migrator") as conn:
+        assert generate_volume(conn, users=3, seed=5)["users"] == 3
+    assert rows(roles.database_url, "SELECT count(*) FROM audit_log WHERE table_name = 'users'") == [(0,)]
