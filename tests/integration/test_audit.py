@@ -254,3 +254,79 @@ def test_the_owners_bulk_load_still_skips_auditing(least_privilege):
     with roles.connect("migrator") as conn:
         assert generate_volume(conn, users=3, seed=5)["users"] == 3
     assert rows(roles.database_url, "SELECT count(*) FROM audit_log WHERE table_name = 'users'") == [(0,)]
+
+
+# -- tamper evidence: --seal and --verify ------------------------------------------------------------------------
+
+def test_verify_passes_after_a_seal_and_names_the_entry_the_owner_edited(seeded):
+    env = {"DATABASE_URL": seeded}
+    sealed = run_celora("db", "audit", "--seal", "--json", env=env)
+    assert sealed.returncode == 0, sealed.stderr
+    link = json.loads(sealed.stdout)
+    total = rows(seeded, "SELECT count(*), max(id) FROM audit_log")[0]
+    assert (link["entries"], link["last_id"]) == total and len(link["hash"]) == 64
+    assert run_celora("db", "audit", "--verify", env=env).returncode == 0
+
+    with psycopg.connect(seeded) as conn:  # audited after the seal: unsealed, not a problem
+        conn.execute("INSERT INTO users (firebase_uid) VALUES ('after-seal')")
+    second = json.loads(run_celora("db", "audit", "--seal", "--json", env=env).stdout)
+    assert (second["after_id"], second["entries"]) == (link["last_id"], 1)
+    verified = json.loads(run_celora("db", "audit", "--verify", "--json", env=env).stdout)
+    assert (verified["seals"], verified["entries"], verified["unsealed"]) == (2, total[0] + 1, 0)
+    assert verified["last_hash"] == second["hash"]
+
+    edited, removed = rows(seeded, "SELECT id FROM audit_log ORDER BY id LIMIT 2 OFFSET 3")
+    with psycopg.connect(seeded) as conn:  # the owner rewrites history
+        conn.execute("UPDATE audit_log SET actor = 'someone else' WHERE id = %s", edited)
+        conn.execute("DELETE FROM audit_log WHERE id = %s", removed)
+    tampered = run_celora("db", "audit", "--verify", env=env)
+    assert tampered.returncode == 17, tampered.stdout + tampered.stderr
+    assert f"entry {edited[0]} was changed after seal #" in tampered.stderr and "Traceback" not in tampered.stderr
+    problems = json.loads(run_celora("db", "audit", "--verify", "--json", env=env).stdout)["error"]["problems"]
+    assert [(p["entry_id"], p["problem"]) for p in problems] == [(edited[0], "changed"), (removed[0], "removed")]
+
+
+def test_an_entry_inserted_into_a_sealed_range_and_a_rewritten_seal_are_named(seeded):
+    env = {"DATABASE_URL": seeded}
+    with psycopg.connect(seeded) as conn:  # a rolled-back write leaves a gap in the ids
+        conn.execute("INSERT INTO users (firebase_uid) VALUES ('rolled-back')")
+        gap = conn.execute("SELECT max(id) FROM audit_log").fetchone()[0]
+        conn.rollback()
+        conn.execute("INSERT INTO users (firebase_uid) VALUES ('kept')")
+    assert run_celora("db", "audit", "--seal", env=env).returncode == 0
+    with psycopg.connect(seeded) as conn:  # the owner slips an entry into the sealed range
+        conn.execute("INSERT INTO audit_log (id, table_name, operation, row_key, actor, db_role, transaction_id) "
+                     "VALUES (%s, 'users', 'INSERT', '{}', 'forged', 'forged', 1)", (gap,))
+    problems = json.loads(run_celora("db", "audit", "--verify", "--json", env=env).stdout)["error"]["problems"]
+    assert [(p["entry_id"], p["problem"]) for p in problems] == [(gap, "inserted")]
+    with psycopg.connect(seeded) as conn:
+        conn.execute("DELETE FROM audit_log WHERE id = %s", (gap,))
+    assert run_celora("db", "audit", "--verify", env=env).returncode == 0
+    with psycopg.connect(seeded) as conn:
+        conn.execute("UPDATE audit_seal SET hash = sha256(hash)")  # the seal itself rewritten
+    rewritten = run_celora("db", "audit", "--verify", env=env)
+    assert rewritten.returncode == 17 and "seal #1 itself was changed" in rewritten.stderr
+
+
+def test_pruning_is_recorded_in_the_chain_and_verify_still_passes(seeded):
+    env = {"DATABASE_URL": seeded}
+    assert run_celora("db", "audit", "--seal", env=env).returncode == 0
+    with psycopg.connect(seeded) as conn:
+        conn.execute("UPDATE audit_log SET changed_at = now() - interval '100 days' WHERE id IN "
+                     "(SELECT id FROM audit_log ORDER BY id LIMIT 4)")
+    assert run_celora("db", "audit", "--verify", env=env).returncode == 17  # changed_at is part of an entry
+    assert run_celora("db", "audit", "--prune-older-than", "90", "--force", env=env).returncode == 0
+    verified = run_celora("db", "audit", "--verify", "--json", env=env)
+    assert verified.returncode == 0, verified.stdout
+    assert rows(seeded, "SELECT kind FROM audit_seal ORDER BY id") == [("seal",), ("prune",)]
+
+
+def test_since_beyond_the_limit_and_an_id_that_is_not_a_uuid_are_usage_errors(migrated_db):
+    env = {"DATABASE_URL": migrated_db}
+    for since in ("99999999999d", "1000000d"):
+        result = run_celora("db", "audit", "--since", since, env=env)
+        assert result.returncode == 64 and "100,000 days" in result.stderr, result.stderr
+    not_uuid = run_celora("db", "audit", "--id", "not-a-uuid", "--json", env=env)
+    assert not_uuid.returncode == 64 and json.loads(not_uuid.stdout)["error"]["type"] == "UsageError"
+    upper = run_celora("db", "audit", "--id", "5F0C2A4E8D1B4C3E9A570D2A3B4C5D6E", env=env)  # any uuid spelling
+    assert upper.returncode == 0 and "5f0c2a4e-8d1b-4c3e-9a57-0d2a3b4c5d6e" in upper.stdout
