@@ -46,8 +46,8 @@ def migrate_to(url: str, target: str) -> None:
 
 def main() -> int:
     import psycopg
-
     from bench_seed import users_for
+
     from celora_cli.local_server import LocalServer
     from celora_cli.seed.volume import generate_volume
 
@@ -91,7 +91,7 @@ def main() -> int:
                                ("audited UPDATE of the same transactions", 1)):
             before = [r[position] for r in results["before"]]
             after = [r[position] for r in results["after"]]
-            ratios = [a / b for a, b in zip(after, before)]
+            ratios = [a / b for a, b in zip(after, before, strict=True)]
             print(f"{kind}: before {statistics.median(before):.2f} s, after {statistics.median(after):.2f} s, "
                   f"ratio after/before median {statistics.median(ratios):.2f} (range {min(ratios):.2f}-"
                   f"{max(ratios):.2f}), {pairs} pairs, {rows:,}+ rows")
