@@ -173,6 +173,7 @@ def _open(settings: Settings, *, direct: bool):
 def history(settings: Settings, *, table: str | None = None, row_id: str | None = None, since: str | None = None,
             actor: str | None = None, limit: int = DEFAULT_LIMIT) -> AuditResult:
     """The audit rows matching every filter given, newest first."""
+    import psycopg
     from psycopg.types.json import Jsonb
 
     from celora_cli.db.errors import translating
@@ -202,8 +203,6 @@ def history(settings: Settings, *, table: str | None = None, row_id: str | None 
     filters = {"table": table, "id": key["id"] if key else None,
                "since": since_at.isoformat() if since_at else None, "actor": actor}
     result = AuditResult(url.masked, filters, limit=limit)
-    import psycopg
-
     try:
         with translating(url, setting):
             if table:

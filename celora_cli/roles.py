@@ -267,10 +267,11 @@ def compare(conn, settings: Settings, logins: Logins, *, database: str) -> Roles
             add(Difference("attribute", f"role {group}", "wrong", "a group role must be NOLOGIN (log in as a "
                            "member)", (Statement(f"ALTER ROLE {q(group)} NOLOGIN", "create_role"),)))
 
-    acting = conn.execute("SELECT current_user, pg_has_role(current_user, oid, 'MEMBER') FROM pg_roles "
-                          "WHERE rolname = %s", (migrator,)).fetchone()
-    act_as_migrator = () if acting and acting[1] else (
-        Statement(f"GRANT {q(migrator)} TO CURRENT_USER", "self_grant"),)
+    # Changing owners and default privileges needs membership in the migrator group (a superuser has it anyway).
+    acting = conn.execute("SELECT rolsuper OR EXISTS (SELECT FROM pg_roles g WHERE g.rolname = %s AND "
+                          "pg_has_role(r.oid, g.oid, 'MEMBER')) FROM pg_roles r WHERE r.rolname = current_user",
+                          (migrator,)).fetchone()[0]
+    act_as_migrator = () if acting else (Statement(f"GRANT {q(migrator)} TO CURRENT_USER", "self_grant"),)
 
     # The schema: the migrator may create in it; nobody else may; the others may use it.
     schema_owner, schema_acl = conn.execute(_SCHEMA_ACL, {"schema": q(schema)}).fetchone()

@@ -168,6 +168,26 @@ END;
 $$"""
 
 
+REVOKE_SEAL = """\
+DO $$
+DECLARE
+    grant_row record;
+BEGIN
+    FOR grant_row IN
+        SELECT DISTINCT a.grantee, c.relname, c.relkind
+          FROM pg_class c, aclexplode(c.relacl) a
+         WHERE c.oid IN ('audit_seal'::regclass, pg_get_serial_sequence('audit_seal', 'id')::regclass)
+           AND a.grantee <> c.relowner
+    LOOP
+        EXECUTE format('REVOKE ALL ON %s %I FROM %s',
+                       CASE WHEN grant_row.relkind = 'S' THEN 'SEQUENCE' ELSE 'TABLE' END, grant_row.relname,
+                       CASE WHEN grant_row.grantee = 0 THEN 'PUBLIC'
+                            ELSE quote_ident(pg_get_userbyid(grant_row.grantee)) END);
+    END LOOP;
+END;
+$$"""
+
+
 def _search_path() -> str:
     schema = op.get_bind().exec_driver_sql("SELECT quote_ident(current_schema())").scalar()
     return f"pg_catalog, {schema}, pg_temp"
@@ -210,6 +230,9 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_audit_seal")),
     )
     op.execute("REVOKE ALL ON audit_seal FROM PUBLIC")
+    # Default privileges (`celora db roles`: ALTER DEFAULT PRIVILEGES FOR ROLE celora_migrator) may just have
+    # given the app its DML on the new table: nobody but the owner holds anything on the seals.
+    op.execute(REVOKE_SEAL)
 
 
 def downgrade() -> None:
