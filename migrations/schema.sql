@@ -219,6 +219,12 @@ CREATE INDEX ix_transactions_pending ON transactions (created_at) WHERE status =
 
 CREATE INDEX ix_transactions_wallet_id_block_timestamp_id ON transactions (wallet_id, block_timestamp DESC, id DESC);
 
+CREATE OR REPLACE FUNCTION celora_audit_may_skip(regclass) RETURNS boolean
+    LANGUAGE sql STABLE
+    AS $$
+SELECT pg_catalog.pg_has_role(session_user, c.relowner, 'MEMBER') FROM pg_catalog.pg_class c WHERE c.oid = $1
+$$;
+
 CREATE OR REPLACE FUNCTION celora_audit_off_check() RETURNS trigger
     LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp
@@ -300,37 +306,37 @@ BEGIN
 END;
 $$;
 
-CREATE OR REPLACE TRIGGER trg_idempotency_keys_audit AFTER INSERT OR UPDATE OR DELETE ON idempotency_keys FOR EACH ROW EXECUTE FUNCTION celora_audit_row('id', 'response_body');
+CREATE OR REPLACE TRIGGER trg_idempotency_keys_audit AFTER INSERT OR UPDATE OR DELETE ON idempotency_keys FOR EACH ROW WHEN (current_setting('celora.audit', true) IS DISTINCT FROM 'off' OR NOT celora_audit_may_skip('idempotency_keys'::regclass)) EXECUTE FUNCTION celora_audit_row('id', 'response_body');
 
 CREATE OR REPLACE TRIGGER trg_idempotency_keys_audit_off_check BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON idempotency_keys FOR EACH STATEMENT WHEN (current_setting('celora.audit', true) = 'off') EXECUTE FUNCTION celora_audit_off_check();
 
 CREATE OR REPLACE TRIGGER trg_idempotency_keys_audit_truncate AFTER TRUNCATE ON idempotency_keys FOR EACH STATEMENT EXECUTE FUNCTION celora_audit_row('id', 'response_body');
 
-CREATE OR REPLACE TRIGGER trg_notifications_audit AFTER INSERT OR UPDATE OR DELETE ON notifications FOR EACH ROW EXECUTE FUNCTION celora_audit_row('id');
+CREATE OR REPLACE TRIGGER trg_notifications_audit AFTER INSERT OR UPDATE OR DELETE ON notifications FOR EACH ROW WHEN (current_setting('celora.audit', true) IS DISTINCT FROM 'off' OR NOT celora_audit_may_skip('notifications'::regclass)) EXECUTE FUNCTION celora_audit_row('id');
 
 CREATE OR REPLACE TRIGGER trg_notifications_audit_off_check BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON notifications FOR EACH STATEMENT WHEN (current_setting('celora.audit', true) = 'off') EXECUTE FUNCTION celora_audit_off_check();
 
 CREATE OR REPLACE TRIGGER trg_notifications_audit_truncate AFTER TRUNCATE ON notifications FOR EACH STATEMENT EXECUTE FUNCTION celora_audit_row('id');
 
-CREATE OR REPLACE TRIGGER trg_sessions_audit AFTER INSERT OR UPDATE OR DELETE ON sessions FOR EACH ROW EXECUTE FUNCTION celora_audit_row('id', 'token_hash');
+CREATE OR REPLACE TRIGGER trg_sessions_audit AFTER INSERT OR UPDATE OR DELETE ON sessions FOR EACH ROW WHEN (current_setting('celora.audit', true) IS DISTINCT FROM 'off' OR NOT celora_audit_may_skip('sessions'::regclass)) EXECUTE FUNCTION celora_audit_row('id', 'token_hash');
 
 CREATE OR REPLACE TRIGGER trg_sessions_audit_off_check BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON sessions FOR EACH STATEMENT WHEN (current_setting('celora.audit', true) = 'off') EXECUTE FUNCTION celora_audit_off_check();
 
 CREATE OR REPLACE TRIGGER trg_sessions_audit_truncate AFTER TRUNCATE ON sessions FOR EACH STATEMENT EXECUTE FUNCTION celora_audit_row('id', 'token_hash');
 
-CREATE OR REPLACE TRIGGER trg_transactions_audit AFTER INSERT OR UPDATE OR DELETE ON transactions FOR EACH ROW EXECUTE FUNCTION celora_audit_row('id');
+CREATE OR REPLACE TRIGGER trg_transactions_audit AFTER INSERT OR UPDATE OR DELETE ON transactions FOR EACH ROW WHEN (current_setting('celora.audit', true) IS DISTINCT FROM 'off' OR NOT celora_audit_may_skip('transactions'::regclass)) EXECUTE FUNCTION celora_audit_row('id');
 
 CREATE OR REPLACE TRIGGER trg_transactions_audit_off_check BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON transactions FOR EACH STATEMENT WHEN (current_setting('celora.audit', true) = 'off') EXECUTE FUNCTION celora_audit_off_check();
 
 CREATE OR REPLACE TRIGGER trg_transactions_audit_truncate AFTER TRUNCATE ON transactions FOR EACH STATEMENT EXECUTE FUNCTION celora_audit_row('id');
 
-CREATE OR REPLACE TRIGGER trg_users_audit AFTER INSERT OR UPDATE OR DELETE ON users FOR EACH ROW EXECUTE FUNCTION celora_audit_row('id');
+CREATE OR REPLACE TRIGGER trg_users_audit AFTER INSERT OR UPDATE OR DELETE ON users FOR EACH ROW WHEN (current_setting('celora.audit', true) IS DISTINCT FROM 'off' OR NOT celora_audit_may_skip('users'::regclass)) EXECUTE FUNCTION celora_audit_row('id');
 
 CREATE OR REPLACE TRIGGER trg_users_audit_off_check BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON users FOR EACH STATEMENT WHEN (current_setting('celora.audit', true) = 'off') EXECUTE FUNCTION celora_audit_off_check();
 
 CREATE OR REPLACE TRIGGER trg_users_audit_truncate AFTER TRUNCATE ON users FOR EACH STATEMENT EXECUTE FUNCTION celora_audit_row('id');
 
-CREATE OR REPLACE TRIGGER trg_wallets_audit AFTER INSERT OR UPDATE OR DELETE ON wallets FOR EACH ROW EXECUTE FUNCTION celora_audit_row('id');
+CREATE OR REPLACE TRIGGER trg_wallets_audit AFTER INSERT OR UPDATE OR DELETE ON wallets FOR EACH ROW WHEN (current_setting('celora.audit', true) IS DISTINCT FROM 'off' OR NOT celora_audit_may_skip('wallets'::regclass)) EXECUTE FUNCTION celora_audit_row('id');
 
 CREATE OR REPLACE TRIGGER trg_wallets_audit_off_check BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON wallets FOR EACH STATEMENT WHEN (current_setting('celora.audit', true) = 'off') EXECUTE FUNCTION celora_audit_off_check();
 

@@ -25,7 +25,7 @@ depends_on = None
 # setting off *inside* its statement (a function in WHERE, in VALUES, in COPY ... WHERE) and leave no audit row.
 # And the trigger function ran as the writing role, so that role needed INSERT on audit_log: it could forge rows.
 #
-# Now the row trigger has no WHEN: its function decides, for every row, when it runs (at the end of the statement),
+# Now the row trigger's function decides, for every row, when it runs (at the end of the statement),
 # whether the setting says 'off', and if so whether the *session's* role (session_user, which neither SET ROLE
 # inside a function nor a SECURITY DEFINER function nor the owner-run ON DELETE CASCADE changes) is a member of
 # the table's owner: the owner's bulk load skips; anyone else's statement is refused. The function is SECURITY
@@ -102,6 +102,23 @@ BEGIN
     RETURN NULL;
 END;
 """
+
+# The row trigger's WHEN: skip queueing the row's event only when auditing is off *and* the session's role may
+# skip it. Evaluated as each row changes; the function re-checks when the event fires, so a setting turned off
+# later in the statement is still caught. It saves the owner's bulk load an after-trigger event and a plpgsql call
+# per row (the volume seed ran 1.44x slower without it). Catalog names qualified: pg_temp cannot shadow them.
+CREATE_MAY_SKIP = """\
+CREATE FUNCTION celora_audit_may_skip(regclass) RETURNS boolean
+    LANGUAGE sql STABLE
+    AS $$
+SELECT pg_catalog.pg_has_role(session_user, c.relowner, 'MEMBER') FROM pg_catalog.pg_class c WHERE c.oid = $1
+$$"""
+
+
+def _when(table: str) -> str:
+    return (f"WHEN (current_setting('celora.audit', true) IS DISTINCT FROM 'off' "
+            f"OR NOT celora_audit_may_skip('{table}'::regclass))")
+
 
 # The early, per-statement refusal of a plain SET LOCAL celora.audit = 'off' (the row trigger would refuse at the
 # statement's end anyway). SECURITY INVOKER, so its catalog names are qualified and its search_path pinned: a
@@ -203,11 +220,10 @@ def upgrade() -> None:
     op.execute("CREATE OR REPLACE FUNCTION celora_audit_off_check() RETURNS trigger LANGUAGE plpgsql "
                f"SET search_path = pg_catalog, pg_temp AS $$\n{AUDIT_OFF_CHECK_BODY}$$")
     op.execute("REVOKE ALL ON FUNCTION celora_audit_row() FROM PUBLIC")
+    op.execute(CREATE_MAY_SKIP)
     for table, (key, *excluded) in AUDITED.items():
-        # No WHEN: a WHEN on an AFTER trigger is evaluated as each row changes, by the writing role, and its
-        # answer cannot be checked against the owner.
         op.execute(f"CREATE OR REPLACE TRIGGER trg_{table}_audit AFTER INSERT OR UPDATE OR DELETE ON {table} "
-                   f"FOR EACH ROW EXECUTE FUNCTION celora_audit_row({_arguments(key, *excluded)})")
+                   f"FOR EACH ROW {_when(table)} EXECUTE FUNCTION celora_audit_row({_arguments(key, *excluded)})")
         op.execute(f"CREATE OR REPLACE TRIGGER trg_{table}_audit_truncate AFTER TRUNCATE ON {table} "
                    f"FOR EACH STATEMENT EXECUTE FUNCTION celora_audit_row({_arguments(key, *excluded)})")
     op.execute("REVOKE ALL ON audit_log FROM PUBLIC")
@@ -245,6 +261,7 @@ def downgrade() -> None:
         op.execute(f"CREATE OR REPLACE TRIGGER trg_{table}_audit_truncate AFTER TRUNCATE ON {table} "
                    f"FOR EACH STATEMENT WHEN (current_setting('celora.audit', true) IS DISTINCT FROM 'off') "
                    f"EXECUTE FUNCTION celora_audit_row({_arguments(key, *excluded)})")
+    op.execute("DROP FUNCTION celora_audit_may_skip(regclass)")
     op.execute("GRANT EXECUTE ON FUNCTION celora_audit_row() TO PUBLIC")
     op.execute("CREATE OR REPLACE FUNCTION celora_audit_off_check() RETURNS trigger LANGUAGE plpgsql "
                f"AS $$\n{PREVIOUS_AUDIT_OFF_CHECK_BODY}$$")

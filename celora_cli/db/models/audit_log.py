@@ -41,6 +41,7 @@ from celora_cli.db.models.base import Base
 AUDIT_TABLE = "audit_log"
 AUDIT_FUNCTION = "celora_audit_row"
 AUDIT_OFF_CHECK_FUNCTION = "celora_audit_off_check"
+AUDIT_MAY_SKIP_FUNCTION = "celora_audit_may_skip"
 SEAL_TABLE = "audit_seal"
 # rate_limits is a counter bumped on every API request: auditing it would double the write load of the
 # hottest table and record nothing anyone asks about ("who changed this wallet"). audit_log never audits itself,
@@ -193,6 +194,17 @@ PIN_AUDIT_SEARCH_PATH = (f"DO $$ BEGIN EXECUTE 'ALTER FUNCTION {AUDIT_FUNCTION}(
 REVOKE_AUDIT_FUNCTION = f"REVOKE ALL ON FUNCTION {AUDIT_FUNCTION}() FROM PUBLIC"
 REVOKE_AUDIT_TABLES = (f"REVOKE ALL ON {AUDIT_TABLE} FROM PUBLIC", f"REVOKE ALL ON {SEAL_TABLE} FROM PUBLIC")
 
+# The row trigger's WHEN: skip queueing the row's event only when auditing is off *and* the session's role may
+# skip it. Evaluated as each row changes; the row function re-checks when the event fires, so a setting turned off
+# later in the statement is still caught. It saves the owner's bulk load an after-trigger event and a plpgsql call
+# per row. Catalog names qualified: pg_temp cannot shadow them.
+CREATE_AUDIT_MAY_SKIP_FUNCTION = f"""\
+CREATE OR REPLACE FUNCTION {AUDIT_MAY_SKIP_FUNCTION}(regclass) RETURNS boolean
+    LANGUAGE sql STABLE
+    AS $$
+SELECT pg_catalog.pg_has_role(session_user, c.relowner, 'MEMBER') FROM pg_catalog.pg_class c WHERE c.oid = $1
+$$"""
+
 # The early, per-statement refusal of a plain SET LOCAL celora.audit = 'off' (the row function refuses at the
 # statement's end anyway). SECURITY INVOKER, so its catalog names are qualified and its search_path pinned: a
 # temporary table named pg_class would otherwise be found first.
@@ -217,6 +229,7 @@ $$"""
 DROP_AUDIT_FUNCTIONS = (
     f"DROP FUNCTION IF EXISTS {AUDIT_FUNCTION}()",
     f"DROP FUNCTION IF EXISTS {AUDIT_OFF_CHECK_FUNCTION}()",
+    f"DROP FUNCTION IF EXISTS {AUDIT_MAY_SKIP_FUNCTION}(regclass)",
 )
 
 
@@ -254,9 +267,12 @@ def trigger_arguments(metadata: MetaData, table: str) -> list[str]:
 def create_audit_triggers(table: str, arguments: list[str]) -> list[str]:
     quoted = ", ".join("'" + argument.replace("'", "''") + "'" for argument in arguments)
     return [
-        # No WHEN: the function decides per row whether skipping is allowed (see the module's docstring).
+        # The function decides per row whether skipping is allowed (see the module's docstring); the WHEN only
+        # spares the owner's bulk loads the call.
         f"CREATE OR REPLACE TRIGGER {audit_trigger_name(table)} AFTER INSERT OR UPDATE OR DELETE ON {table} "
-        f"FOR EACH ROW EXECUTE FUNCTION {AUDIT_FUNCTION}({quoted})",
+        f"FOR EACH ROW WHEN (current_setting('celora.audit', true) IS DISTINCT FROM 'off' "
+        f"OR NOT {AUDIT_MAY_SKIP_FUNCTION}('{table}'::regclass)) "
+        f"EXECUTE FUNCTION {AUDIT_FUNCTION}({quoted})",
         f"CREATE OR REPLACE TRIGGER {audit_truncate_trigger_name(table)} AFTER TRUNCATE ON {table} "
         f"FOR EACH STATEMENT EXECUTE FUNCTION {AUDIT_FUNCTION}({quoted})",
         f"CREATE OR REPLACE TRIGGER {audit_off_trigger_name(table)} BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE "
@@ -270,7 +286,7 @@ def _create_audit(target: MetaData, connection: Any, **kw: Any) -> None:
     """After create_all: the functions, then the triggers on every audited table (OR REPLACE: a second
     create_all on the same database is not an error)."""
     statements = [CREATE_AUDIT_FUNCTION, PIN_AUDIT_SEARCH_PATH, REVOKE_AUDIT_FUNCTION, CREATE_AUDIT_OFF_CHECK_FUNCTION,
-                  *REVOKE_AUDIT_TABLES]
+                  CREATE_AUDIT_MAY_SKIP_FUNCTION, *REVOKE_AUDIT_TABLES]
     for table in audited_tables(target):
         statements += create_audit_triggers(table, trigger_arguments(target, table))
     for statement in statements:
