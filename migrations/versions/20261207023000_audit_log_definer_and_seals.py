@@ -28,7 +28,8 @@ depends_on = None
 # Now the row trigger's function decides, for every row, when it runs (at the end of the statement),
 # whether the setting says 'off', and if so whether the *session's* role (session_user, which neither SET ROLE
 # inside a function nor a SECURITY DEFINER function nor the owner-run ON DELETE CASCADE changes) is a member of
-# the table's owner: the owner's bulk load skips; anyone else's statement is refused. The function is SECURITY
+# the table's owner: the owner's bulk load skips; anyone else's statement is refused. (The trigger's WHEN makes
+# the same test as each row changes, only to spare the owner's rows the call.) The function is SECURITY
 # DEFINER (it runs as its owner, the migration role, so nobody else needs any privilege on audit_log), with a
 # search_path pinned to pg_catalog, the migration schema, then pg_temp last (else a session's temporary table
 # named audit_log would be found first), and EXECUTE revoked from PUBLIC (so nobody can attach it to a table of
