@@ -17,12 +17,14 @@ for the listed ones to end, then hashes ids <= L: nothing can appear below L aft
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from celora_cli.errors import AuditTampered, ConfigError, LockTimeout, SchemaNotMigrated
+from celora_cli.errors import AuditTampered, ConfigError, DatabaseError, LockTimeout, SchemaNotMigrated
 from celora_cli.settings import Settings
 
 SEAL_WAIT_SECONDS = 60.0
@@ -121,6 +123,21 @@ def _open(settings: Settings):
     return conn, url, setting
 
 
+@contextlib.contextmanager
+def _as_owner(setting: str, url) -> Iterator[None]:
+    """A role without access gets told which role has it, not just PostgreSQL's "permission denied"."""
+    import psycopg
+
+    try:
+        yield
+    except psycopg.errors.InsufficientPrivilege as exc:
+        raise DatabaseError(
+            f"The role of {setting} ({url.username or 'default'}) may not seal or verify the audit log: "
+            f"{str(exc).splitlines()[0]}.",
+            "Only the migration role (the owner of audit_log and audit_seal) may: set DIRECT_DATABASE_URL to it.",
+            sqlstate="42501") from exc
+
+
 def _require_table(conn) -> None:
     if conn.execute("SELECT to_regclass('audit_seal')").fetchone()[0] is None:
         raise ConfigError("This database has no audit_seal table: migration 20261207023000 is not applied.",
@@ -138,7 +155,7 @@ def seal(settings: Settings, *, wait_seconds: float = SEAL_WAIT_SECONDS) -> Seal
 
     conn, url, setting = _open(settings)
     try:
-        with translating(url, setting):
+        with translating(url, setting), _as_owner(setting, url):
             _require_table(conn)
             # One sealer at a time (writers of audit_log never touch audit_seal, so they are not held).
             conn.execute("LOCK TABLE audit_seal IN EXCLUSIVE MODE")
@@ -217,7 +234,7 @@ def verify(settings: Settings) -> VerifyResult:
     conn, url, setting = _open(settings)
     result = VerifyResult(url.masked)
     try:
-        with translating(url, setting):
+        with translating(url, setting), _as_owner(setting, url):
             conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")  # one view of it all
             _require_table(conn)
             previous: bytes | None = None

@@ -330,3 +330,19 @@ def test_since_beyond_the_limit_and_an_id_that_is_not_a_uuid_are_usage_errors(mi
     assert not_uuid.returncode == 64 and json.loads(not_uuid.stdout)["error"]["type"] == "UsageError"
     upper = run_celora("db", "audit", "--id", "5F0C2A4E8D1B4C3E9A570D2A3B4C5D6E", env=env)  # any uuid spelling
     assert upper.returncode == 0 and "5f0c2a4e-8d1b-4c3e-9a57-0d2a3b4c5d6e" in upper.stdout
+
+
+def test_reading_the_log_as_the_apps_role_is_a_clear_error_and_the_readonly_role_may(least_privilege):
+    roles = least_privilege
+    as_app = run_celora("db", "audit", "--json", env={"DATABASE_URL": roles.url("app")})
+    assert as_app.returncode == 13, as_app.stdout + as_app.stderr
+    error = json.loads(as_app.stdout)["error"]
+    assert error["sqlstate"] == "42501" and "DIRECT_DATABASE_URL" in error["hint"]
+    as_reader = run_celora("db", "audit", "--json", env={"DATABASE_URL": roles.url("app"),
+                                                         "DIRECT_DATABASE_URL": roles.url("readonly")})
+    assert as_reader.returncode == 0 and json.loads(as_reader.stdout)["ok"] is True
+    # The migration role seals; the app's role may not.
+    sealed = run_celora("db", "audit", "--seal", env={"DATABASE_URL": roles.url("migrator")})
+    assert sealed.returncode == 0, sealed.stderr
+    refused = run_celora("db", "audit", "--seal", env={"DATABASE_URL": roles.url("app")})
+    assert refused.returncode == 13 and "Only the migration role" in refused.stderr, refused.stderr
