@@ -5,12 +5,13 @@ changes nothing, and a role without the privilege a step needs gets a clear erro
 from __future__ import annotations
 
 import json
+import os
 
 import psycopg
 import pytest
 
 from tests.conftest import admin_execute, db_name, run_celora
-from tests.roles import apply_roles, drop_role_set, least_privilege_fixture, new_role_set  # noqa: F401
+from tests.roles import RoleSet, apply_roles, drop_role_set, least_privilege_fixture, new_role_set  # noqa: F401
 
 
 def test_apply_then_check_matches_and_a_grant_added_by_hand_is_named(pg_server, least_privilege):
@@ -87,3 +88,55 @@ def test_bad_flags_and_unknown_logins_are_clear_errors(pg_server, migrated_db):
     assert missing.returncode == 3 and "no_such_login_role" in missing.stderr and "PASSWORD" in missing.stderr
     bad_name = run_celora("db", "roles", env={**env, "CELORA_ROLE_APP": "pg_app"})
     assert bad_name.returncode == 3 and "CELORA_ROLE_APP" in bad_name.stderr
+
+
+TRANSFER_TO = """
+DO $$
+DECLARE
+    item record;
+BEGIN
+    FOR item IN SELECT c.relname FROM pg_class c WHERE c.relnamespace = 'public'::regnamespace
+                   AND c.relkind IN ('r', 'v', 'm') LOOP
+        EXECUTE format('ALTER TABLE public.%I OWNER TO {admin}', item.relname);
+    END LOOP;
+    FOR item IN SELECT p.oid::regprocedure AS routine FROM pg_proc p WHERE p.pronamespace = 'public'::regnamespace LOOP
+        EXECUTE format('ALTER ROUTINE %s OWNER TO {admin}', item.routine);
+    END LOOP;
+    FOR item IN SELECT t.oid::regtype AS type FROM pg_type t WHERE t.typnamespace = 'public'::regnamespace
+                   AND t.typtype = 'e' LOOP
+        EXECUTE format('ALTER TYPE %s OWNER TO {admin}', item.type);
+    END LOOP;
+END;
+$$"""
+
+
+def test_apply_works_without_superuser_as_a_createrole_owner_like_a_managed_providers_admin(pg_server,
+                                                                                              migrated_db):
+    """As RDS's rds_superuser, Cloud SQL's cloudsqlsuperuser or Azure's azure_pg_admin: CREATEROLE, owner of the
+    database and of what its migrations made, not superuser."""
+    roles = RoleSet(migrated_db, f"t{os.getpid()}_adm")
+    admin = f"{roles.prefix}_admin"
+    database = db_name(migrated_db)
+    admin_execute(pg_server, f"CREATE ROLE {admin} LOGIN CREATEROLE; ALTER DATABASE {database} OWNER TO {admin}")
+    try:
+        admin_execute(pg_server, TRANSFER_TO.replace("{admin}", admin), database)
+        admin_url = migrated_db.replace("celora@", f"{admin}@", 1)
+        roles.logins = {"migrator": f"{roles.prefix}_migrator_login", "app": f"{roles.prefix}_app_login"}
+        with psycopg.connect(admin_url, autocommit=True) as conn:  # the operator creates the logins
+            for login in roles.logins.values():
+                conn.execute(f"CREATE ROLE {login} LOGIN")
+        env = {**roles.env, "DATABASE_URL": admin_url}
+        applied = run_celora("db", "roles", "--apply", *roles.grant_flags(), env=env)
+        assert applied.returncode == 0, applied.stdout + applied.stderr
+        assert run_celora("db", "roles", "--check", *roles.grant_flags(), env=env).returncode == 0
+        with roles.connect("app", autocommit=True) as conn:
+            conn.execute("INSERT INTO users (firebase_uid) VALUES ('by-app')")
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute("DELETE FROM audit_log")
+        with roles.connect("migrator", autocommit=True) as conn:  # the migrator's login may seal
+            assert conn.execute("SELECT count(*) FROM audit_log").fetchone()[0] == 1
+    finally:
+        admin_execute(pg_server, f"ALTER DATABASE {database} OWNER TO celora")
+        drop_role_set(pg_server, roles)
+        admin_execute(pg_server, f"DROP OWNED BY {admin} CASCADE", database)
+        admin_execute(pg_server, f"DROP OWNED BY {admin}; DROP ROLE {admin}")
