@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from celora_cli.errors import ConfigError, UsageError
+from celora_cli.errors import ConfigError, DatabaseError, UsageError
 from celora_cli.settings import DatabaseURL, Settings
 
 APPLICATION_NAME = "celora db audit"
@@ -98,6 +98,10 @@ class PruneResult:
 
 _RELATIVE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)\s*$", re.IGNORECASE)
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+# A duration back from now reaches at most year 1 (Python's and PostgreSQL's common range starts there); 100,000
+# days (about 273 years) is far beyond any audit log and well inside it.
+MAX_SINCE_DAYS = 100_000
+_UUID = re.compile(r"^[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}$")
 
 
 def parse_since(value: str, *, now: dt.datetime | None = None) -> dt.datetime:
@@ -105,7 +109,12 @@ def parse_since(value: str, *, now: dt.datetime | None = None) -> dt.datetime:
     now = now or dt.datetime.now(dt.UTC)
     match = _RELATIVE.match(value)
     if match:
-        return now - dt.timedelta(seconds=float(match.group(1)) * _UNIT_SECONDS[match.group(2).lower()])
+        seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2).lower()]
+        if seconds > MAX_SINCE_DAYS * 86400:
+            raise UsageError(f"--since {value.strip()!r} reaches back more than {MAX_SINCE_DAYS:,} days, the limit.",
+                             "Use a shorter duration, or an ISO date such as --since 2020-01-01; leave --since out "
+                             "for the whole log.")
+        return now - dt.timedelta(seconds=seconds)
     try:
         parsed = dt.datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
     except ValueError:
@@ -128,15 +137,23 @@ def _check_days(days: float) -> None:
 
 
 def _row_key(row_id: str) -> dict[str, Any]:
-    # Every audited table's primary key is one column named id (a UUID): the key is {"id": "<uuid>"}.
-    return {"id": row_id.strip().lower()}
+    # Every audited table's primary key is one column named id (a UUID): the key is {"id": "<uuid>"}, written as
+    # PostgreSQL prints a uuid (lower case, hyphenated), whatever form was typed.
+    import uuid
+
+    text = row_id.strip().lower()
+    if not _UUID.match(text.strip("{}")):
+        raise UsageError(f"--id {row_id!r} is not a UUID; every audited table's id is one.",
+                         "Pass the row's id as PostgreSQL shows it, e.g. --id 5f0c2a4e-8d1b-4c3e-9a57-0d2a3b4c5d6e.")
+    return {"id": str(uuid.UUID(text))}
 
 
 # -- connection --------------------------------------------------------------------------------------------------
 
 def _open(settings: Settings, *, direct: bool):
-    """(connection, url, setting). Reads may use the pooled URL; pruning (several transactions of one session's
-    work, no state across them) works through either, but uses the direct URL when there is one."""
+    """(connection, url, setting). The direct URL when there is one: the app's role (DATABASE_URL behind
+    PgBouncer, in the role model of `celora db roles`) holds no privilege on audit_log at all; the migration role
+    owns it. Both reading and pruning work through PgBouncer too (no session state), when that is all there is."""
     from celora_cli.db.connect import connect, resolve_urls
     from celora_cli.db.errors import translating
     from celora_cli.migration_runtime import setting_name
@@ -156,12 +173,14 @@ def _open(settings: Settings, *, direct: bool):
 def history(settings: Settings, *, table: str | None = None, row_id: str | None = None, since: str | None = None,
             actor: str | None = None, limit: int = DEFAULT_LIMIT) -> AuditResult:
     """The audit rows matching every filter given, newest first."""
+    import psycopg
     from psycopg.types.json import Jsonb
 
     from celora_cli.db.errors import translating
 
     _check_limit(limit)
     since_at = parse_since(since) if since else None
+    key = _row_key(row_id) if row_id else None
     where: list[str] = []
     params: list[Any] = []
     if table:
@@ -169,7 +188,7 @@ def history(settings: Settings, *, table: str | None = None, row_id: str | None 
         params.append(table)
     if row_id:
         where.append("row_key = %s")
-        params.append(Jsonb(_row_key(row_id)))
+        params.append(Jsonb(key))
     if since_at:
         where.append("changed_at >= %s")
         params.append(since_at)
@@ -180,15 +199,23 @@ def history(settings: Settings, *, table: str | None = None, row_id: str | None 
            "application_name, transaction_id FROM audit_log"
            + (" WHERE " + " AND ".join(where) if where else "")
            + " ORDER BY id DESC LIMIT %s")
-    conn, url, setting = _open(settings, direct=False)
-    filters = {"table": table, "id": row_id, "since": since_at.isoformat() if since_at else None, "actor": actor}
+    conn, url, setting = _open(settings, direct=True)
+    filters = {"table": table, "id": key["id"] if key else None,
+               "since": since_at.isoformat() if since_at else None, "actor": actor}
     result = AuditResult(url.masked, filters, limit=limit)
     try:
         with translating(url, setting):
             if table:
                 _check_table(conn, table)
-            for row in conn.execute(sql, [*params, limit]):
-                result.entries.append(AuditEntry(*row))
+            try:
+                for row in conn.execute(sql, [*params, limit]):
+                    result.entries.append(AuditEntry(*row))
+            except psycopg.errors.InsufficientPrivilege as exc:
+                raise DatabaseError(
+                    f"The role of {setting} ({url.username or 'default'}) may not read audit_log: {exc}.",
+                    "By design the app's role holds no privilege on the audit log. Read it as the migration role "
+                    "(set DIRECT_DATABASE_URL) or a member of the readonly group (`celora db roles "
+                    "--grant-readonly LOGIN`).", sqlstate="42501") from exc
     finally:
         conn.close()
     return result
@@ -230,6 +257,7 @@ def prune(settings: Settings, *, older_than_days: float, confirm: Callable[[Prun
             if confirm is not None:
                 confirm(plan)
             result = PruneResult(url.masked, cutoff, older_than_days)
+            pruned_through = 0
             while last is not None:
                 with conn.transaction():
                     deleted = conn.execute(
@@ -239,6 +267,12 @@ def prune(settings: Settings, *, older_than_days: float, confirm: Callable[[Prun
                     break
                 result.deleted += deleted
                 result.batches += 1
+                pruned_through = last
+            if result.deleted:
+                from celora_cli.audit_seal import record_prune
+
+                with conn.transaction():  # the chain says entries up to here may be gone (--verify reads it)
+                    record_prune(conn, pruned_through, result.deleted)
     finally:
         conn.close()
     return result

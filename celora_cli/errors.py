@@ -13,13 +13,15 @@ from enum import IntEnum
 class ExitCode(IntEnum):
     """Documented exit codes, one meaning each (README "Exit codes" is the table; a test checks it).
 
-    1 and 2 are a command's own non-success states: `db health` degraded/unhealthy, `db status` pending.
+    1 and 2 are a command's own non-success states: `db health` degraded/unhealthy, `db status` pending, `db roles
+    --check` differences.
     Errors start at 3; usage errors, bugs, output failures and interruptions use the BSD sysexits numbers.
     """
 
     OK = 0
     DEGRADED = 1  # `db health`: degraded;  `db status`: migrations pending
     PENDING = 1
+    ROLES_DIFFER = 1  # `db roles --check`: the live roles and grants differ from the model
     UNHEALTHY = 2  # `db health`: unhealthy (the app path is down)
     CONFIG = 3  # missing or malformed setting / URL
     UNREACHABLE = 4  # can't reach the database server (refused, timeout, DNS)
@@ -35,6 +37,7 @@ class ExitCode(IntEnum):
     MIGRATION_HISTORY = 14  # the migration files themselves are broken (syntax error, unknown down_revision, heads)
     DRIFT = 15  # `db migrate`: the development database differs from what the migration history builds
     LINT_FINDINGS = 16  # `db lint` (and `migrate-deploy --lint`): a migration locks tables or breaks running code
+    AUDIT_TAMPERED = 17  # `db audit --verify`: a sealed audit entry was changed, removed or inserted afterwards
     USAGE = 64  # bad flags or arguments (EX_USAGE)
     SOFTWARE = 70  # a bug in celora (EX_SOFTWARE)
     OUTPUT_ERROR = 74  # the result could not be written (stdout closed, disk full) (EX_IOERR)
@@ -170,6 +173,19 @@ class DriftDetected(CeloraError):
 
     def details(self) -> dict:
         return {"differences": [_as_dict(difference) for difference in self.differences]}
+
+
+class AuditTampered(CeloraError):
+    """`celora db audit --verify`: the audit log no longer matches its seals (`problems` names each entry)."""
+
+    exit_code = ExitCode.AUDIT_TAMPERED
+
+    def __init__(self, message: str, hint: str | None = None, *, problems: list | None = None) -> None:
+        super().__init__(message, hint)
+        self.problems = problems or []
+
+    def details(self) -> dict:
+        return {"problems": [_as_dict(problem) for problem in self.problems]}
 
 
 # Failures the CLI itself meets (never raised by the core); they give `--json` error objects a type name.

@@ -529,6 +529,11 @@ class Settings:
     health_lock_wait: float = 5.0  # CELORA_HEALTH_LOCK_WAIT: seconds a session may wait on a lock
     health_transaction_age: float = 300.0  # CELORA_HEALTH_TRANSACTION_AGE: seconds a transaction may stay open
     slot_wal_threshold: int = 1024 ** 3  # CELORA_SLOT_WAL_THRESHOLD: bytes of WAL a slot (active or not) may retain
+    # `celora db roles`: the group roles' names (CELORA_ROLE_MIGRATOR, _APP, _READONLY, _CDC).
+    role_migrator: str = "celora_migrator"
+    role_app: str = "celora_app"
+    role_readonly: str = "celora_readonly"
+    role_cdc: str = "celora_cdc"
 
     @property
     def uses_local_server(self) -> bool:
@@ -731,11 +736,34 @@ def load_settings(
         health_lock_wait=seconds("health_lock_wait", 5.0),
         health_transaction_age=seconds("health_transaction_age", 300.0),
         slot_wal_threshold=parse_bytes(get("CELORA_SLOT_WAL_THRESHOLD") or "1GB", "CELORA_SLOT_WAL_THRESHOLD"),
+        **_role_names(get),
     )
     if settings.direct_database_url is not None and settings.direct_database_url.pgbouncer:
         raise ConfigError("DIRECT_DATABASE_URL has ?pgbouncer=true, but the direct URL must bypass PgBouncer.",
                           "Point DIRECT_DATABASE_URL at PostgreSQL itself and drop ?pgbouncer=true from it.")
     return settings.with_overrides(**flags)
+
+
+ROLE_SETTINGS = {"role_migrator": ("CELORA_ROLE_MIGRATOR", "celora_migrator"),
+                 "role_app": ("CELORA_ROLE_APP", "celora_app"),
+                 "role_readonly": ("CELORA_ROLE_READONLY", "celora_readonly"),
+                 "role_cdc": ("CELORA_ROLE_CDC", "celora_cdc")}
+
+
+def _role_names(get) -> dict[str, str]:
+    """The four group role names: 1 to 63 bytes (PostgreSQL's NAMEDATALEN), not pg_* (reserved), distinct."""
+    names: dict[str, str] = {}
+    for field_name, (variable, default) in ROLE_SETTINGS.items():
+        name = (get(variable) or default).strip()
+        if not _is_utf8(name) or not 1 <= len(name.encode("utf-8")) <= 63 or name.lower().startswith("pg_") \
+                or "\x00" in name:
+            raise ConfigError(f"{variable} must be a role name of 1 to 63 bytes not starting with pg_ "
+                              f"(got {name!r}).", f"Unset {variable} to use {default!r}, or pick another name.")
+        names[field_name] = name
+    if len(set(names.values())) < len(names):
+        raise ConfigError("CELORA_ROLE_MIGRATOR, CELORA_ROLE_APP, CELORA_ROLE_READONLY and CELORA_ROLE_CDC must "
+                          "name four different roles.", "Give each group role its own name.")
+    return names
 
 
 def _ddl_lock_retries(raw: str | None, name: str = "CELORA_DDL_LOCK_RETRIES") -> int:

@@ -40,6 +40,22 @@ CREATE INDEX ix_audit_log_changed_at ON audit_log (changed_at);
 
 CREATE INDEX ix_audit_log_table_name_row_key ON audit_log (table_name, row_key);
 
+CREATE TABLE audit_seal (
+	id BIGSERIAL NOT NULL,
+	sealed_at TIMESTAMP WITH TIME ZONE DEFAULT now() NOT NULL,
+	sealed_by TEXT NOT NULL,
+	kind TEXT NOT NULL,
+	after_id BIGINT NOT NULL,
+	last_id BIGINT NOT NULL,
+	entries BIGINT NOT NULL,
+	digests BYTEA NOT NULL,
+	previous_hash BYTEA,
+	hash BYTEA NOT NULL,
+	CONSTRAINT pk_audit_seal PRIMARY KEY (id),
+	CONSTRAINT ck_audit_seal_kind_known CHECK (kind IN ('seal', 'prune')),
+	CONSTRAINT ck_audit_seal_range_ordered CHECK (last_id >= after_id)
+);
+
 CREATE TABLE rate_limits (
 	key TEXT NOT NULL,
 	window_start TIMESTAMP WITH TIME ZONE NOT NULL,
@@ -203,15 +219,24 @@ CREATE INDEX ix_transactions_pending ON transactions (created_at) WHERE status =
 
 CREATE INDEX ix_transactions_wallet_id_block_timestamp_id ON transactions (wallet_id, block_timestamp DESC, id DESC);
 
+CREATE OR REPLACE FUNCTION celora_audit_may_skip(regclass) RETURNS boolean
+    LANGUAGE sql STABLE
+    AS $$
+SELECT pg_catalog.pg_has_role(session_user, c.relowner, 'MEMBER') FROM pg_catalog.pg_class c WHERE c.oid = $1
+$$;
+
 CREATE OR REPLACE FUNCTION celora_audit_off_check() RETURNS trigger
     LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
     AS $$
 BEGIN
-    IF NOT pg_has_role(current_user, (SELECT relowner FROM pg_class WHERE oid = TG_RELID), 'MEMBER') THEN
+    IF NOT pg_catalog.pg_has_role(session_user,
+                                  (SELECT c.relowner FROM pg_catalog.pg_class c WHERE c.oid = TG_RELID),
+                                  'MEMBER') THEN
         RAISE EXCEPTION USING
             MESSAGE = 'celora.audit = off is reserved for the owner of table ' || TG_TABLE_NAME,
             ERRCODE = 'insufficient_privilege',
-                  HINT = 'Only bulk loads run by the migration role may skip the audit log; reset celora.audit.';
+            HINT = 'Only bulk loads run by the migration role may skip the audit log; reset celora.audit.';
     END IF;
     RETURN NULL;
 END;
@@ -219,7 +244,7 @@ $$;
 
 CREATE OR REPLACE FUNCTION celora_audit_row() RETURNS trigger
     LANGUAGE plpgsql
-    SET search_path FROM CURRENT
+    SECURITY DEFINER
     AS $$
 DECLARE
     -- TG_ARGV[0]: the primary key columns, comma-separated; TG_ARGV[1..]: columns never recorded.
@@ -232,6 +257,16 @@ DECLARE
     row_key jsonb := '{}';
     key_column text;
 BEGIN
+    -- Decided per row, when the row's event fires: a setting changed anywhere in the statement is seen here.
+    IF current_setting('celora.audit', true) = 'off' THEN
+        IF pg_has_role(session_user, (SELECT relowner FROM pg_class WHERE oid = TG_RELID), 'MEMBER') THEN
+            RETURN NULL;
+        END IF;
+        RAISE EXCEPTION USING
+            MESSAGE = 'celora.audit = off is reserved for the owner of table ' || TG_TABLE_NAME,
+            ERRCODE = 'insufficient_privilege',
+            HINT = 'Only bulk loads run by the migration role may skip the audit log; reset celora.audit.';
+    END IF;
     -- TRUNCATE (a statement trigger): one entry for the table, no row, no values.
     IF TG_OP IN ('UPDATE', 'DELETE') THEN
         old_row := to_jsonb(OLD);
@@ -271,40 +306,48 @@ BEGIN
 END;
 $$;
 
-CREATE OR REPLACE TRIGGER trg_idempotency_keys_audit AFTER INSERT OR UPDATE OR DELETE ON idempotency_keys FOR EACH ROW WHEN (current_setting('celora.audit', true) IS DISTINCT FROM 'off') EXECUTE FUNCTION celora_audit_row('id', 'response_body');
+CREATE OR REPLACE TRIGGER trg_idempotency_keys_audit AFTER INSERT OR UPDATE OR DELETE ON idempotency_keys FOR EACH ROW WHEN (current_setting('celora.audit', true) IS DISTINCT FROM 'off' OR NOT celora_audit_may_skip('idempotency_keys'::regclass)) EXECUTE FUNCTION celora_audit_row('id', 'response_body');
 
 CREATE OR REPLACE TRIGGER trg_idempotency_keys_audit_off_check BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON idempotency_keys FOR EACH STATEMENT WHEN (current_setting('celora.audit', true) = 'off') EXECUTE FUNCTION celora_audit_off_check();
 
-CREATE OR REPLACE TRIGGER trg_idempotency_keys_audit_truncate AFTER TRUNCATE ON idempotency_keys FOR EACH STATEMENT WHEN (current_setting('celora.audit', true) IS DISTINCT FROM 'off') EXECUTE FUNCTION celora_audit_row('id', 'response_body');
+CREATE OR REPLACE TRIGGER trg_idempotency_keys_audit_truncate AFTER TRUNCATE ON idempotency_keys FOR EACH STATEMENT EXECUTE FUNCTION celora_audit_row('id', 'response_body');
 
-CREATE OR REPLACE TRIGGER trg_notifications_audit AFTER INSERT OR UPDATE OR DELETE ON notifications FOR EACH ROW WHEN (current_setting('celora.audit', true) IS DISTINCT FROM 'off') EXECUTE FUNCTION celora_audit_row('id');
+CREATE OR REPLACE TRIGGER trg_notifications_audit AFTER INSERT OR UPDATE OR DELETE ON notifications FOR EACH ROW WHEN (current_setting('celora.audit', true) IS DISTINCT FROM 'off' OR NOT celora_audit_may_skip('notifications'::regclass)) EXECUTE FUNCTION celora_audit_row('id');
 
 CREATE OR REPLACE TRIGGER trg_notifications_audit_off_check BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON notifications FOR EACH STATEMENT WHEN (current_setting('celora.audit', true) = 'off') EXECUTE FUNCTION celora_audit_off_check();
 
-CREATE OR REPLACE TRIGGER trg_notifications_audit_truncate AFTER TRUNCATE ON notifications FOR EACH STATEMENT WHEN (current_setting('celora.audit', true) IS DISTINCT FROM 'off') EXECUTE FUNCTION celora_audit_row('id');
+CREATE OR REPLACE TRIGGER trg_notifications_audit_truncate AFTER TRUNCATE ON notifications FOR EACH STATEMENT EXECUTE FUNCTION celora_audit_row('id');
 
-CREATE OR REPLACE TRIGGER trg_sessions_audit AFTER INSERT OR UPDATE OR DELETE ON sessions FOR EACH ROW WHEN (current_setting('celora.audit', true) IS DISTINCT FROM 'off') EXECUTE FUNCTION celora_audit_row('id', 'token_hash');
+CREATE OR REPLACE TRIGGER trg_sessions_audit AFTER INSERT OR UPDATE OR DELETE ON sessions FOR EACH ROW WHEN (current_setting('celora.audit', true) IS DISTINCT FROM 'off' OR NOT celora_audit_may_skip('sessions'::regclass)) EXECUTE FUNCTION celora_audit_row('id', 'token_hash');
 
 CREATE OR REPLACE TRIGGER trg_sessions_audit_off_check BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON sessions FOR EACH STATEMENT WHEN (current_setting('celora.audit', true) = 'off') EXECUTE FUNCTION celora_audit_off_check();
 
-CREATE OR REPLACE TRIGGER trg_sessions_audit_truncate AFTER TRUNCATE ON sessions FOR EACH STATEMENT WHEN (current_setting('celora.audit', true) IS DISTINCT FROM 'off') EXECUTE FUNCTION celora_audit_row('id', 'token_hash');
+CREATE OR REPLACE TRIGGER trg_sessions_audit_truncate AFTER TRUNCATE ON sessions FOR EACH STATEMENT EXECUTE FUNCTION celora_audit_row('id', 'token_hash');
 
-CREATE OR REPLACE TRIGGER trg_transactions_audit AFTER INSERT OR UPDATE OR DELETE ON transactions FOR EACH ROW WHEN (current_setting('celora.audit', true) IS DISTINCT FROM 'off') EXECUTE FUNCTION celora_audit_row('id');
+CREATE OR REPLACE TRIGGER trg_transactions_audit AFTER INSERT OR UPDATE OR DELETE ON transactions FOR EACH ROW WHEN (current_setting('celora.audit', true) IS DISTINCT FROM 'off' OR NOT celora_audit_may_skip('transactions'::regclass)) EXECUTE FUNCTION celora_audit_row('id');
 
 CREATE OR REPLACE TRIGGER trg_transactions_audit_off_check BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON transactions FOR EACH STATEMENT WHEN (current_setting('celora.audit', true) = 'off') EXECUTE FUNCTION celora_audit_off_check();
 
-CREATE OR REPLACE TRIGGER trg_transactions_audit_truncate AFTER TRUNCATE ON transactions FOR EACH STATEMENT WHEN (current_setting('celora.audit', true) IS DISTINCT FROM 'off') EXECUTE FUNCTION celora_audit_row('id');
+CREATE OR REPLACE TRIGGER trg_transactions_audit_truncate AFTER TRUNCATE ON transactions FOR EACH STATEMENT EXECUTE FUNCTION celora_audit_row('id');
 
-CREATE OR REPLACE TRIGGER trg_users_audit AFTER INSERT OR UPDATE OR DELETE ON users FOR EACH ROW WHEN (current_setting('celora.audit', true) IS DISTINCT FROM 'off') EXECUTE FUNCTION celora_audit_row('id');
+CREATE OR REPLACE TRIGGER trg_users_audit AFTER INSERT OR UPDATE OR DELETE ON users FOR EACH ROW WHEN (current_setting('celora.audit', true) IS DISTINCT FROM 'off' OR NOT celora_audit_may_skip('users'::regclass)) EXECUTE FUNCTION celora_audit_row('id');
 
 CREATE OR REPLACE TRIGGER trg_users_audit_off_check BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON users FOR EACH STATEMENT WHEN (current_setting('celora.audit', true) = 'off') EXECUTE FUNCTION celora_audit_off_check();
 
-CREATE OR REPLACE TRIGGER trg_users_audit_truncate AFTER TRUNCATE ON users FOR EACH STATEMENT WHEN (current_setting('celora.audit', true) IS DISTINCT FROM 'off') EXECUTE FUNCTION celora_audit_row('id');
+CREATE OR REPLACE TRIGGER trg_users_audit_truncate AFTER TRUNCATE ON users FOR EACH STATEMENT EXECUTE FUNCTION celora_audit_row('id');
 
-CREATE OR REPLACE TRIGGER trg_wallets_audit AFTER INSERT OR UPDATE OR DELETE ON wallets FOR EACH ROW WHEN (current_setting('celora.audit', true) IS DISTINCT FROM 'off') EXECUTE FUNCTION celora_audit_row('id');
+CREATE OR REPLACE TRIGGER trg_wallets_audit AFTER INSERT OR UPDATE OR DELETE ON wallets FOR EACH ROW WHEN (current_setting('celora.audit', true) IS DISTINCT FROM 'off' OR NOT celora_audit_may_skip('wallets'::regclass)) EXECUTE FUNCTION celora_audit_row('id');
 
 CREATE OR REPLACE TRIGGER trg_wallets_audit_off_check BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON wallets FOR EACH STATEMENT WHEN (current_setting('celora.audit', true) = 'off') EXECUTE FUNCTION celora_audit_off_check();
 
-CREATE OR REPLACE TRIGGER trg_wallets_audit_truncate AFTER TRUNCATE ON wallets FOR EACH STATEMENT WHEN (current_setting('celora.audit', true) IS DISTINCT FROM 'off') EXECUTE FUNCTION celora_audit_row('id');
+CREATE OR REPLACE TRIGGER trg_wallets_audit_truncate AFTER TRUNCATE ON wallets FOR EACH STATEMENT EXECUTE FUNCTION celora_audit_row('id');
 
 CREATE TRIGGER trg_transactions_set_updated_at BEFORE UPDATE ON transactions FOR EACH ROW EXECUTE FUNCTION celora_set_updated_at();
+
+DO $$ BEGIN EXECUTE 'ALTER FUNCTION celora_audit_row() SET search_path = pg_catalog, ' || quote_ident(current_schema()) || ', pg_temp'; END $$;
+
+REVOKE ALL ON FUNCTION celora_audit_row() FROM PUBLIC;
+
+REVOKE ALL ON audit_log FROM PUBLIC;
+
+REVOKE ALL ON audit_seal FROM PUBLIC;

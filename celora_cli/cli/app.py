@@ -48,7 +48,7 @@ class CeloraGroup(LazyCommandGroup):
     summaries = {
         "db": "Migrations, data and operations on the database.\n\nMigrations (migrate-deploy, status, migrate, "
               "lint, rollback, ...), data (seed, studio, audit, changes), operations (health, metrics, backup, "
-              "restore).",
+              "restore, roles).",
         "local": "The local PostgreSQL, used when DATABASE_URL is unset.\n\ncelora manages it in .celora/ (or "
                  "CELORA_LOCAL_DIR): start, stop, url, status, destroy, and a PgBouncer in front of it.",
     }

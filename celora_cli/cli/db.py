@@ -34,6 +34,7 @@ class _DbCommands(LazyCommandGroup):
         "metrics": "celora_cli.cli.db_metrics",
         "backup": "celora_cli.cli.db_backup",
         "restore": "celora_cli.cli.db_backup",
+        "roles": "celora_cli.cli.db_roles",
     }
     # `celora db --help` lists the commands in these panels (tests/unit/test_unit_help_listing.py checks that
     # every command is in exactly one).
@@ -41,7 +42,7 @@ class _DbCommands(LazyCommandGroup):
         "Migrations": ("migrate", "migrate-deploy", "status", "lint", "generate", "push", "resolve", "rollback",
                        "reset"),
         "Data": ("seed", "studio", "audit", "changes"),
-        "Operations": ("health", "metrics", "backup", "restore"),
+        "Operations": ("health", "metrics", "backup", "restore", "roles"),
     }
 
 

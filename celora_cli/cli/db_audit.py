@@ -30,6 +30,11 @@ def audit(
     prune_older_than: float | None = typer.Option(
         None, "--prune-older-than", metavar="DAYS", min=0, max=36_500,
         help="Instead of showing: delete entries older than DAYS days, 5,000 rows per transaction. Asks first."),
+    seal: bool = typer.Option(False, "--seal", help="Instead of showing: append a link to the tamper-evidence chain "
+                              "(a hash over the entries since the last seal) and print its hash. As the migration "
+                              "role (DIRECT_DATABASE_URL)."),
+    verify: bool = typer.Option(False, "--verify", help="Instead of showing: recompute every seal; exit 17 naming the "
+                                "first entry changed, removed or inserted since it was sealed."),
     force: bool = force_option("With --prune-older-than: no confirmation prompt"),
     allow_production: bool = allow_production_option("With --prune-older-than: allow it on a PRODUCTION database"),
     as_json: bool = json_option(),
@@ -41,6 +46,13 @@ def audit(
     Example: celora db audit --table wallets --id 5f0c2a4e-... ; retention: celora db audit --prune-older-than 90
     """
     settings = load_settings_from(ctx)
+    if sum((seal, verify, prune_older_than is not None)) > 1:
+        from celora_cli.errors import UsageError
+
+        raise UsageError("--seal, --verify and --prune-older-than exclude each other.", "Run them one at a time.")
+    if seal or verify:
+        _seal_or_verify(settings, seal=seal, as_json=as_json)
+        return
     if prune_older_than is not None:
         _prune(settings, prune_older_than, force=force, allow_production=allow_production, as_json=as_json)
         return
@@ -51,6 +63,33 @@ def audit(
         console.print_json(result.as_dict())
         return
     _render(result)
+
+
+def _seal_or_verify(settings, *, seal: bool, as_json: bool) -> None:
+    from celora_cli import audit_seal
+
+    if seal:
+        sealed = audit_seal.seal(settings)
+        if as_json:
+            console.print_json(sealed.as_dict())
+        elif sealed.seal_id is None:
+            console.out.print(f"Nothing new to seal on {safe(sealed.database)} (sealed through entry "
+                              f"{sealed.last_id}).")
+        else:
+            console.out.print(f"Sealed audit entries {sealed.after_id + 1}..{sealed.last_id} ({sealed.entries} "
+                              f"entr{'y' if sealed.entries == 1 else 'ies'}) as seal #{sealed.seal_id} on "
+                              f"{safe(sealed.database)}.\nHash: {sealed.hash}")
+            console.err.print("Record this hash outside the database (a CI log, a ticket): the owner of the log "
+                              "could rewrite the chain too.")
+        return
+    verified = audit_seal.verify(settings)  # raises AuditTampered (exit 17) on any problem
+    if as_json:
+        console.print_json(verified.as_dict())
+        return
+    console.out.print(f"[green]The audit log matches its {verified.seals} seal(s)[/]: {verified.entries} sealed "
+                      f"entr{'y' if verified.entries == 1 else 'ies'} unchanged, {verified.unsealed} after the last "
+                      f"seal, on {safe(verified.database)}." + (f"\nLast hash: {verified.last_hash}"
+                                                               if verified.last_hash else ""))
 
 
 def _prune(settings, days: float, *, force: bool, allow_production: bool, as_json: bool) -> None:

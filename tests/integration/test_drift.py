@@ -90,7 +90,7 @@ def test_compare_names_a_changed_default_and_ignores_bookkeeping(pg_server, migr
         empty = snapshot(conn)
     tables = {d.name for d in compare(empty, baseline) if d.kind == "table"}
     assert tables == {"users", "wallets", "transactions", "sessions", "notifications", "idempotency_keys",
-                      "rate_limits", "audit_log"}
+                      "rate_limits", "audit_log", "audit_seal"}
     assert not [d for d in compare(empty, baseline) if d.kind == "column"]  # the missing table says it all
 
 

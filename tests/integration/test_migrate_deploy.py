@@ -20,7 +20,7 @@ from celora_cli.migrations import MIGRATION_LOCK_KEY, deploy, migration_status
 from tests.conftest import REPO, run_celora, settings_for
 
 TABLES = {"users", "sessions", "wallets", "transactions", "notifications", "idempotency_keys", "rate_limits",
-          "audit_log"}
+          "audit_log", "audit_seal"}
 BOOKKEEPING = {"alembic_version", "celora_metadata", "celora_migrations"}  # outside the migration history
 
 

@@ -28,7 +28,7 @@ EXPECTED_COMMANDS = {("db", "migrate-deploy"), ("db", "status"), ("db", "health"
                      ("db", "audit"), ("db", "changes"),
                      ("db", "metrics"),
                      ("db", "studio"),
-                     ("db", "backup"), ("db", "restore"), ("local", "pgbouncer")}
+                     ("db", "backup"), ("db", "restore"), ("db", "roles"), ("local", "pgbouncer")}
 JSON_COMMANDS = [["db", "health"], ["db", "status"], ["db", "migrate-deploy"], ["local", "status"],
                  ["db", "reset", "--force"], ["db", "rollback", "--steps", "1", "--force"],
                  ["db", "push", "--accept-data-loss"], ["db", "resolve", "--rolled-back", "x"],

@@ -26,7 +26,7 @@ def test_expected_subclasses_present():
                      "SchemaNotMigrated", "TooManyConnections", "MigrationFailed", "LockTimeout",
                      "LocalServerError", "Refused", "DatabaseError", "MigrationHistoryError", "DriftDetected",
                      "UsageError", "InternalError", "OutputError", "Interrupted",
-                     "LintFindings"}
+                     "LintFindings", "AuditTampered"}
 
 
 @pytest.mark.parametrize("cls", SUBCLASSES, ids=lambda c: c.__name__)
@@ -46,7 +46,8 @@ def test_exit_code_table():
         "OK": 0, "DEGRADED": 1, "UNHEALTHY": 2, "CONFIG": 3, "UNREACHABLE": 4, "AUTH": 5,
         "DATABASE_MISSING": 6, "SCHEMA": 7, "TOO_MANY_CONNECTIONS": 8, "MIGRATION_FAILED": 9,
         "LOCK_TIMEOUT": 10, "LOCAL_SERVER": 11, "REFUSED": 12, "DATABASE_ERROR": 13, "MIGRATION_HISTORY": 14,
-        "DRIFT": 15, "LINT_FINDINGS": 16, "USAGE": 64, "SOFTWARE": 70, "OUTPUT_ERROR": 74, "INTERRUPTED": 130}
+        "DRIFT": 15, "LINT_FINDINGS": 16, "AUDIT_TAMPERED": 17, "USAGE": 64, "SOFTWARE": 70, "OUTPUT_ERROR": 74,
+        "INTERRUPTED": 130}
     assert ExitCode.PENDING is ExitCode.DEGRADED  # db status's "pending" shares 1 with health's "degraded"
 
 
@@ -55,7 +56,8 @@ def test_specific_exit_codes():
         "ConfigError": 3, "DatabaseUnreachable": 4, "AuthenticationFailed": 5, "DatabaseNotFound": 6,
         "SchemaNotMigrated": 7, "TooManyConnections": 8, "MigrationFailed": 9, "LockTimeout": 10,
         "LocalServerError": 11, "Refused": 12, "DatabaseError": 13, "MigrationHistoryError": 14,
-        "DriftDetected": 15, "LintFindings": 16, "UsageError": 64, "InternalError": 70, "OutputError": 74,
+        "DriftDetected": 15, "LintFindings": 16, "AuditTampered": 17, "UsageError": 64, "InternalError": 70,
+        "OutputError": 74,
         "Interrupted": 130}
 
 

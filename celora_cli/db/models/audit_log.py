@@ -7,10 +7,14 @@ mark ``info={"sensitive": True}`` (session token hashes, idempotency response bo
 20261126170000 writes the same SQL out with the list stated in it (history is a snapshot, not an import);
 tests/integration/test_audit.py checks that every column the models mark sensitive is excluded on the server.
 
-Bulk loads skip auditing only when they ask, per transaction: ``SET LOCAL celora.audit = 'off'``. A statement
-trigger refuses that request unless the current role is a member of the table's owner (the migration role), so
-an application role cannot hide its own writes with it. (A role that owns the tables can drop the triggers
-anyway; the log is evidence against mistakes and misuse by the app, not against the schema owner.)
+Bulk loads skip auditing only when they ask, per transaction: ``SET LOCAL celora.audit = 'off'``. The row
+function decides for every row, when the row's event fires at the end of the statement, and skips only when the
+session's role (session_user) is a member of the table's owner (the migration role): anyone else's statement is
+refused, even when it turned the setting off inside itself (a function in WHERE or VALUES). A statement trigger
+refuses a plain SET LOCAL early. The row function is SECURITY DEFINER with a pinned search_path (pg_temp last) and
+no EXECUTE for PUBLIC, so no other role needs, or may hold, a privilege on audit_log: the app can neither silence
+nor forge it. (The owner can still edit history: `celora db audit --seal` / `--verify`, over audit_seal, makes that
+evident.) Migration 20261207023000 made it so.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from sqlalchemy import (
     BigInteger,
     CheckConstraint,
     Index,
+    LargeBinary,
     MetaData,
     Text,
     event,
@@ -36,9 +41,12 @@ from celora_cli.db.models.base import Base
 AUDIT_TABLE = "audit_log"
 AUDIT_FUNCTION = "celora_audit_row"
 AUDIT_OFF_CHECK_FUNCTION = "celora_audit_off_check"
+AUDIT_MAY_SKIP_FUNCTION = "celora_audit_may_skip"
+SEAL_TABLE = "audit_seal"
 # rate_limits is a counter bumped on every API request: auditing it would double the write load of the
-# hottest table and record nothing anyone asks about ("who changed this wallet"). audit_log never audits itself.
-NOT_AUDITED = ("rate_limits", AUDIT_TABLE)
+# hottest table and record nothing anyone asks about ("who changed this wallet"). audit_log never audits itself,
+# nor the seals over it.
+NOT_AUDITED = ("rate_limits", AUDIT_TABLE, SEAL_TABLE)
 # Never recorded whatever the models say: the row's modification time is the audit row's own time.
 ALWAYS_SKIPPED_IN_UPDATES = ("updated_at",)
 
@@ -52,7 +60,7 @@ class AuditLog(Base):
     )
 
     # bigserial, not an identity column: Alembic's server-default comparison (used by db push) fails on Identity.
-    # An app role that writes audited tables needs INSERT on audit_log and USAGE on audit_log_id_seq.
+    # Only the owner writes it (the trigger function runs as the owner): no other role needs a privilege on it.
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     # clock_timestamp() in the trigger: the moment of the change, not of its transaction's start.
     changed_at: Mapped[dt.datetime] = mapped_column(server_default=func.now())
@@ -76,17 +84,46 @@ class AuditLog(Base):
         return f"<AuditLog id={self.id} {self.operation} {self.table_name} {self.row_key}>"
 
 
+class AuditSeal(Base):
+    """One link of the tamper-evidence chain (`celora db audit --seal`, celora_cli/audit_seal.py): a hash over the
+    audit entries with after_id < id <= last_id, chained to the previous link. kind 'prune' records a retention
+    sweep (entries up to last_id may be missing from then on)."""
+
+    __tablename__ = SEAL_TABLE
+    __table_args__ = (
+        CheckConstraint("kind IN ('seal', 'prune')", name="kind_known"),
+        CheckConstraint("last_id >= after_id", name="range_ordered"),
+        {"info": {"studio_read_only": True}},
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    sealed_at: Mapped[dt.datetime] = mapped_column(server_default=func.now())
+    sealed_by: Mapped[str] = mapped_column(Text)
+    kind: Mapped[str] = mapped_column(Text)
+    after_id: Mapped[int] = mapped_column(BigInteger)
+    last_id: Mapped[int] = mapped_column(BigInteger)
+    entries: Mapped[int] = mapped_column(BigInteger)
+    # Per entry, in id order: its id (8 bytes) and the first 8 bytes of its SHA-256, so --verify can name the
+    # first entry changed, removed or inserted; the link's hash covers the full digests.
+    digests: Mapped[bytes] = mapped_column(LargeBinary)
+    previous_hash: Mapped[bytes | None] = mapped_column(LargeBinary)
+    hash: Mapped[bytes] = mapped_column(LargeBinary)
+
+    def __repr__(self) -> str:
+        return f"<AuditSeal id={self.id} {self.kind} ({self.after_id}, {self.last_id}]>"
+
+
 # A row's history, newest first; and the retention sweep / --since by time.
 Index("ix_audit_log_table_name_row_key", AuditLog.table_name, AuditLog.row_key)
 Index("ix_audit_log_changed_at", AuditLog.changed_at)
 
 
-# SET search_path FROM CURRENT: the function finds audit_log in the schema it was created in (the schema of a URL's
-# ?schema=app), whatever search_path the writing session has.
+# SECURITY DEFINER: it runs as its owner (the migration role), so no writing role needs a privilege on audit_log.
+# Its search_path is pinned by PIN_AUDIT_SEARCH_PATH below.
 CREATE_AUDIT_FUNCTION = f"""\
 CREATE OR REPLACE FUNCTION {AUDIT_FUNCTION}() RETURNS trigger
     LANGUAGE plpgsql
-    SET search_path FROM CURRENT
+    SECURITY DEFINER
     AS $$
 DECLARE
     -- TG_ARGV[0]: the primary key columns, comma-separated; TG_ARGV[1..]: columns never recorded.
@@ -99,6 +136,16 @@ DECLARE
     row_key jsonb := '{{}}';
     key_column text;
 BEGIN
+    -- Decided per row, when the row's event fires: a setting changed anywhere in the statement is seen here.
+    IF current_setting('celora.audit', true) = 'off' THEN
+        IF pg_has_role(session_user, (SELECT relowner FROM pg_class WHERE oid = TG_RELID), 'MEMBER') THEN
+            RETURN NULL;
+        END IF;
+        RAISE EXCEPTION USING
+            MESSAGE = 'celora.audit = off is reserved for the owner of table ' || TG_TABLE_NAME,
+            ERRCODE = 'insufficient_privilege',
+            HINT = 'Only bulk loads run by the migration role may skip the audit log; reset celora.audit.';
+    END IF;
     -- TRUNCATE (a statement trigger): one entry for the table, no row, no values.
     IF TG_OP IN ('UPDATE', 'DELETE') THEN
         old_row := to_jsonb(OLD);
@@ -138,16 +185,42 @@ BEGIN
 END;
 $$"""
 
+# pg_catalog first, then the schema the function is created in (a URL's ?schema=app), then pg_temp *last*: left
+# out, pg_temp is searched first for tables, and a session's temporary table named audit_log would be written
+# instead. Built on the server (current_schema()), so the same DDL serves any schema.
+PIN_AUDIT_SEARCH_PATH = (f"DO $$ BEGIN EXECUTE 'ALTER FUNCTION {AUDIT_FUNCTION}() SET search_path = pg_catalog, ' "
+                         "|| quote_ident(current_schema()) || ', pg_temp'; END $$")
+# Nobody may attach the function to a table of their own (a temporary one) and forge entries through it.
+REVOKE_AUDIT_FUNCTION = f"REVOKE ALL ON FUNCTION {AUDIT_FUNCTION}() FROM PUBLIC"
+REVOKE_AUDIT_TABLES = (f"REVOKE ALL ON {AUDIT_TABLE} FROM PUBLIC", f"REVOKE ALL ON {SEAL_TABLE} FROM PUBLIC")
+
+# The row trigger's WHEN: skip queueing the row's event only when auditing is off *and* the session's role may
+# skip it. Evaluated as each row changes; the row function re-checks when the event fires, so a setting turned off
+# later in the statement is still caught. It saves the owner's bulk load an after-trigger event and a plpgsql call
+# per row. Catalog names qualified: pg_temp cannot shadow them.
+CREATE_AUDIT_MAY_SKIP_FUNCTION = f"""\
+CREATE OR REPLACE FUNCTION {AUDIT_MAY_SKIP_FUNCTION}(regclass) RETURNS boolean
+    LANGUAGE sql STABLE
+    AS $$
+SELECT pg_catalog.pg_has_role(session_user, c.relowner, 'MEMBER') FROM pg_catalog.pg_class c WHERE c.oid = $1
+$$"""
+
+# The early, per-statement refusal of a plain SET LOCAL celora.audit = 'off' (the row function refuses at the
+# statement's end anyway). SECURITY INVOKER, so its catalog names are qualified and its search_path pinned: a
+# temporary table named pg_class would otherwise be found first.
 CREATE_AUDIT_OFF_CHECK_FUNCTION = f"""\
 CREATE OR REPLACE FUNCTION {AUDIT_OFF_CHECK_FUNCTION}() RETURNS trigger
     LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
     AS $$
 BEGIN
-    IF NOT pg_has_role(current_user, (SELECT relowner FROM pg_class WHERE oid = TG_RELID), 'MEMBER') THEN
+    IF NOT pg_catalog.pg_has_role(session_user,
+                                  (SELECT c.relowner FROM pg_catalog.pg_class c WHERE c.oid = TG_RELID),
+                                  'MEMBER') THEN
         RAISE EXCEPTION USING
             MESSAGE = 'celora.audit = off is reserved for the owner of table ' || TG_TABLE_NAME,
             ERRCODE = 'insufficient_privilege',
-                  HINT = 'Only bulk loads run by the migration role may skip the audit log; reset celora.audit.';
+            HINT = 'Only bulk loads run by the migration role may skip the audit log; reset celora.audit.';
     END IF;
     RETURN NULL;
 END;
@@ -156,6 +229,7 @@ $$"""
 DROP_AUDIT_FUNCTIONS = (
     f"DROP FUNCTION IF EXISTS {AUDIT_FUNCTION}()",
     f"DROP FUNCTION IF EXISTS {AUDIT_OFF_CHECK_FUNCTION}()",
+    f"DROP FUNCTION IF EXISTS {AUDIT_MAY_SKIP_FUNCTION}(regclass)",
 )
 
 
@@ -193,12 +267,14 @@ def trigger_arguments(metadata: MetaData, table: str) -> list[str]:
 def create_audit_triggers(table: str, arguments: list[str]) -> list[str]:
     quoted = ", ".join("'" + argument.replace("'", "''") + "'" for argument in arguments)
     return [
+        # The function decides per row whether skipping is allowed (see the module's docstring); the WHEN only
+        # spares the owner's bulk loads the call.
         f"CREATE OR REPLACE TRIGGER {audit_trigger_name(table)} AFTER INSERT OR UPDATE OR DELETE ON {table} "
-        f"FOR EACH ROW WHEN (current_setting('celora.audit', true) IS DISTINCT FROM 'off') "
+        f"FOR EACH ROW WHEN (current_setting('celora.audit', true) IS DISTINCT FROM 'off' "
+        f"OR NOT {AUDIT_MAY_SKIP_FUNCTION}('{table}'::regclass)) "
         f"EXECUTE FUNCTION {AUDIT_FUNCTION}({quoted})",
         f"CREATE OR REPLACE TRIGGER {audit_truncate_trigger_name(table)} AFTER TRUNCATE ON {table} "
-        f"FOR EACH STATEMENT WHEN (current_setting('celora.audit', true) IS DISTINCT FROM 'off') "
-        f"EXECUTE FUNCTION {AUDIT_FUNCTION}({quoted})",
+        f"FOR EACH STATEMENT EXECUTE FUNCTION {AUDIT_FUNCTION}({quoted})",
         f"CREATE OR REPLACE TRIGGER {audit_off_trigger_name(table)} BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE "
         f"ON {table} "
         f"FOR EACH STATEMENT WHEN (current_setting('celora.audit', true) = 'off') "
@@ -209,7 +285,8 @@ def create_audit_triggers(table: str, arguments: list[str]) -> list[str]:
 def _create_audit(target: MetaData, connection: Any, **kw: Any) -> None:
     """After create_all: the functions, then the triggers on every audited table (OR REPLACE: a second
     create_all on the same database is not an error)."""
-    statements = [CREATE_AUDIT_FUNCTION, CREATE_AUDIT_OFF_CHECK_FUNCTION]
+    statements = [CREATE_AUDIT_FUNCTION, PIN_AUDIT_SEARCH_PATH, REVOKE_AUDIT_FUNCTION, CREATE_AUDIT_OFF_CHECK_FUNCTION,
+                  CREATE_AUDIT_MAY_SKIP_FUNCTION, *REVOKE_AUDIT_TABLES]
     for table in audited_tables(target):
         statements += create_audit_triggers(table, trigger_arguments(target, table))
     for statement in statements:
