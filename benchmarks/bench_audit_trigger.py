@@ -30,9 +30,9 @@ BEFORE = "20261126170000"
 def migrate_to(url: str, target: str) -> None:
     from alembic import command
 
+    from celora_cli.config.settings import load_settings
     from celora_cli.db.engine import get_direct_engine
-    from celora_cli.migrations import alembic_config
-    from celora_cli.settings import load_settings
+    from celora_cli.migrate.deploy import alembic_config
 
     settings = load_settings(environ={"DATABASE_URL": url, "CELORA_ENV": "test"}, project_root=REPO)
     engine = get_direct_engine(settings)
@@ -48,8 +48,8 @@ def main() -> int:
     import psycopg
     from bench_seed import users_for
 
-    from celora_cli.local_server import LocalServer
-    from celora_cli.seed.volume import generate_volume
+    from celora_cli.data.seed.volume import generate_volume
+    from celora_cli.local.server import LocalServer
 
     rows = int(sys.argv[1]) if len(sys.argv) > 1 else 100_000
     pairs = int(sys.argv[2]) if len(sys.argv) > 2 else 5

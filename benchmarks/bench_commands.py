@@ -75,7 +75,7 @@ def timed(argv: list[str], env: dict) -> float:
 
 
 def main() -> int:
-    from celora_cli.local_server import LocalServer
+    from celora_cli.local.server import LocalServer
 
     base = Path(tempfile.mkdtemp(prefix="celora-bench-cmd-"))
     base.chmod(0o755)

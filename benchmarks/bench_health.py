@@ -23,10 +23,10 @@ RUNS = 25
 def main() -> int:
     import psycopg
 
-    from celora_cli.health import check_database_health
-    from celora_cli.local_server import LocalServer
-    from celora_cli.migrations import deploy
-    from celora_cli.settings import load_settings
+    from celora_cli.config.settings import load_settings
+    from celora_cli.local.server import LocalServer
+    from celora_cli.migrate.deploy import deploy
+    from celora_cli.ops.health import check_database_health
 
     base = Path(tempfile.mkdtemp(prefix="celora-bench-"))
     base.chmod(0o755)

@@ -269,11 +269,11 @@ def engine_load(name: str, settings, ids: Ids, restart) -> Tally:
 
 
 def main() -> int:
-    from celora_cli.local_server import LocalServer
-    from celora_cli.migrations import deploy
-    from celora_cli.pgbouncer_local import LocalPgBouncer
-    from celora_cli.seed.apply import seed
-    from celora_cli.settings import load_settings
+    from celora_cli.config.settings import load_settings
+    from celora_cli.data.seed.apply import seed
+    from celora_cli.local.pgbouncer import LocalPgBouncer
+    from celora_cli.local.server import LocalServer
+    from celora_cli.migrate.deploy import deploy
 
     files = raise_open_files_limit()
     if files < CLIENTS + 200:  # this process holds one socket per client (and PgBouncer inherits the limit)

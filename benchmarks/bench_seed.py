@@ -31,7 +31,7 @@ TRANSACTION_ROWS = 1_000_000
 
 def users_for(rows: int, seed: int) -> int:
     """The smallest user count (to 1%) whose plan holds at least `rows` transactions."""
-    from celora_cli.seed.volume import planned_counts
+    from celora_cli.data.seed.volume import planned_counts
 
     users = max(1, rows // 19)
     while planned_counts(users=users, seed=seed)["transactions"] < rows:
@@ -50,10 +50,10 @@ def copy_table(source, target, table: str, columns: tuple[str, ...]) -> None:
 def main() -> int:
     import psycopg
 
-    from celora_cli.local_server import LocalServer
-    from celora_cli.migrations import deploy
-    from celora_cli.seed.volume import TRANSACTION_COLUMNS, USER_COLUMNS, WALLET_COLUMNS, generate_volume
-    from celora_cli.settings import load_settings
+    from celora_cli.config.settings import load_settings
+    from celora_cli.data.seed.volume import TRANSACTION_COLUMNS, USER_COLUMNS, WALLET_COLUMNS, generate_volume
+    from celora_cli.local.server import LocalServer
+    from celora_cli.migrate.deploy import deploy
 
     rows = int(sys.argv[1]) if len(sys.argv) > 1 else TRANSACTION_ROWS
     base = Path(tempfile.mkdtemp(prefix="celora-bench-seed-"))

@@ -68,7 +68,7 @@ def median_ms(fn: Callable[[], object], runs: int = RUNS) -> tuple[float, float]
 def main() -> int:
     import psycopg
 
-    from celora_cli.local_server import LocalServer
+    from celora_cli.local.server import LocalServer
 
     base = Path(tempfile.mkdtemp(prefix="celora-bench-studio-"))
     base.chmod(0o755)
@@ -77,7 +77,7 @@ def main() -> int:
         server.ensure_running()
         url = server.create_database("bench_studio")
         settings = _settings(url)
-        from celora_cli.migrations import deploy
+        from celora_cli.migrate.deploy import deploy
 
         deploy(settings)
         started = time.perf_counter()
@@ -94,7 +94,7 @@ def main() -> int:
 
 
 def _settings(url: str):
-    from celora_cli.settings import load_settings
+    from celora_cli.config.settings import load_settings
 
     return load_settings(environ={"DATABASE_URL": url, "CELORA_ENV": "development"}, project_root=REPO)
 
@@ -106,11 +106,11 @@ def _measure(url: str, settings) -> int:
     import httpx
     import psycopg
 
+    from celora_cli.data.studio.app import StudioOptions, create_app
+    from celora_cli.data.studio.security import cookie_name
+    from celora_cli.data.studio.views import MAX_OFFSET
     from celora_cli.db.connect import resolve_urls
     from celora_cli.db.engine import build_engine
-    from celora_cli.studio.app import StudioOptions, create_app
-    from celora_cli.studio.security import cookie_name
-    from celora_cli.studio.views import MAX_OFFSET
 
     pooled = resolve_urls(settings).pooled
     engine = build_engine(pooled, settings, application_name="celora db studio")

@@ -1,6 +1,6 @@
 """Alembic environment for the Celora schema.
 
-Thin on purpose: celora_cli.migration_runtime.run_env is the one migration runtime, shared with
+Thin on purpose: celora_cli.migrate.runtime.run_env is the one migration runtime, shared with
 `celora db migrate-deploy`. celora hands over its own direct connection in config.attributes["connection"]
 (an Engine works too, as pytest-alembic passes one). Run by hand from the project root (`alembic upgrade
 head`, configured by [tool.alembic] in pyproject.toml) it uses celora's settings: the direct URL, never
@@ -12,7 +12,7 @@ from __future__ import annotations
 from alembic import context
 
 from celora_cli.db.models import Base
-from celora_cli.migration_runtime import run_env
+from celora_cli.migrate.runtime import run_env
 
 target_metadata = Base.metadata
 

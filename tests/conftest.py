@@ -177,7 +177,7 @@ def shared_tmpdir(prefix: str) -> Path:
 
 @pytest.fixture(scope="session")
 def pg_server():
-    from celora_cli.local_server import LocalServer
+    from celora_cli.local.server import LocalServer
 
     base = shared_tmpdir("celora-test-pg-")
     server = LocalServer(base / "cluster", fast=True, database="postgres",
@@ -189,7 +189,7 @@ def pg_server():
 
 
 def pytest_report_header(config) -> str:
-    from celora_cli.local_server import find_pg_binaries
+    from celora_cli.local.server import find_pg_binaries
 
     try:
         found = find_pg_binaries(Path(TEST_PG_BIN) if TEST_PG_BIN else None)
@@ -207,7 +207,7 @@ def admin_execute(server, sql: str, database: str = "postgres") -> None:
 
 def settings_for(url: str, direct: str | None = None, **extra):
     """Settings from an explicit environment (never the developer's, nor the checkout's .env)."""
-    from celora_cli.settings import load_settings
+    from celora_cli.config.settings import load_settings
 
     environ = {"DATABASE_URL": url, "CELORA_ENV": "test"}
     if direct:
@@ -219,7 +219,7 @@ def settings_for(url: str, direct: str | None = None, **extra):
 @pytest.fixture(scope="session")
 def migrated_template(pg_server):
     """A database at head, copied by CREATE DATABASE ... TEMPLATE for each test that wants one."""
-    from celora_cli.migrations import deploy
+    from celora_cli.migrate.deploy import deploy
 
     name = "celora_template"
     pg_server.create_database(name)

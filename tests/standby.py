@@ -39,7 +39,7 @@ def execute(url: str, sql: str) -> None:
 
 def start_standby(primary, base_dir: Path):
     """A hot standby of `primary` in `base_dir`, streaming from it (pg_basebackup -R writes primary_conninfo)."""
-    from celora_cli.local_server import LocalServer
+    from celora_cli.local.server import LocalServer
 
     standby = LocalServer(base_dir, fast=True, database=primary.database)
     standby._prepare_dirs()
@@ -68,7 +68,7 @@ def stop_immediately(server) -> None:
 def replication(prefix: str, *, standbys: int = 1, migrate: bool = True) -> Iterator[tuple]:
     """(primary, [standby, ...]): a throwaway primary with database "app" (at head when `migrate`) and
     `standbys` streaming standbys of it; all stopped and deleted afterwards."""
-    from celora_cli.local_server import LocalServer
+    from celora_cli.local.server import LocalServer
 
     base = shared_tmpdir(prefix)
     primary = LocalServer(base / "primary", fast=True, database="app")
@@ -80,7 +80,7 @@ def replication(prefix: str, *, standbys: int = 1, migrate: bool = True) -> Iter
                       "-E", "UTF8", "--locale=C", "--no-instructions", "--no-sync"])
         primary.ensure_running()
         if migrate:
-            from celora_cli.migrations import deploy
+            from celora_cli.migrate.deploy import deploy
 
             deploy(settings_for(primary.url("app")))
         for number in range(1, standbys + 1):

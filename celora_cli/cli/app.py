@@ -251,7 +251,7 @@ def force_option(what: str = "Proceed without a confirmation prompt"):
 
 
 def allow_production_option(what: str = "Allow this on a PRODUCTION database"):
-    """The loudly named flag that lifts the production protection of the guard (celora_cli.guard)."""
+    """The loudly named flag that lifts the production protection of the guard (celora_cli.safety.guard)."""
     return typer.Option(False, "--allow-production", help=f"{what} (stamped 'production' by migrate-deploy, or "
                         "CELORA_ENV=production). Refused without it.")
 
@@ -261,7 +261,7 @@ def confirmation(action, command: str, settings, *, force: bool, allow_productio
     question (or refusal) for `action`, a text or a function of the plan."""
 
     def confirm(plan) -> None:
-        from celora_cli.guard import confirm_destructive
+        from celora_cli.safety.guard import confirm_destructive
 
         confirm_destructive(action(plan) if callable(action) else action, target=plan.database,
                             losses=plan.losses(), force_flag=force_flag, forced=force, settings=settings,
@@ -286,7 +286,7 @@ def json_option(help: str = "Print the result as one JSON object (README: JSON o
 
 def load_settings_from(ctx: typer.Context, **flags):
     """Settings for a command: flags > --env-file > environment > .env > defaults."""
-    from celora_cli.settings import load_settings
+    from celora_cli.config.settings import load_settings
 
     console.show_notices()
     root_obj = ctx.find_root().obj or {}

@@ -25,7 +25,7 @@ JSON_FORMAT_VERSION = 1
 
 def _redact(text: str) -> str:
     # Imported on first use: `celora --help` should not pay for URL parsing it never does.
-    from celora_cli.settings import redact
+    from celora_cli.config.settings import redact
 
     return redact(text, _secrets)
 

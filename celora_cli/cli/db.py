@@ -79,16 +79,16 @@ def migrate_deploy(
     DDL lock timeout on every try (the error names the blocking sessions).
     Example: celora db migrate-deploy --lock-timeout 120 --ddl-lock-timeout 3
     """
-    from celora_cli.migrations import deploy
-    from celora_cli.settings import DDL_LOCK_TIMEOUT_LIMITS, LOCK_TIMEOUT_LIMITS
+    from celora_cli.config.settings import DDL_LOCK_TIMEOUT_LIMITS, LOCK_TIMEOUT_LIMITS
+    from celora_cli.migrate.deploy import deploy
 
     settings = load_settings_from(
         ctx, lock_timeout=seconds_flag(lock_timeout, "--lock-timeout", LOCK_TIMEOUT_LIMITS),
         ddl_lock_timeout=seconds_flag(ddl_lock_timeout, "--ddl-lock-timeout", DDL_LOCK_TIMEOUT_LIMITS),
         ddl_lock_retries=ddl_lock_retries)
     if lint:
-        from celora_cli.lint import findings_error, pending_revisions
-        from celora_cli.lint import lint as lint_migrations
+        from celora_cli.migrate.lint import findings_error, pending_revisions
+        from celora_cli.migrate.lint import lint as lint_migrations
 
         linted = lint_migrations(settings, revisions=pending_revisions(settings))
         if linted.findings:
@@ -126,13 +126,13 @@ def status(
     """
     import dataclasses
 
-    from celora_cli.migrations import migration_status
+    from celora_cli.migrate.deploy import migration_status
 
     settings = load_settings_from(ctx)
     result = migration_status(settings)
     report = None
     if drift:
-        from celora_cli.autogen import database_drift
+        from celora_cli.schema.autogenerate import database_drift
 
         report = database_drift(settings)
     if as_json:
@@ -210,7 +210,7 @@ def migration_progress(as_json: bool):
 
 def seconds_flag(value: float | None, flag: str, limits: tuple[float, float]) -> float | None:
     """A seconds flag through the one validator settings uses for its environment (exit 3, naming the flag)."""
-    from celora_cli.settings import validate_seconds
+    from celora_cli.config.settings import validate_seconds
 
     return None if value is None else validate_seconds(value, flag, minimum=limits[0], maximum=limits[1])
 

@@ -1,5 +1,5 @@
 """`celora db audit`: a row's or a table's history from the audit log, newest first; `--prune-older-than DAYS`
-deletes old entries in batches after the destructive-action guard. The core is celora_cli.audit (imported inside
+deletes old entries in batches after the destructive-action guard. The core is celora_cli.data.audit (imported inside
 the command, so `celora --help` stays light)."""
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ def audit(
     if prune_older_than is not None:
         _prune(settings, prune_older_than, force=force, allow_production=allow_production, as_json=as_json)
         return
-    from celora_cli.audit import history
+    from celora_cli.data.audit import history
 
     result = history(settings, table=table, row_id=row_id, since=since, actor=actor, limit=limit)
     if as_json:
@@ -66,7 +66,7 @@ def audit(
 
 
 def _seal_or_verify(settings, *, seal: bool, as_json: bool) -> None:
-    from celora_cli import audit_seal
+    from celora_cli.data import audit_seal
 
     if seal:
         sealed = audit_seal.seal(settings)
@@ -93,7 +93,7 @@ def _seal_or_verify(settings, *, seal: bool, as_json: bool) -> None:
 
 
 def _prune(settings, days: float, *, force: bool, allow_production: bool, as_json: bool) -> None:
-    from celora_cli.audit import prune
+    from celora_cli.data.audit import prune
 
     confirm = confirmation(f"delete audit log entries older than {days:g} day(s)",
                            f"celora db audit --prune-older-than {days:g}", settings, force=force,

@@ -1,4 +1,4 @@
-"""`celora db backup` and `celora db restore`: verified backups (celora_cli.backup). Core modules are imported
+"""`celora db backup` and `celora db restore`: verified backups (celora_cli.ops.backup). Core modules are imported
 inside the commands, so `celora --help` stays light."""
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ def backup(
 
     Example: celora db backup --output backups/before-deploy.dump --verify
     """
-    from celora_cli.backup import backup as run_backup
+    from celora_cli.ops.backup import backup as run_backup
 
     result = run_backup(load_settings_from(ctx), output, verify=verify)
     if as_json:
@@ -66,8 +66,8 @@ def restore(
 
     Example: celora db restore backups/celora-20261126T120000Z.dump --verify
     """
-    from celora_cli.backup import restore as run_restore
-    from celora_cli.backup import verify_backup
+    from celora_cli.ops.backup import restore as run_restore
+    from celora_cli.ops.backup import verify_backup
 
     settings = load_settings_from(ctx)
     if verify:

@@ -1,5 +1,5 @@
 """`celora db changes`: the change stream (one JSON object per line on stdout), and its slots (--list, --drop,
---setup-only). The core is celora_cli.changes (imported inside the command, so `celora --help` stays light)."""
+--setup-only). The core is celora_cli.data.changes (imported inside the command, so `celora --help` stays light)."""
 
 from __future__ import annotations
 
@@ -76,7 +76,7 @@ def changes(
 
 
 def _stream(settings, *, slot: str, tables: list[str] | None, follow: bool, from_start: bool) -> None:
-    from celora_cli.changes import stream
+    from celora_cli.data.changes import stream
 
     write = sys.stdout.write
 
@@ -100,7 +100,7 @@ def _stream(settings, *, slot: str, tables: list[str] | None, follow: bool, from
 
 
 def _list(settings, as_json: bool) -> None:
-    from celora_cli.changes import list_slots
+    from celora_cli.data.changes import list_slots
 
     database, slots = list_slots(settings)
     if as_json:
@@ -131,7 +131,7 @@ def _size(value: int | None) -> str:
 
 
 def _drop(settings, slot: str, *, force: bool, allow_production: bool, as_json: bool) -> None:
-    from celora_cli.changes import drop_slot
+    from celora_cli.data.changes import drop_slot
 
     confirm = confirmation(f"drop replication slot {slot}", f"celora db changes --drop {slot}", settings,
                            force=force, allow_production=allow_production)
@@ -144,7 +144,7 @@ def _drop(settings, slot: str, *, force: bool, allow_production: bool, as_json: 
 
 
 def _setup(settings, slot: str, as_json: bool, *, allow_secret_columns: bool) -> None:
-    from celora_cli.changes import setup
+    from celora_cli.data.changes import setup
 
     result = setup(settings, slot=slot, allow_secret_columns=allow_secret_columns)
     if as_json:

@@ -25,7 +25,7 @@ def generate(
     written (a read-only folder, a file in the way). No database needed.
     Example: celora db generate --check
     """
-    from celora_cli.generate import generate as run_generate
+    from celora_cli.schema.generate import generate as run_generate
 
     result = run_generate(load_settings_from(ctx), check=check)
     if as_json:
@@ -60,7 +60,7 @@ def migrate(
     Exit 15 when the database drifted from the history (nothing is changed; `celora db reset` resets it).
     Example: celora db migrate --name add_wallet_label
     """
-    from celora_cli.autogen import migrate_dev
+    from celora_cli.schema.autogenerate import migrate_dev
 
     settings = load_settings_from(ctx)
     result = migrate_dev(settings, name=name, create_only=create_only, ask_name=_name_prompt())

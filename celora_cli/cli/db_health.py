@@ -39,9 +39,9 @@ def health(
     Exit 0 healthy, 1 degraded, 2 unhealthy; 3 and up when the check could not run (README: Exit codes).
     Example: celora db health --json --timeout 3
     """
+    from celora_cli.config.settings import HEALTH_TIMEOUT_LIMITS
     from celora_cli.errors import UsageError
-    from celora_cli.health import check_database_health
-    from celora_cli.settings import HEALTH_TIMEOUT_LIMITS
+    from celora_cli.ops.health import check_database_health
 
     if output_format not in FORMATS:
         raise UsageError(f"--format must be one of {', '.join(FORMATS)}, not {output_format!r}.",
@@ -63,7 +63,7 @@ def health(
 
 
 def _print_prometheus(report) -> None:
-    from celora_cli.metrics import exposition
+    from celora_cli.ops.metrics import exposition
 
     console.out.print(exposition(report), markup=False, highlight=False, soft_wrap=True, end="")
 
@@ -169,7 +169,7 @@ def _path_line(check) -> str:
 
 
 def _pressure_lines(report) -> list[str]:
-    from celora_cli.health.findings import describe_session
+    from celora_cli.ops.health.findings import describe_session
 
     lines = []
     if report.connections is not None:
@@ -202,7 +202,7 @@ def _pgbouncer_lines(bouncer) -> list[str]:
 
 
 def _replication_lines(report) -> list[str]:
-    from celora_cli.health.findings import describe_size
+    from celora_cli.ops.health.findings import describe_size
 
     lines = []
     replication = report.replication

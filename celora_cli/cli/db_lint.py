@@ -1,4 +1,4 @@
-"""`celora db lint`: the zero-downtime lint of the migrations' SQL (core: celora_cli.lint, imported inside the
+"""`celora db lint`: the zero-downtime lint of the migrations' SQL (core: celora_cli.migrate.lint, imported inside the
 command so `celora --help` stays light)."""
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ def lint(
     migration file is broken. Silence one with its reason: `# celora: allow <rule> -- <why>` above the statement.
     Example: celora db lint 20261126150000:head
     """
-    from celora_cli.lint import findings_error
-    from celora_cli.lint import lint as run_lint
+    from celora_cli.migrate.lint import findings_error
+    from celora_cli.migrate.lint import lint as run_lint
 
     result = run_lint(load_settings_from(ctx), revision_range)
     if as_json:

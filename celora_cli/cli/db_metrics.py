@@ -39,9 +39,9 @@ def metrics(
     import threading
 
     from celora_cli.errors import ConfigError
-    from celora_cli.health import check_database_health
-    from celora_cli.local_http import allowed_host_names, allowed_hosts, is_loopback, listen_host, url_host
-    from celora_cli.metrics import serve
+    from celora_cli.ops.health import check_database_health
+    from celora_cli.ops.metrics import serve
+    from celora_cli.safety.local_http import allowed_host_names, allowed_hosts, is_loopback, listen_host, url_host
 
     host = listen_host(host, command="celora db metrics")
     if not math.isfinite(cache_seconds):  # Click's range lets nan through
@@ -78,7 +78,7 @@ def metrics(
 def _report_or_unhealthy(settings):
     """A scrape always gets metrics: a check that cannot run at all reports unhealthy with the reason."""
     from celora_cli.errors import CeloraError
-    from celora_cli.health import UNHEALTHY, HealthReport, check_database_health
+    from celora_cli.ops.health import UNHEALTHY, HealthReport, check_database_health
 
     try:
         return check_database_health(settings)

@@ -1,5 +1,5 @@
 """`celora db push`: the models onto the database without a migration (Prisma's `db push`). Data loss and
-production go through the one guard; the core (celora_cli.push) is imported inside the command."""
+production go through the one guard; the core (celora_cli.schema.push) is imported inside the command."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ def _guard(settings, *, accept_data_loss: bool, allow_production: bool):
     """The confirmation the core calls with its plan, before it changes anything: asked when the push loses
     data, and on production (a push makes a database drift from its migration history) unless overridden."""
     from celora_cli.errors import Refused
-    from celora_cli.guard import confirm_destructive, production_verdict
+    from celora_cli.safety.guard import confirm_destructive, production_verdict
 
     def confirm(plan) -> None:
         production = production_verdict(settings.env, plan.database_env).production
@@ -59,7 +59,7 @@ def push(
 
     Example: celora db push --accept-data-loss
     """
-    from celora_cli.push import push as push_models
+    from celora_cli.schema.push import push as push_models
 
     settings = load_settings_from(ctx)
     result = push_models(settings, force_reset=force_reset,

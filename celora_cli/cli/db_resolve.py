@@ -1,5 +1,5 @@
 """`celora db resolve`: record a human's fix of a failed (or knowingly edited) migration in the journal.
-The core is celora_cli.resolve; it is imported inside the command, so `celora --help` stays light."""
+The core is celora_cli.migrate.resolve; it is imported inside the command, so `celora --help` stays light."""
 
 from __future__ import annotations
 
@@ -32,8 +32,8 @@ def resolve(
     the migration.
     Example: celora db resolve --rolled-back 20261127000000_add_x
     """
-    from celora_cli.resolve import resolve as resolve_migration
-    from celora_cli.settings import LOCK_TIMEOUT_LIMITS
+    from celora_cli.config.settings import LOCK_TIMEOUT_LIMITS
+    from celora_cli.migrate.resolve import resolve as resolve_migration
 
     settings = load_settings_from(ctx, lock_timeout=seconds_flag(lock_timeout, "--lock-timeout", LOCK_TIMEOUT_LIMITS))
     result = resolve_migration(settings, applied=applied, rolled_back=rolled_back,

@@ -1,5 +1,5 @@
 """`celora db roles`: make (--apply), show (--dry-run) or check (--check, the default) the least-privilege role
-model. The core is celora_cli.roles (imported inside the command, so `celora --help` stays light)."""
+model. The core is celora_cli.ops.roles (imported inside the command, so `celora --help` stays light)."""
 
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ def roles(
     `celora db roles`). Never handles a password. Exit 1 (--check) when the live grants differ.
     Example: celora db roles --apply --grant-migrator deploy --grant-app app_login
     """
-    from celora_cli.roles import Logins, apply_roles, plan_roles
+    from celora_cli.ops.roles import Logins, apply_roles, plan_roles
 
     if sum((apply, dry_run, check)) > 1:
         raise UsageError("--apply, --dry-run and --check exclude each other.",

@@ -33,8 +33,8 @@ def seed(
     unless --allow-production.
     Example: celora db seed --users 1000 --seed 7
     """
+    from celora_cli.data.seed.apply import seed as run_seed
     from celora_cli.errors import UsageError
-    from celora_cli.seed.apply import seed as run_seed
 
     if seed_value is not None and users == 0:
         raise UsageError("--seed chooses the generated volume's rows, and no volume was asked for.",

@@ -1,4 +1,4 @@
-"""`celora db studio`: the local web browser and editor for the Celora data (celora_cli.studio).
+"""`celora db studio`: the local web browser and editor for the Celora data (celora_cli.data.studio).
 The studio's modules (Starlette, starlette-admin, uvicorn) are imported inside the command: `celora --help`
 stays light."""
 
@@ -33,7 +33,7 @@ def studio(
     Binds 127.0.0.1:5555; the printed URL carries a random access token, required on every request.
     Example: celora db studio --read-only --no-browser
     """
-    from celora_cli.studio.server import prepare
+    from celora_cli.data.studio.server import prepare
 
     settings = load_settings_from(ctx)
     prepared = prepare(settings, host=host, port=port, read_only=read_only, allow_production=allow_production,

@@ -23,7 +23,7 @@ app = typer.Typer(cls=_LocalCommands, help=CeloraGroup.summaries["local"], no_ar
 
 
 def _server(ctx: typer.Context):
-    from celora_cli.local_server import LocalServer
+    from celora_cli.local.server import LocalServer
 
     return LocalServer.from_settings(load_settings_from(ctx))
 
@@ -120,7 +120,7 @@ def destroy(
     import sys
 
     from celora_cli.errors import Refused
-    from celora_cli.local_server import LocalServer
+    from celora_cli.local.server import LocalServer
 
     servers = [s for s in LocalServer.all_for(load_settings_from(ctx)) if s.has_files]
     if not servers:
@@ -135,7 +135,7 @@ def destroy(
         if not typer.confirm(f"Stop the local PostgreSQL and delete all its data in {places}?", default=False):
             raise Refused("Nothing deleted: the deletion was not confirmed.",
                           "Run `celora local destroy` again and answer y, or pass --yes.")
-    from celora_cli.pgbouncer_local import LocalPgBouncer
+    from celora_cli.local.pgbouncer import LocalPgBouncer
 
     for server in servers:
         if LocalPgBouncer(server).destroy():  # `celora local pgbouncer`'s, in front of this server

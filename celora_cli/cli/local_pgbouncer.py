@@ -15,7 +15,7 @@ app = typer.Typer(cls=PanelledGroup, help="PgBouncer in front of the local Postg
 
 
 def _bouncer(ctx: typer.Context, port: int | None = None):
-    from celora_cli.pgbouncer_local import LocalPgBouncer
+    from celora_cli.local.pgbouncer import LocalPgBouncer
 
     return LocalPgBouncer.from_settings(load_settings_from(ctx), port=port)
 

@@ -12,8 +12,8 @@ import logging
 from collections.abc import Iterator
 from urllib.parse import quote, urlsplit
 
+from celora_cli.config.settings import DatabaseURL, Settings, parse_database_url
 from celora_cli.errors import DatabaseError
-from celora_cli.settings import DatabaseURL, Settings, parse_database_url
 
 MAINTENANCE_DATABASE = "postgres"
 notice = logging.getLogger("celora.notice")

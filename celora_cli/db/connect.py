@@ -11,8 +11,8 @@ import math
 import re
 from dataclasses import dataclass
 
+from celora_cli.config.settings import DatabaseURL, Settings, parse_database_url
 from celora_cli.errors import ConfigError
-from celora_cli.settings import DatabaseURL, Settings, parse_database_url
 
 # A custom setting celora sends in the startup `options` of every non-PgBouncer connection. PostgreSQL
 # applies it; a transaction pooler either rejects `options` ("unsupported startup parameter") or drops it.
@@ -35,7 +35,7 @@ def resolve_urls(settings: Settings, *, start: bool = True) -> ResolvedURLs:
     running, announcing it on the `celora.notice` logger. start=False (health, which reports and must not
     change what it reports on) raises LocalServerError when the local server is not running."""
     if settings.uses_local_server:
-        from celora_cli.local_server import LocalServer
+        from celora_cli.local.server import LocalServer
 
         if settings.env in ("staging", "production"):
             # A deploy with a missing DATABASE_URL must fail, not migrate a fresh local database and pass.

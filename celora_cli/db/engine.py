@@ -22,6 +22,8 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import NullPool
 
+from celora_cli.config.settings import DatabaseURL, Settings
+
 # Re-exported: callers and the public API import these from here.
 from celora_cli.db.connect import (  # noqa: F401
     STARTUP_MARKER,
@@ -32,7 +34,6 @@ from celora_cli.db.connect import (  # noqa: F401
     sends_startup_options,
     startup_options_applied,
 )
-from celora_cli.settings import DatabaseURL, Settings
 
 if TYPE_CHECKING:
     from celora_cli.db.replicas import ReadRouter
@@ -104,7 +105,7 @@ def get_engine(settings: Settings | None = None, *, read_only: bool = False) -> 
     read_only=True: the engine for the next piece of read-only work, whose transactions run READ ONLY: a fit
     replica of CELORA_REPLICA_URLS (round-robin), else the primary. It is chosen at each call, so call it for
     each unit of work rather than keeping it (a kept one stays on its replica when that one falls behind)."""
-    from celora_cli.settings import load_settings
+    from celora_cli.config.settings import load_settings
 
     settings = settings or load_settings()
     if read_only:
@@ -117,8 +118,8 @@ def get_engine(settings: Settings | None = None, *, read_only: bool = False) -> 
 
 def get_read_router(settings: Settings | None = None) -> ReadRouter:
     """The router behind read_only=True, one per Settings: `.status()` reports each replica's lag and fitness."""
+    from celora_cli.config.settings import load_settings
     from celora_cli.db.replicas import ReadRouter
-    from celora_cli.settings import load_settings
 
     settings = settings or load_settings()
     router = _routers.get(settings)
@@ -129,7 +130,7 @@ def get_read_router(settings: Settings | None = None) -> ReadRouter:
 
 def get_direct_engine(settings: Settings | None = None, application_name: str = "celora") -> Engine:
     """A non-pooled engine on the direct URL, for migrations, DDL and advisory locks."""
-    from celora_cli.settings import load_settings
+    from celora_cli.config.settings import load_settings
 
     settings = settings or load_settings()
     return build_engine(direct_url(settings), settings, pooled=False, application_name=application_name)

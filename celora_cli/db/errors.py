@@ -6,6 +6,7 @@ import contextlib
 import re
 from collections.abc import Iterator
 
+from celora_cli.config.settings import DatabaseURL, redact
 from celora_cli.errors import (
     AuthenticationFailed,
     CeloraError,
@@ -16,7 +17,6 @@ from celora_cli.errors import (
     SchemaNotMigrated,
     TooManyConnections,
 )
-from celora_cli.settings import DatabaseURL, redact
 
 _UNREACHABLE = ("connection refused", "could not connect", "timeout expired", "no route to host",
                 "could not translate host name", "name or service not known", "network is unreachable",

@@ -30,8 +30,8 @@ from dataclasses import dataclass
 from sqlalchemy import Engine, event
 from sqlalchemy.orm import Session
 
+from celora_cli.config.settings import DatabaseURL, Settings
 from celora_cli.errors import CeloraError, DatabaseError
-from celora_cli.settings import DatabaseURL, Settings
 
 notice = logging.getLogger("celora.notice")
 

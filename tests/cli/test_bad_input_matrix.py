@@ -220,9 +220,9 @@ def server():
 def results(server):
     host = f"127.0.0.1:{server.port}"
     app_url = f"postgresql://app:{ENCODED}@{host}/{DATABASE}"
-    from celora_cli.migrations import deploy
-    from celora_cli.seed.apply import seed
-    from celora_cli.settings import load_settings
+    from celora_cli.config.settings import load_settings
+    from celora_cli.data.seed.apply import seed
+    from celora_cli.migrate.deploy import deploy
 
     settings = load_settings(environ={"DATABASE_URL": app_url, "CELORA_ENV": "test"}, project_root=TEST_PROJECT)
     deploy(settings)

@@ -17,7 +17,7 @@ import sys
 import psycopg
 import pytest
 
-from celora_cli.local_server import LocalServer, embedded_installation
+from celora_cli.local.server import LocalServer, embedded_installation
 from tests.conftest import REPO, TEST_PROJECT, shared_tmpdir
 
 pytestmark = pytest.mark.skipif(embedded_installation() is None,
@@ -27,7 +27,7 @@ pytestmark = pytest.mark.skipif(embedded_installation() is None,
 # wheel's too).
 _RUNNER = """
 import sys
-import celora_cli.local_server as local_server
+import celora_cli.local.server as local_server
 local_server.SYSTEM_BIN_GLOBS = ()
 if {hide_embedded}:
     local_server.embedded_installation = lambda: None

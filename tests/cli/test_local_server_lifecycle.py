@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from celora_cli.local_server import LocalServer
-from celora_cli.settings import load_settings
+from celora_cli.config.settings import load_settings
+from celora_cli.local.server import LocalServer
 from tests.conftest import REPO, TEST_PROJECT, run_celora, shared_tmpdir
 
 CELORA_ENTRIES = ("server.json", "postgres.log", "lock")
@@ -57,7 +57,7 @@ def _answer_prompt(answer: str, *args: str, env: dict) -> subprocess.CompletedPr
 
 
 def test_lifecycle_announced_never_started_by_health_and_destroyed(base):
-    from celora_cli.health import check_database_health
+    from celora_cli.ops.health import check_database_health
 
     local_dir = base / "cluster"
     env = {"CELORA_LOCAL_DIR": str(local_dir)}

@@ -24,7 +24,7 @@ from tests.conftest import REPO, TEST_PROJECT, free_port, program, shared_tmpdir
 @contextlib.contextmanager
 def throwaway_cluster(prefix: str) -> Iterator:
     """A running LocalServer of its own; destroyed (stopped, files deleted) afterwards."""
-    from celora_cli.local_server import LocalServer
+    from celora_cli.local.server import LocalServer
 
     base = shared_tmpdir(prefix)
     server = LocalServer(base / "cluster", fast=True, database="postgres")

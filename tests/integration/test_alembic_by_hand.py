@@ -17,7 +17,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from celora_cli.migration_runtime import (
+from celora_cli.migrate.runtime import (
     FILE_TEMPLATE,
     MIGRATION_LOCK_KEY,
     load_script_directory,
@@ -185,7 +185,7 @@ def test_env_accepts_an_engine_or_a_connection(empty_db):
     from alembic import command
     from sqlalchemy import create_engine
 
-    from celora_cli.migrations import alembic_config
+    from celora_cli.migrate.deploy import alembic_config
 
     settings = settings_for(empty_db)
     engine = create_engine(settings.database_url.sqlalchemy_url())

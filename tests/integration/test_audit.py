@@ -11,11 +11,11 @@ import os
 import psycopg
 import pytest
 
-from celora_cli.audit import prune
+from celora_cli.data.audit import prune
+from celora_cli.data.seed.apply import seed
+from celora_cli.data.seed.volume import generate_volume
 from celora_cli.db.models import Base
 from celora_cli.db.models.audit_log import AUDIT_FUNCTION, sensitive_columns
-from celora_cli.seed.apply import seed
-from celora_cli.seed.volume import generate_volume
 from tests.conftest import REPO, admin_execute, db_name, run_celora, settings_for
 from tests.roles import least_privilege_fixture  # noqa: F401
 

@@ -21,12 +21,12 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from celora_cli.backup import BackupInvalid, backup, restore, verify_backup
-from celora_cli.backup.manifest import manifest_path
-from celora_cli.backup.tools import conninfo
+from celora_cli.config.settings import parse_database_url
 from celora_cli.errors import ConfigError, DatabaseError, Refused
-from celora_cli.migration_runtime import load_script_directory
-from celora_cli.settings import parse_database_url
+from celora_cli.migrate.runtime import load_script_directory
+from celora_cli.ops.backup import BackupInvalid, backup, restore, verify_backup
+from celora_cli.ops.backup.manifest import manifest_path
+from celora_cli.ops.backup.tools import conninfo
 from tests.conftest import REPO, TEST_PROJECT, _drop, db_name, run_celora, settings_for, shared_tmpdir
 
 HEAD = load_script_directory(REPO / "migrations").get_current_head()
@@ -45,7 +45,7 @@ def counts(url: str) -> dict[str, int]:
 
 def client_tools_for(url: str):
     """The pg_dump/pg_restore celora picks for the server of `url`."""
-    from celora_cli.backup.tools import find_client_tools
+    from celora_cli.ops.backup.tools import find_client_tools
 
     major = int(query(url, "SHOW server_version_num")[0][0]) // 10000
     return find_client_tools(settings_for(url), server_major=major, needed_for="the test server")
@@ -58,7 +58,7 @@ def databases(pg_server) -> set[str]:
 @pytest.fixture(scope="module")
 def seeded(pg_server, migrated_template):
     """A migrated database holding the fixtures (the seed), shared by the module's read-only tests."""
-    from celora_cli.seed.apply import seed
+    from celora_cli.data.seed.apply import seed
 
     name = f"t_backup_seeded_{os.getpid()}"
     url = pg_server.create_database(name, template=migrated_template)
@@ -150,7 +150,7 @@ def test_a_backup_without_its_manifest_is_refused(seeded, dumped, folder):
 
 
 def test_restore_replaces_the_database_and_leaves_nothing_of_it_behind(pg_server, migrated_db, folder):
-    from celora_cli.seed.apply import seed
+    from celora_cli.data.seed.apply import seed
 
     settings = settings_for(migrated_db)
     seed(settings, REPO / "fixtures")
@@ -332,7 +332,7 @@ def test_the_password_goes_to_a_passfile_never_into_the_arguments(seeded):
 
 
 def _guard(settings, *, forced: bool):
-    from celora_cli.guard import confirm_destructive
+    from celora_cli.safety.guard import confirm_destructive
 
     def confirm(plan) -> None:
         confirm_destructive("replace the database", target=plan.database, losses=plan.losses(), force_flag="--yes",

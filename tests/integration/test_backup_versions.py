@@ -13,8 +13,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from celora_cli.backup.manifest import manifest_path
-from celora_cli.local_server import embedded_bin_dir
+from celora_cli.local.server import embedded_bin_dir
+from celora_cli.ops.backup.manifest import manifest_path
 from tests.conftest import REPO, TEST_PG_BIN, _drop, run_celora, shared_tmpdir
 
 pytestmark = pytest.mark.compat
@@ -41,7 +41,7 @@ def databases(pg_server) -> set[str]:
 
 @pytest.fixture
 def seeded(pg_server, migrated_template):
-    from celora_cli.seed.apply import seed
+    from celora_cli.data.seed.apply import seed
     from tests.conftest import settings_for
 
     name = f"t_backup_versions_{os.getpid()}"

@@ -17,8 +17,8 @@ import time
 import psycopg
 import pytest
 
-from celora_cli.local_server import LocalServer
-from celora_cli.seed.apply import seed
+from celora_cli.data.seed.apply import seed
+from celora_cli.local.server import LocalServer
 from tests.conftest import REPO, TEST_PROJECT, admin_execute, db_name, run_celora, settings_for, shared_tmpdir
 
 
@@ -243,7 +243,7 @@ def test_a_server_without_logical_wal_level_gets_a_clear_refusal_naming_the_sett
 
 
 def test_from_start_prints_the_rows_that_existed_before_the_slot_then_only_new_changes(db):
-    from celora_cli.changes import setup, stream
+    from celora_cli.data.changes import setup, stream
 
     with psycopg.connect(db, autocommit=True) as conn:
         user_id = conn.execute("INSERT INTO users (firebase_uid) VALUES ('before-slot') RETURNING id").fetchone()[0]

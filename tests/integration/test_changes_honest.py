@@ -14,7 +14,7 @@ import time
 import psycopg
 import pytest
 
-from celora_cli.changes import stream
+from celora_cli.data.changes import stream
 from tests.conftest import run_celora, settings_for
 from tests.integration.test_changes import Follower, before_column_lists, setup_only
 from tests.integration.test_guard_search_path import owner  # noqa: F401 - the fixture

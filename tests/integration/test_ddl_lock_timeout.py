@@ -12,7 +12,7 @@ import time
 import psycopg
 import pytest
 
-from celora_cli.migrations import deploy
+from celora_cli.migrate.deploy import deploy
 from tests.conftest import run_celora, settings_for
 from tests.integration.test_journal import EXTRA, HEAD, journal, query, write_history
 

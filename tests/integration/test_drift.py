@@ -10,9 +10,9 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from celora_cli.config.settings import parse_database_url
 from celora_cli.db import admin
-from celora_cli.drift import compare, snapshot
-from celora_cli.settings import parse_database_url
+from celora_cli.schema.drift import compare, snapshot
 from tests.conftest import REPO, admin_execute, db_name, run_celora, settings_for, shared_tmpdir
 
 ODD_NAME = 'Odd "name"; DROP DATABASE x'
@@ -154,7 +154,7 @@ def test_with_database_keeps_server_credentials_and_parameters():
 
 def test_database_drift_is_read_only_and_names_the_difference(pg_server, migrated_db):
     """The core of a `db status --drift`: compares, changes nothing, leaves no shadow database behind."""
-    from celora_cli.autogen import database_drift
+    from celora_cli.schema.autogenerate import database_drift
 
     settings = settings_for(migrated_db)
     clean = database_drift(settings)

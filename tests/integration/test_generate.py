@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from celora_cli.settings import load_settings
+from celora_cli.config.settings import load_settings
 from tests.conftest import REPO, run_celora, shared_tmpdir
 
 
@@ -27,7 +27,7 @@ def env_for(root: Path, **extra: str) -> dict:
 
 def test_committed_artifacts_match_the_models():
     """A model change committed without `celora db generate` fails here (and in CI)."""
-    from celora_cli.generate import generate
+    from celora_cli.schema.generate import generate
 
     settings = load_settings(environ={"CELORA_ENV": "test"}, project_root=REPO)
     result = generate(settings, check=True)

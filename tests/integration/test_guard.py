@@ -15,8 +15,8 @@ import sys
 import psycopg
 import pytest
 
-from celora_cli.environment_stamp import database_environment, stamp_environment
-from celora_cli.migrations import deploy
+from celora_cli.migrate.deploy import deploy
+from celora_cli.safety.stamp import database_environment, stamp_environment
 from tests.conftest import REPO, TEST_PROJECT, run_celora, settings_for
 
 HEAD_COMMANDS = [("db", "reset", "--skip-seed"), ("db", "rollback", "--steps", "1")]

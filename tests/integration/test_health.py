@@ -11,7 +11,7 @@ import time
 import psycopg
 import pytest
 
-from celora_cli.health import check_database_health
+from celora_cli.ops.health import check_database_health
 from tests.conftest import db_name, free_port, run_celora, settings_for, shared_tmpdir
 
 
@@ -67,7 +67,7 @@ def test_pgbouncer_without_direct_url_still_reports(pgbouncer, migrated_db):
 
 
 def test_stopped_server_is_unhealthy_without_traceback():
-    from celora_cli.local_server import LocalServer
+    from celora_cli.local.server import LocalServer
 
     base = shared_tmpdir("celora-test-stopped-")
     server = LocalServer(base / "cluster", fast=True)

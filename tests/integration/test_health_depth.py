@@ -15,7 +15,7 @@ import threading
 import psycopg
 import pytest
 
-from celora_cli.health import check_database_health
+from celora_cli.ops.health import check_database_health
 from tests.conftest import _run_pgbouncer, db_name, free_port, run_celora, settings_for
 from tests.standby import execute as _execute
 from tests.standby import query as _query

@@ -11,7 +11,7 @@ import os
 import pytest
 
 from celora_cli.errors import ConfigError
-from celora_cli.health import check_database_health
+from celora_cli.ops.health import check_database_health
 from tests.conftest import admin_execute, db_name, run_celora, settings_for
 from tests.relay import Relay
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from celora_cli.errors import ConfigError, LintFindings
-from celora_cli.lint import check, lint
+from celora_cli.migrate.lint import check, lint
 from tests.conftest import REPO, run_celora, settings_for
 from tests.integration.test_journal import EXTRA, HEAD, query, write_history
 
@@ -161,7 +161,7 @@ def test_migrate_deploy_with_lint_applies_nothing_when_a_pending_migration_has_f
     assert [f["rule"] for f in json.loads(run.stdout)["error"]["findings"]] == ["not-null-without-default"]
     assert query(migrated_db, "SELECT version_num FROM alembic_version") == [(HEAD,)]
     with pytest.raises(LintFindings):  # the same check from Python, on the pending migrations only
-        from celora_cli.lint import pending_revisions
+        from celora_cli.migrate.lint import pending_revisions
 
         check(settings, revisions=pending_revisions(settings))
     # Without --lint the lint is not run (opt-in): the deploy goes ahead.
@@ -169,7 +169,7 @@ def test_migrate_deploy_with_lint_applies_nothing_when_a_pending_migration_has_f
 
 
 def test_the_new_revision_hook_of_db_migrate_turns_findings_into_warnings(tmp_path):
-    from celora_cli.lint import revision_warnings
+    from celora_cli.migrate.lint import revision_warnings
 
     history = _history(tmp_path, NOT_NULL_COLUMN)
     settings = settings_for(OFFLINE, CELORA_MIGRATIONS_DIR=history)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from celora_cli.errors import LocalServerError
-from celora_cli.local_server import LocalServer
+from celora_cli.local.server import LocalServer
 from tests.conftest import shared_tmpdir
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the server user and root differ only when run as root")

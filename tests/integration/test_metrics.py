@@ -19,8 +19,8 @@ import psycopg
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from celora_cli.health import check_database_health
-from celora_cli.metrics import METRICS, exposition
+from celora_cli.ops.health import check_database_health
+from celora_cli.ops.metrics import METRICS, exposition
 from tests.conftest import REPO, TEST_PROJECT, free_port, run_celora, settings_for
 
 
@@ -193,7 +193,7 @@ def test_concurrent_scrapes_share_the_one_check_in_flight():
     """Five scrapes at once, the first one's check held open until the other four have arrived: one check."""
     import threading
 
-    from celora_cli.metrics import SharedCheck
+    from celora_cli.ops.metrics import SharedCheck
 
     release, started = threading.Event(), threading.Event()
     checks: list[object] = []
@@ -227,7 +227,7 @@ def test_concurrent_scrapes_share_the_one_check_in_flight():
 
 
 def test_a_report_is_reused_for_max_age_then_checked_again():
-    from celora_cli.metrics import SharedCheck
+    from celora_cli.ops.metrics import SharedCheck
 
     now = [0.0]
     made: list[int] = []
@@ -240,7 +240,7 @@ def test_a_report_is_reused_for_max_age_then_checked_again():
 
 
 def test_more_scrapes_at_once_than_the_bound_get_503():
-    from celora_cli.metrics import ScrapeGuard
+    from celora_cli.ops.metrics import ScrapeGuard
 
     answered: list[str] = []
 

@@ -11,7 +11,7 @@ import psycopg
 import pytest
 
 from celora_cli.errors import ExitCode, MigrationHistoryError
-from celora_cli.migrations import deploy
+from celora_cli.migrate.deploy import deploy
 from tests.conftest import REPO, run_celora, settings_for
 
 STEP = '''"""{doc}"""
@@ -33,7 +33,7 @@ def downgrade():
 
 
 def repo_head() -> str:
-    from celora_cli.migration_runtime import load_script_directory
+    from celora_cli.migrate.runtime import load_script_directory
 
     return load_script_directory(REPO / "migrations").get_current_head()
 
@@ -70,7 +70,7 @@ def broken(kind: str, tmp_path: Path) -> tuple[Path, str, str]:
     raise AssertionError(kind)
 
 
-# status and health read the history without importing the files (celora_cli.history), so a file that parses
+# status and health read the history without importing the files (celora_cli.migrate.history), so a file that parses
 # but fails on import is only caught where the files run: migrate-deploy.
 KINDS = ["syntax-error", "unknown-down-revision", "two-heads"]
 

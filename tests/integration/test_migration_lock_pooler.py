@@ -11,7 +11,7 @@ import psycopg
 import pytest
 
 from celora_cli.errors import Refused
-from celora_cli.migrations import MIGRATION_LOCK_KEY, deploy
+from celora_cli.migrate.deploy import MIGRATION_LOCK_KEY, deploy
 from tests.conftest import (
     db_name,
     run_celora,

@@ -15,7 +15,7 @@ import psycopg
 import pytest
 
 from celora_cli.errors import LocalServerError
-from celora_cli.pgbouncer_local import LocalPgBouncer, find_pgbouncer, scram_secret
+from celora_cli.local.pgbouncer import LocalPgBouncer, find_pgbouncer, scram_secret
 from tests.conftest import REPO, TEST_PROJECT, free_port, run_celora
 
 

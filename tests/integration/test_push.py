@@ -118,7 +118,7 @@ def test_a_narrowed_type_is_a_loss(project, empty_db):
 
 
 def test_a_production_database_refuses_even_with_the_flag(project, empty_db):
-    from celora_cli.environment_stamp import stamp_environment
+    from celora_cli.safety.stamp import stamp_environment
 
     assert push(project, empty_db, models(project, "prod_legacy", ", Column('legacy', Text)")).returncode == 0
     execute(empty_db, "INSERT INTO things (id, title, legacy) VALUES (1, 'a', 'keep')")
@@ -283,6 +283,6 @@ def test_push_through_a_pooler_is_refused(project, pgbouncer, migrated_db):
 def test_narrows(old, new, narrower):
     import sqlalchemy  # noqa: F401 - the types below are evaluated from their names
 
-    from celora_cli.push import narrows
+    from celora_cli.schema.push import narrows
 
     assert narrows(eval(f"sqlalchemy.{old}"), eval(f"sqlalchemy.{new}")) is narrower

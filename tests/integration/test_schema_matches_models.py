@@ -32,8 +32,8 @@ def schema_dump(pg_server, url: str) -> list[str]:
     """
     pg_dump = pg_server.bin_dir / "pg_dump"
     if not pg_dump.exists():
-        from celora_cli.backup.tools import find_client_tools
-        from celora_cli.local_server import _version_key
+        from celora_cli.local.server import _version_key
+        from celora_cli.ops.backup.tools import find_client_tools
 
         major = _version_key(pg_server.binaries.version)[0]
         pg_dump = Path(find_client_tools(settings_for(url), server_major=major, needed_for="-").path("pg_dump"))
@@ -69,7 +69,7 @@ def migrate(url: str, action: str, target: str) -> None:
     from alembic import command
 
     from celora_cli.db.engine import get_direct_engine
-    from celora_cli.migrations import alembic_config
+    from celora_cli.migrate.deploy import alembic_config
 
     settings = settings_for(url)
     engine = get_direct_engine(settings)

@@ -9,8 +9,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from celora_cli.data.seed.apply import seed
 from celora_cli.errors import ConfigError, Refused
-from celora_cli.seed.apply import seed
 from tests.conftest import REPO, run_celora, settings_for
 
 TABLES = ("users", "wallets", "transactions", "notifications")
@@ -249,8 +249,8 @@ def test_a_second_seed_waits_for_the_first_instead_of_duplicating(migrated_db, f
     import sys
     import time
 
-    from celora_cli.seed.apply import SEED_LOCK_SQL, apply_fixtures
-    from celora_cli.seed.fixtures import load_fixtures
+    from celora_cli.data.seed.apply import SEED_LOCK_SQL, apply_fixtures
+    from celora_cli.data.seed.fixtures import load_fixtures
     from tests.conftest import TEST_PROJECT
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("CELORA_") and k != "DATABASE_URL"}

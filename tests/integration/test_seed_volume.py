@@ -9,8 +9,8 @@ import re
 import psycopg
 import pytest
 
+from celora_cli.data.seed.volume import BASE_TIME, TABLES, generate_volume, planned_counts
 from celora_cli.errors import InternalError, Refused
-from celora_cli.seed.volume import BASE_TIME, TABLES, generate_volume, planned_counts
 
 USERS = 30
 

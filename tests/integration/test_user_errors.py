@@ -116,10 +116,10 @@ def test_connection_limit_reached_exit_8_with_pgbouncer_hint(pg_server, limited_
 # 5. Table does not exist (library) ------------------------------------------------------------------------
 
 def test_missing_table_translates_to_schema_not_migrated(empty_db):
+    from celora_cli.config.settings import parse_database_url
     from celora_cli.db.engine import get_engine, session_scope
     from celora_cli.db.errors import translate
     from celora_cli.db.models import User
-    from celora_cli.settings import parse_database_url
 
     url = with_password(empty_db)
     settings = settings_for(url)

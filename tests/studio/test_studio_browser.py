@@ -23,7 +23,7 @@ pytestmark = pytest.mark.usefixtures("chromium_binaries")
 @pytest.fixture
 def studio(migrated_db):
     """`celora db studio --port 0 --no-browser` on a seeded database; yields (URL with token, database URL)."""
-    from celora_cli.seed.apply import seed
+    from celora_cli.data.seed.apply import seed
 
     seed(settings_for(migrated_db), REPO / "fixtures")
     env = {key: value for key, value in os.environ.items()

@@ -28,7 +28,7 @@ def test_a_taken_port_is_a_config_error_naming_the_port_and_the_fix():
 
 
 def _prepare(url: str, **kwargs):
-    from celora_cli.studio.server import prepare
+    from celora_cli.data.studio.server import prepare
 
     env = kwargs.pop("env", {})
     return prepare(settings_for(url, **env), port=0, **kwargs)
@@ -56,7 +56,7 @@ def test_production_is_read_only_by_default_and_writable_needs_the_guard(migrate
 
 
 def test_a_database_stamped_production_is_read_only_by_default_whatever_celora_env(migrated_db):
-    from celora_cli.environment_stamp import stamp_environment
+    from celora_cli.safety.stamp import stamp_environment
 
     with psycopg.connect(migrated_db, autocommit=True) as conn:
         stamp_environment(conn, "production")
@@ -79,7 +79,7 @@ def test_a_development_database_is_writable_and_the_url_carries_a_fresh_token(mi
 
 
 def test_no_display_means_no_browser_and_no_error(monkeypatch):
-    from celora_cli.studio import server
+    from celora_cli.data.studio import server
 
     monkeypatch.delenv("DISPLAY", raising=False)
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
@@ -99,7 +99,7 @@ class _NoEngine:
 
 def _unserved_studio(url: str):
     """A PreparedStudio with no database behind it: for what happens around the server (the browser)."""
-    from celora_cli.studio.server import PreparedStudio
+    from celora_cli.data.studio.server import PreparedStudio
 
     return PreparedStudio(url=url, database="postgresql://celora@127.0.0.1/celora", read_only=True,
                           read_only_reason="read-only", app=None, sock=socket.socket(), engine=_NoEngine())
@@ -130,7 +130,7 @@ def test_the_browser_is_given_a_private_redirect_file_never_the_token(monkeypatc
 def test_hosts_the_studio_answers_to():
     import socket
 
-    from celora_cli.local_http import allowed_hosts
+    from celora_cli.safety.local_http import allowed_hosts
 
     assert allowed_hosts("127.0.0.1", 5555) == {"127.0.0.1:5555", "localhost:5555", "[::1]:5555"}
     assert allowed_hosts("192.0.2.7", 5555) == {"192.0.2.7:5555"}  # a chosen address: that one only

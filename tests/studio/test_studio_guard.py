@@ -7,8 +7,8 @@ import warnings
 
 import pytest
 
-from celora_cli.local_http import allowed_hosts
-from celora_cli.studio.security import StudioGuard, cookie_name
+from celora_cli.data.studio.security import StudioGuard, cookie_name
+from celora_cli.safety.local_http import allowed_hosts
 
 with warnings.catch_warnings():  # Starlette 1.x suggests httpx2; httpx works the same here
     warnings.simplefilter("ignore")

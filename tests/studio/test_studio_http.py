@@ -29,7 +29,7 @@ ORIGIN = f"http://{HOST}:{PORT}"
 @pytest.fixture(scope="module")
 def seeded(pg_server, migrated_template, pgbouncer):
     """A database at head with the fixtures loaded: (direct URL, pooled URL through PgBouncer)."""
-    from celora_cli.seed.apply import seed
+    from celora_cli.data.seed.apply import seed
 
     name = "t_studio_http"
     direct = pg_server.create_database(name, template=migrated_template)
@@ -40,9 +40,9 @@ def seeded(pg_server, migrated_template, pgbouncer):
 
 
 def make_client(pooled: str, direct: str, *, read_only: bool = False, token: str | None = TOKEN) -> TestClient:
+    from celora_cli.data.studio.app import StudioOptions, create_app
     from celora_cli.db.connect import resolve_urls
     from celora_cli.db.engine import build_engine
-    from celora_cli.studio.app import StudioOptions, create_app
 
     settings = settings_for(pooled, direct)
     url = resolve_urls(settings).pooled
@@ -180,9 +180,9 @@ def test_read_only_transactions_refuse_writes_in_postgresql_too(seeded):
     from sqlalchemy.exc import DBAPIError
     from sqlalchemy.orm import sessionmaker
 
+    from celora_cli.data.studio.app import _read_only_transactions
     from celora_cli.db.connect import resolve_urls
     from celora_cli.db.engine import build_engine
-    from celora_cli.studio.app import _read_only_transactions
 
     direct, pooled = seeded
     settings = settings_for(pooled, direct)
@@ -198,8 +198,8 @@ def test_read_only_transactions_refuse_writes_in_postgresql_too(seeded):
 # --- features ---------------------------------------------------------------------------------------------------
 
 def test_home_lists_every_model_with_its_row_count(client):
+    from celora_cli.data.studio.views import view_key
     from celora_cli.db.models import Base
-    from celora_cli.studio.views import view_key
 
     page = client.get("/studio/")
     assert page.status_code == 200
@@ -210,7 +210,7 @@ def test_home_lists_every_model_with_its_row_count(client):
 
 
 def test_big_tables_are_counted_by_estimate_and_pages_are_bounded(client, seeded, monkeypatch):
-    from celora_cli.studio import views
+    from celora_cli.data.studio import views
 
     direct, _ = seeded
     with psycopg.connect(direct, autocommit=True) as conn:
@@ -389,9 +389,9 @@ def test_sensitive_columns_are_never_shown_exported_or_filterable(client, seeded
 
 
 def test_a_database_error_while_reading_is_a_page_with_the_cause_not_a_traceback(seeded):
+    from celora_cli.config.settings import parse_database_url
+    from celora_cli.data.studio.app import StudioOptions, create_app
     from celora_cli.db.engine import build_engine
-    from celora_cli.settings import parse_database_url
-    from celora_cli.studio.app import StudioOptions, create_app
     from tests.conftest import free_port
 
     direct, pooled = seeded

@@ -7,8 +7,8 @@ import pytest
 from alembic.operations import ops
 from sqlalchemy import Column, Enum, Integer, Text
 
-from celora_cli import autogen
-from celora_cli.drift import Difference, _changed
+from celora_cli.schema import autogenerate as autogen
+from celora_cli.schema.drift import Difference, _changed
 
 
 def table_ops(*column_ops) -> ops.UpgradeOps:
@@ -65,8 +65,8 @@ def test_differences_say_where_each_object_is():
 
 
 def test_shadow_url_setting_is_read_and_validated(tmp_path):
+    from celora_cli.config.settings import load_settings
     from celora_cli.errors import ConfigError
-    from celora_cli.settings import load_settings
 
     assert load_settings(environ={}, project_root=tmp_path).shadow_database_url is None
     settings = load_settings(environ={"SHADOW_DATABASE_URL": "postgresql://u:pw@h:5433/shadow"}, project_root=tmp_path)
@@ -93,9 +93,9 @@ def test_migrate_and_generate_have_help(tmp_path, monkeypatch):
 def test_commands_that_write_never_touch_the_packaged_migrations(tmp_path, monkeypatch):
     import pytest
 
-    from celora_cli import generate, migrations
+    from celora_cli.config.settings import load_settings
     from celora_cli.errors import ConfigError
-    from celora_cli.settings import load_settings
+    from celora_cli.schema import generate, migrations
 
     packaged = tmp_path / "site-packages" / "celora_cli" / "_migrations"
     packaged.mkdir(parents=True)

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from celora_cli.backup.replay import _pass_on
-from celora_cli.backup.tools import ClientTools, choose_client_tools, is_secret_parameter, public_url
-from celora_cli.settings import parse_database_url
+from celora_cli.config.settings import parse_database_url
+from celora_cli.ops.backup.replay import _pass_on
+from celora_cli.ops.backup.tools import ClientTools, choose_client_tools, is_secret_parameter, public_url
 
 
 def tools(*versions: str) -> list[ClientTools]:
@@ -93,8 +93,8 @@ def test_the_manifest_url_has_no_secret_parameter():
 
 
 def test_a_failed_replay_across_versions_names_both_versions_and_the_fix():
-    from celora_cli.backup.replay import Replay
-    from celora_cli.backup.restore import _replay_failure
+    from celora_cli.ops.backup.replay import Replay
+    from celora_cli.ops.backup.restore import _replay_failure
     from tests.conftest import settings_for
 
     failed = Replay(3, 'psql:<stdin>:17: ERROR:  unrecognized configuration parameter "lock_wait_total"', True)

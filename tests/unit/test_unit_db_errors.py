@@ -7,6 +7,7 @@ import psycopg.errors as pe
 import pytest
 import sqlalchemy.exc as sa_exc
 
+from celora_cli.config.settings import parse_database_url
 from celora_cli.db.errors import postgres_message, root_cause, sqlstate_of, translate, translating
 from celora_cli.errors import (
     AuthenticationFailed,
@@ -18,7 +19,6 @@ from celora_cli.errors import (
     SchemaNotMigrated,
     TooManyConnections,
 )
-from celora_cli.settings import parse_database_url
 
 PASSWORD = "hunter22"
 RAW_URL = f"postgresql://app:{PASSWORD}@db.example:6543/celora"

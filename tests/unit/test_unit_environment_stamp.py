@@ -1,9 +1,9 @@
-"""The guard's reading of every schema's environment stamp (celora_cli.environment_stamp.StampReading): the
+"""The guard's reading of every schema's environment stamp (celora_cli.safety.stamp.StampReading): the
 strictest stamp wins, an unreadable one counts as production, else the search path's comes first."""
 
 from __future__ import annotations
 
-from celora_cli.environment_stamp import StampReading
+from celora_cli.safety.stamp import StampReading
 
 
 def test_production_anywhere_wins_and_is_explained_when_outside_the_search_path():

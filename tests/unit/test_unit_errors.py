@@ -85,7 +85,7 @@ def test_details_default_is_empty():
 
 
 def test_migration_failed_details_carry_the_applied_migrations():
-    from celora_cli.migrations import AppliedMigration
+    from celora_cli.migrate.deploy import AppliedMigration
 
     applied = [AppliedMigration("aaa", "20260101000000_first", 12.5)]
     mf = MigrationFailed("m", "h", revision="bbb", sqlstate="42601", applied=applied)

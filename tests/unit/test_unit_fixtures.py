@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from celora_cli.errors import ConfigError
-from celora_cli.seed.chain_formats import (
+from celora_cli.data.seed.chain_formats import (
     base58_decode,
     base58_encode,
     eip55,
@@ -18,7 +17,8 @@ from celora_cli.seed.chain_formats import (
     normalize_solana_address,
     normalize_solana_signature,
 )
-from celora_cli.seed.fixtures import load_fixtures
+from celora_cli.data.seed.fixtures import load_fixtures
+from celora_cli.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -1,12 +1,13 @@
-"""The guard's decision table (celora_cli.guard.confirm_destructive), with the prompt and the terminal injected."""
+"""The guard's decision table (celora_cli.safety.guard.confirm_destructive), with the prompt and the terminal
+injected."""
 
 from __future__ import annotations
 
 import pytest
 
+from celora_cli.config.settings import load_settings
 from celora_cli.errors import ExitCode, Refused
-from celora_cli.guard import ci_is_set, confirm_destructive, production_verdict
-from celora_cli.settings import load_settings
+from celora_cli.safety.guard import ci_is_set, confirm_destructive, production_verdict
 
 
 def settings(env: str = "development"):

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from celora_cli.config.settings import load_settings, parse_bytes
 from celora_cli.errors import ConfigError
-from celora_cli.settings import load_settings, parse_bytes
 
 BASE = {"DATABASE_URL": "postgresql://app@db:5432/celora"}
 

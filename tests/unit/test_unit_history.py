@@ -1,4 +1,4 @@
-"""celora_cli.history must agree with Alembic on heads and pending revisions, for every shape of history.
+"""celora_cli.migrate.history must agree with Alembic on heads and pending revisions, for every shape of history.
 
 Random histories (linear runs, branches, merges, depends_on between branches, branch labels) are written as
 real revision files; Alembic's ScriptDirectory reads the same files. No database is needed.
@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from celora_cli.errors import MigrationHistoryError
-from celora_cli.history import NotLiteral, read_history
+from celora_cli.migrate.history import NotLiteral, read_history
 
 
 def write_revision(versions: Path, index: int, revision: str, down: tuple[str, ...], depends: tuple[str, ...] = (),

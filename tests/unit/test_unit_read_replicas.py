@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
+from celora_cli.config.settings import load_settings
 from celora_cli.errors import ConfigError, DatabaseError, ExitCode
-from celora_cli.settings import load_settings
 
 BASE = {"DATABASE_URL": "postgresql://app@db:5432/celora"}
 

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from celora_cli.errors import ExitCode, MigrationHistoryError
-from celora_cli.history import read_history
-from celora_cli.migration_runtime import load_script_directory, next_revision_id
-from celora_cli.migration_state import _history_from_alembic
+from celora_cli.migrate.history import read_history
+from celora_cli.migrate.runtime import load_script_directory, next_revision_id
+from celora_cli.migrate.status import _history_from_alembic
 from tests.conftest import REPO
 
 NOW = datetime.datetime(2026, 11, 26, 12, 0, 0)
@@ -91,6 +91,6 @@ def test_a_link_to_the_same_file_is_no_duplicate(tmp_path):
     ("20230229000000", "20230301000000"),  # no leap day that year
 ])
 def test_the_first_valid_time_after_any_14_digits(stamp, after):
-    from celora_cli.migration_runtime import _first_timestamp_after
+    from celora_cli.migrate.runtime import _first_timestamp_after
 
     assert _first_timestamp_after(stamp) == after

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from celora_cli.config.settings import load_settings
 from celora_cli.errors import ConfigError
-from celora_cli.settings import load_settings
 
 
 def test_defaults_and_overrides(tmp_path):

@@ -1,4 +1,4 @@
-"""Unit tests for celora_cli.settings: URL parsing/masking, redaction and settings precedence.
+"""Unit tests for celora_cli.config.settings: URL parsing/masking, redaction and settings precedence.
 
 No database, no network. Every load_settings() call passes environ= and project_root= explicitly so the
 developer's own environment and .env never leak in.
@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy.engine import make_url
 
+from celora_cli.config.settings import Settings, load_settings, mask_url, parse_database_url, redact
 from celora_cli.errors import ConfigError, ExitCode
-from celora_cli.settings import Settings, load_settings, mask_url, parse_database_url, redact
 
 # --------------------------------------------------------------------------- parse_database_url
 

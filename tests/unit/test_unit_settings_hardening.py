@@ -1,4 +1,4 @@
-"""Issue 5 hardening of celora_cli.settings: passwords with unencoded / ? #, linear masking, URL limits, host
+"""Issue 5 hardening of celora_cli.config.settings: passwords with unencoded / ? #, linear masking, URL limits, host
 handling, startup-option escaping, strict env files, one timeout validator, the project root.
 
 No database, no network. Every load_settings() call passes environ= and project_root= explicitly.
@@ -15,8 +15,7 @@ from urllib.parse import quote, unquote
 import pytest
 from sqlalchemy.engine import make_url
 
-from celora_cli.errors import ConfigError, ExitCode
-from celora_cli.settings import (
+from celora_cli.config.settings import (
     CONNECT_TIMEOUT_LIMITS,
     HEALTH_TIMEOUT_LIMITS,
     LOCK_TIMEOUT_LIMITS,
@@ -30,6 +29,7 @@ from celora_cli.settings import (
     redact,
     validate_seconds,
 )
+from celora_cli.errors import ConfigError, ExitCode
 
 SECRET = "Secr3tPart"
 
@@ -201,7 +201,7 @@ ADVERSARIAL = {
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("name", sorted(ADVERSARIAL))
 def test_masking_a_megabyte_completes(name):
-    script = ("from celora_cli.settings import mask_url, redact\n"
+    script = ("from celora_cli.config.settings import mask_url, redact\n"
               f"text = {ADVERSARIAL[name]}\n"
               "masked = redact(mask_url(text), ['hunter22'])\n"
               "assert 'password=x' not in masked\n"

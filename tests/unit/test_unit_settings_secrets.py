@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from celora_cli.settings import (
+from celora_cli.config.settings import (
     Settings,
     is_secret_parameter,
     load_settings,

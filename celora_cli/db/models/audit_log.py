@@ -85,7 +85,7 @@ class AuditLog(Base):
 
 
 class AuditSeal(Base):
-    """One link of the tamper-evidence chain (`celora db audit --seal`, celora_cli/audit_seal.py): a hash over the
+    """One link of the tamper-evidence chain (`celora db audit --seal`, celora_cli/data/audit_seal.py): a hash over the
     audit entries with after_id < id <= last_id, chained to the previous link. kind 'prune' records a retention
     sweep (entries up to last_id may be missing from then on)."""
 

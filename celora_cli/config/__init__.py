@@ -1,0 +1,1 @@
+"""Settings and database URLs: where every setting comes from, parsed and masked once."""

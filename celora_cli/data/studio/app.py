@@ -1,0 +1,106 @@
+"""The studio's ASGI app: starlette-admin over every celora model, behind StudioGuard. No globals: each call
+builds a new app around the engine it is given."""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import Engine, event
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import Session, sessionmaker
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.responses import HTMLResponse, RedirectResponse
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette_admin.contrib.sqla import Admin
+
+from celora_cli.config.settings import DatabaseURL
+from celora_cli.data.studio.security import StudioGuard
+from celora_cli.data.studio.views import build_views
+from celora_cli.safety.local_http import allowed_hosts
+
+TEMPLATES = Path(__file__).parent / "templates"
+BASE_PATH = "/studio"
+
+
+@dataclass(frozen=True)
+class StudioOptions:
+    host: str
+    port: int
+    token: str
+    read_only: bool
+
+
+def create_app(engine: Engine, url: DatabaseURL, options: StudioOptions) -> Starlette:
+    """The studio for the database behind `engine` (`url` names it in error messages, masked)."""
+    from celora_cli.db.models import Base
+
+    sessions = sessionmaker(engine, expire_on_commit=False)
+    if options.read_only:
+        _read_only_transactions(sessions)
+    admin = Admin(
+        sessions,
+        title="celora studio" + (" (read-only)" if options.read_only else ""),
+        base_url=BASE_PATH,
+        templates_dir=str(TEMPLATES),
+        secret_key=options.token,
+        middlewares=[Middleware(DatabaseErrorPage, url=url)],
+    )
+    for view in build_views(Base, read_only=options.read_only, database_url=url):
+        admin.add_view(view)
+    # The templates are the installed package's: checking each one's mtime on every include cost ~10 ms a page.
+    admin.templates.env.auto_reload = False
+    app = Starlette(routes=[Route("/", lambda request: RedirectResponse(f"{BASE_PATH}/", status_code=307))],
+                    middleware=[Middleware(StudioGuard, token=options.token, port=options.port,
+                                           hosts=allowed_hosts(options.host, options.port),
+                                           read_only=options.read_only)])
+    app.state.studio_url = url
+    app.state.read_only = options.read_only
+    admin.mount_to(app)
+    return app
+
+
+def _read_only_transactions(sessions: sessionmaker) -> None:
+    """Every transaction the studio opens is READ ONLY: PostgreSQL itself refuses a write that got past
+    the guard. Per transaction rather than `default_transaction_read_only` on the connection: through
+    PgBouncer in transaction mode a session setting would stay on a server connection other clients reuse."""
+
+    @event.listens_for(sessions, "after_begin")
+    def _read_only(session: Session, transaction, connection) -> None:
+        connection.exec_driver_sql("SET TRANSACTION READ ONLY")
+
+
+class DatabaseErrorPage:
+    """A database error while reading (list, detail) becomes a page with celora's message and hint."""
+
+    def __init__(self, app: ASGIApp, url: DatabaseURL) -> None:
+        self.app = app
+        self.url = url
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except DBAPIError as exc:
+            if started:
+                raise
+            from celora_cli.db.errors import translate
+
+            error = translate(exc, self.url)
+            body = (f"<!doctype html><title>celora studio: database error</title><h1>Database error</h1>"
+                    f"<p class='celora-error'>{html.escape(error.message)}</p>"
+                    f"<p class='celora-hint'>{html.escape(error.hint or '')}</p>"
+                    f"<p><a href='javascript:history.back()'>Back</a></p>")
+            await HTMLResponse(body, status_code=500)(scope, receive, send)

@@ -1,0 +1,1 @@
+"""Operations: health, metrics, backup and restore, roles."""

@@ -1,0 +1,1 @@
+"""Models against databases: autogenerate (db migrate), drift, push and the generated artifacts."""
