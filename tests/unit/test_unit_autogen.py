@@ -95,7 +95,8 @@ def test_commands_that_write_never_touch_the_packaged_migrations(tmp_path, monke
 
     from celora_cli.config.settings import load_settings
     from celora_cli.errors import ConfigError
-    from celora_cli.schema import generate, migrations
+    from celora_cli.migrate import deploy as migrations
+    from celora_cli.schema import generate
 
     packaged = tmp_path / "site-packages" / "celora_cli" / "_migrations"
     packaged.mkdir(parents=True)
