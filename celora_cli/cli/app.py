@@ -287,10 +287,12 @@ def json_option(help: str = "Print the result as one JSON object (README: JSON o
 def load_settings_from(ctx: typer.Context, **flags):
     """Settings for a command: flags > --env-file > environment > .env > defaults."""
     from celora_cli.config.settings import load_settings
+    from celora_cli.local.startup import allowing_start
 
     console.show_notices()
     root_obj = ctx.find_root().obj or {}
-    settings = load_settings(env_file=root_obj.get("env_file"), **flags)
+    # A command may start the local server on first use (announced); `db health` and `db metrics` veto it.
+    settings = allowing_start(load_settings(env_file=root_obj.get("env_file"), **flags))
     console.register_secrets(settings.secrets())
     if settings.debug:
         root_obj["debug"] = True

@@ -197,8 +197,9 @@ class Settings:
                                  _role_name)
     role_cdc: str = setting("CELORA_ROLE_CDC", "celora_cdc", "the change-data-capture group role", _role_name)
 
-    # Not a setting: the local server's URL, once the command started it (celora_cli.local.startup). Resolving
-    # URLs never starts a server; without this they ask whether it is running.
+    # Not settings: what the command decided (celora_cli.local.startup). Whether it may start the local server
+    # on first use (resolving URLs never starts it unless the command allowed it), and its URL once known.
+    start_local_server: bool = False
     local_database_url: DatabaseURL | None = None
 
     @property

@@ -11,8 +11,7 @@ import math
 import re
 from dataclasses import dataclass
 
-from celora_cli.config.settings import DatabaseURL, Settings, parse_database_url
-from celora_cli.errors import ConfigError
+from celora_cli.config.settings import DatabaseURL, Settings
 
 # A custom setting celora sends in the startup `options` of every non-PgBouncer connection. PostgreSQL
 # applies it; a transaction pooler either rejects `options` ("unsupported startup parameter") or drops it.
@@ -29,25 +28,18 @@ class ResolvedURLs:
 
 
 def resolve_urls(settings: Settings, *, start: bool = True) -> ResolvedURLs:
-    """DATABASE_URL / DIRECT_DATABASE_URL, or the celora-managed local PostgreSQL.
+    """DATABASE_URL / DIRECT_DATABASE_URL, or the celora-managed local PostgreSQL; each URL knows its setting.
 
-    start=True (commands that use the database) initialises and starts the local server when it is not
-    running, announcing it on the `celora.notice` logger. start=False (health, which reports and must not
+    Working out the local server's URL starts it only when the command allowed that (`settings.start_local_server`,
+    celora_cli.local.startup) and the caller does not veto it: start=False (health, which reports and must not
     change what it reports on) raises LocalServerError when the local server is not running."""
     if settings.uses_local_server:
-        from celora_cli.local.server import LocalServer
+        url = settings.local_database_url
+        if url is None:
+            # db sits below local in the layers; only a run with no DATABASE_URL needs the local server.
+            from celora_cli.local.startup import local_database_url
 
-        if settings.env in ("staging", "production"):
-            # A deploy with a missing DATABASE_URL must fail, not migrate a fresh local database and pass.
-            raise ConfigError(
-                f"DATABASE_URL is not set (CELORA_ENV={settings.env}). celora starts its own local PostgreSQL "
-                "only for development and test.",
-                "Set DATABASE_URL (and DIRECT_DATABASE_URL when it goes through PgBouncer) in the environment "
-                "or pass --env-file.",
-            )
-        server = LocalServer.from_settings(settings)  # validates CELORA_PG_USER / CELORA_LOCAL_DIR first
-        raw = server.ensure_running() if start else server.running_url()
-        url = parse_database_url(raw, "local database")
+            url = local_database_url(settings, start=start and settings.start_local_server)
         return ResolvedURLs(pooled=url, direct=settings.direct_database_url or url)
     pooled = settings.database_url
     assert pooled is not None  # uses_local_server is exactly "no DATABASE_URL"
@@ -58,13 +50,13 @@ def resolve_urls(settings: Settings, *, start: bool = True) -> ResolvedURLs:
 
 
 def direct_url(settings: Settings, *, start: bool = True) -> DatabaseURL:
-    """The URL for DDL: raises ConfigError for a PgBouncer DATABASE_URL with no DIRECT_DATABASE_URL."""
-    if settings.uses_local_server:
+    """The URL for DDL, knowing its setting (`.setting`, for messages): raises ConfigError for a PgBouncer
+    DATABASE_URL with no DIRECT_DATABASE_URL."""
+    url = settings.ddl_url()  # raises rather than return None when there is a DATABASE_URL
+    if url is None:  # the local server, not yet resolved
         local = resolve_urls(settings, start=start).direct
         assert local is not None  # the local server is always reachable directly
         return local
-    url = settings.ddl_url()  # raises rather than return None when there is a DATABASE_URL
-    assert url is not None
     return url
 
 

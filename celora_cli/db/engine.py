@@ -106,12 +106,13 @@ def get_engine(settings: Settings | None = None, *, read_only: bool = False) -> 
     replica of CELORA_REPLICA_URLS (round-robin), else the primary. It is chosen at each call, so call it for
     each unit of work rather than keeping it (a kept one stays on its replica when that one falls behind)."""
     from celora_cli.config.settings import load_settings
+    from celora_cli.local.startup import allowing_start
 
-    settings = settings or load_settings()
+    settings = settings or allowing_start(load_settings())  # the library call is the command
     if read_only:
         return get_read_router(settings).route().engine
     engine = _engines.get(settings)
-    if engine is None:  # resolve only once: for the local server that means starting it
+    if engine is None:  # resolve only once: for the local server that may mean starting it
         engine = _engines[settings] = build_engine(resolve_urls(settings).pooled, settings, pooled=True)
     return engine
 
@@ -120,8 +121,9 @@ def get_read_router(settings: Settings | None = None) -> ReadRouter:
     """The router behind read_only=True, one per Settings: `.status()` reports each replica's lag and fitness."""
     from celora_cli.config.settings import load_settings
     from celora_cli.db.replicas import ReadRouter
+    from celora_cli.local.startup import allowing_start
 
-    settings = settings or load_settings()
+    settings = settings or allowing_start(load_settings())  # the library call is the command
     router = _routers.get(settings)
     if router is None:
         router = _routers[settings] = ReadRouter(settings, get_engine(settings))
@@ -131,8 +133,9 @@ def get_read_router(settings: Settings | None = None) -> ReadRouter:
 def get_direct_engine(settings: Settings | None = None, application_name: str = "celora") -> Engine:
     """A non-pooled engine on the direct URL, for migrations, DDL and advisory locks."""
     from celora_cli.config.settings import load_settings
+    from celora_cli.local.startup import allowing_start
 
-    settings = settings or load_settings()
+    settings = settings or allowing_start(load_settings())  # the library call is the command
     return build_engine(direct_url(settings), settings, pooled=False, application_name=application_name)
 
 

@@ -80,10 +80,13 @@ def _sslmode(url: DatabaseURL | None) -> str:
     return dict(url.libpq_params).get("sslmode", "require") if url else "require"
 
 
-def translate(exc: BaseException, url: DatabaseURL | None, setting: str = "DATABASE_URL") -> CeloraError:
-    """Map a database exception to the CeloraError a user can act on. Passwords never survive."""
+def translate(exc: BaseException, url: DatabaseURL | None, setting: str | None = None) -> CeloraError:
+    """Map a database exception to the CeloraError a user can act on. Passwords never survive.
+
+    `setting` names where the URL came from in the message; by default the URL's own (`url.setting`)."""
     if isinstance(exc, CeloraError):
         return exc
+    setting = setting or (url.setting if url else "DATABASE_URL")
     cause = root_cause(exc)
     state = sqlstate_of(exc) or ""
     secrets = list(url.secrets) if url else []  # the password and secret parameters (sslpassword=, ...)
@@ -152,7 +155,7 @@ def translate(exc: BaseException, url: DatabaseURL | None, setting: str = "DATAB
 
 
 @contextlib.contextmanager
-def translating(url: DatabaseURL | None, setting: str = "DATABASE_URL") -> Iterator[None]:
+def translating(url: DatabaseURL | None, setting: str | None = None) -> Iterator[None]:
     """Re-raise database exceptions as CeloraErrors (keeping the original as __cause__ for --debug).
 
     SQLAlchemy's errors are caught only when SQLAlchemy is loaded: the plain-psycopg paths never import it."""

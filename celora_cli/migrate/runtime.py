@@ -843,10 +843,11 @@ def _command_name(config) -> str | None:
 
 def _settings(config) -> Settings:
     from celora_cli.config.settings import load_settings
+    from celora_cli.local.startup import allowing_start
 
     settings = config.attributes.get("celora_settings")
-    if settings is None:
-        settings = config.attributes["celora_settings"] = load_settings()
+    if settings is None:  # a hand-run `alembic`: the command, so it may start the local server
+        settings = config.attributes["celora_settings"] = allowing_start(load_settings())
     return settings
 
 
