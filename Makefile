@@ -63,10 +63,11 @@ test-unit: install-dev ## only the tests that need no database
 bench: install-dev  ## performance scripts; each prints ratios against a baseline measured in the same run
 	@set -e; for script in benchmarks/bench_*.py; do echo "== $$script"; $(VPY) $$script; done
 
-lint: install-dev   ## ruff and mypy from the virtualenv
-	@for tool in ruff mypy; do [ -x $(VENV)/bin/$$tool ] || { echo "$$tool is not installed in $(VENV) (it comes with the test extra: make install-dev)"; exit 1; }; done
+lint: install-dev   ## ruff, mypy and the import layers (lint-imports, [tool.importlinter] in pyproject.toml)
+	@for tool in ruff mypy lint-imports; do [ -x $(VENV)/bin/$$tool ] || { echo "$$tool is not installed in $(VENV) (it comes with the test extra: make install-dev)"; exit 1; }; done
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy celora_cli
+	$(VENV)/bin/lint-imports
 
 db-start: install   ## start the celora-managed local PostgreSQL (.celora/)
 	$(CELORA) local start
