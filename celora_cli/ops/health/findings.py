@@ -6,14 +6,10 @@ the fix, so the one screen health prints is enough to start working.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from celora_cli.config.settings import Settings
 from celora_cli.ops.health.replicas import replica_problems
+from celora_cli.ops.health.report import HealthReport
 from celora_cli.ops.health.server import SessionInfo, lsn_bytes
-
-if TYPE_CHECKING:
-    from celora_cli.ops.health import HealthReport
 
 
 def in_depth(report: HealthReport, settings: Settings) -> tuple[list[str], list[str]]:
