@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+
 from celora_cli.ops.health.report import HealthReport
 from celora_cli.safety.local_http import host_allowed
 
