@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 
 from celora_cli.config.settings import DatabaseURL, Settings, parse_database_url
-from celora_cli.errors import ConfigError
+from celora_cli.errors import ConfigError, DatabaseUnreachable
 
 # A custom setting celora sends in the startup `options` of every non-PgBouncer connection. PostgreSQL
 # applies it; a transaction pooler either rejects `options` ("unsupported startup parameter") or drops it.
@@ -35,6 +35,8 @@ def resolve_urls(settings: Settings, *, start: bool = True) -> ResolvedURLs:
     running, announcing it on the `celora.notice` logger. start=False (health, which reports and must not
     change what it reports on) raises LocalServerError when the local server is not running."""
     if settings.uses_local_server:
+        # Here, not at the top: only without DATABASE_URL, and it reaches up a layer (db below local), an edge
+        # lint-imports reports until resolving a URL no longer starts the local server (issue 19).
         from celora_cli.local.server import LocalServer
 
         if settings.env in ("staging", "production"):
@@ -175,8 +177,6 @@ def _watched_cursor(base, seconds: float, url: DatabaseURL):
 
 
 def no_answer(url: DatabaseURL, seconds: float, made_of: str):
-    from celora_cli.errors import DatabaseUnreachable
-
     return DatabaseUnreachable(
         f"No answer from the database server at {url.display_host} ({url.masked}) within {seconds:g} s "
         f"({made_of}): the connection was open but nothing came back, as through a proxy, tunnel or pooler that "
@@ -190,8 +190,6 @@ def answer_within(dbapi_conn, seconds: float, url: DatabaseURL, made_of: str):
     migration connection: a migration has no statement timeout). Whatever runs inside ends within `seconds`
     even when the path to the server goes silent (see _watched_cursor); `made_of` names the settings that
     make up `seconds`, for the message."""
-    from celora_cli.errors import DatabaseUnreachable
-
     watch = start_watch(dbapi_conn, seconds)
     try:
         yield
