@@ -87,7 +87,7 @@ pgbouncer-stop: install
 clean:              ## stop the local PostgreSQL and delete its data wherever it lives (asks nothing: it is the dev database)
 	-@if [ -x $(CELORA) ]; then $(CELORA) local pgbouncer stop >/dev/null 2>&1; fi
 	-@if [ -x $(CELORA) ]; then $(CELORA) local destroy --yes 2>/dev/null || $(CELORA) local stop; fi
-	rm -rf .celora .pytest_cache build dist *.egg-info
+	rm -rf .celora .pytest_cache .import_linter_cache .grimp_cache build dist *.egg-info
 
 distclean: clean    ## clean, and delete the virtualenv (and .ci-cache, the PostgreSQL builds of make test-compat) too
 	rm -rf $(VENV) .ci-cache
