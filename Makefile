@@ -63,10 +63,11 @@ test-unit: install-dev ## only the tests that need no database
 bench: install-dev  ## performance scripts; each prints ratios against a baseline measured in the same run
 	@set -e; for script in benchmarks/bench_*.py; do echo "== $$script"; $(VPY) $$script; done
 
-lint: install-dev   ## ruff and mypy from the virtualenv
-	@for tool in ruff mypy; do [ -x $(VENV)/bin/$$tool ] || { echo "$$tool is not installed in $(VENV) (it comes with the test extra: make install-dev)"; exit 1; }; done
+lint: install-dev   ## ruff, mypy and the import layers (lint-imports, [tool.importlinter] in pyproject.toml)
+	@for tool in ruff mypy lint-imports; do [ -x $(VENV)/bin/$$tool ] || { echo "$$tool is not installed in $(VENV) (it comes with the test extra: make install-dev)"; exit 1; }; done
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy celora_cli
+	$(VENV)/bin/lint-imports
 
 db-start: install   ## start the celora-managed local PostgreSQL (.celora/)
 	$(CELORA) local start
@@ -86,7 +87,7 @@ pgbouncer-stop: install
 clean:              ## stop the local PostgreSQL and delete its data wherever it lives (asks nothing: it is the dev database)
 	-@if [ -x $(CELORA) ]; then $(CELORA) local pgbouncer stop >/dev/null 2>&1; fi
 	-@if [ -x $(CELORA) ]; then $(CELORA) local destroy --yes 2>/dev/null || $(CELORA) local stop; fi
-	rm -rf .celora .pytest_cache build dist *.egg-info
+	rm -rf .celora .pytest_cache .import_linter_cache .grimp_cache build dist *.egg-info
 
 distclean: clean    ## clean, and delete the virtualenv (and .ci-cache, the PostgreSQL builds of make test-compat) too
 	rm -rf $(VENV) .ci-cache

@@ -23,6 +23,7 @@ from celora_cli.errors import (
     OutputError,
     UsageError,
 )
+from celora_cli.safety.production import OVERRIDE_FLAG, PRODUCTION
 
 # ctx.meta is shared by every context of one invocation (root, group, command).
 JSON_REQUESTED = "celora.json"
@@ -252,8 +253,8 @@ def force_option(what: str = "Proceed without a confirmation prompt"):
 
 def allow_production_option(what: str = "Allow this on a PRODUCTION database"):
     """The loudly named flag that lifts the production protection of the guard (celora_cli.safety.guard)."""
-    return typer.Option(False, "--allow-production", help=f"{what} (stamped 'production' by migrate-deploy, or "
-                        "CELORA_ENV=production). Refused without it.")
+    return typer.Option(False, OVERRIDE_FLAG, help=f"{what} (stamped '{PRODUCTION}' by migrate-deploy, or "
+                        f"CELORA_ENV={PRODUCTION}). Refused without it.")
 
 
 def confirmation(action, command: str, settings, *, force: bool, allow_production: bool, force_flag: str = "--force"):
@@ -286,8 +287,7 @@ def json_option(help: str = "Print the result as one JSON object (README: JSON o
 
 def load_settings_from(ctx: typer.Context, **flags):
     """Settings for a command: flags > --env-file > environment > .env > defaults."""
-    from celora_cli.config.settings import load_settings
-    from celora_cli.local.startup import allowing_start
+    from celora_cli.config.settings import allowing_start, load_settings
 
     console.show_notices()
     root_obj = ctx.find_root().obj or {}

@@ -93,7 +93,7 @@ def migrate_deploy(
         linted = lint_migrations(settings, revisions=pending_revisions(settings))
         if linted.findings:
             if not as_json:  # with --json the error object lists them
-                from celora_cli.cli.db_lint import render_findings
+                from celora_cli.cli.lint_findings import render_findings
 
                 render_findings(linted.findings)
             raise findings_error(linted, "migrate-deploy --lint (nothing was applied)")

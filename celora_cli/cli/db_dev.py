@@ -9,6 +9,7 @@ from celora_cli.cli.app import json_option, load_settings_from
 from celora_cli.cli.console import safe
 from celora_cli.cli.db import app
 from celora_cli.errors import ExitCode
+from celora_cli.safety.interaction import is_interactive
 
 
 @app.command("generate")
@@ -83,10 +84,7 @@ def migrate(
 
 def _name_prompt():
     """A prompt for the migration name when a person is at a terminal and not in CI; None otherwise."""
-    import os
-    import sys
-
-    if not sys.stdin.isatty() or os.environ.get("CI"):
+    if not is_interactive():
         return None
 
     def ask() -> str:

@@ -9,6 +9,7 @@ from celora_cli.cli import console
 from celora_cli.cli.app import json_option, load_settings_from
 from celora_cli.cli.console import safe
 from celora_cli.cli.db import app
+from celora_cli.cli.lint_findings import render_findings
 
 
 @app.command("lint")
@@ -44,13 +45,3 @@ def lint(
     console.out.print(f"[green]Clean:[/] {len(result.migrations)} migration(s) linted ({safe(result.linter)}), "
                       f"{len(result.silenced)} finding(s) silenced with a reason (--json lists them).")
 
-
-def render_findings(findings) -> None:
-    for finding in findings:
-        console.out.print(f"[red]{safe(finding.rule)}[/] {safe(finding.where())}")
-        if finding.statement:
-            console.out.print(f"  statement: {safe(finding.statement)}")
-        if finding.message:
-            console.out.print(f"  found: {safe(finding.message)}")
-        console.out.print(f"  why: {safe(finding.why)}")
-        console.out.print(f"  instead: {safe(finding.safe_alternative)}")

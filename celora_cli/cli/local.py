@@ -9,6 +9,7 @@ from celora_cli.cli.app import CeloraGroup, force_option, json_option, load_sett
 from celora_cli.cli.console import safe
 from celora_cli.cli.lazy import PanelledGroup
 from celora_cli.errors import ExitCode
+from celora_cli.safety.interaction import is_interactive
 
 # `local status`: a state the command reports, like `db status`'s pending (exit 1), not an error.
 NOT_RUNNING = ExitCode.PENDING
@@ -116,8 +117,6 @@ def destroy(
 
     Example: celora local destroy --yes
     """
-    import os
-    import sys
 
     from celora_cli.errors import Refused
     from celora_cli.local.server import LocalServer
@@ -128,7 +127,7 @@ def destroy(
         return
     places = ", ".join(str(s.base_dir) for s in servers)
     if not yes:
-        if os.environ.get("CI", "").lower() not in ("", "0", "false") or not sys.stdin.isatty():
+        if not is_interactive():
             raise Refused(f"Not deleting the local PostgreSQL in {places}: this deletes its data, and celora "
                           "cannot ask for confirmation here (stdin is not a terminal, or CI is set).",
                           "Run `celora local destroy --yes` to delete it.")

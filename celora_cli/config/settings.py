@@ -300,3 +300,12 @@ def load_settings(
         raise ConfigError("DIRECT_DATABASE_URL has ?pgbouncer=true, but the direct URL must bypass PgBouncer.",
                           "Point DIRECT_DATABASE_URL at PostgreSQL itself and drop ?pgbouncer=true from it.")
     return settings.with_overrides(**flags)
+
+
+def allowing_start(settings: Settings) -> Settings:
+    """`settings` for a command that uses the database: it may start the local server on first use
+    (celora_cli.local.startup). Here, in config, so the library's entry points in db/ can grant it without
+    reaching up into local/."""
+    if settings.start_local_server or not settings.uses_local_server:
+        return settings
+    return dataclasses.replace(settings, start_local_server=True)

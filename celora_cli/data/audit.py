@@ -16,7 +16,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from celora_cli.config.settings import DatabaseURL, Settings
+from celora_cli.data.audit_seal import record_prune
+from celora_cli.db.connect import connect, resolve_urls
+from celora_cli.db.errors import translating
 from celora_cli.errors import ConfigError, DatabaseError, UsageError
+from celora_cli.migrate.runtime import setting_name
+from celora_cli.safety.stamp import database_environment
 
 APPLICATION_NAME = "celora db audit"
 DEFAULT_LIMIT = 50
@@ -154,10 +159,6 @@ def _open(settings: Settings, *, direct: bool):
     """(connection, url, setting). The direct URL when there is one: the app's role (DATABASE_URL behind
     PgBouncer, in the role model of `celora db roles`) holds no privilege on audit_log at all; the migration role
     owns it. Both reading and pruning work through PgBouncer too (no session state), when that is all there is."""
-    from celora_cli.db.connect import connect, resolve_urls
-    from celora_cli.db.errors import translating
-    from celora_cli.migrate.runtime import setting_name
-
     urls = resolve_urls(settings)
     url: DatabaseURL = urls.pooled
     setting = "DATABASE_URL"
@@ -175,8 +176,6 @@ def history(settings: Settings, *, table: str | None = None, row_id: str | None 
     """The audit rows matching every filter given, newest first."""
     import psycopg
     from psycopg.types.json import Jsonb
-
-    from celora_cli.db.errors import translating
 
     _check_limit(limit)
     since_at = parse_since(since) if since else None
@@ -239,9 +238,6 @@ def prune(settings: Settings, *, older_than_days: float, confirm: Callable[[Prun
 
     `confirm(plan)` is called with the count before anything is deleted; it raises to stop (the CLI passes the
     destructive-action guard)."""
-    from celora_cli.db.errors import translating
-    from celora_cli.safety.stamp import database_environment
-
     _check_days(older_than_days)
     conn, url, setting = _open(settings, direct=True)
     try:
@@ -269,8 +265,6 @@ def prune(settings: Settings, *, older_than_days: float, confirm: Callable[[Prun
                 result.batches += 1
                 pruned_through = last
             if result.deleted:
-                from celora_cli.data.audit_seal import record_prune
-
                 with conn.transaction():  # the chain says entries up to here may be gone (--verify reads it)
                     record_prune(conn, pruned_through, result.deleted)
     finally:

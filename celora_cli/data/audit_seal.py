@@ -25,7 +25,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from celora_cli.config.settings import Settings
+from celora_cli.db.connect import connect, direct_url
+from celora_cli.db.errors import translating
 from celora_cli.errors import AuditTampered, ConfigError, DatabaseError, LockTimeout, SchemaNotMigrated
+from celora_cli.migrate.runtime import setting_name
 
 SEAL_WAIT_SECONDS = 60.0
 _SHORT = 8  # bytes of each entry's digest stored in the seal: enough to name the entry, the link hash covers all
@@ -112,10 +115,6 @@ def _unpack(blob: bytes) -> list[tuple[int, bytes]]:
 
 def _open(settings: Settings):
     """The direct URL: sealing needs the owner's rights (the app holds none on audit_log or audit_seal)."""
-    from celora_cli.db.connect import connect, direct_url
-    from celora_cli.db.errors import translating
-    from celora_cli.migrate.runtime import setting_name
-
     url = direct_url(settings)
     setting = setting_name(settings)
     with translating(url, setting):
@@ -151,8 +150,6 @@ def _last_link(conn) -> tuple[int, bytes | None]:
 
 def seal(settings: Settings, *, wait_seconds: float = SEAL_WAIT_SECONDS) -> SealResult:
     """Append a link covering the entries since the last one, up to the safe horizon."""
-    from celora_cli.db.errors import translating
-
     conn, url, setting = _open(settings)
     try:
         with translating(url, setting), _as_owner(setting, url):
@@ -229,8 +226,6 @@ def record_prune(conn, pruned_through: int, deleted: int) -> None:
 
 def verify(settings: Settings) -> VerifyResult:
     """Recompute every link; raise AuditTampered naming the first problem (all of them in its details)."""
-    from celora_cli.db.errors import translating
-
     conn, url, setting = _open(settings)
     result = VerifyResult(url.masked)
     try:

@@ -13,6 +13,8 @@ from collections.abc import Iterator
 from urllib.parse import quote, urlsplit
 
 from celora_cli.config.settings import DatabaseURL, Settings, parse_database_url
+from celora_cli.db.connect import connect
+from celora_cli.db.errors import translating
 from celora_cli.errors import DatabaseError
 
 MAINTENANCE_DATABASE = "postgres"
@@ -35,9 +37,6 @@ def with_database(url: DatabaseURL, database: str, setting: str | None = None) -
 def maintenance_connection(url: DatabaseURL, settings: Settings, *, application_name: str = "celora admin") \
         -> Iterator:
     """An autocommit psycopg connection to the maintenance database of `url`'s server."""
-    from celora_cli.db.connect import connect
-    from celora_cli.db.errors import translating
-
     admin_url = with_database(url, MAINTENANCE_DATABASE)
     with translating(admin_url, f"the maintenance database ({MAINTENANCE_DATABASE}) on {url.display_host}"):
         conn = connect(admin_url, settings, application_name=application_name, autocommit=True)

@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass
 
 from celora_cli.config.settings import DatabaseURL, Settings
+from celora_cli.errors import DatabaseUnreachable
 
 # A custom setting celora sends in the startup `options` of every non-PgBouncer connection. PostgreSQL
 # applies it; a transaction pooler either rejects `options` ("unsupported startup parameter") or drops it.
@@ -167,8 +168,6 @@ def _watched_cursor(base, seconds: float, url: DatabaseURL):
 
 
 def no_answer(url: DatabaseURL, seconds: float, made_of: str):
-    from celora_cli.errors import DatabaseUnreachable
-
     return DatabaseUnreachable(
         f"No answer from the database server at {url.display_host} ({url.masked}) within {seconds:g} s "
         f"({made_of}): the connection was open but nothing came back, as through a proxy, tunnel or pooler that "
@@ -182,8 +181,6 @@ def answer_within(dbapi_conn, seconds: float, url: DatabaseURL, made_of: str):
     migration connection: a migration has no statement timeout). Whatever runs inside ends within `seconds`
     even when the path to the server goes silent (see _watched_cursor); `made_of` names the settings that
     make up `seconds`, for the message."""
-    from celora_cli.errors import DatabaseUnreachable
-
     watch = start_watch(dbapi_conn, seconds)
     try:
         yield

@@ -1,28 +1,18 @@
-"""The one engine factory: pooled (app traffic, maybe via PgBouncer) and direct (migrations, DDL, locks).
-
-PgBouncer in transaction-pooling mode hands each transaction to whichever server connection is free, so
-anything that lives on a server session breaks: server-side prepared statements (psycopg prepares a query
-after 5 runs by default) and SET without LOCAL. With `?pgbouncer=true` the pooled engine therefore
-disables prepared statements (`prepare_threshold=None`), sends no startup `options` (PgBouncer rejects
-them) and applies timeouts/search_path per transaction with SET LOCAL.
-
-Read-only work (`read_only=True`) goes to the replicas in CELORA_REPLICA_URLS, chosen by celora_cli.db.replicas;
-each replica's engine is built here too, so a replica URL with ?pgbouncer=true gets the same treatment.
+"""The one engine factory's shared engines: one pooled engine per Settings for app traffic (DATABASE_URL, maybe
+via PgBouncer), direct engines for migrations, DDL and locks, and the router that sends read-only work
+(`read_only=True`) to the replicas in CELORA_REPLICA_URLS (celora_cli.db.replicas). How one engine is built,
+PgBouncer's transaction mode included, is celora_cli.db.factory's.
 """
 
 from __future__ import annotations
 
 import contextlib
-import logging
-import time
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
-from sqlalchemy.pool import NullPool
 
-from celora_cli.config.settings import DatabaseURL, Settings
+from celora_cli.config.settings import Settings, allowing_start, load_settings
 
 # Re-exported: callers and the public API import these from here.
 from celora_cli.db.connect import (  # noqa: F401
@@ -34,66 +24,8 @@ from celora_cli.db.connect import (  # noqa: F401
     sends_startup_options,
     startup_options_applied,
 )
-
-if TYPE_CHECKING:
-    from celora_cli.db.replicas import ReadRouter
-
-query_log = logging.getLogger("celora.sql")
-
-
-def _install_transaction_settings(engine: Engine, url: DatabaseURL, settings: Settings) -> None:
-    """PgBouncer mode: session settings would leak to other clients, so set them per transaction."""
-    statements = []
-    if settings.statement_timeout:
-        statements.append(f"SET LOCAL statement_timeout = {int(settings.statement_timeout * 1000)}")
-    if url.schema:
-        quoted = '"' + url.schema.replace('"', '""') + '"'  # an identifier, exactly as written
-        statements.append(f"SET LOCAL search_path TO {quoted}")
-    if not statements:
-        return
-
-    @event.listens_for(engine, "begin")
-    def _set_local(conn):  # runs inside the transaction that just began
-        for statement in statements:
-            conn.exec_driver_sql(statement)
-
-
-def _install_query_log(engine: Engine) -> None:
-    """CELORA_LOG_QUERIES: each statement with its duration; parameters are never logged."""
-
-    @event.listens_for(engine, "before_cursor_execute")
-    def _start(conn, cursor, statement, parameters, context, executemany):
-        conn.info.setdefault("celora_query_start", []).append(time.perf_counter())
-
-    @event.listens_for(engine, "after_cursor_execute")
-    def _end(conn, cursor, statement, parameters, context, executemany):
-        started = conn.info["celora_query_start"].pop()
-        rows = parameters if executemany and isinstance(parameters, (list, tuple)) else [parameters]
-        count = len(rows[0]) if rows and isinstance(rows[0], (list, tuple, dict)) else 0
-        hidden = f" [{count} parameter(s) hidden]" if count else ""
-        if executemany:
-            hidden += f" x {len(rows)} rows"
-        query_log.info("%.1f ms  %s%s", (time.perf_counter() - started) * 1000,
-                       " ".join(statement.split()), hidden)
-
-
-def build_engine(url: DatabaseURL, settings: Settings, *, pooled: bool = True,
-                 application_name: str = "celora") -> Engine:
-    """A new Engine for `url`: pooled engines keep connections, direct ones (DDL, CLI) do not."""
-    pool_kwargs: dict = {"poolclass": NullPool}
-    if pooled:
-        pool_kwargs = {"pool_size": url.connection_limit or 5, "max_overflow": 0 if url.connection_limit else 5,
-                       "pool_pre_ping": True}
-        if url.pool_timeout is not None:
-            pool_kwargs["pool_timeout"] = url.pool_timeout
-    engine = create_engine(url.sqlalchemy_url(), connect_args=connect_args(url, settings,
-                           application_name=application_name), hide_parameters=True, **pool_kwargs)
-    if url.pgbouncer:
-        _install_transaction_settings(engine, url, settings)
-    if settings.log_queries:
-        _install_query_log(engine)
-    return engine
-
+from celora_cli.db.factory import build_engine, query_log  # noqa: F401
+from celora_cli.db.replicas import ReadRouter
 
 _engines: dict[Settings, Engine] = {}
 _routers: dict[Settings, ReadRouter] = {}
@@ -105,9 +37,6 @@ def get_engine(settings: Settings | None = None, *, read_only: bool = False) -> 
     read_only=True: the engine for the next piece of read-only work, whose transactions run READ ONLY: a fit
     replica of CELORA_REPLICA_URLS (round-robin), else the primary. It is chosen at each call, so call it for
     each unit of work rather than keeping it (a kept one stays on its replica when that one falls behind)."""
-    from celora_cli.config.settings import load_settings
-    from celora_cli.local.startup import allowing_start
-
     settings = settings or allowing_start(load_settings())  # the library call is the command
     if read_only:
         return get_read_router(settings).route().engine
@@ -119,10 +48,6 @@ def get_engine(settings: Settings | None = None, *, read_only: bool = False) -> 
 
 def get_read_router(settings: Settings | None = None) -> ReadRouter:
     """The router behind read_only=True, one per Settings: `.status()` reports each replica's lag and fitness."""
-    from celora_cli.config.settings import load_settings
-    from celora_cli.db.replicas import ReadRouter
-    from celora_cli.local.startup import allowing_start
-
     settings = settings or allowing_start(load_settings())  # the library call is the command
     router = _routers.get(settings)
     if router is None:
@@ -132,9 +57,6 @@ def get_read_router(settings: Settings | None = None) -> ReadRouter:
 
 def get_direct_engine(settings: Settings | None = None, application_name: str = "celora") -> Engine:
     """A non-pooled engine on the direct URL, for migrations, DDL and advisory locks."""
-    from celora_cli.config.settings import load_settings
-    from celora_cli.local.startup import allowing_start
-
     settings = settings or allowing_start(load_settings())  # the library call is the command
     return build_engine(direct_url(settings), settings, pooled=False, application_name=application_name)
 

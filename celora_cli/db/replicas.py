@@ -31,7 +31,10 @@ from sqlalchemy import Engine, event
 from sqlalchemy.orm import Session
 
 from celora_cli.config.settings import DatabaseURL, Settings
-from celora_cli.errors import CeloraError, DatabaseError
+from celora_cli.db.connect import start_watch
+from celora_cli.db.errors import postgres_message, sqlstate_of, translate
+from celora_cli.db.factory import build_engine
+from celora_cli.errors import CeloraError, DatabaseError, DatabaseUnreachable
 
 notice = logging.getLogger("celora.notice")
 
@@ -84,8 +87,6 @@ def read_only(engine: Engine, where: str) -> Engine:
 
     @event.listens_for(guarded, "handle_error")
     def _refused_write(context) -> None:
-        from celora_cli.db.errors import postgres_message, sqlstate_of
-
         if sqlstate_of(context.original_exception) == "25006":
             raise ReadOnlySessionError(
                 "This session is read-only (session_scope(read_only=True)); use session_scope() for writes. "
@@ -118,8 +119,6 @@ class Replica:
             return self._engine
         with self._engine_lock:
             if self._engine is None:
-                from celora_cli.db.engine import build_engine
-
                 # Through PgBouncer when the URL says ?pgbouncer=true: build_engine then prepares nothing on the
                 # server and sends no startup options, exactly as for the primary's pooled URL.
                 engine = read_only(build_engine(self.url, self.settings, pooled=True,
@@ -166,8 +165,6 @@ class Replica:
         import psycopg
         import sqlalchemy.exc
 
-        from celora_cli.db.connect import start_watch
-
         started = time.perf_counter()
         try:
             with self.engine.connect() as conn:
@@ -200,9 +197,6 @@ class Replica:
 
     def _failure(self, exc: BaseException) -> tuple[str, str]:
         """(problem, reason) of a replica that did not answer, in words a user can act on (password masked)."""
-        from celora_cli.db.errors import translate
-        from celora_cli.errors import DatabaseUnreachable
-
         error = translate(exc, self.url, f"CELORA_REPLICA_URLS ({self.name})")
         problem = "unreachable" if isinstance(error, DatabaseUnreachable) else "unusable"
         return problem, f"{problem}: {error.message}"

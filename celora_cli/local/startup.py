@@ -11,17 +11,14 @@ runs and says how to start it when it does not.
 
 from __future__ import annotations
 
-import dataclasses
-
-from celora_cli.config.settings import LOCAL_SETTING, DatabaseURL, Settings, parse_database_url
+from celora_cli.config.settings import (  # noqa: F401 - allowing_start: the grant lives in config, read here
+    LOCAL_SETTING,
+    DatabaseURL,
+    Settings,
+    allowing_start,
+    parse_database_url,
+)
 from celora_cli.errors import ConfigError
-
-
-def allowing_start(settings: Settings) -> Settings:
-    """`settings` for a command that uses the database: it may start the local server on first use."""
-    if settings.start_local_server or not settings.uses_local_server:
-        return settings
-    return dataclasses.replace(settings, start_local_server=True)
 
 
 def local_database_url(settings: Settings, *, start: bool) -> DatabaseURL:

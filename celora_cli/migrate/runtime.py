@@ -842,8 +842,7 @@ def _command_name(config) -> str | None:
 
 
 def _settings(config) -> Settings:
-    from celora_cli.config.settings import load_settings
-    from celora_cli.local.startup import allowing_start
+    from celora_cli.config.settings import allowing_start, load_settings
 
     settings = config.attributes.get("celora_settings")
     if settings is None:  # a hand-run `alembic`: the command, so it may start the local server

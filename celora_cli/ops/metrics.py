@@ -13,10 +13,9 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from celora_cli.ops.health import HealthReport
+from celora_cli.ops.health.report import HealthReport
+from celora_cli.safety.local_http import host_allowed
 
 STATUS_VALUES = {"healthy": 0, "degraded": 1, "unhealthy": 2}  # the exit codes of `celora db health`
 
@@ -201,8 +200,6 @@ class ScrapeGuard:
         self.slots = threading.BoundedSemaphore(max_concurrent)
 
     def __call__(self, environ: dict, start_response: Callable) -> list[bytes]:
-        from celora_cli.safety.local_http import host_allowed
-
         if not host_allowed(environ.get("HTTP_HOST"), self.hosts, any_host=self.any_host):
             return _plain(start_response, "421 Misdirected Request",
                           "This exporter answers only to the names it was started with (--host, --allow-host).")

@@ -29,7 +29,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from celora_cli.config.settings import Settings
+from celora_cli.db.connect import connect, direct_url
+from celora_cli.db.errors import postgres_message, translating
 from celora_cli.errors import ConfigError, DatabaseError
+from celora_cli.migrate.runtime import setting_name
 
 APPLICATION_NAME = "celora db roles"
 
@@ -441,10 +444,6 @@ def _grantee(q, grantee: str) -> str:
 
 def _open(settings: Settings):
     """Role and privilege changes go to the server itself: the direct URL (the migration role's, usually)."""
-    from celora_cli.db.connect import connect, direct_url
-    from celora_cli.db.errors import translating
-    from celora_cli.migrate.runtime import setting_name
-
     url = direct_url(settings)
     setting = setting_name(settings)
     with translating(url, setting):
@@ -454,8 +453,6 @@ def _open(settings: Settings):
 
 def plan_roles(settings: Settings, logins: Logins = Logins()) -> RolesPlan:
     """What differs from the role model (for --check and --dry-run); changes nothing."""
-    from celora_cli.db.errors import translating
-
     conn, url, setting = _open(settings)
     try:
         with translating(url, setting):
@@ -469,8 +466,6 @@ def plan_roles(settings: Settings, logins: Logins = Logins()) -> RolesPlan:
 def apply_roles(settings: Settings, logins: Logins = Logins()) -> RolesResult:
     """Make the live roles and grants match the model, in one transaction; then compare again."""
     import psycopg
-
-    from celora_cli.db.errors import translating
 
     conn, url, setting = _open(settings)
     try:
@@ -491,8 +486,6 @@ def apply_roles(settings: Settings, logins: Logins = Logins()) -> RolesResult:
 
 
 def _missing_privilege(conn, statement: Statement, exc: BaseException) -> DatabaseError:
-    from celora_cli.db.errors import postgres_message
-
     user = conn.execute("SELECT current_user").fetchone()[0]
     return DatabaseError(
         f"The server refused `{statement.sql}` to role {user}: {postgres_message(exc)}. Nothing was changed (the "

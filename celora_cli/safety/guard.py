@@ -13,16 +13,15 @@ The guard decides before anything is changed; the caller acts only when it retur
 
 from __future__ import annotations
 
-import os
-import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from celora_cli.config.settings import Settings
 from celora_cli.errors import Refused
+from celora_cli.safety.interaction import ci_is_set, is_interactive
+from celora_cli.safety.production import OVERRIDE_FLAG, PRODUCTION
+from celora_cli.safety.stamp import ENVIRONMENT_KEY, METADATA_TABLE
 
-PRODUCTION = "production"
-OVERRIDE_FLAG = "--allow-production"
 FORCE_FLAG = "--force"
 
 # ask(question) -> True to proceed. The question is plain text (no markup).
@@ -35,23 +34,7 @@ class ProductionVerdict:
     reason: str  # how it was determined, for the refusal and the prompt
 
 
-def ci_is_set(environ=None) -> bool:
-    value = (os.environ if environ is None else environ).get("CI", "")
-    return value.strip().lower() not in ("", "0", "false", "no")
-
-
-def is_interactive() -> bool:
-    """A command may prompt only when stdin is a terminal and no CI variable is set."""
-    try:
-        terminal = sys.stdin is not None and sys.stdin.isatty()
-    except (ValueError, OSError):  # stdin closed
-        terminal = False
-    return terminal and not ci_is_set()
-
-
 def production_verdict(settings_env: str, database_env: str | None) -> ProductionVerdict:
-    from celora_cli.safety.stamp import ENVIRONMENT_KEY, METADATA_TABLE
-
     stamp = f"{METADATA_TABLE}.{ENVIRONMENT_KEY}, written by migrate-deploy"
     if database_env == PRODUCTION:
         also = " and CELORA_ENV is 'production'" if settings_env == PRODUCTION else ""
@@ -120,5 +103,6 @@ def _question(action: str, target: str, losses: Sequence[str], verdict: Producti
     return "\n".join(lines)
 
 
-__all__ = ["FORCE_FLAG", "OVERRIDE_FLAG", "ProductionVerdict", "ci_is_set", "confirm_destructive",
+# ci_is_set, is_interactive, OVERRIDE_FLAG and PRODUCTION are re-exported: the guard is where callers look for them.
+__all__ = ["FORCE_FLAG", "OVERRIDE_FLAG", "PRODUCTION", "ProductionVerdict", "ci_is_set", "confirm_destructive",
            "is_interactive", "production_verdict"]

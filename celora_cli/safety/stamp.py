@@ -33,9 +33,10 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
+from celora_cli.safety.production import PRODUCTION
+
 METADATA_TABLE = "celora_metadata"
 ENVIRONMENT_KEY = "environment"
-PRODUCTION = "production"
 
 # written_at, not updated_at: the schema's rule that every updated_at column has the trigger is for app tables.
 _COLUMNS = " (key text PRIMARY KEY, value text NOT NULL, written_at timestamptz NOT NULL DEFAULT now())"
@@ -194,5 +195,6 @@ def include_name(name, type_, parent_names) -> bool:
     return not (type_ == "table" and name == METADATA_TABLE)
 
 
+# PRODUCTION is re-exported: the stamp is where callers look for it.
 __all__ = ["ENVIRONMENT_KEY", "METADATA_TABLE", "PRODUCTION", "StampReading", "database_environment",
            "include_name", "read_stamps", "schema_environment", "stamp_environment", "write_stamp"]

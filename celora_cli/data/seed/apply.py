@@ -22,11 +22,11 @@ from typing import Any
 from celora_cli.config.settings import Settings
 from celora_cli.data.seed.fixtures import FIXTURE_TABLES, SEED_KEY, Fixtures, load_fixtures
 from celora_cli.errors import Refused
+from celora_cli.safety.production import OVERRIDE_FLAG
 
 # pg_advisory_xact_lock key: "celora db seed" (distinct from the migration lock's).
 SEED_LOCK_SQL = "SELECT pg_advisory_xact_lock(hashtextextended('celora db seed', 0))"
 # The override of the production refusal: the shared guard's flag, so every command spells it the same way.
-PRODUCTION_OVERRIDE_FLAG = "--allow-production"
 
 VolumeProgress = Callable[[str, int, int], None]
 
@@ -70,7 +70,7 @@ def ensure_not_production(settings: Settings, conn, *, allow_production: bool) -
         raise Refused(
             f"Refused to seed a production database: {verdict.reason}. Nothing was written.",
             f"Seed development and test databases only. If you really mean to put the fixture users into "
-            f"production, run `celora db seed {PRODUCTION_OVERRIDE_FLAG}`.")
+            f"production, run `celora db seed {OVERRIDE_FLAG}`.")
     return verdict.reason
 
 

@@ -20,6 +20,8 @@ from starlette_admin.contrib.sqla import Admin
 from celora_cli.config.settings import DatabaseURL
 from celora_cli.data.studio.security import StudioGuard
 from celora_cli.data.studio.views import build_views
+from celora_cli.db.errors import translate
+from celora_cli.db.models import Base
 from celora_cli.safety.local_http import allowed_hosts
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -36,8 +38,6 @@ class StudioOptions:
 
 def create_app(engine: Engine, url: DatabaseURL, options: StudioOptions) -> Starlette:
     """The studio for the database behind `engine` (`url` names it in error messages, masked)."""
-    from celora_cli.db.models import Base
-
     sessions = sessionmaker(engine, expire_on_commit=False)
     if options.read_only:
         _read_only_transactions(sessions)
@@ -96,7 +96,6 @@ class DatabaseErrorPage:
         except DBAPIError as exc:
             if started:
                 raise
-            from celora_cli.db.errors import translate
 
             error = translate(exc, self.url)
             body = (f"<!doctype html><title>celora studio: database error</title><h1>Database error</h1>"

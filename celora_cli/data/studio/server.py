@@ -22,8 +22,12 @@ from pathlib import Path
 from typing import Any
 
 from celora_cli.config.settings import Settings
+from celora_cli.db.connect import resolve_urls
+from celora_cli.db.errors import translating
 from celora_cli.errors import ConfigError, UsageError
+from celora_cli.safety.guard import confirm_destructive, production_verdict
 from celora_cli.safety.local_http import HTTP_DEFAULT_PORT, listen_host, shown_host, url_host
+from celora_cli.safety.stamp import database_environment
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 5555
@@ -113,12 +117,10 @@ def prepare(settings: Settings, *, host: str = DEFAULT_HOST, port: int = DEFAULT
             allow_production: bool = False, force: bool = False,
             ask: Callable[[str], bool] | None = None) -> PreparedStudio:
     """read_only None: read-only on a production database, writable elsewhere."""
+    # Here, not at the top: the app (Starlette, starlette-admin, the models) and SQLAlchemy are this command's
+    # slowest imports, and a wrong --port or --host is refused before paying for them.
     from celora_cli.data.studio.app import BASE_PATH, StudioOptions, create_app
-    from celora_cli.db.connect import resolve_urls
     from celora_cli.db.engine import build_engine
-    from celora_cli.db.errors import translating
-    from celora_cli.safety.guard import confirm_destructive, production_verdict
-    from celora_cli.safety.stamp import database_environment
 
     if not 0 <= port < 65536:  # 0: any free port (tests)
         raise UsageError(f"--port {port} is not a TCP port.", "Pass a port from 1 to 65535 (default 5555).")

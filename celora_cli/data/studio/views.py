@@ -37,6 +37,8 @@ from starlette_admin.flash import flash
 from starlette_admin.helpers import slugify_class_name
 from starlette_admin.i18n import lazy_gettext as _
 
+from celora_cli.db.errors import translate
+
 # Tables the planner estimates above this are counted by estimate; below it COUNT(*) is cheap and exact.
 ESTIMATE_ABOVE_ROWS = 100_000
 # A filtered view counts at most this many matching rows exactly, then falls back to the planner's estimate.
@@ -216,7 +218,6 @@ class StudioView(ModelView):
     async def handle_exception(self, request: Request, exc: Exception) -> None:
         if not isinstance(exc, DBAPIError):
             await super().handle_exception(request, exc)
-        from celora_cli.db.errors import translate
 
         error = translate(exc, self.database_url)
         message = f"{error.message} {error.hint or ''}".strip()

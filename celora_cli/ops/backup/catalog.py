@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from celora_cli.config.settings import DatabaseURL
+from celora_cli.db.connect import STARTUP_MARKER, sends_startup_options, startup_options_applied
 from celora_cli.errors import ConfigError
 
 # Tables pg_dump dumps the data of: ordinary and partitioned tables (a partition's rows are counted once, in
@@ -49,8 +50,6 @@ def server_version(conn) -> tuple[str, int]:
 def refuse_pooler(conn, url: DatabaseURL, setting: str, what: str) -> None:
     """pg_dump's snapshot and pg_restore's session need PostgreSQL itself: refuse when a transaction pooler
     answers on the direct URL (celora's startup marker did not arrive)."""
-    from celora_cli.db.connect import STARTUP_MARKER, sends_startup_options, startup_options_applied
-
     if sends_startup_options(url) and not startup_options_applied(conn):
         raise ConfigError(
             f"{setting} ({url.masked}) is answered by a connection pooler, not PostgreSQL itself: celora's startup "

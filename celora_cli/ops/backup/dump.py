@@ -18,10 +18,14 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from celora_cli import __version__
 from celora_cli.config.settings import Settings
+from celora_cli.db.connect import connect, direct_url
+from celora_cli.db.errors import translating
 from celora_cli.errors import ConfigError, DatabaseError, Interrupted, OutputError
 from celora_cli.ops.backup.catalog import direct_setting, refuse_pooler, schema_revision, server_version, table_counts
 from celora_cli.ops.backup.manifest import Manifest, file_digest, manifest_path, write_manifest
+from celora_cli.ops.backup.restore import verify_backup
 from celora_cli.ops.backup.tools import (
     conninfo,
     find_client_tools,
@@ -64,9 +68,6 @@ def default_output(settings: Settings, database: str, now: dt.datetime) -> Path:
 def backup(settings: Settings, output: Path | None = None, *, verify: bool = False) -> BackupResult:
     """Dump the database of the direct URL to `output` (default backups/<db>-<UTC time>.dump) and write its
     manifest; with verify, restore it into a scratch database and compare (celora_cli.ops.backup.restore)."""
-    from celora_cli.db.connect import connect, direct_url
-    from celora_cli.db.errors import translating
-
     started = time.perf_counter()
     now = dt.datetime.now(dt.UTC)
     url = direct_url(settings)
@@ -92,7 +93,6 @@ def backup(settings: Settings, output: Path | None = None, *, verify: bool = Fal
     finally:
         conn.close()
     size, sha256 = file_digest(target)
-    from celora_cli import __version__
 
     shown = public_url(url)
     manifest = Manifest(file=target.name, size_bytes=size, sha256=sha256, created_at=now.isoformat(timespec="seconds"),
@@ -110,8 +110,6 @@ def backup(settings: Settings, output: Path | None = None, *, verify: bool = Fal
                           sha256=sha256, schema_revision=revision, server_version=version, pg_dump=tools.describe(),
                           tables=tables, duration_ms=0.0)
     if verify:
-        from celora_cli.ops.backup.restore import verify_backup
-
         result.verified = verify_backup(settings, target).as_dict()
     result.duration_ms = (time.perf_counter() - started) * 1000
     return result

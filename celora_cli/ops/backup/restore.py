@@ -27,11 +27,23 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from celora_cli.config.settings import DatabaseURL, Settings
+import celora_cli.ops.backup.replay as replay
+from celora_cli.config.settings import DatabaseURL, Settings, redact
+from celora_cli.db.admin import (
+    creating,
+    database_exists,
+    drop_database,
+    maintenance_connection,
+    terminate_sessions,
+    with_database,
+)
+from celora_cli.db.connect import connect, direct_url
+from celora_cli.db.errors import translating
 from celora_cli.errors import ConfigError, DatabaseError, DatabaseNotFound
 from celora_cli.ops.backup.catalog import direct_setting, refuse_pooler, server_version, table_counts
 from celora_cli.ops.backup.manifest import BackupIncompatible, BackupInvalid, Manifest, load_checked
 from celora_cli.ops.backup.tools import conninfo, find_client_tools, mismatch_hint, tool_environment, version_major
+from celora_cli.safety.stamp import METADATA_TABLE, read_stamps, write_stamp
 
 notice = logging.getLogger("celora.notice")
 _LIST_SETTINGS = {"search_path", "temp_tablespaces", "local_preload_libraries", "session_preload_libraries"}
@@ -95,8 +107,6 @@ def verify_backup(settings: Settings, file: Path) -> VerifyResult:
     """Check the file against its manifest, restore it into a scratch database on the direct URL's server,
     compare tables and exact row counts with the manifest, drop the scratch database. Raises BackupInvalid on
     any difference; returns only when everything matches."""
-    from celora_cli.db.connect import direct_url
-
     started = time.perf_counter()
     manifest = load_checked(Path(file))
     url = direct_url(settings)
@@ -111,10 +121,6 @@ def verify_backup(settings: Settings, file: Path) -> VerifyResult:
 
 def restore(settings: Settings, file: Path, *, confirm: Confirm) -> RestoreResult:
     """Replace the database of the direct URL with the backup (see the module doc for how), after `confirm`."""
-    from celora_cli.db.admin import maintenance_connection
-    from celora_cli.db.connect import direct_url
-    from celora_cli.db.errors import translating
-
     started = time.perf_counter()
     manifest = load_checked(Path(file))  # before anything connects
     url = direct_url(settings)
@@ -141,10 +147,6 @@ def restore(settings: Settings, file: Path, *, confirm: Confirm) -> RestoreResul
 
 
 def _plan(settings: Settings, url: DatabaseURL, file: Path, manifest: Manifest) -> RestorePlan:
-    from celora_cli.db.connect import connect
-    from celora_cli.db.errors import translating
-    from celora_cli.safety.stamp import read_stamps
-
     setting = direct_setting(settings)
     try:
         with translating(url, setting):
@@ -174,10 +176,6 @@ def _keep_stamps(settings: Settings, scratch_url: DatabaseURL, plan: RestorePlan
     against the manifest); returns the environment the database is stamped with afterwards."""
     from psycopg import sql
 
-    from celora_cli.db.connect import connect
-    from celora_cli.db.errors import translating
-    from celora_cli.safety.stamp import METADATA_TABLE, read_stamps, write_stamp
-
     with translating(scratch_url, "the restored copy"), \
             connect(scratch_url, settings, application_name="celora restore", autocommit=True) as conn:
         backup = read_stamps(conn)
@@ -206,8 +204,6 @@ def _scratch_database(url: DatabaseURL, settings: Settings, name: str, *, purpos
     template1 would collide with the dump's); with the encoding and locale of the database `like` (the one it
     will replace), which a database created with the server's defaults could lack."""
     from psycopg import sql
-
-    from celora_cli.db.admin import creating, database_exists, drop_database, maintenance_connection, with_database
 
     with maintenance_connection(url, settings, application_name="celora restore") as conn, \
             creating(url, f"a scratch database to {purpose} into", _WITHOUT_CREATEDB):
@@ -244,10 +240,6 @@ def _restore_into(settings: Settings, file: Path, manifest: Manifest, scratch_ur
     """pg_restore into the (empty) scratch database in one transaction, then compare with the manifest. The
     client binaries are chosen for this server and this archive (tools.find_client_tools); a pg_restore newer
     than the server replays through psql (replay.py)."""
-    from celora_cli.db.connect import connect
-    from celora_cli.db.errors import translating
-    from celora_cli.ops.backup import replay
-
     with translating(scratch_url, "the scratch database"):
         with connect(scratch_url, settings, application_name="celora restore", autocommit=True) as conn:
             version, major = server_version(conn)
@@ -284,8 +276,6 @@ def _restore_into(settings: Settings, file: Path, manifest: Manifest, scratch_ur
 
 
 def _replay_failure(result, file: Path, tools, version: str, settings: Settings) -> DatabaseError:
-    from celora_cli.config.settings import redact
-
     detail = redact(" ".join(result.stderr.splitlines()[-6:])) or "(no output)"
     how = "pg_restore --file=- | psql" if result.through_psql else "pg_restore"
     used = f"{tools.describe().replace('pg_dump', 'pg_restore', 1)} against PostgreSQL {version}"
@@ -304,8 +294,6 @@ def _replay_failure(result, file: Path, tools, version: str, settings: Settings)
 def _check_versions(url: DatabaseURL, settings: Settings, manifest: Manifest) -> None:
     """A dump restores into a server of its own major version or a newer one: refused (BackupIncompatible,
     exit 3) before anything is created when this server is older than the one the backup came from."""
-    from celora_cli.db.admin import maintenance_connection
-
     with maintenance_connection(url, settings, application_name="celora restore") as conn:
         version, major = server_version(conn)
     source = version_major(manifest.server_version)
@@ -358,8 +346,6 @@ def _swap(conn, target: str, restored: str) -> None:
     """Rename `target` away, `restored` into its place, drop the old one. New connections to the target are
     refused while its sessions are ended (a pooler reconnects at once otherwise)."""
     from psycopg import sql
-
-    from celora_cli.db.admin import database_exists, drop_database, terminate_sessions
 
     def alter(database: str, clause: str, *args) -> None:
         conn.execute(sql.SQL("ALTER DATABASE {} " + clause).format(sql.Identifier(database), *args))

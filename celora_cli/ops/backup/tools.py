@@ -31,9 +31,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from celora_cli.config.settings import DatabaseURL, Settings
+from celora_cli.config.settings import DatabaseURL, Settings, redact
+from celora_cli.db.connect import libpq_params
 from celora_cli.errors import ConfigError, Interrupted
-from celora_cli.local.server import binary_version
+from celora_cli.local.server import SYSTEM_BIN_GLOBS, binary_version, embedded_bin_dir
 
 TOOLS = ("pg_dump", "pg_restore")
 SERVICE_NAME = "celora"
@@ -73,8 +74,6 @@ def _has_tools(directory: Path) -> bool:
 
 
 def _candidates(settings: Settings) -> list[tuple[str, Path]]:
-    from celora_cli.local.server import SYSTEM_BIN_GLOBS, embedded_bin_dir
-
     if settings.local_pg_bin is not None:  # an explicit choice is never silently replaced
         return [("CELORA_PG_BIN", Path(settings.local_pg_bin))]
     found: list[tuple[str, Path]] = []
@@ -164,8 +163,6 @@ def is_secret_parameter(name: str) -> bool:
 
 
 def _params(url: DatabaseURL, settings: Settings, application_name: str) -> dict[str, str]:
-    from celora_cli.db.connect import libpq_params
-
     params = {key: str(value) for key, value in libpq_params(url).items()}
     params.setdefault("application_name", application_name)
     if settings.connect_timeout and "connect_timeout" not in params:
@@ -208,7 +205,6 @@ def tool_environment(url: DatabaseURL, settings: Settings | None = None) -> Iter
     env["LC_MESSAGES"] = "C"
     for name in ("PGPASSWORD", "PGSERVICE", "PGSERVICEFILE", "PGPASSFILE"):
         env.pop(name, None)  # ours only: libpq prefers PGPASSWORD over the passfile
-    from celora_cli.db.connect import libpq_params
 
     secrets = {key: str(value) for key, value in libpq_params(url).items()
                if is_secret_parameter(key) and key != "password"}
@@ -268,7 +264,5 @@ def run_tool(args: list[str], env: dict[str, str]) -> subprocess.CompletedProces
 
 
 def stderr_tail(result: subprocess.CompletedProcess, lines: int = 6) -> str:
-    from celora_cli.config.settings import redact
-
     text = (result.stderr or result.stdout or "").strip()
     return redact(" ".join(text.splitlines()[-lines:])) or "(no output)"

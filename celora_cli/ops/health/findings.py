@@ -6,14 +6,11 @@ the fix, so the one screen health prints is enough to start working.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from celora_cli.config.settings import Settings
 from celora_cli.ops.health.replicas import replica_problems
+from celora_cli.ops.health.report import HealthReport
 from celora_cli.ops.health.server import SessionInfo, lsn_bytes
-
-if TYPE_CHECKING:
-    from celora_cli.ops.health import HealthReport
+from celora_cli.safety.production import PRODUCTION
 
 
 def in_depth(report: HealthReport, settings: Settings) -> tuple[list[str], list[str]]:
@@ -71,7 +68,7 @@ def _routing(report: HealthReport, settings: Settings, warnings: list[str]) -> N
         return
     pooled, direct = report.checks.get("pooled"), report.checks.get("direct")
     console = settings.pgbouncer_admin_url
-    if (settings.env == "production" and pooled is not None and pooled.ok and not pooled.pgbouncer
+    if (settings.env == PRODUCTION and pooled is not None and pooled.ok and not pooled.pgbouncer
             and pooled.pooler_detected is False):
         warnings.append(
             "CELORA_ENV=production and DATABASE_URL reaches PostgreSQL directly (celora's startup marker arrived), "
@@ -155,7 +152,7 @@ def _replicas(report: HealthReport, settings: Settings, problems: list[str]) -> 
 
 
 def _ssl(report: HealthReport, settings: Settings, warnings: list[str]) -> None:
-    if settings.env != "production":
+    if settings.env != PRODUCTION:
         return
     urls = {"pooled": settings.database_url, "direct": settings.direct_database_url or settings.database_url}
     for name, check in report.checks.items():

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from celora_cli.config.settings import DatabaseURL
+from celora_cli.db.connect import libpq_params
+from celora_cli.db.errors import postgres_message
 
 ADMIN_DATABASE = "pgbouncer"
 
@@ -62,8 +64,6 @@ def check_pgbouncer(check: PgBouncerCheck, url: DatabaseURL, connect_timeout: fl
 
     import psycopg
 
-    from celora_cli.db.connect import libpq_params
-
     try:
         params = libpq_params(url)
         params.setdefault("connect_timeout", max(2, math.ceil(connect_timeout)))
@@ -112,8 +112,6 @@ def _traffic(row: dict) -> PoolTraffic:
 
 
 def _describe_failure(exc: BaseException, url: DatabaseURL) -> tuple[str, str]:
-    from celora_cli.db.errors import postgres_message
-
     reason = postgres_message(exc) or str(exc)
     message = f"PgBouncer's admin console at {url.display_host} (CELORA_PGBOUNCER_ADMIN_URL) did not answer: {reason}"
     if url.database != ADMIN_DATABASE:

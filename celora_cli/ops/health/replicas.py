@@ -12,6 +12,8 @@ import dataclasses
 from dataclasses import dataclass
 
 from celora_cli.config.settings import DatabaseURL, Settings
+from celora_cli.db.connect import connect
+from celora_cli.db.errors import translate
 
 _STATE = """
 SELECT pg_is_in_recovery(),
@@ -38,9 +40,6 @@ class ReplicaCheck:
 
 def check_replica(check: ReplicaCheck, url: DatabaseURL, settings: Settings, timeout: float) -> None:
     """Fill `check` in place (runs in a thread that may be abandoned: never raises)."""
-    from celora_cli.db.connect import connect
-    from celora_cli.db.errors import translate
-
     quick = dataclasses.replace(settings, connect_timeout=min(settings.connect_timeout, timeout),
                                 statement_timeout=min(settings.statement_timeout or timeout, timeout))
     try:
