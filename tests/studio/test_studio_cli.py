@@ -185,7 +185,9 @@ def test_ctrl_c_exits_130_and_sigterm_0_as_the_docs_say(migrated_db, stop, code)
     assert process.returncode == code, errors
     assert "Traceback" not in errors
     guide = (REPO / "docs" / "pages" / "guides" / "developer.md").read_text()
-    studio = " ".join(guide[guide.index("## `celora db studio`"):guide.index("## `celora local start")].split())
+    start = guide.index("\n## `celora db studio`")
+    end = guide.find("\n## ", start + 1)
+    studio = " ".join(guide[start:end if end != -1 else None].split())
     assert "130 after Ctrl-C" in studio and "0 after SIGTERM" in studio
 
 
