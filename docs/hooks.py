@@ -40,7 +40,8 @@ def root_command():
     from celora_cli.cli.app import app
 
     root = typer.main.get_command(app)
-    return root, root.context_class(root, info_name="celora")
+    # with the app's context settings, as a real run has them (`-h` as well as `--help`)
+    return root, root.context_class(root, info_name="celora", **root.context_settings)
 
 
 def leaf_commands() -> list[tuple[list[str], object, object]]:
@@ -56,7 +57,7 @@ def leaf_commands() -> list[tuple[list[str], object, object]]:
                 sub = command.get_command(ctx, name)
                 if sub is None or sub.hidden:
                     continue
-                walk(sub, sub.context_class(sub, info_name=name, parent=ctx), [*path, name])
+                walk(sub, sub.context_class(sub, info_name=name, parent=ctx, **sub.context_settings), [*path, name])
         else:
             found.append((path, command, ctx))
 
