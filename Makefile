@@ -18,11 +18,11 @@ MAKE_VENV = $(PYTHON) -m venv $(VENV)
 VENV_INSTALL = $(VPY) -m pip install --quiet --disable-pip-version-check
 endif
 
-.PHONY: install install-dev quickstart run test test-compat test-unit bench lint db-start db-stop db-url clean distclean pgbouncer pgbouncer-stop
+.PHONY: install install-dev docs quickstart run test test-compat test-unit bench lint db-start db-stop db-url clean distclean pgbouncer pgbouncer-stop
 
 install: $(VENV)/.installed          ## celora (console script .venv/bin/celora) in editable mode, with its embedded PostgreSQL
 
-install-dev: $(VENV)/.installed-dev  ## celora plus the test dependencies
+install-dev: $(VENV)/.installed-dev  ## celora plus the test and docs dependencies (the docs site's build is tested too)
 
 $(VPY):
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -35,7 +35,7 @@ $(VENV)/.installed: pyproject.toml | $(VPY)
 	@touch $@
 
 $(VENV)/.installed-dev: pyproject.toml | $(VPY)
-	$(VENV_INSTALL) -e '.[test]'
+	$(VENV_INSTALL) -e '.[test,docs]'
 	@touch $@ $(VENV)/.installed
 
 quickstart: install ## install, start the local PostgreSQL (if no DATABASE_URL), apply migrations, seed the fixtures, check health
@@ -68,6 +68,9 @@ lint: install-dev   ## ruff, mypy and the import layers (lint-imports, [tool.imp
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy celora_cli
 	$(VENV)/bin/lint-imports
+
+docs: install-dev   ## the documentation site into build/site/ (strict: a broken link or a warning fails); the command reference is generated from the CLI
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet -f docs/mkdocs.yml
 
 db-start: install   ## start the celora-managed local PostgreSQL (.celora/)
 	$(CELORA) local start

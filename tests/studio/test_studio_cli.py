@@ -169,7 +169,7 @@ def _studio_process(database_url: str, port: int = 0) -> tuple[subprocess.Popen,
 
 
 @pytest.mark.parametrize(("stop", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 0)])
-def test_ctrl_c_exits_130_and_sigterm_0_as_the_readme_says(migrated_db, stop, code):
+def test_ctrl_c_exits_130_and_sigterm_0_as_the_docs_say(migrated_db, stop, code):
     import urllib.error
     import urllib.request
 
@@ -184,8 +184,10 @@ def test_ctrl_c_exits_130_and_sigterm_0_as_the_readme_says(migrated_db, stop, co
         _, errors = process.communicate(timeout=60)
     assert process.returncode == code, errors
     assert "Traceback" not in errors
-    readme = (REPO / "README.md").read_text()
-    studio = " ".join(readme[readme.index("### `celora db studio`"):readme.index("### `celora db changes`")].split())
+    guide = (REPO / "docs" / "pages" / "guides" / "developer.md").read_text()
+    start = guide.index("\n## `celora db studio`")
+    end = guide.find("\n## ", start + 1)
+    studio = " ".join(guide[start:end if end != -1 else None].split())
     assert "130 after Ctrl-C" in studio and "0 after SIGTERM" in studio
 
 

@@ -1,5 +1,6 @@
-"""The README's lists that name commands or error classes, against the code (so that they stay true): the
-opening's list of commands, the JSON section's commands that take `--json`, and its `error.type` names."""
+"""The lists that name commands or error classes, against the code (so that they stay true): the README's
+opening list of commands, and the docs site's JSON output page (docs/pages/reference/json.md): the commands that
+take `--json` and its `error.type` names."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ import typer
 from celora_cli import errors
 from celora_cli.cli.app import app
 
-README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+REPO = Path(__file__).resolve().parents[2]
+README = (REPO / "README.md").read_text()
+JSON_PAGE = (REPO / "docs" / "pages" / "reference" / "json.md").read_text()
 
 
 def _commands() -> dict:
@@ -29,12 +32,6 @@ def _commands() -> dict:
     return found
 
 
-def _section(title: str) -> str:
-    start = README.index(f"\n## {title}\n")
-    end = README.find("\n## ", start + 1)
-    return README[start:end if end != -1 else None]
-
-
 def _named_commands(text: str) -> set[str]:
     """`db status [--drift]` -> db status; `local start|stop` -> local start, local stop."""
     names = set()
@@ -46,17 +43,17 @@ def _named_commands(text: str) -> set[str]:
 
 
 def test_the_json_section_lists_every_command_that_takes_json():
-    first_paragraph = _section("JSON output").split("take `--json`", 1)[0]
+    first_paragraph = JSON_PAGE.split("take `--json`", 1)[0]
     listed = _named_commands(first_paragraph)
     taking_json = {name for name, command in _commands().items()
                    if any("--json" in param.opts for param in command.params)}
     assert len(taking_json) >= 18
-    assert listed == taking_json, (f"README 'JSON output' lists {sorted(listed - taking_json)} that take no "
+    assert listed == taking_json, (f"docs' 'JSON output' lists {sorted(listed - taking_json)} that take no "
                                    f"--json and misses {sorted(taking_json - listed)}")
 
 
 def test_the_json_section_names_every_error_type():
-    row = next(line for line in _section("JSON output").splitlines() if line.startswith("| `error.type` |"))
+    row = next(line for line in JSON_PAGE.splitlines() if line.startswith("| `error.type` |"))
     named = set(re.findall(r"`([A-Z]\w+)`", row))
     classes = {cls.__name__ for cls in vars(errors).values()
                if isinstance(cls, type) and issubclass(cls, errors.CeloraError) and cls is not errors.CeloraError}
