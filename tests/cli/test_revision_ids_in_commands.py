@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, run_celora, shared_tmpdir
+from tests.support import REPO, run_celora, shared_tmpdir
 
 HEX = {"20261126090000": "ae1027a6acf", "20261126150000": "1975ea83b712", "20261126170000": "3adcc9a56557"}
 FUTURE = "29990101000199"

@@ -18,7 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import ProgrammingError
 
 from celora_cli.errors import ExitCode, SchemaNotMigrated
-from tests.conftest import admin_execute, db_name, free_port, run_celora, settings_for
+from tests.support import admin_execute, db_name, free_port, run_celora, settings_for
 
 PASSWORD = "Zq9-very-secret"
 
@@ -164,7 +164,7 @@ def test_malformed_and_unsupported_urls_exit_3_without_the_password():
 
 
 def test_unencoded_at_in_password_is_read_up_to_the_last_at_and_never_shown():
-    # By design (settings.mask_url, tests/unit), the user info ends at the LAST '@', as urlsplit reads
+    # By design (settings.mask_url, tests/config), the user info ends at the LAST '@', as urlsplit reads
     # it: the password is "Zq9@very-secret" and the URL is otherwise valid, so this is not a config error;
     # with nothing listening it is "can't reach" (4). No part of the password may show.
     port = free_port()

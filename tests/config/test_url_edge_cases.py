@@ -18,8 +18,8 @@ import pytest
 from sqlalchemy import text
 
 from celora_cli.db.engine import build_engine, get_direct_engine
-from tests.conftest import admin_execute, db_name, run_celora, settings_for
-from tests.relay import Relay
+from tests.support import admin_execute, db_name, run_celora, settings_for
+from tests.support.relay import Relay
 
 
 @pytest.fixture

@@ -16,8 +16,8 @@ from celora_cli.data.seed.apply import seed
 from celora_cli.data.seed.volume import generate_volume
 from celora_cli.db.models import Base
 from celora_cli.db.models.audit_log import AUDIT_FUNCTION, sensitive_columns
-from tests.conftest import REPO, admin_execute, db_name, run_celora, settings_for
-from tests.roles import least_privilege_fixture  # noqa: F401
+from tests.support import REPO, admin_execute, db_name, run_celora, settings_for
+from tests.support.roles import least_privilege_fixture  # noqa: F401
 
 
 def rows(url: str, sql: str, params=()) -> list[tuple]:

@@ -19,7 +19,7 @@ import pytest
 
 from celora_cli.data.seed.apply import seed
 from celora_cli.local.server import LocalServer
-from tests.conftest import REPO, TEST_PROJECT, admin_execute, db_name, run_celora, settings_for, shared_tmpdir
+from tests.support import REPO, TEST_PROJECT, admin_execute, db_name, run_celora, settings_for, shared_tmpdir
 
 
 def rows(url: str, sql: str, params=()) -> list[tuple]:

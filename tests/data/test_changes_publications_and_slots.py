@@ -15,9 +15,9 @@ import psycopg
 import pytest
 
 from celora_cli.data.changes import stream
-from tests.conftest import run_celora, settings_for
-from tests.integration.test_changes import Follower, before_column_lists, setup_only
-from tests.integration.test_guard_search_path import owner  # noqa: F401 - the fixture
+from tests.data.test_changes import Follower, before_column_lists, setup_only
+from tests.safety.test_guard_search_path import owner  # noqa: F401 - the fixture
+from tests.support import run_celora, settings_for
 
 SECRETS = ("sessions.token_hash", "idempotency_keys.response_body")
 

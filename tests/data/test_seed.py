@@ -11,7 +11,7 @@ import pytest
 
 from celora_cli.data.seed.apply import seed
 from celora_cli.errors import ConfigError, Refused
-from tests.conftest import REPO, run_celora, settings_for
+from tests.support import REPO, run_celora, settings_for
 
 TABLES = ("users", "wallets", "transactions", "notifications")
 EXPECTED = {"users": 2, "wallets": 4, "transactions": 8, "notifications": 6}
@@ -251,7 +251,7 @@ def test_a_second_seed_waits_for_the_first_instead_of_duplicating(migrated_db, f
 
     from celora_cli.data.seed.apply import SEED_LOCK_SQL, apply_fixtures
     from celora_cli.data.seed.fixtures import load_fixtures
-    from tests.conftest import TEST_PROJECT
+    from tests.support import TEST_PROJECT
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("CELORA_") and k != "DATABASE_URL"}
     env.update(DATABASE_URL=migrated_db, CELORA_ENV="test", CELORA_PROJECT_ROOT=str(TEST_PROJECT),

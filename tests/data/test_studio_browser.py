@@ -13,7 +13,7 @@ import time
 import psycopg
 import pytest
 
-from tests.conftest import REPO, TEST_PROJECT, settings_for
+from tests.support import REPO, TEST_PROJECT, settings_for
 
 # Debian's chromium and chromium-driver (conftest.chromium_binaries: skipped where they are not installed, a
 # failure under CI, where .ci/run installs them).

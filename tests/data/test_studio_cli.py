@@ -13,7 +13,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.conftest import REPO, TEST_PROJECT, free_port, run_celora, settings_for
+from tests.support import REPO, TEST_PROJECT, free_port, run_celora, settings_for
 
 
 def test_a_taken_port_is_a_config_error_naming_the_port_and_the_fix():

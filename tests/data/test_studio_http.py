@@ -13,8 +13,8 @@ from urllib.parse import quote
 import psycopg
 import pytest
 
-from tests.conftest import REPO, _drop, settings_for
-from tests.studio.studio_forms import form_values
+from tests.support import REPO, drop_database, settings_for
+from tests.support.studio_forms import form_values
 
 with warnings.catch_warnings():  # Starlette 1.x suggests httpx2; httpx works the same here
     warnings.simplefilter("ignore")
@@ -36,7 +36,7 @@ def seeded(pg_server, migrated_template, pgbouncer):
     pooled = pgbouncer(name)
     seed(settings_for(pooled, direct), REPO / "fixtures")
     yield direct, pooled
-    _drop(pg_server, name)
+    drop_database(pg_server, name)
 
 
 def make_client(pooled: str, direct: str, *, read_only: bool = False, token: str | None = TOKEN) -> TestClient:
@@ -392,7 +392,7 @@ def test_a_database_error_while_reading_is_a_page_with_the_cause_not_a_traceback
     from celora_cli.config.settings import parse_database_url
     from celora_cli.data.studio.app import StudioOptions, create_app
     from celora_cli.db.engine import build_engine
-    from tests.conftest import free_port
+    from tests.support import free_port
 
     direct, pooled = seeded
     settings = settings_for(pooled, direct)

@@ -25,7 +25,7 @@ from celora_cli.db.models import (
     User,
     Wallet,
 )
-from tests.conftest import settings_for
+from tests.support import settings_for
 
 MAX_UINT256 = 2**256 - 1
 

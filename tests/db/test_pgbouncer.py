@@ -9,7 +9,7 @@ from sqlalchemy.exc import OperationalError
 
 from celora_cli.db.engine import build_engine, get_engine, session_scope
 from celora_cli.db.models import User
-from tests.conftest import db_name, settings_for
+from tests.support import db_name, settings_for
 
 
 def test_raw_prepared_statements_break_through_pgbouncer(pgbouncer, migrated_db):

@@ -1,5 +1,5 @@
 """Read replicas in the library: `session_scope(read_only=True)` on real streaming standbys made with
-pg_basebackup (tests/standby.py), one of them behind a real PgBouncer: reads go round the fit ones, a paused or
+pg_basebackup (tests/support/standby.py), one of them behind a real PgBouncer: reads go round the fit ones, a paused or
 stopped standby is skipped for the primary (with a log line saying so), and a write in a read-only scope fails
 with a clear error on a standby and on the primary alike.
 
@@ -18,8 +18,10 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from celora_cli import ReadOnlySessionError, get_engine, get_read_router, session_scope
 from celora_cli.db import engine as engine_module
 from celora_cli.errors import ExitCode
-from tests.conftest import _run_pgbouncer, free_port, settings_for
-from tests.standby import caught_up, execute, query, replication, stop_immediately, streaming_count, until
+from tests.support import free_port, run_pgbouncer, settings_for
+from tests.support.standby import caught_up, execute, query, replication, stop_immediately, streaming_count, until
+
+pytestmark = pytest.mark.db  # some tests start a PostgreSQL of their own, outside the session's fixtures
 
 WRITE_REFUSED = "This session is read-only (session_scope(read_only=True)); use session_scope() for writes."
 
@@ -43,8 +45,8 @@ def cluster():
         for standby in standbys:
             until(lambda s=standby: query(s.url(), "SELECT to_regclass('reads') IS NOT NULL")[0] and caught_up(s),
                   "the standby replaying the table")
-        replica_bouncer = _run_pgbouncer(standbys[1], "celora-test-pgbouncer-replica-")
-        primary_bouncer = _run_pgbouncer(primary, "celora-test-pgbouncer-primary-")
+        replica_bouncer = run_pgbouncer(standbys[1], "celora-test-pgbouncer-replica-")
+        primary_bouncer = run_pgbouncer(primary, "celora-test-pgbouncer-primary-")
         try:
             yield primary, standbys[0], standbys[1], next(replica_bouncer), next(primary_bouncer)
         finally:

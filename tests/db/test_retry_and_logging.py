@@ -19,7 +19,7 @@ from tenacity import RetryError
 
 from celora_cli.db.retry import is_transient, with_retry
 from celora_cli.migrate.deploy import MIGRATION_LOCK_KEY
-from tests.conftest import admin_execute, run_celora, settings_for
+from tests.support import admin_execute, run_celora, settings_for
 
 
 def terminate(pg_server, pid: int) -> None:

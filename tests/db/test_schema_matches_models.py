@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import create_engine
 
 from celora_cli.db.models import Base
-from tests.conftest import db_name, settings_for
+from tests.support import db_name, settings_for
 
 INIT = "20261126090000"
 

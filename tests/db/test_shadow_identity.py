@@ -14,8 +14,8 @@ import psycopg
 import pytest
 
 from celora_cli.db.identity import same_database
-from tests.conftest import REPO, admin_execute, run_celora, shared_tmpdir
-from tests.relay import Relay
+from tests.support import REPO, admin_execute, run_celora, shared_tmpdir
+from tests.support.relay import Relay
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ import pytest
 
 from celora_cli.errors import LocalServerError
 from celora_cli.local.pgbouncer import LocalPgBouncer, find_pgbouncer, scram_secret
-from tests.conftest import REPO, TEST_PROJECT, free_port, run_celora
+from tests.support import REPO, TEST_PROJECT, free_port, run_celora
 
 
 def env_values(path: Path) -> dict[str, str]:

@@ -14,9 +14,10 @@ import pytest
 
 from celora_cli.errors import LocalServerError
 from celora_cli.local.server import LocalServer
-from tests.conftest import shared_tmpdir
+from tests.support import shared_tmpdir
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the server user and root differ only when run as root")
+pytestmark = [pytest.mark.skipif(os.geteuid() != 0, reason="the server user and root differ only when run as root"),
+              pytest.mark.db]  # the tests start a PostgreSQL of their own, outside the session's fixtures
 
 
 def victim(folder: Path, name: str) -> Path:

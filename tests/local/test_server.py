@@ -11,7 +11,9 @@ import pytest
 
 from celora_cli.errors import LocalServerError
 from celora_cli.local.server import LocalServer, embedded_bin_dir, find_pg_bin, find_pg_binaries
-from tests.conftest import run_celora, shared_tmpdir
+from tests.support import run_celora, shared_tmpdir
+
+pytestmark = pytest.mark.db  # some tests start a PostgreSQL of their own, outside the session's fixtures
 
 
 @pytest.fixture

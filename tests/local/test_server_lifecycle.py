@@ -17,7 +17,9 @@ import pytest
 
 from celora_cli.config.settings import load_settings
 from celora_cli.local.server import LocalServer
-from tests.conftest import REPO, TEST_PROJECT, run_celora, shared_tmpdir
+from tests.support import REPO, TEST_PROJECT, run_celora, shared_tmpdir
+
+pytestmark = pytest.mark.db  # some tests start a PostgreSQL of their own, outside the session's fixtures
 
 CELORA_ENTRIES = ("server.json", "postgres.log", "lock")
 

@@ -22,7 +22,7 @@ from celora_cli.migrate.runtime import (
     MIGRATION_LOCK_KEY,
     load_script_directory,
 )
-from tests.conftest import REPO, db_name, run_celora, settings_for
+from tests.support import REPO, db_name, run_celora, settings_for
 
 HEAD = load_script_directory(REPO / "migrations").get_current_head()
 

@@ -19,7 +19,7 @@ from pytest_alembic.tests import (  # noqa: F401 - collected by pytest from this
 )
 from sqlalchemy import create_engine
 
-from tests.conftest import settings_for
+from tests.support import settings_for
 
 
 @pytest.fixture

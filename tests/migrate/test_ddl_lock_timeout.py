@@ -13,8 +13,8 @@ import psycopg
 import pytest
 
 from celora_cli.migrate.deploy import deploy
-from tests.conftest import run_celora, settings_for
-from tests.integration.test_journal import EXTRA, HEAD, journal, query, write_history
+from tests.migrate.test_journal import EXTRA, HEAD, journal, query, write_history
+from tests.support import run_celora, settings_for
 
 ALTER_USERS = "    op.execute('ALTER TABLE users ADD COLUMN nickname text')"
 FAST = {"CELORA_DDL_LOCK_TIMEOUT": "0.3"}

@@ -17,7 +17,7 @@ from sqlalchemy import create_engine, inspect
 
 from celora_cli.errors import ConfigError, LockTimeout, MigrationFailed
 from celora_cli.migrate.deploy import MIGRATION_LOCK_KEY, deploy, migration_status
-from tests.conftest import REPO, run_celora, settings_for
+from tests.support import REPO, run_celora, settings_for
 
 TABLES = {"users", "sessions", "wallets", "transactions", "notifications", "idempotency_keys", "rate_limits",
           "audit_log", "audit_seal"}
@@ -232,7 +232,7 @@ def test_waiting_runner_reports_the_holder_connection_age(migrated_db):
 
 
 def test_pgbouncer_url_without_direct_url_is_refused_for_ddl(pgbouncer, empty_db):
-    from tests.conftest import db_name
+    from tests.support import db_name
 
     with pytest.raises(ConfigError, match="DIRECT_DATABASE_URL"):
         deploy(settings_for(pgbouncer(db_name(empty_db))))
@@ -240,7 +240,7 @@ def test_pgbouncer_url_without_direct_url_is_refused_for_ddl(pgbouncer, empty_db
 
 
 def test_deploy_uses_the_direct_url_next_to_pgbouncer(pgbouncer, empty_db):
-    from tests.conftest import db_name
+    from tests.support import db_name
 
     result = deploy(settings_for(pgbouncer(db_name(empty_db)), direct=empty_db))
     assert [m.revision for m in result.applied] == REVISIONS
@@ -271,7 +271,7 @@ def test_database_ahead_of_the_code_is_named(migrated_db):
 
 
 def test_status_reads_through_pgbouncer_without_a_direct_url(pgbouncer, migrated_db):
-    from tests.conftest import db_name
+    from tests.support import db_name
 
     status = migration_status(settings_for(pgbouncer(db_name(migrated_db))))
     assert status.up_to_date and status.current == (HEAD,)

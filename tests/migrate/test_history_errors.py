@@ -12,7 +12,7 @@ import pytest
 
 from celora_cli.errors import ExitCode, MigrationHistoryError
 from celora_cli.migrate.deploy import deploy
-from tests.conftest import REPO, run_celora, settings_for
+from tests.support import REPO, run_celora, settings_for
 
 STEP = '''"""{doc}"""
 from alembic import op

@@ -16,7 +16,7 @@ import pytest
 
 from celora_cli.errors import MigrationFailed, MigrationHistoryError
 from celora_cli.migrate.deploy import deploy
-from tests.conftest import REPO, run_celora, settings_for
+from tests.support import REPO, run_celora, settings_for
 
 EXTRA = "20261127000000"
 
@@ -245,7 +245,7 @@ def test_resolve_is_refused_on_production_without_the_override(empty_db, tmp_pat
 
 
 def test_status_as_a_role_that_may_not_read_the_journal(pg_server, migrated_db):
-    from tests.conftest import admin_execute
+    from tests.support import admin_execute
 
     database = migrated_db.rsplit("/", 1)[1].split("?", 1)[0]
     role = f"journal_reader_{os.getpid()}"

@@ -11,8 +11,8 @@ import pytest
 
 from celora_cli.errors import ConfigError, LintFindings
 from celora_cli.migrate.lint import check, lint
-from tests.conftest import REPO, run_celora, settings_for
-from tests.integration.test_journal import EXTRA, HEAD, query, write_history
+from tests.migrate.test_journal import EXTRA, HEAD, query, write_history
+from tests.support import REPO, run_celora, settings_for
 
 OFFLINE = "postgresql://nobody@127.0.0.1:1/unused"  # lint needs no database: nothing may connect to this
 

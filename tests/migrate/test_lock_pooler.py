@@ -12,12 +12,12 @@ import pytest
 
 from celora_cli.errors import Refused
 from celora_cli.migrate.deploy import MIGRATION_LOCK_KEY, deploy
-from tests.conftest import (
+from tests.support import (
     db_name,
     run_celora,
     settings_for,
 )
-from tests.relay import Relay
+from tests.support.relay import Relay
 
 pytestmark = pytest.mark.pgbouncer
 

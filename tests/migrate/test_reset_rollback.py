@@ -8,8 +8,8 @@ import psycopg
 import pytest
 
 from celora_cli.migrate.runtime import MIGRATION_LOCK_KEY, load_script_directory
-from tests.conftest import REPO, db_name, run_celora
-from tests.integration.test_schema_matches_models import schema_dump
+from tests.db.test_schema_matches_models import schema_dump
+from tests.support import REPO, db_name, run_celora
 
 REVISIONS = [s.revision for s in reversed(list(load_script_directory(REPO / "migrations").walk_revisions()))]
 INIT, HEAD = REVISIONS[0], REVISIONS[-1]
@@ -220,7 +220,7 @@ def test_rollback_stops_when_another_runner_moved_the_database_after_the_plan(mi
     import subprocess
     import sys
 
-    from tests.conftest import TEST_PROJECT
+    from tests.support import TEST_PROJECT
 
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "DIRECT_DATABASE_URL")
            and not k.startswith("CELORA_")}

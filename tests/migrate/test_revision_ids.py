@@ -14,7 +14,7 @@ from celora_cli.errors import ExitCode, MigrationHistoryError
 from celora_cli.migrate.history import read_history
 from celora_cli.migrate.runtime import load_script_directory, next_revision_id
 from celora_cli.migrate.status import _history_from_alembic
-from tests.conftest import REPO
+from tests.support import REPO
 
 NOW = datetime.datetime(2026, 11, 26, 12, 0, 0)
 

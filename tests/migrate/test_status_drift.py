@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from tests.conftest import admin_execute, db_name, run_celora
+from tests.support import admin_execute, db_name, run_celora
 
 
 def test_status_drift(pg_server, migrated_db):

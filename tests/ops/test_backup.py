@@ -27,7 +27,7 @@ from celora_cli.migrate.runtime import load_script_directory
 from celora_cli.ops.backup import BackupInvalid, backup, restore, verify_backup
 from celora_cli.ops.backup.manifest import manifest_path
 from celora_cli.ops.backup.tools import conninfo
-from tests.conftest import REPO, TEST_PROJECT, _drop, db_name, run_celora, settings_for, shared_tmpdir
+from tests.support import REPO, TEST_PROJECT, db_name, drop_database, run_celora, settings_for, shared_tmpdir
 
 HEAD = load_script_directory(REPO / "migrations").get_current_head()
 
@@ -64,7 +64,7 @@ def seeded(pg_server, migrated_template):
     url = pg_server.create_database(name, template=migrated_template)
     seed(settings_for(url), REPO / "fixtures")
     yield url
-    _drop(pg_server, name)
+    drop_database(pg_server, name)
 
 
 @pytest.fixture(scope="module")
@@ -185,7 +185,7 @@ def test_restore_keeps_the_encoding_and_locale_of_the_database_it_replaces(pg_se
                              "WHERE datname = current_database()")[0][0] == "LATIN1"
         assert query(target, "SELECT name FROM names") == [("Zoë",)]
     finally:
-        _drop(pg_server, name)
+        drop_database(pg_server, name)
 
 
 def test_restore_into_a_missing_database_creates_it(pg_server, seeded, dumped):
@@ -196,11 +196,11 @@ def test_restore_into_a_missing_database_creates_it(pg_server, seeded, dumped):
         result = restore(settings_for(target), dumped[0], confirm=_guard(settings_for(target), forced=True))
         assert counts(target) == counts(seeded) and result.replaced_tables == {}
     finally:
-        _drop(pg_server, name)
+        drop_database(pg_server, name)
 
 
 def test_at_a_terminal_the_prompt_names_the_database_and_what_is_replaced(pg_server, seeded, dumped):
-    from tests.integration.test_guard import answer_prompt
+    from tests.safety.test_guard import answer_prompt
 
     before = databases(pg_server)
     declined = answer_prompt("n", "db", "restore", str(dumped[0]), env={"DATABASE_URL": seeded})

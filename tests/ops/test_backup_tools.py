@@ -95,7 +95,7 @@ def test_the_manifest_url_has_no_secret_parameter():
 def test_a_failed_replay_across_versions_names_both_versions_and_the_fix():
     from celora_cli.ops.backup.replay import Replay
     from celora_cli.ops.backup.restore import _replay_failure
-    from tests.conftest import settings_for
+    from tests.support import settings_for
 
     failed = Replay(3, 'psql:<stdin>:17: ERROR:  unrecognized configuration parameter "lock_wait_total"', True)
     error = _replay_failure(failed, Path("b.dump"), tools("18.6")[0], "15.18", settings_for("postgresql://u@h/db"))

@@ -15,7 +15,7 @@ import pytest
 
 from celora_cli.local.server import embedded_bin_dir
 from celora_cli.ops.backup.manifest import manifest_path
-from tests.conftest import REPO, TEST_PG_BIN, _drop, run_celora, shared_tmpdir
+from tests.support import REPO, TEST_PG_BIN, drop_database, run_celora, shared_tmpdir
 
 pytestmark = pytest.mark.compat
 
@@ -42,13 +42,13 @@ def databases(pg_server) -> set[str]:
 @pytest.fixture
 def seeded(pg_server, migrated_template):
     from celora_cli.data.seed.apply import seed
-    from tests.conftest import settings_for
+    from tests.support import settings_for
 
     name = f"t_backup_versions_{os.getpid()}"
     url = pg_server.create_database(name, template=migrated_template)
     seed(settings_for(url), REPO / "fixtures")
     yield url
-    _drop(pg_server, name)
+    drop_database(pg_server, name)
 
 
 @pytest.fixture

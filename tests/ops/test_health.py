@@ -12,7 +12,9 @@ import psycopg
 import pytest
 
 from celora_cli.ops.health import check_database_health
-from tests.conftest import db_name, free_port, run_celora, settings_for, shared_tmpdir
+from tests.support import db_name, free_port, run_celora, settings_for, shared_tmpdir
+
+pytestmark = pytest.mark.db  # some tests start a PostgreSQL of their own, outside the session's fixtures
 
 
 def test_healthy_through_pgbouncer_and_direct(pgbouncer, migrated_db):
@@ -159,7 +161,7 @@ def test_cli_runner_in_process(migrated_db, monkeypatch):
     from typer.testing import CliRunner
 
     from celora_cli.cli.app import app
-    from tests.conftest import REPO
+    from tests.support import REPO
 
     monkeypatch.chdir(REPO)
     env = {"DATABASE_URL": migrated_db, "CELORA_PROJECT_ROOT": str(REPO), "NO_COLOR": "1"}

@@ -2,7 +2,7 @@
 is paused while the primary writes, a session blocked on a lock, an inactive replication slot keeping WAL.
 
 The replication tests use a throwaway primary (celora's own LocalServer) and a real streaming standby made
-from it with pg_basebackup -R (tests/standby.py), both for this module only: the session server is never
+from it with pg_basebackup -R (tests/support/standby.py), both for this module only: the session server is never
 restarted nor given slots.
 """
 
@@ -16,11 +16,13 @@ import psycopg
 import pytest
 
 from celora_cli.ops.health import check_database_health
-from tests.conftest import _run_pgbouncer, db_name, free_port, run_celora, settings_for
-from tests.standby import execute as _execute
-from tests.standby import query as _query
-from tests.standby import replication
-from tests.standby import until as _until
+from tests.support import db_name, free_port, run_celora, run_pgbouncer, settings_for
+from tests.support.standby import execute as _execute
+from tests.support.standby import query as _query
+from tests.support.standby import replication
+from tests.support.standby import until as _until
+
+pytestmark = pytest.mark.db  # some tests start a PostgreSQL of their own, outside the session's fixtures
 
 # --------------------------------------------------------------------------- PgBouncer's admin console
 
@@ -29,7 +31,7 @@ from tests.standby import until as _until
 def console_bouncer(pg_server):
     """PgBouncer from the repo's pgbouncer.ini (transaction mode, one server connection per pool) whose admin
     console lets `celora` in (admin_users, stats_users). Yields its port."""
-    bouncer = _run_pgbouncer(pg_server, "celora-test-pgbouncer-console-", admin_users="celora",
+    bouncer = run_pgbouncer(pg_server, "celora-test-pgbouncer-console-", admin_users="celora",
                              stats_users="celora")
     yield next(bouncer).port
     next(bouncer, None)  # stops it (the generator's finally)

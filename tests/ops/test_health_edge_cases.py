@@ -12,8 +12,8 @@ import pytest
 
 from celora_cli.errors import ConfigError
 from celora_cli.ops.health import check_database_health
-from tests.conftest import admin_execute, db_name, run_celora, settings_for
-from tests.relay import Relay
+from tests.support import admin_execute, db_name, run_celora, settings_for
+from tests.support.relay import Relay
 
 _roles = itertools.count()
 

@@ -21,7 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from celora_cli.ops.health import check_database_health
 from celora_cli.ops.metrics import METRICS, exposition
-from tests.conftest import REPO, TEST_PROJECT, free_port, run_celora, settings_for
+from tests.support import REPO, TEST_PROJECT, free_port, run_celora, settings_for
 
 
 def _samples(text: str) -> dict[tuple[str, tuple], float]:

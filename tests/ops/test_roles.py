@@ -10,8 +10,8 @@ import os
 import psycopg
 import pytest
 
-from tests.conftest import admin_execute, db_name, run_celora
-from tests.roles import RoleSet, apply_roles, drop_role_set, least_privilege_fixture, new_role_set  # noqa: F401
+from tests.support import admin_execute, db_name, run_celora
+from tests.support.roles import RoleSet, apply_roles, drop_role_set, least_privilege_fixture, new_role_set  # noqa: F401
 
 
 def test_apply_then_check_matches_and_a_grant_added_by_hand_is_named(pg_server, least_privilege):

@@ -17,7 +17,7 @@ import pytest
 
 from celora_cli.migrate.deploy import deploy
 from celora_cli.safety.stamp import database_environment, stamp_environment
-from tests.conftest import REPO, TEST_PROJECT, run_celora, settings_for
+from tests.support import REPO, TEST_PROJECT, run_celora, settings_for
 
 HEAD_COMMANDS = [("db", "reset", "--skip-seed"), ("db", "rollback", "--steps", "1")]
 

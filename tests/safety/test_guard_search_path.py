@@ -13,8 +13,8 @@ from urllib.parse import quote
 import psycopg
 import pytest
 
-from tests.conftest import admin_execute, run_celora, shared_tmpdir
-from tests.integration.test_changes import setup_only
+from tests.data.test_changes import setup_only
+from tests.support import admin_execute, run_celora, shared_tmpdir
 
 
 def query(url: str, sql: str, params=()) -> list[tuple]:

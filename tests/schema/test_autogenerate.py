@@ -1,5 +1,5 @@
 """The pieces of `celora db migrate`'s autogenerate that need no database: rename suspicion, enum rendering,
-how differences are described (revision ids: test_unit_revision_ids.py)."""
+how differences are described (revision ids: tests/migrate/test_revision_ids.py)."""
 
 from __future__ import annotations
 

@@ -13,7 +13,7 @@ import pytest
 from celora_cli.config.settings import parse_database_url
 from celora_cli.db import admin
 from celora_cli.schema.drift import compare, snapshot
-from tests.conftest import REPO, admin_execute, db_name, run_celora, settings_for, shared_tmpdir
+from tests.support import REPO, admin_execute, db_name, run_celora, settings_for, shared_tmpdir
 
 ODD_NAME = 'Odd "name"; DROP DATABASE x'
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from celora_cli.config.settings import load_settings
-from tests.conftest import REPO, run_celora, shared_tmpdir
+from tests.support import REPO, run_celora, shared_tmpdir
 
 
 @pytest.fixture

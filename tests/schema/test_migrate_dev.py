@@ -16,7 +16,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.conftest import REPO, admin_execute, run_celora, shared_tmpdir
+from tests.support import REPO, admin_execute, run_celora, shared_tmpdir
 
 TIMESTAMPED = re.compile(r"^\d{14}_[a-z0-9_]+\.py$")
 

@@ -11,9 +11,9 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.conftest import admin_execute, db_name, run_celora, shared_tmpdir
-from tests.integration.test_guard import answer_prompt
-from tests.integration.test_migrate_dev import MODELS_WITH_NICKNAME, columns, env_for
+from tests.safety.test_guard import answer_prompt
+from tests.schema.test_migrate_dev import MODELS_WITH_NICKNAME, columns, env_for
+from tests.support import admin_execute, db_name, run_celora, shared_tmpdir
 
 HEADER = "from sqlalchemy import Column, Enum, Integer, MetaData, String, Table, Text\nmetadata = MetaData()\n"
 THINGS = "Table('things', metadata, Column('id', Integer, primary_key=True), Column('title', Text){extra})\n"

@@ -18,7 +18,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from tests.conftest import REPO, TEST_PROJECT, free_port, program, shared_tmpdir, wait_for_port
+from tests.support import REPO, TEST_PROJECT, free_port, program, shared_tmpdir, wait_for_port
 
 
 @contextlib.contextmanager
@@ -150,7 +150,7 @@ class PgBouncer:
 
 
 def celora_env(extra: dict | None = None) -> dict:
-    """The environment tests.conftest.run_celora gives the CLI, for processes a test must start with Popen."""
+    """The environment tests.support.run_celora gives the CLI, for processes a test must start with Popen."""
     clean = {k: v for k, v in os.environ.items()
              if k not in ("DATABASE_URL", "DIRECT_DATABASE_URL") and not k.startswith("CELORA_")}
     clean.update({"CELORA_PROJECT_ROOT": str(TEST_PROJECT), "NO_COLOR": "1", "COLUMNS": "200",

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import psycopg
 import pytest
 
-from tests.conftest import admin_execute, db_name, run_celora
+from tests.support import admin_execute, db_name, run_celora
 
 _counter = itertools.count()
 SUPERUSER = "celora"  # the test cluster's superuser, who runs the migrations and `db roles --apply`

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import psycopg
 
-from tests.conftest import settings_for, shared_tmpdir
+from tests.support import settings_for, shared_tmpdir
 
 
 def until(condition: Callable[[], object], what: str, timeout: float = 20.0):
