@@ -57,8 +57,10 @@ test-compat: install-dev ## the compatibility subset on one PostgreSQL: make tes
 	echo "== compatibility subset on $$bin"; \
 	CELORA_TEST_PG_BIN="$$bin" $(VPY) -m pytest -m compat
 
+# `db` marks a test that needs PostgreSQL: tests/conftest.py sets it from the database fixtures a test uses, and
+# modules that start a server of their own carry it themselves.
 test-unit: install-dev ## only the tests that need no database
-	$(VPY) -m pytest tests/unit
+	$(VPY) -m pytest -m "not db"
 
 bench: install-dev  ## performance scripts; each prints ratios against a baseline measured in the same run
 	@set -e; for script in benchmarks/bench_*.py; do echo "== $$script"; $(VPY) $$script; done

@@ -9,7 +9,7 @@ small volume, health in depth, backup and restore, the audit log, `db changes`, 
 the whole subset stays within a few minutes per major on 2 cores.
 
 A name here that no longer exists in its (collected) module is a collection error, so a renamed test cannot
-silently leave the subset. Tests may also carry `@pytest.mark.compat` themselves (tests/integration/
+silently leave the subset. Tests may also carry `@pytest.mark.compat` themselves (tests/ops/
 test_backup_versions.py does).
 """
 
@@ -20,56 +20,56 @@ from pathlib import Path
 import pytest
 
 SUBSET: dict[str, tuple[str, ...]] = {
-    "tests/integration/test_migrate_deploy.py": (
+    "tests/migrate/test_deploy.py": (
         "test_deploy_creates_every_table_and_records_head",
         "test_cli_reports_each_migration_then_nothing_pending",
         "test_models_and_migrations_agree",
         "test_failed_migration_is_named_and_database_stays_at_last_good",
         "test_deploy_uses_the_direct_url_next_to_pgbouncer",
     ),
-    "tests/integration/test_reset_rollback.py": (
+    "tests/migrate/test_reset_rollback.py": (
         "test_rollback_one_step_then_deploy_round_trips",
         "test_rollback_to_a_revision_by_id_or_file_name_and_to_base",
         "test_reset_drops_everything_reapplies_and_keeps_the_schema_itself",
     ),
-    "tests/integration/test_status_drift.py": ("test_status_drift",),
+    "tests/migrate/test_status_drift.py": ("test_status_drift",),
     # (not test_compare_names_a_changed_default...: it needs the citext extension, which the 16 wheel lacks)
-    "tests/integration/test_drift.py": ("test_database_drift_is_read_only_and_names_the_difference",),
-    "tests/integration/test_push.py": (
+    "tests/schema/test_drift.py": ("test_database_drift_is_read_only_and_names_the_difference",),
+    "tests/schema/test_push.py": (
         "test_a_new_column_is_pushed_then_in_sync_and_alembic_version_untouched",
         "test_the_real_models_onto_an_empty_database",
         "test_dropping_a_column_with_data_needs_the_flag",
     ),
-    "tests/integration/test_seed.py": (
+    "tests/data/test_seed.py": (
         "test_first_run_creates_everything_second_changes_nothing",
         "test_cli_volume_after_fixtures",  # 3 generated users
     ),
-    "tests/integration/test_health.py": ("test_healthy_through_pgbouncer_and_direct",),
-    "tests/integration/test_health_depth.py": (
+    "tests/ops/test_health.py": ("test_healthy_through_pgbouncer_and_direct",),
+    "tests/ops/test_health_depth.py": (
         "test_a_client_waiting_in_pgbouncer_is_degraded_and_names_the_pool",
         "test_a_session_blocked_on_a_lock_is_degraded_and_names_the_blocker",
         "test_an_old_transaction_is_degraded_and_named",
     ),
-    "tests/integration/test_backup.py": (
+    "tests/ops/test_backup.py": (
         "test_backup_writes_the_dump_and_a_manifest_of_the_snapshot",
         "test_restore_verify_round_trips_with_identical_tables_and_counts",
         "test_restore_replaces_the_database_and_leaves_nothing_of_it_behind",
     ),
-    "tests/integration/test_audit.py": (
+    "tests/data/test_audit.py": (
         "test_a_label_change_records_one_row_with_actor_and_old_new_and_db_audit_shows_it",
         "test_every_column_the_models_mark_sensitive_is_excluded_by_the_triggers",
         "test_prune_deletes_old_entries_in_batches_after_confirmation",
     ),
     # (not test_setup_only_makes_what_debezium_needs...: it reads pg_publication_tables.attnames, new in 15)
-    "tests/integration/test_changes.py": (
+    "tests/data/test_changes.py": (
         "test_secrets_never_reach_the_stream_and_old_values_come_with_deletes",
         "test_from_start_prints_the_rows_that_existed_before_the_slot_then_only_new_changes",
     ),
-    "tests/integration/test_lint.py": (
+    "tests/migrate/test_lint.py": (
         "test_the_projects_own_history_passes",
         "test_migrate_deploy_with_lint_applies_nothing_when_a_pending_migration_has_findings",
     ),
-    "tests/studio/test_studio_http.py": (
+    "tests/data/test_studio_http.py": (
         "test_home_lists_every_model_with_its_row_count",
         "test_related_records_both_ways",
         "test_read_only_transactions_refuse_writes_in_postgresql_too",

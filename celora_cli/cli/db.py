@@ -15,7 +15,7 @@ class _DbCommands(LazyCommandGroup):
     # Every `celora db` command and the module that defines it (None: this one), in the order `celora db
     # --help` lists them. A command's module is imported only when that command runs (celora_cli/cli/lazy.py);
     # each imports its core modules inside its functions, so `celora --help` stays light. A new command module
-    # adds its commands here (tests/unit/test_unit_lazy_commands.py checks this table against the modules).
+    # adds its commands here (tests/cli/test_lazy_commands.py checks this table against the modules).
     command_modules = {
         "migrate": "celora_cli.cli.db_dev",
         "migrate-deploy": None,
@@ -36,7 +36,7 @@ class _DbCommands(LazyCommandGroup):
         "restore": "celora_cli.cli.db_backup",
         "roles": "celora_cli.cli.db_roles",
     }
-    # `celora db --help` lists the commands in these panels (tests/unit/test_unit_help_listing.py checks that
+    # `celora db --help` lists the commands in these panels (tests/cli/test_help_listing.py checks that
     # every command is in exactly one).
     panels = {
         "Migrations": ("migrate", "migrate-deploy", "status", "lint", "generate", "push", "resolve", "rollback",

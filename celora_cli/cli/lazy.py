@@ -5,7 +5,7 @@ command modules are all imported up front makes `celora --help` and `celora db h
 and the Click conversion of some twenty commands they never run. This group starts with only the commands
 its home module defines and knows, for each other command, the module that registers it (on the same Typer
 app): running `celora db health` imports that module alone; `celora db --help` (which lists them all) and
-shell completion import them all. `tests/unit/test_unit_cli.py` checks the name -> module table against what
+shell completion import them all. `tests/cli/test_app.py` checks the name -> module table against what
 the modules really register, so the table cannot go stale silently.
 """
 

@@ -2,7 +2,7 @@
 
 Each setting is written once, as a field: its environment variable, its default (as the text one would write in
 `.env`, parsed like any other value), its parser and limits, and a one-line meaning. load_settings reads the
-table; the README's settings table is checked against it (tests/unit/test_unit_settings_table.py).
+table; the README's settings table is checked against it (tests/config/test_settings_table.py).
 
 Precedence (highest first): flags > `--env-file` > process environment > `.env` in the project root > defaults.
 An explicitly named `--env-file` is a flag, so it beats the environment; the implicit `.env` does not.

@@ -9,7 +9,7 @@ It follows Alembic's own rules (alembic/script/revision.py): heads are the revis
 as its `down_revision` (dependencies do not count); upgrading to the heads applies every ancestor of the
 heads, dependencies included, that is not already an ancestor of the current revisions. When a file is
 outside what it can read faithfully (computed values, abbreviated revision ids), `read_history` raises
-`NotLiteral` and the caller falls back to Alembic. tests/unit/test_unit_history.py checks that both agree on
+`NotLiteral` and the caller falls back to Alembic. tests/migrate/test_history.py checks that both agree on
 random histories with branches, merges and dependencies.
 """
 

@@ -21,8 +21,10 @@ from urllib.parse import quote
 import psycopg
 import pytest
 
-from tests.conftest import REPO, TEST_PROJECT, free_port, run_celora, shared_tmpdir
-from tests.faults.cluster import throwaway_cluster
+from tests.support import REPO, TEST_PROJECT, free_port, run_celora, shared_tmpdir
+from tests.support.cluster import throwaway_cluster
+
+pytestmark = pytest.mark.db  # some tests start a PostgreSQL of their own, outside the session's fixtures
 
 PASSWORD = "S3cr3t/p@ss#word"
 ENCODED = quote(PASSWORD, safe="")  # S3cr3t%2Fp%40ss%23word

@@ -11,7 +11,7 @@ import json
 
 import pytest
 
-from tests.conftest import REPO, TEST_PROJECT, run_celora, settings_for
+from tests.support import REPO, TEST_PROJECT, run_celora, settings_for
 
 LEAK = "postgresql://leak:Dev3lopersOwn@127.0.0.1:1/developers_own_db"
 

@@ -12,7 +12,7 @@ import sys
 import psycopg
 import pytest
 
-from tests.conftest import REPO, TEST_PROJECT, run_celora
+from tests.support import REPO, TEST_PROJECT, run_celora
 
 MALFORMED = {"DATABASE_URL": "postgresql://u:topsecret@h:notaport/db"}
 

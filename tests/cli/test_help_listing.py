@@ -12,7 +12,7 @@ import sys
 import pytest
 
 from celora_cli.cli.lazy import reflow
-from tests.conftest import REPO
+from tests.support import REPO
 
 GROUPS = {
     (): ("db", "local"),

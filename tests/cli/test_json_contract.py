@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, run_celora, shared_tmpdir
+from tests.support import REPO, run_celora, shared_tmpdir
 
 PASSWORD = "s3cretPw0rd"  # the test server trusts every local connection, so any password gets in
 

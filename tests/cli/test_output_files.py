@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, shared_tmpdir
+from tests.support import REPO, shared_tmpdir
 
 SETPRIV = shutil.which("setpriv")
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import run_celora
+from tests.support import run_celora
 
 SECRET = "Sslpw-Leak-7f3a9"  # distinctive: found anywhere in an output means it leaked
 

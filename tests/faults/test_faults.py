@@ -18,9 +18,11 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.conftest import REPO, run_celora, settings_for
-from tests.faults.cluster import PgBouncer, crash, restart, start_celora, throwaway_cluster
-from tests.relay import Blackhole, GoesSilent
+from tests.support import REPO, run_celora, settings_for
+from tests.support.cluster import PgBouncer, crash, restart, start_celora, throwaway_cluster
+from tests.support.relay import Blackhole, GoesSilent
+
+pytestmark = pytest.mark.db  # some tests start a PostgreSQL of their own, outside the session's fixtures
 
 
 def _repo_history() -> list[str]:
