@@ -206,9 +206,14 @@ END;
 $$"""
 
 
-def _search_path() -> str:
-    schema = op.get_bind().exec_driver_sql("SELECT quote_ident(current_schema())").scalar()
-    return f"pg_catalog, {schema}, pg_temp"
+# pg_catalog, the schema the migration runs in, then pg_temp last. Worked out by the server (a DO block), not read
+# by the migration: `celora db lint` and `alembic upgrade --sql` render this migration offline, with no database.
+PIN_AUDIT_ROW_SEARCH_PATH = """\
+DO $$
+BEGIN
+    EXECUTE format('ALTER FUNCTION celora_audit_row() SET search_path = pg_catalog, %I, pg_temp', current_schema());
+END;
+$$"""
 
 
 def _arguments(key: str, *excluded: str) -> str:
@@ -216,8 +221,10 @@ def _arguments(key: str, *excluded: str) -> str:
 
 
 def upgrade() -> None:
+    # SET search_path = pg_catalog, pg_temp until the next statement pins the migration's schema between them.
     op.execute(f"CREATE OR REPLACE FUNCTION celora_audit_row() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER "
-               f"SET search_path = {_search_path()} AS $$\n{AUDIT_ROW_BODY}$$")
+               f"SET search_path = pg_catalog, pg_temp AS $$\n{AUDIT_ROW_BODY}$$")
+    op.execute(PIN_AUDIT_ROW_SEARCH_PATH)
     op.execute("CREATE OR REPLACE FUNCTION celora_audit_off_check() RETURNS trigger LANGUAGE plpgsql "
                f"SET search_path = pg_catalog, pg_temp AS $$\n{AUDIT_OFF_CHECK_BODY}$$")
     op.execute("REVOKE ALL ON FUNCTION celora_audit_row() FROM PUBLIC")

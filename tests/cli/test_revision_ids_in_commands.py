@@ -16,7 +16,13 @@ import pytest
 
 from tests.support import REPO, run_celora, shared_tmpdir
 
-HEX = {"20261126090000": "ae1027a6acf", "20261126150000": "1975ea83b712", "20261126170000": "3adcc9a56557"}
+# The repo's history, each id given a hex id of the form `alembic revision` makes (the history grows: derived).
+_HISTORY = sorted(path.stem.split("_", 1) for path in (REPO / "migrations" / "versions").glob("*.py"))
+HEX = dict(zip((timestamp for timestamp, _ in _HISTORY),
+               ("ae1027a6acf", "1975ea83b712", "3adcc9a56557", "4b8e0f2d9c61", "5c3a7e19d0b4", "6d2f8a0c1e57",
+                "7e1b9c3d2f68", "8f0a1b2c3d79"), strict=False))
+HISTORY_HEAD = _HISTORY[-1][0]
+HEX_NAMES = {HEX[timestamp]: f"{HEX[timestamp]}_{slug}" for timestamp, slug in _HISTORY}
 FUTURE = "29990101000199"
 EXTRA_MODELS = '''
 from sqlalchemy import Column, Integer, Table
@@ -29,12 +35,12 @@ metadata = Base.metadata
 FUTURE_MIGRATION = f'''"""future
 
 Revision ID: {FUTURE}
-Revises: 20261126170000
+Revises: {HISTORY_HEAD}
 """
 from alembic import op
 
 revision = "{FUTURE}"
-down_revision = "20261126170000"
+down_revision = "{HISTORY_HEAD}"
 branch_labels = None
 depends_on = None
 
@@ -94,10 +100,12 @@ def new_revision_file(project: Path, before: set[Path]) -> Path:
 
 def test_a_history_with_hex_ids_works_in_every_command(project, empty_db):
     hex_history(project)
-    init, corrections, audit = HEX.values()
-    assert ok(celora(project, empty_db, "db", "status", "--json"), 1)["head"] == audit
+    ids = list(HEX.values())
+    assert len(ids) == len(_HISTORY) >= 3
+    init, corrections, audit, head = ids[0], ids[1], ids[2], ids[-1]
+    assert ok(celora(project, empty_db, "db", "status", "--json"), 1)["head"] == head
     applied = ok(celora(project, empty_db, "db", "migrate-deploy", "--json"))["applied"]
-    assert [m["revision"] for m in applied] == [init, corrections, audit]
+    assert [m["revision"] for m in applied] == ids
     assert ok(celora(project, empty_db, "db", "lint", "--json"))["findings"] == []
     assert ok(celora(project, empty_db, "db", "status", "--drift", "--json"))["up_to_date"]
     assert ok(celora(project, empty_db, "db", "health", "--json"))["status"] == "healthy"
@@ -107,14 +115,14 @@ def test_a_history_with_hex_ids_works_in_every_command(project, empty_db):
     created = new_revision_file(project, versions)
     new_id = created.stem.split("_", 1)[0]
     assert re.fullmatch(r"\d{14}", new_id) and created.name == f"{new_id}_add_extra.py"  # a timestamp, its name
-    assert f"revision = '{new_id}'" in created.read_text() and f"down_revision = '{audit}'" in created.read_text()
+    assert f"revision = '{new_id}'" in created.read_text() and f"down_revision = '{head}'" in created.read_text()
     assert migrated["revision_applied"]
 
-    undone = ok(celora(project, empty_db, "db", "rollback", "--to", f"{corrections}_schema_corrections", "--force",
-                       "--json"))
-    assert [m["revision"] for m in undone["undone"]] == [new_id, audit] and undone["current"] == [corrections]
+    undone = ok(celora(project, empty_db, "db", "rollback", "--to", HEX_NAMES[corrections], "--force", "--json"))
+    assert [m["revision"] for m in undone["undone"]] == [new_id, *reversed(ids[2:])]
+    assert undone["current"] == [corrections]
     assert ok(celora(project, empty_db, "db", "rollback", "--to", init, "--force", "--json"))["current"] == [init]
-    resolved = celora(project, empty_db, "db", "resolve", "--rolled-back", f"{audit}_audit_log", "--json")
+    resolved = celora(project, empty_db, "db", "resolve", "--rolled-back", HEX_NAMES[audit], "--json")
     assert resolved.returncode == 12 and "no failed run" in json.loads(resolved.stdout)["error"]["message"]
     assert ok(celora(project, empty_db, "db", "generate", "--check", "--json"))["up_to_date"]
     assert ok(celora(project, empty_db, "db", "migrate-deploy", "--json"))["current"] == [new_id]
@@ -138,5 +146,5 @@ def test_a_head_stamped_in_the_future_with_an_impossible_time(project, empty_db)
     assert linted.returncode == 16 and finding["rule"] == "dropped-table"
     assert (finding["revision"], finding["migration"]) == ("29990101000200", "29990101000200_after_the_future")
     undone = ok(celora(project, empty_db, "db", "rollback", "--steps", "2", "--force", "--json"))
-    assert undone["current"] == ["20261126170000"]
+    assert undone["current"] == [HISTORY_HEAD]
     assert ok(celora(project, empty_db, "db", "migrate-deploy", "--json"))["current"] == ["29990101000200"]
