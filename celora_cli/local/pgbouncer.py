@@ -35,6 +35,7 @@ from pathlib import Path
 from celora_cli.config.settings import Settings
 from celora_cli.errors import ConfigError, LocalServerError
 from celora_cli.local import owned_files
+from celora_cli.local.server import LocalServer, free_port
 
 DEFAULT_PORT = 6432
 SEARCH_PATH = ("/usr/sbin", "/usr/bin", "/usr/local/bin", "/usr/local/sbin", "/opt/homebrew/bin")
@@ -121,8 +122,6 @@ class LocalPgBouncer:
 
     @classmethod
     def from_settings(cls, settings: Settings, *, port: int | None = None) -> LocalPgBouncer:
-        from celora_cli.local.server import LocalServer
-
         return cls(LocalServer.from_settings(settings), settings.project_root / "pgbouncer.ini", port=port)
 
     # -- queries --------------------------------------------------------------------------------------
@@ -265,8 +264,6 @@ class LocalPgBouncer:
         self._write_private(self.env_file, "\n".join(lines) + "\n", owner=None)
 
     def _choose_port(self) -> int:
-        from celora_cli.local.server import free_port
-
         if self.requested_port:
             if not _port_free(self.requested_port):
                 raise LocalServerError(f"Port {self.requested_port} is already in use on 127.0.0.1.",

@@ -33,7 +33,7 @@ from pathlib import Path
 
 from celora_cli.config.settings import DatabaseURL, Settings
 from celora_cli.errors import ConfigError, Interrupted
-from celora_cli.local.server import binary_version
+from celora_cli.local.binaries import binary_version
 
 TOOLS = ("pg_dump", "pg_restore")
 SERVICE_NAME = "celora"
@@ -73,7 +73,7 @@ def _has_tools(directory: Path) -> bool:
 
 
 def _candidates(settings: Settings) -> list[tuple[str, Path]]:
-    from celora_cli.local.server import SYSTEM_BIN_GLOBS, embedded_bin_dir
+    from celora_cli.local.binaries import SYSTEM_BIN_GLOBS, embedded_bin_dir
 
     if settings.local_pg_bin is not None:  # an explicit choice is never silently replaced
         return [("CELORA_PG_BIN", Path(settings.local_pg_bin))]
