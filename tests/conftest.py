@@ -120,7 +120,7 @@ def pg_server():
 
 
 def pytest_report_header(config) -> str:
-    from celora_cli.local.server import find_pg_binaries
+    from celora_cli.local.binaries import find_pg_binaries
 
     try:
         found = find_pg_binaries(Path(TEST_PG_BIN) if TEST_PG_BIN else None)

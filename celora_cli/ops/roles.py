@@ -23,8 +23,6 @@ created by the operator, and only named here.
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,6 +31,17 @@ from celora_cli.db.connect import connect, direct_url
 from celora_cli.db.errors import postgres_message, translating
 from celora_cli.errors import ConfigError, DatabaseError
 from celora_cli.migrate.runtime import setting_name
+from celora_cli.ops.roles_catalog import (
+    DEFAULT_ACL,
+    OTHER_OBJECTS,
+    RELATIONS,
+    SCHEMA_ACL,
+    grant_map,
+    grantee_sql,
+    privilege_order,
+    quoter,
+    read_roles,
+)
 
 APPLICATION_NAME = "celora db roles"
 
@@ -149,84 +158,6 @@ _STEP_ORDER = {"create_role": 0, "self_grant": 1, "schema": 2, "owner": 3, "gran
                "grant_role": 6, "role_setting": 7, "replication": 8}
 
 
-# -- reading the catalog -------------------------------------------------------------------------------------------
-
-_RELATIONS = """
-SELECT c.relname, c.relkind, pg_get_userbyid(c.relowner),
-       (SELECT t.relname FROM pg_depend d JOIN pg_class t ON t.oid = d.refobjid
-         WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.refclassid = 'pg_class'::regclass
-           AND d.deptype IN ('a', 'i') LIMIT 1) AS owned_by,
-       coalesce((SELECT array_agg(CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(a.grantee) END
-                                  || ' ' || a.privilege_type)
-                   FROM aclexplode(coalesce(c.relacl,
-                                            acldefault(CASE WHEN c.relkind = 'S' THEN 's' ELSE 'r' END::"char",
-                                                       c.relowner))) a
-                  WHERE a.grantee <> c.relowner), '{}')
-  FROM pg_class c
- WHERE c.relnamespace = %(schema)s::regnamespace AND c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S')
-   AND NOT EXISTS (SELECT FROM pg_depend e WHERE e.classid = 'pg_class'::regclass AND e.objid = c.oid
-                                            AND e.deptype = 'e')
- ORDER BY c.relname
-"""
-
-_OTHER_OBJECTS = """
-SELECT 'ROUTINE', p.oid::regprocedure::text, pg_get_userbyid(p.proowner)
-  FROM pg_proc p
- WHERE p.pronamespace = %(schema)s::regnamespace
-   AND NOT EXISTS (SELECT FROM pg_depend e WHERE e.classid = 'pg_proc'::regclass AND e.objid = p.oid
-                                            AND e.deptype = 'e')
-UNION ALL
-SELECT CASE t.typtype WHEN 'd' THEN 'DOMAIN' ELSE 'TYPE' END, t.oid::regtype::text, pg_get_userbyid(t.typowner)
-  FROM pg_type t
- WHERE t.typnamespace = %(schema)s::regnamespace AND t.typtype IN ('e', 'd', 'r', 'c')
-   AND (t.typrelid = 0 OR (SELECT relkind FROM pg_class WHERE oid = t.typrelid) = 'c')
-   AND NOT EXISTS (SELECT FROM pg_depend e WHERE e.classid = 'pg_type'::regclass AND e.objid = t.oid
-                                            AND e.deptype = 'e')
- ORDER BY 1, 2
-"""
-
-_SCHEMA_ACL = """
-SELECT pg_get_userbyid(n.nspowner),
-       coalesce((SELECT array_agg(CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(a.grantee) END
-                                  || ' ' || a.privilege_type)
-                   FROM aclexplode(coalesce(n.nspacl, acldefault('n'::"char", n.nspowner))) a
-                  WHERE a.grantee <> n.nspowner), '{}')
-  FROM pg_namespace n WHERE n.oid = %(schema)s::regnamespace
-"""
-
-_DEFAULT_ACL = """
-SELECT d.defaclobjtype, CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(a.grantee) END, a.privilege_type
-  FROM pg_default_acl d, aclexplode(d.defaclacl) a
- WHERE d.defaclrole = (SELECT oid FROM pg_roles WHERE rolname = %(migrator)s)
-   AND d.defaclnamespace = %(schema)s::regnamespace
-"""
-
-_ROLES = """
-SELECT r.rolname, r.rolcanlogin, r.rolreplication, r.rolsuper,
-       coalesce((SELECT array_agg(g.rolname) FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid
-                  WHERE m.member = r.oid), '{}'),
-       coalesce((SELECT s.setconfig FROM pg_db_role_setting s
-                  WHERE s.setrole = r.oid AND s.setdatabase = 0), '{}'),
-       EXISTS (SELECT FROM pg_roles x WHERE x.rolname = 'rds_replication' AND pg_has_role(r.oid, x.oid, 'MEMBER'))
-  FROM pg_roles r WHERE r.rolname = ANY(%(names)s)
-"""
-
-
-@dataclass(frozen=True)
-class _Role:
-    login: bool
-    replication: bool
-    superuser: bool
-    member_of: frozenset[str]
-    settings: tuple[str, ...]
-    rds_replication: bool
-
-
-def _read_roles(conn, names: Iterable[str]) -> dict[str, _Role]:
-    return {row[0]: _Role(row[1], row[2], row[3], frozenset(row[4]), tuple(row[5]), row[6])
-            for row in conn.execute(_ROLES, {"names": sorted(names)})}
-
-
 # -- the comparison ------------------------------------------------------------------------------------------------
 
 def _names(settings: Settings) -> dict[str, str]:
@@ -250,9 +181,9 @@ def compare(conn, settings: Settings, logins: Logins, *, database: str) -> Roles
     if schema is None:
         raise ConfigError("The connection has no current schema (its search_path names no existing schema).",
                           "Set ?schema=NAME in DIRECT_DATABASE_URL to the schema the migrations use.")
-    q = _quoter(conn, {schema, *groups, *logins.all()})
+    q = quoter(conn, {schema, *groups, *logins.all()})
     plan = RolesPlan(database, schema, names)
-    roles = _read_roles(conn, groups | logins.all())
+    roles = read_roles(conn, groups | logins.all())
     missing_logins = sorted(logins.all() - set(roles))
     if missing_logins:
         raise ConfigError(f"Login role(s) {', '.join(missing_logins)} do not exist on the server.",
@@ -278,8 +209,8 @@ def compare(conn, settings: Settings, logins: Logins, *, database: str) -> Roles
     act_as_migrator = () if acting else (Statement(f"GRANT {q(migrator)} TO CURRENT_USER", "self_grant"),)
 
     # The schema: the migrator may create in it; nobody else may; the others may use it.
-    schema_owner, schema_acl = conn.execute(_SCHEMA_ACL, {"schema": q(schema)}).fetchone()
-    schema_grants = _grant_map(schema_acl)
+    schema_owner, schema_acl = conn.execute(SCHEMA_ACL, {"schema": q(schema)}).fetchone()
+    schema_grants = grant_map(schema_acl)
     if schema_owner != migrator:
         for privilege in ("USAGE", "CREATE"):
             if privilege not in schema_grants.get(migrator, set()):
@@ -292,11 +223,11 @@ def compare(conn, settings: Settings, logins: Logins, *, database: str) -> Roles
     for grantee in sorted({app, readonly, cdc, "PUBLIC", *logins.all()}):
         if "CREATE" in schema_grants.get(grantee, set()):
             add(Difference("privilege", f"schema {schema}", "extra", f"{grantee} may CREATE in it (DDL)",
-                           (Statement(f"REVOKE CREATE ON SCHEMA {q(schema)} FROM {_grantee(q, grantee)}",
+                           (Statement(f"REVOKE CREATE ON SCHEMA {q(schema)} FROM {grantee_sql(q, grantee)}",
                                       "schema"),)))
 
     # Every object in the schema belongs to the migrator.
-    relations = conn.execute(_RELATIONS, {"schema": q(schema)}).fetchall()
+    relations = conn.execute(RELATIONS, {"schema": q(schema)}).fetchall()
     for name, kind, owner, owned_by, _acl in relations:
         if owner != migrator and not (kind == "S" and owned_by):  # an owned sequence follows its table
             keyword = {"S": "SEQUENCE", "v": "VIEW", "m": "MATERIALIZED VIEW", "f": "FOREIGN TABLE"}.get(kind,
@@ -304,7 +235,7 @@ def compare(conn, settings: Settings, logins: Logins, *, database: str) -> Roles
             add(Difference("owner", f"{keyword.lower()} {name}", "wrong", f"owned by {owner}, not {migrator}",
                            (*act_as_migrator,
                             Statement(f"ALTER {keyword} {q(schema)}.{q(name)} OWNER TO {q(migrator)}", "owner"))))
-    for keyword, signature, owner in conn.execute(_OTHER_OBJECTS, {"schema": q(schema)}):
+    for keyword, signature, owner in conn.execute(OTHER_OBJECTS, {"schema": q(schema)}):
         if owner != migrator:
             label = "function" if keyword == "ROUTINE" else keyword.lower()
             add(Difference("owner", f"{label} {signature}", "wrong", f"owned by {owner}, not {migrator}",
@@ -315,7 +246,7 @@ def compare(conn, settings: Settings, logins: Logins, *, database: str) -> Roles
     tables = {name for name, kind, *_ in relations if kind != "S"}
     watched = {app, readonly, cdc, "PUBLIC", *logins.all()}
     for name, kind, owner, owned_by, acl in relations:
-        granted = _grant_map(acl)
+        granted = grant_map(acl)
         if kind == "S":
             app_sequence = owned_by in tables and not _protected(owned_by)
             wanted = {app: {"USAGE", "SELECT"}} if app_sequence else {}
@@ -332,7 +263,7 @@ def compare(conn, settings: Settings, logins: Logins, *, database: str) -> Roles
                 wanted = {app: set(TABLE_DML), readonly: {"SELECT"}, cdc: {"SELECT"}}
         target = f"{keyword} {q(schema)}.{q(name)}"
         for grantee, privileges in wanted.items():
-            lacking = sorted(privileges - granted.get(grantee, set()), key=_privilege_order)
+            lacking = sorted(privileges - granted.get(grantee, set()), key=privilege_order)
             if lacking:
                 add(Difference("privilege", subject, "missing", f"{grantee} needs {', '.join(lacking)}",
                                (*act_as_migrator, Statement(f"GRANT {', '.join(lacking)} ON {target} TO "
@@ -340,37 +271,37 @@ def compare(conn, settings: Settings, logins: Logins, *, database: str) -> Roles
         # On celora's own tables nobody but the owner holds anything not wanted; elsewhere, the roles in view.
         in_view = set(granted) if kind != "S" and _protected(name) or kind == "S" and not wanted else watched
         for grantee in sorted(in_view - {owner, migrator}):
-            extra = sorted(granted.get(grantee, set()) - wanted.get(grantee, set()), key=_privilege_order)
+            extra = sorted(granted.get(grantee, set()) - wanted.get(grantee, set()), key=privilege_order)
             if extra:
                 add(Difference("privilege", subject, "extra", f"{grantee} holds {', '.join(extra)}",
                                (*act_as_migrator, Statement(f"REVOKE {', '.join(extra)} ON {target} FROM "
-                                                            f"{_grantee(q, grantee)}", "grant"))))
+                                                            f"{grantee_sql(q, grantee)}", "grant"))))
 
     # Default privileges: tables and sequences later migrations create get the same grants.
     defaults: dict[tuple[str, str], set[str]] = {}
     if migrator in roles:
-        for objtype, grantee, privilege in conn.execute(_DEFAULT_ACL, {"migrator": migrator, "schema": q(schema)}):
+        for objtype, grantee, privilege in conn.execute(DEFAULT_ACL, {"migrator": migrator, "schema": q(schema)}):
             defaults.setdefault((objtype, grantee), set()).add(privilege)
     wanted_defaults = {("r", app): set(TABLE_DML), ("r", readonly): {"SELECT"}, ("r", cdc): {"SELECT"},
                        ("S", app): {"USAGE", "SELECT"}}
     prefix = f"ALTER DEFAULT PRIVILEGES FOR ROLE {q(migrator)} IN SCHEMA {q(schema)}"
     for (objtype, grantee), privileges in sorted(wanted_defaults.items()):
         kind_name = "TABLES" if objtype == "r" else "SEQUENCES"
-        lacking = sorted(privileges - defaults.get((objtype, grantee), set()), key=_privilege_order)
+        lacking = sorted(privileges - defaults.get((objtype, grantee), set()), key=privilege_order)
         if lacking:
             add(Difference("default_privilege", f"new {kind_name.lower()} created by {migrator}", "missing",
                            f"{grantee} should get {', '.join(lacking)}",
                            (*act_as_migrator, Statement(f"{prefix} GRANT {', '.join(lacking)} ON {kind_name} TO "
                                                         f"{q(grantee)}", "default"))))
     for (objtype, grantee), privileges in sorted(defaults.items()):
-        extra = sorted(privileges - wanted_defaults.get((objtype, grantee), set()), key=_privilege_order)
+        extra = sorted(privileges - wanted_defaults.get((objtype, grantee), set()), key=privilege_order)
         kind_name = {"r": "TABLES", "S": "SEQUENCES", "f": "FUNCTIONS", "T": "TYPES", "n": "SCHEMAS"}.get(objtype,
                                                                                                           objtype)
         if extra and grantee in watched:
             add(Difference("default_privilege", f"new {kind_name.lower()} created by {migrator}", "extra",
                            f"{grantee} would get {', '.join(extra)}",
                            (*act_as_migrator, Statement(f"{prefix} REVOKE {', '.join(extra)} ON {kind_name} FROM "
-                                                        f"{_grantee(q, grantee)}", "default"))))
+                                                        f"{grantee_sql(q, grantee)}", "default"))))
 
     # Login roles: members of their group; the migrator's logins act as the group; cdc logins have REPLICATION.
     for group, members in logins.by_group(names).items():
@@ -397,47 +328,6 @@ def compare(conn, settings: Settings, logins: Logins, *, database: str) -> Roles
                                    "skip the audit log and change the schema",
                                    (Statement(f"REVOKE {q(migrator)} FROM {q(login)}", "grant_role"),)))
     return plan
-
-
-# Table names that must be quoted though they look plain (the quoter asks the server about role names only).
-_RESERVED = {"user", "order", "group", "table", "select", "where", "from", "all", "analyse", "analyze", "and",
-             "any", "array", "as", "asc", "case", "check", "column", "constraint", "create", "default", "desc",
-             "distinct", "do", "else", "end", "for", "foreign", "grant", "having", "in", "into", "limit", "not",
-             "null", "offset", "on", "only", "or", "primary", "references", "returning", "some", "then", "to",
-             "union", "unique", "using", "when", "window", "with"}
-
-_PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER", "MAINTAIN", "USAGE",
-               "CREATE")
-
-
-def _privilege_order(privilege: str) -> int:
-    return _PRIVILEGES.index(privilege) if privilege in _PRIVILEGES else len(_PRIVILEGES)
-
-
-def _grant_map(acl: list[str]) -> dict[str, set[str]]:
-    granted: dict[str, set[str]] = {}
-    for item in acl:
-        grantee, _, privilege = item.rpartition(" ")
-        granted.setdefault(grantee, set()).add(privilege)
-    return granted
-
-
-def _quoter(conn, names: set[str]):
-    """quote_ident as the server does it (keywords included), for every name the statements use."""
-    quoted = dict(conn.execute("SELECT n, quote_ident(n) FROM unnest(%s::text[]) n", (sorted(names),)).fetchall())
-
-    def q(name: str) -> str:
-        if name in quoted:
-            return quoted[name]
-        if re.fullmatch(r"[a-z_][a-z0-9_]*", name) and name not in _RESERVED:  # a table or sequence name
-            return name
-        return '"' + name.replace('"', '""') + '"'
-
-    return q
-
-
-def _grantee(q, grantee: str) -> str:
-    return "PUBLIC" if grantee == "PUBLIC" else q(grantee)
 
 
 # -- the commands --------------------------------------------------------------------------------------------------
@@ -498,3 +388,4 @@ def _missing_privilege(conn, statement: Statement, exc: BaseException) -> Databa
 
 __all__ = ["NEEDS", "Difference", "Logins", "RolesPlan", "RolesResult", "Statement", "apply_roles", "compare",
            "plan_roles"]
+

@@ -17,7 +17,8 @@ import sys
 import psycopg
 import pytest
 
-from celora_cli.local.server import LocalServer, embedded_installation
+from celora_cli.local.binaries import embedded_installation
+from celora_cli.local.server import LocalServer
 from tests.support import REPO, TEST_PROJECT, shared_tmpdir
 
 pytestmark = [pytest.mark.skipif(embedded_installation() is None,
@@ -28,10 +29,10 @@ pytestmark = [pytest.mark.skipif(embedded_installation() is None,
 # wheel's too).
 _RUNNER = """
 import sys
-import celora_cli.local.server as local_server
-local_server.SYSTEM_BIN_GLOBS = ()
+import celora_cli.local.binaries as binaries
+binaries.SYSTEM_BIN_GLOBS = ()
 if {hide_embedded}:
-    local_server.embedded_installation = lambda: None
+    binaries.embedded_installation = lambda: None
 from celora_cli.cli.app import main
 sys.argv = ["celora", *sys.argv[1:]]
 main()

@@ -32,10 +32,10 @@ def schema_dump(pg_server, url: str) -> list[str]:
     """
     pg_dump = pg_server.bin_dir / "pg_dump"
     if not pg_dump.exists():
-        from celora_cli.local.server import _version_key
+        from celora_cli.local.binaries import version_key
         from celora_cli.ops.backup.tools import find_client_tools
 
-        major = _version_key(pg_server.binaries.version)[0]
+        major = version_key(pg_server.binaries.version)[0]
         pg_dump = Path(find_client_tools(settings_for(url), server_major=major, needed_for="-").path("pg_dump"))
     result = subprocess.run(
         [str(pg_dump), "--schema-only", "--no-owner", "--no-privileges",

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from celora_cli.errors import LocalServerError
+from celora_cli.local.run_as import os_user
 from celora_cli.local.server import LocalServer
 from tests.support import shared_tmpdir
 
@@ -53,7 +54,7 @@ def test_links_planted_where_the_local_server_writes_are_replaced_and_their_targ
         for name, path in targets.items():
             assert fingerprint(path) == before[name], name
             assert not (cluster_dir / name).is_symlink() and (cluster_dir / name).is_file(), name
-        user = LocalServer._os_user(server.run_as)
+        user = os_user(server.run_as)
         assert (cluster_dir / "postgres.log").stat().st_uid == user.pw_uid  # the new log is the server's
         assert server.port is not None and server.is_running()
     finally:

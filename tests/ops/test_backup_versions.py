@@ -13,7 +13,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from celora_cli.local.server import embedded_bin_dir
+from celora_cli.local.binaries import embedded_bin_dir
 from celora_cli.ops.backup.manifest import manifest_path
 from tests.support import REPO, TEST_PG_BIN, drop_database, run_celora, shared_tmpdir
 

@@ -6,11 +6,13 @@ lowercase, as the database's CHECK demands. Bitcoin: segwit bech32 (BIP-173) or 
 checksum verified, stored lowercase (its canonical form; upper case exists only for QR codes). Solana:
 base58 of a 32-byte public key, kept as given (base58 is case-sensitive).
 
-Each `normalize_*` returns the stored form or raises ValueError saying what is wrong.
+Each `normalize_*` returns the stored form or raises ValueError saying what is wrong. The encoders
+(`base58_encode`, `segwit_v0_address`) build these formats for the volume seed (data/seed/volume.py).
 """
 
 from __future__ import annotations
 
+import functools
 import re
 
 # --------------------------------------------------------------------------- Keccak-256 (EIP-55)
@@ -114,8 +116,10 @@ def bech32_hrp_expand(hrp: str) -> list[int]:
     return [ord(c) >> 5 for c in hrp] + [0] + [ord(c) & 31 for c in hrp]
 
 
-def _convert_bits(data: list[int], from_bits: int, to_bits: int) -> list[int] | None:
-    """Regroup 5-bit groups into bytes without padding (None when the leftover bits are not zero padding)."""
+def convert_bits(data: bytes | list[int], from_bits: int, to_bits: int, *, pad: bool) -> list[int] | None:
+    """Regroup `from_bits`-bit groups into `to_bits`-bit groups (BIP-173's convertbits). `pad`: the last group is
+    filled with zero bits (bytes to 5-bit groups, encoding); without it, the leftover bits must be zero padding
+    shorter than a group, else None (5-bit groups to bytes, decoding)."""
     accumulator, bits, result, max_value = 0, 0, [], (1 << to_bits) - 1
     for value in data:
         accumulator = (accumulator << from_bits) | value
@@ -123,9 +127,20 @@ def _convert_bits(data: list[int], from_bits: int, to_bits: int) -> list[int] | 
         while bits >= to_bits:
             bits -= to_bits
             result.append((accumulator >> bits) & max_value)
-    if bits >= from_bits or (accumulator << (to_bits - bits)) & max_value:
+    if pad:
+        if bits:
+            result.append((accumulator << (to_bits - bits)) & max_value)
+    elif bits >= from_bits or (accumulator << (to_bits - bits)) & max_value:
         return None
     return result
+
+
+def segwit_v0_address(program: bytes, hrp: str = "bc") -> str:
+    """A bech32 (BIP-173) native SegWit v0 address, bc1q..., with a valid checksum."""
+    data = [0, *(convert_bits(program, 8, 5, pad=True) or [])]  # witness version 0, then the program
+    polymod = bech32_polymod(bech32_hrp_expand(hrp) + data + [0] * 6) ^ _BECH32_CONST
+    checksum = [polymod >> 5 * (5 - i) & 31 for i in range(6)]
+    return hrp + "1" + "".join(BECH32_CHARSET[d] for d in data + checksum)
 
 
 def normalize_bitcoin_address(value: str) -> str:
@@ -146,7 +161,7 @@ def normalize_bitcoin_address(value: str) -> str:
     if constant not in (_BECH32_CONST, _BECH32M_CONST):
         raise ValueError("the bech32 checksum does not match (a typo?)")
     version = data[0]
-    program = _convert_bits(data[1:-6], 5, 8)
+    program = convert_bits(data[1:-6], 5, 8, pad=False)
     if version > 16 or program is None or not 2 <= len(program) <= 40:
         raise ValueError("the bech32 data is not a valid segwit witness program")
     if version == 0 and len(program) not in (20, 32):
@@ -182,12 +197,26 @@ def base58_decode(value: str) -> bytes:
     return bytes(leading_zeros) + body
 
 
+@functools.cache
+def _base58_triples() -> list[str]:
+    """Every three-digit base58 string, in order (195,112 of them): built on first use, as only encoding needs it."""
+    return [a + b + c for a in _BASE58_ALPHABET for b in _BASE58_ALPHABET for c in _BASE58_ALPHABET]
+
+
+_BASE58_CHUNK = 58**9
+
+
 def base58_encode(data: bytes) -> str:
+    """Nine digits per division, three per table lookup: the volume seed writes a Solana signature per row."""
     number = int.from_bytes(data, "big")
-    digits = ""
+    triples = _base58_triples()
+    chunks = []
     while number:
-        number, digit = divmod(number, 58)
-        digits = _BASE58_ALPHABET[digit] + digits
+        number, chunk = divmod(number, _BASE58_CHUNK)
+        high, low = divmod(chunk, 58**3)
+        high, middle = divmod(high, 58**3)
+        chunks.append(triples[high] + triples[middle] + triples[low])
+    digits = "".join(reversed(chunks)).lstrip("1")  # the chunks' zero padding, not the number's
     return "1" * (len(data) - len(data.lstrip(b"\0"))) + digits
 
 

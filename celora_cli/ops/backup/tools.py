@@ -34,7 +34,7 @@ from pathlib import Path
 from celora_cli.config.settings import DatabaseURL, Settings, redact
 from celora_cli.db.connect import libpq_params
 from celora_cli.errors import ConfigError, Interrupted
-from celora_cli.local.server import SYSTEM_BIN_GLOBS, binary_version, embedded_bin_dir
+from celora_cli.local.binaries import SYSTEM_BIN_GLOBS, binary_version, embedded_bin_dir
 
 TOOLS = ("pg_dump", "pg_restore")
 SERVICE_NAME = "celora"
