@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import typer
 
-from celora_cli.cli import console
+from celora_cli.cli import output
 from celora_cli.cli.app import CeloraGroup, json_option, load_settings_from
-from celora_cli.cli.console import safe
+from celora_cli.cli.output import safe
 from celora_cli.cli.lazy import LazyCommandGroup
 from celora_cli.errors import ExitCode
 
@@ -99,14 +99,14 @@ def migrate_deploy(
             raise findings_error(linted, "migrate-deploy --lint (nothing was applied)")
     result = deploy(settings, progress=migration_progress(as_json))
     if as_json:
-        console.print_json(result.as_dict())
+        output.print_json(result.as_dict())
         return
     head = result.head or "(no migrations)"
     if result.applied:
-        console.out.print(f"{len(result.applied)} migration(s) applied to {safe(result.database)}; "
+        output.out.print(f"{len(result.applied)} migration(s) applied to {safe(result.database)}; "
                           f"database is at {safe(head)} (head).")
     else:
-        console.out.print(f"No pending migrations: {safe(result.database)} is at {safe(head)} (head).")
+        output.out.print(f"No pending migrations: {safe(result.database)} is at {safe(head)} (head).")
 
 
 @app.command("status")
@@ -140,21 +140,21 @@ def status(
         data["up_to_date"] = result.up_to_date
         data["files_changed"] = result.files_changed
         data["drift"] = report.as_dict() if report is not None else None
-        console.print_json(data)
+        output.print_json(data)
     else:
         current = ", ".join(result.current) or "(nothing applied)"
-        console.out.print(f"Current: {safe(current)}    Head: {safe(result.head or '(no migrations)')}")
+        output.out.print(f"Current: {safe(current)}    Head: {safe(result.head or '(no migrations)')}")
         _render_journal(result)
         if result.up_to_date:
-            console.out.print("[green]Database is up to date.[/]")
+            output.out.print("[green]Database is up to date.[/]")
         for migration in result.pending:
-            console.out.print(f"[yellow]Pending[/] {safe(migration.name)}")
+            output.out.print(f"[yellow]Pending[/] {safe(migration.name)}")
         if report is not None and not report.drifted:
-            console.out.print("[green]No drift:[/] the schema matches the migration history.")
+            output.out.print("[green]No drift:[/] the schema matches the migration history.")
         for difference in report.differences if report is not None else []:
-            console.out.print(f"[red]Drift[/] {safe(difference.describe('the database'))}")
+            output.out.print(f"[red]Drift[/] {safe(difference.describe('the database'))}")
         if report is not None and report.drifted:
-            console.err.print("Reset it with `celora db reset` (loses the data), or write a migration making the "
+            output.err.print("Reset it with `celora db reset` (loses the data), or write a migration making the "
                               "same change.")
     if report is not None and report.drifted:
         raise typer.Exit(ExitCode.DRIFT)
@@ -177,15 +177,15 @@ def _render_journal(result) -> None:
         else:
             when = "not in the journal yet (the next migrate-deploy records a baseline)"
         label = "[red]Modified[/]" if migration.modified else "[green]Applied[/] "
-        console.out.print(f"{label} {safe(migration.name)} [dim]{safe(when)}[/]")
+        output.out.print(f"{label} {safe(migration.name)} [dim]{safe(when)}[/]")
     for name in result.modified:
-        console.out.print(f"[red]Modified[/] {safe(name)}: the file changed since it was applied; migrate-deploy "
+        output.out.print(f"[red]Modified[/] {safe(name)}: the file changed since it was applied; migrate-deploy "
                           "refuses until it is restored (or accepted with `celora db resolve --applied`).")
     for name in result.missing:
-        console.out.print(f"[red]Missing[/]  {safe(name)}: applied (per the journal) but no such file locally; "
+        output.out.print(f"[red]Missing[/]  {safe(name)}: applied (per the journal) but no such file locally; "
                           "migrate-deploy refuses until it is restored.")
     for failed in result.failed:
-        console.out.print(f"[red]Failed[/]   {safe(failed.name)} [dim]at {safe(failed.failed_at or '?')}[/]: "
+        output.out.print(f"[red]Failed[/]   {safe(failed.name)} [dim]at {safe(failed.failed_at or '?')}[/]: "
                           f"{safe(failed.error or 'no error recorded')}")
 
 
@@ -195,15 +195,15 @@ def migration_progress(as_json: bool):
 
     def progress(kind: str, data) -> None:
         if kind == "lock_wait":
-            console.err.print(f"Waiting for the migration lock held by {safe(data.describe())} ...")
+            output.err.print(f"Waiting for the migration lock held by {safe(data.describe())} ...")
         elif kind == "lock_acquired":
-            console.err.print(f"Got the migration lock after {data:.1f} s.")
+            output.err.print(f"Got the migration lock after {data:.1f} s.")
         elif kind == "replan":
-            console.err.print(f"Another runner applied migrations meanwhile ({safe(data)}); re-reading the database.")
+            output.err.print(f"Another runner applied migrations meanwhile ({safe(data)}); re-reading the database.")
         elif kind == "applied" and not as_json:
-            console.print_step("Applied", "green", data.name, f"({data.duration_ms:.0f} ms)")
+            output.print_step("Applied", "green", data.name, f"({data.duration_ms:.0f} ms)")
         elif kind == "undone" and not as_json:
-            console.print_step("Undone", "yellow", data.name, f"({data.duration_ms:.0f} ms)")
+            output.print_step("Undone", "yellow", data.name, f"({data.duration_ms:.0f} ms)")
 
     return progress
 

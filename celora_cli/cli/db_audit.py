@@ -9,9 +9,9 @@ from typing import Any
 
 import typer
 
-from celora_cli.cli import console
+from celora_cli.cli import output
 from celora_cli.cli.app import allow_production_option, confirmation, force_option, json_option, load_settings_from
-from celora_cli.cli.console import safe
+from celora_cli.cli.output import safe
 from celora_cli.cli.db import app
 
 _SHOWN_CHARS = 80
@@ -60,7 +60,7 @@ def audit(
 
     result = history(settings, table=table, row_id=row_id, since=since, actor=actor, limit=limit)
     if as_json:
-        console.print_json(result.as_dict())
+        output.print_json(result.as_dict())
         return
     _render(result)
 
@@ -71,22 +71,22 @@ def _seal_or_verify(settings, *, seal: bool, as_json: bool) -> None:
     if seal:
         sealed = audit_seal.seal(settings)
         if as_json:
-            console.print_json(sealed.as_dict())
+            output.print_json(sealed.as_dict())
         elif sealed.seal_id is None:
-            console.out.print(f"Nothing new to seal on {safe(sealed.database)} (sealed through entry "
+            output.out.print(f"Nothing new to seal on {safe(sealed.database)} (sealed through entry "
                               f"{sealed.last_id}).")
         else:
-            console.out.print(f"Sealed audit entries {sealed.after_id + 1}..{sealed.last_id} ({sealed.entries} "
+            output.out.print(f"Sealed audit entries {sealed.after_id + 1}..{sealed.last_id} ({sealed.entries} "
                               f"entr{'y' if sealed.entries == 1 else 'ies'}) as seal #{sealed.seal_id} on "
                               f"{safe(sealed.database)}.\nHash: {sealed.hash}")
-            console.err.print("Record this hash outside the database (a CI log, a ticket): the owner of the log "
+            output.err.print("Record this hash outside the database (a CI log, a ticket): the owner of the log "
                               "could rewrite the chain too.")
         return
     verified = audit_seal.verify(settings)  # raises AuditTampered (exit 17) on any problem
     if as_json:
-        console.print_json(verified.as_dict())
+        output.print_json(verified.as_dict())
         return
-    console.out.print(f"[green]The audit log matches its {verified.seals} seal(s)[/]: {verified.entries} sealed "
+    output.out.print(f"[green]The audit log matches its {verified.seals} seal(s)[/]: {verified.entries} sealed "
                       f"entr{'y' if verified.entries == 1 else 'ies'} unchanged, {verified.unsealed} after the last "
                       f"seal, on {safe(verified.database)}." + (f"\nLast hash: {verified.last_hash}"
                                                                if verified.last_hash else ""))
@@ -101,9 +101,9 @@ def _prune(settings, days: float, *, force: bool, allow_production: bool, as_jso
 
     result = prune(settings, older_than_days=days, confirm=confirm)
     if as_json:
-        console.print_json(result.as_dict())
+        output.print_json(result.as_dict())
         return
-    console.out.print(f"Deleted {result.deleted} audit log entr{'y' if result.deleted == 1 else 'ies'} changed before "
+    output.out.print(f"Deleted {result.deleted} audit log entr{'y' if result.deleted == 1 else 'ies'} changed before "
                       f"{safe(result.cutoff.isoformat(timespec='seconds'))} in {result.batches} batch(es) on "
                       f"{safe(result.database)}.")
 
@@ -111,20 +111,20 @@ def _prune(settings, days: float, *, force: bool, allow_production: bool, as_jso
 def _render(result) -> None:
     if not result.entries:
         shown = ", ".join(f"{k}={v}" for k, v in result.filters.items() if v) or "no filter"
-        console.out.print(f"No audit log entries ({safe(shown)}) on {safe(result.database)}.")
+        output.out.print(f"No audit log entries ({safe(shown)}) on {safe(result.database)}.")
         return
     for entry in result.entries:
         key = ", ".join(f"{k}={v}" for k, v in entry.key.items())
-        console.out.print(f"[bold]{safe(entry.changed_at.isoformat(sep=' ', timespec='seconds'))}[/]  "
+        output.out.print(f"[bold]{safe(entry.changed_at.isoformat(sep=' ', timespec='seconds'))}[/]  "
                           f"{safe(entry.operation)} {safe(entry.table)} {safe(key)}  by {safe(entry.actor)}"
                           f" (role {safe(entry.db_role)}, tx {entry.transaction_id})")
         for column, old, new in entry.changes():
             if entry.operation == "UPDATE":
-                console.out.print(f"    {safe(column)}: {safe(_shown(old))} -> {safe(_shown(new))}")
+                output.out.print(f"    {safe(column)}: {safe(_shown(old))} -> {safe(_shown(new))}")
             else:
-                console.out.print(f"    {safe(column)}: {safe(_shown(new if entry.operation == 'INSERT' else old))}")
+                output.out.print(f"    {safe(column)}: {safe(_shown(new if entry.operation == 'INSERT' else old))}")
     if result.truncated:
-        console.out.print(f"(the newest {result.limit}; older entries exist: use --limit, --since or filters)")
+        output.out.print(f"(the newest {result.limit}; older entries exist: use --limit, --since or filters)")
 
 
 def _shown(value: Any) -> str:

@@ -7,16 +7,16 @@ from pathlib import Path
 
 import typer
 
-from celora_cli.cli import console
+from celora_cli.cli import output
 from celora_cli.cli.app import allow_production_option, confirmation, force_option, json_option, load_settings_from
-from celora_cli.cli.console import safe
+from celora_cli.cli.output import safe
 from celora_cli.cli.db import app
 
 
 @app.command("backup")
 def backup(
     ctx: typer.Context,
-    output: Path | None = typer.Option(
+    target: Path | None = typer.Option(
         None, "--output", "-o", metavar="FILE",
         help="Where to write the dump (default: backups/<database>-<UTC time>.dump under the project root). "
         "Never overwritten; FILE.manifest.json is written beside it."),
@@ -33,18 +33,18 @@ def backup(
     """
     from celora_cli.ops.backup import backup as run_backup
 
-    result = run_backup(load_settings_from(ctx), output, verify=verify)
+    result = run_backup(load_settings_from(ctx), target, verify=verify)
     if as_json:
-        console.print_json(result.as_dict())
+        output.print_json(result.as_dict())
         return
     rows = sum(result.tables.values())
-    console.out.print(f"Backed up {safe(result.database)} to {safe(result.file)}")
-    console.out.print(f"{result.size_bytes:,} bytes, sha256 {result.sha256}; {len(result.tables)} table(s), "
+    output.out.print(f"Backed up {safe(result.database)} to {safe(result.file)}")
+    output.out.print(f"{result.size_bytes:,} bytes, sha256 {result.sha256}; {len(result.tables)} table(s), "
                       f"{rows:,} row(s); schema revision {safe(result.schema_revision or 'none')}; "
                       f"PostgreSQL {safe(result.server_version)} with {safe(result.pg_dump)}")
-    console.out.print(f"manifest: {safe(result.manifest_file)}")
+    output.out.print(f"manifest: {safe(result.manifest_file)}")
     if result.verified is not None:
-        console.out.print(f"[green]verified[/]: restored into a scratch database, {len(result.verified['tables'])} "
+        output.out.print(f"[green]verified[/]: restored into a scratch database, {len(result.verified['tables'])} "
                           "table(s) with the manifest's exact row counts.")
 
 
@@ -73,9 +73,9 @@ def restore(
     if verify:
         verified = verify_backup(settings, file)
         if as_json:
-            console.print_json(verified.as_dict())
+            output.print_json(verified.as_dict())
             return
-        console.out.print(f"[green]Verified[/] {safe(verified.file)} (backup of {safe(verified.backup_created_at)}): "
+        output.out.print(f"[green]Verified[/] {safe(verified.file)} (backup of {safe(verified.backup_created_at)}): "
                           f"restored into a scratch database, {len(verified.tables)} table(s), "
                           f"{sum(verified.tables.values()):,} row(s), exactly as in the manifest.")
         return
@@ -86,9 +86,9 @@ def restore(
 
     result = run_restore(settings, file, confirm=confirm)
     if as_json:
-        console.print_json(result.as_dict())
+        output.print_json(result.as_dict())
         return
-    console.out.print(f"Restored {safe(result.file)} (backup of {safe(result.backup_created_at)}) into "
+    output.out.print(f"Restored {safe(result.file)} (backup of {safe(result.backup_created_at)}) into "
                       f"{safe(result.database)}: {len(result.tables)} table(s), {sum(result.tables.values()):,} "
                       f"row(s), checked against the manifest; schema revision "
                       f"{safe(result.schema_revision or 'none')}.")

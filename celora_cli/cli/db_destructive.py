@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import typer
 
-from celora_cli.cli import console
+from celora_cli.cli import output
 from celora_cli.cli.app import allow_production_option, confirmation, force_option, json_option, load_settings_from
-from celora_cli.cli.console import safe
+from celora_cli.cli.output import safe
 from celora_cli.cli.db import app, lock_timeout_option, migration_progress, seconds_flag
 
 
@@ -36,21 +36,21 @@ def reset(
     result = reset_database(settings, confirm=confirm, progress=migration_progress(as_json), run_seed=not skip_seed,
                             allow_production=allow_production)
     if as_json:
-        console.print_json(result.as_dict())
+        output.print_json(result.as_dict())
         return
     dropped = ", ".join(f"{count} {kind}" for kind, count in result.dropped.items()) or "nothing (it was empty)"
-    console.out.print(f"Reset {safe(result.database)} (schema {safe(result.schema)}): dropped {safe(dropped)}.")
-    console.out.print(f"{len(result.applied)} migration(s) applied; database is at "
+    output.out.print(f"Reset {safe(result.database)} (schema {safe(result.schema)}): dropped {safe(dropped)}.")
+    output.out.print(f"{len(result.applied)} migration(s) applied; database is at "
                       f"{safe(result.head or '(no migrations)')} (head); environment stamp "
                       f"{safe(result.environment or 'none')}.")
     if result.seed == "done" and result.seed_result is not None:
         counts = result.seed_result.get("tables", {})
         created = sum(c.get("created", 0) for c in counts.values())
-        console.out.print(f"Seed: done ({created} row(s) created from the fixtures).")
+        output.out.print(f"Seed: done ({created} row(s) created from the fixtures).")
     elif result.seed == "skipped":
-        console.out.print("Seed: skipped (--skip-seed).")
+        output.out.print("Seed: skipped (--skip-seed).")
     else:
-        console.out.print(f"Seed: {safe(result.seed)}.")
+        output.out.print(f"Seed: {safe(result.seed)}.")
 
 
 def _not_blank(value: str | None) -> str | None:
@@ -86,11 +86,11 @@ def rollback(
                            allow_production=allow_production)
     result = rollback_database(settings, steps=steps, to=to, confirm=confirm, progress=migration_progress(as_json))
     if as_json:
-        console.print_json(result.as_dict())
+        output.print_json(result.as_dict())
         return
     current = ", ".join(result.current) or "base (no migration applied)"
     if not result.undone:
-        console.out.print(f"Nothing to undo: {safe(result.database)} is already at {safe(current)}.")
+        output.out.print(f"Nothing to undo: {safe(result.database)} is already at {safe(current)}.")
     else:
-        console.out.print(f"{len(result.undone)} migration(s) undone on {safe(result.database)}; database is at "
+        output.out.print(f"{len(result.undone)} migration(s) undone on {safe(result.database)}; database is at "
                           f"{safe(current)}.")

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import typer
 
-from celora_cli.cli import console
+from celora_cli.cli import output
 from celora_cli.cli.app import json_option, load_settings_from
-from celora_cli.cli.console import safe
+from celora_cli.cli.output import safe
 from celora_cli.cli.db import app
 from celora_cli.errors import ExitCode
 
@@ -29,17 +29,17 @@ def generate(
 
     result = run_generate(load_settings_from(ctx), check=check)
     if as_json:
-        console.print_json(result.as_dict())
+        output.print_json(result.as_dict())
     else:
         for path in result.written:
-            console.out.print(f"[green]Wrote[/] {safe(path)}")
+            output.out.print(f"[green]Wrote[/] {safe(path)}")
         for path in result.stale:
-            console.out.print(f"[yellow]Stale[/] {safe(path)}: it does not match the models.")
-            console.out.print(safe(result.diffs[path]))
+            output.out.print(f"[yellow]Stale[/] {safe(path)}: it does not match the models.")
+            output.out.print(safe(result.diffs[path]))
         if result.stale:
-            console.err.print("Run `celora db generate` and commit the files.")
+            output.err.print("Run `celora db generate` and commit the files.")
         elif not result.written:
-            console.out.print(f"Up to date: {safe(', '.join(result.unchanged))}.")
+            output.out.print(f"Up to date: {safe(', '.join(result.unchanged))}.")
     if not result.up_to_date:
         raise typer.Exit(ExitCode.PENDING)
 
@@ -65,20 +65,20 @@ def migrate(
     settings = load_settings_from(ctx)
     result = migrate_dev(settings, name=name, create_only=create_only, ask_name=_name_prompt())
     if as_json:
-        console.print_json(result.as_dict())
+        output.print_json(result.as_dict())
         return
     for applied in result.applied:
-        console.out.print(f"[green]Applied[/] {safe(applied)}")
+        output.out.print(f"[green]Applied[/] {safe(applied)}")
     for warning in result.warnings:
-        console.err.print(f"[yellow]warning:[/] {safe(warning)}")
+        output.err.print(f"[yellow]warning:[/] {safe(warning)}")
     if result.in_sync:
-        console.out.print(f"Already in sync: the models match the migration history ({safe(result.database)}); "
+        output.out.print(f"Already in sync: the models match the migration history ({safe(result.database)}); "
                           "no migration written.")
     elif result.revision_file:
         state = "applied" if result.revision_applied else "not applied (--create-only)"
-        console.out.print(f"[green]Wrote[/] {safe(result.revision_file)}, {state}.")
+        output.out.print(f"[green]Wrote[/] {safe(result.revision_file)}, {state}.")
     for path in result.artifacts_written:
-        console.out.print(f"[green]Regenerated[/] {safe(path)}")
+        output.out.print(f"[green]Regenerated[/] {safe(path)}")
 
 
 def _name_prompt():
@@ -92,6 +92,6 @@ def _name_prompt():
     def ask() -> str:
         from rich.prompt import Prompt
 
-        return Prompt.ask("Name of the new migration", console=console.err)
+        return Prompt.ask("Name of the new migration", console=output.err)
 
     return ask

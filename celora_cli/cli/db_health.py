@@ -7,9 +7,9 @@ from typing import NoReturn
 
 import typer
 
-from celora_cli.cli import console
+from celora_cli.cli import output
 from celora_cli.cli.app import json_option, load_settings_from
-from celora_cli.cli.console import safe
+from celora_cli.cli.output import safe
 from celora_cli.cli.db import app, seconds_flag
 from celora_cli.errors import ExitCode
 
@@ -53,19 +53,19 @@ def health(
         _watch(lambda: check_database_health(settings), interval, output_format)
     report = check_database_health(settings)
     if output_format == "json":
-        console.print_json(report.as_dict())
+        output.print_json(report.as_dict())
     elif output_format == "prometheus":
         _print_prometheus(report)
     else:
         for line in health_lines(report):
-            console.out.print(line)
+            output.out.print(line)
     raise typer.Exit(report.exit_code)
 
 
 def _print_prometheus(report) -> None:
     from celora_cli.ops.metrics import exposition
 
-    console.out.print(exposition(report), markup=False, highlight=False, soft_wrap=True, end="")
+    output.out.print(exposition(report), markup=False, highlight=False, soft_wrap=True, end="")
 
 
 def _watch(produce, interval: float, output_format: str) -> NoReturn:
@@ -74,10 +74,10 @@ def _watch(produce, interval: float, output_format: str) -> NoReturn:
 
     live = None
     try:
-        if output_format == "text" and console.out.is_terminal:
+        if output_format == "text" and output.out.is_terminal:
             from rich.live import Live
 
-            live = Live(console=console.out, auto_refresh=False, transient=False)
+            live = Live(console=output.out, auto_refresh=False, transient=False)
             live.start()
         while True:
             report = produce()
@@ -87,11 +87,11 @@ def _watch(produce, interval: float, output_format: str) -> NoReturn:
                 _print_json_line(report.as_dict())
             elif output_format == "prometheus":
                 _print_prometheus(report)
-                console.out.print()
+                output.out.print()
             else:
                 for line in health_lines(report):
-                    console.out.print(line)
-                console.out.print()
+                    output.out.print(line)
+                output.out.print()
             sys.stdout.flush()  # a reader of the pipe sees each check as it happens
             time.sleep(interval)
     except KeyboardInterrupt:
@@ -105,9 +105,9 @@ def _print_json_line(data: dict) -> None:
     """One report as one line (JSON Lines): the --json contract's object, compact."""
     import json
 
-    line = json.dumps(console.rounded({"format_version": console.JSON_FORMAT_VERSION, "ok": True, **data}),
+    line = json.dumps(output.rounded({"format_version": output.JSON_FORMAT_VERSION, "ok": True, **data}),
                       default=str, separators=(",", ":"))
-    console.out.print(line, markup=False, highlight=False, soft_wrap=True)
+    output.out.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
 def _renderable(report):

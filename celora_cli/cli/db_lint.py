@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import typer
 
-from celora_cli.cli import console
+from celora_cli.cli import output
 from celora_cli.cli.app import json_option, load_settings_from
-from celora_cli.cli.console import safe
+from celora_cli.cli.output import safe
 from celora_cli.cli.db import app
 
 
@@ -36,21 +36,21 @@ def lint(
     if as_json:
         if result.findings:  # the error object lists them (details), exit 16
             raise findings_error(result)
-        console.print_json(result.as_dict())
+        output.print_json(result.as_dict())
         return
     render_findings(result.findings)
     if result.findings:
         raise findings_error(result)  # the one error path prints the summary and the hint; exit 16
-    console.out.print(f"[green]Clean:[/] {len(result.migrations)} migration(s) linted ({safe(result.linter)}), "
+    output.out.print(f"[green]Clean:[/] {len(result.migrations)} migration(s) linted ({safe(result.linter)}), "
                       f"{len(result.silenced)} finding(s) silenced with a reason (--json lists them).")
 
 
 def render_findings(findings) -> None:
     for finding in findings:
-        console.out.print(f"[red]{safe(finding.rule)}[/] {safe(finding.where())}")
+        output.out.print(f"[red]{safe(finding.rule)}[/] {safe(finding.where())}")
         if finding.statement:
-            console.out.print(f"  statement: {safe(finding.statement)}")
+            output.out.print(f"  statement: {safe(finding.statement)}")
         if finding.message:
-            console.out.print(f"  found: {safe(finding.message)}")
-        console.out.print(f"  why: {safe(finding.why)}")
-        console.out.print(f"  instead: {safe(finding.safe_alternative)}")
+            output.out.print(f"  found: {safe(finding.message)}")
+        output.out.print(f"  why: {safe(finding.why)}")
+        output.out.print(f"  instead: {safe(finding.safe_alternative)}")

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import typer
 
-from celora_cli.cli import console
+from celora_cli.cli import output
 from celora_cli.cli.app import json_option, load_settings_from
-from celora_cli.cli.console import safe
+from celora_cli.cli.output import safe
 from celora_cli.cli.db import app
 from celora_cli.errors import ExitCode, UsageError
 
@@ -50,39 +50,39 @@ def roles(
     if apply:
         result = apply_roles(settings, logins)
         if as_json:
-            console.print_json(result.as_dict())
+            output.print_json(result.as_dict())
         else:
             for statement in result.plan.statements:
-                console.print_step("Applied", "green", statement.sql, "")
+                output.print_step("Applied", "green", statement.sql, "")
             if not result.plan.statements:
-                console.out.print(f"Nothing to change: the roles on {safe(result.after.database)} match the model.")
+                output.out.print(f"Nothing to change: the roles on {safe(result.after.database)} match the model.")
             _render_differences(result.after)
         if not result.after.matches:
             raise typer.Exit(ExitCode.ROLES_DIFFER)
         return
     plan = plan_roles(settings, logins)
     if as_json:
-        console.print_json(plan.as_dict())
+        output.print_json(plan.as_dict())
     elif dry_run:
         for statement in plan.statements:
-            console.out.print(f"{safe(statement.sql)};")
+            output.out.print(f"{safe(statement.sql)};")
         if not plan.statements:
-            console.out.print(f"-- nothing to change: the roles on {safe(plan.database)} match the model")
+            output.out.print(f"-- nothing to change: the roles on {safe(plan.database)} match the model")
     else:
         _render_differences(plan)
         if plan.matches:
-            console.out.print(f"[green]The roles and grants on {safe(plan.database)} (schema {safe(plan.schema)}) "
+            output.out.print(f"[green]The roles and grants on {safe(plan.database)} (schema {safe(plan.schema)}) "
                               "match the model.[/]")
     for warning in plan.warnings:
-        console.err.print(f"Warning: {safe(warning)}")
+        output.err.print(f"Warning: {safe(warning)}")
     if not dry_run and not plan.matches:
         raise typer.Exit(ExitCode.ROLES_DIFFER)
 
 
 def _render_differences(plan) -> None:
     for difference in plan.differences:
-        console.out.print(f"[red]{safe(difference.change.capitalize())}[/] {safe(difference.kind)}: "
+        output.out.print(f"[red]{safe(difference.change.capitalize())}[/] {safe(difference.kind)}: "
                           f"{safe(difference.subject)}: {safe(difference.detail)}")
     if plan.differences:
-        console.err.print(f"{len(plan.differences)} difference(s) from the role model; `celora db roles --dry-run` "
+        output.err.print(f"{len(plan.differences)} difference(s) from the role model; `celora db roles --dry-run` "
                           "prints the SQL that fixes them, `--apply` runs it.")

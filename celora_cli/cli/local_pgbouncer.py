@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import typer
 
-from celora_cli.cli import console
+from celora_cli.cli import output
 from celora_cli.cli.app import json_option, load_settings_from
-from celora_cli.cli.console import safe
+from celora_cli.cli.output import safe
 from celora_cli.cli.lazy import PanelledGroup
 from celora_cli.errors import ExitCode
 
@@ -22,14 +22,14 @@ def _bouncer(ctx: typer.Context, port: int | None = None):
 
 def _render(status) -> None:
     state = "[green]running[/]" if status.running else "[yellow]not running[/]"
-    console.out.print(f"PgBouncer: {state}" + (f" on 127.0.0.1:{status.port} (pid {status.pid})" if status.running
+    output.out.print(f"PgBouncer: {state}" + (f" on 127.0.0.1:{status.port} (pid {status.pid})" if status.running
                                                 else ""))
     if status.running:
-        console.out.print(f"DATABASE_URL={safe(status.database_url)}")
-        console.out.print(f"DIRECT_DATABASE_URL={safe(status.direct_url)}")
-        console.out.print(f"Use them: celora --env-file {safe(status.env_file)} db health   (the password is only "
+        output.out.print(f"DATABASE_URL={safe(status.database_url)}")
+        output.out.print(f"DIRECT_DATABASE_URL={safe(status.direct_url)}")
+        output.out.print(f"Use them: celora --env-file {safe(status.env_file)} db health   (the password is only "
                           "in that file, mode 0600)")
-    console.out.print(f"[dim]config {safe(status.config_file)}; log {safe(status.log_file)}[/]")
+    output.out.print(f"[dim]config {safe(status.config_file)}; log {safe(status.log_file)}[/]")
 
 
 @app.command("start")
@@ -48,7 +48,7 @@ def start(
     """
     status = _bouncer(ctx, port).start()
     if as_json:
-        console.print_json(status.as_dict())
+        output.print_json(status.as_dict())
     else:
         _render(status)
 
@@ -62,7 +62,7 @@ def stop(ctx: typer.Context) -> None:
     Example: celora local pgbouncer stop
     """
     stopped = _bouncer(ctx).stop()
-    console.out.print("PgBouncer stopped." if stopped else "PgBouncer was not running.")
+    output.out.print("PgBouncer stopped." if stopped else "PgBouncer was not running.")
 
 
 @app.command("status")
@@ -75,7 +75,7 @@ def status(ctx: typer.Context, as_json: bool = json_option()) -> None:
     """
     result = _bouncer(ctx).status()
     if as_json:
-        console.print_json(result.as_dict())
+        output.print_json(result.as_dict())
     else:
         _render(result)
     if not result.running:
