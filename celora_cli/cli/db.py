@@ -6,8 +6,8 @@ import typer
 
 from celora_cli.cli import output
 from celora_cli.cli.app import CeloraGroup, json_option, load_settings_from
-from celora_cli.cli.output import safe
 from celora_cli.cli.lazy import LazyCommandGroup
+from celora_cli.cli.output import safe
 from celora_cli.errors import ExitCode
 
 

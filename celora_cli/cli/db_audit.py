@@ -11,8 +11,8 @@ import typer
 
 from celora_cli.cli import output
 from celora_cli.cli.app import allow_production_option, confirmation, force_option, json_option, load_settings_from
-from celora_cli.cli.output import safe
 from celora_cli.cli.db import app
+from celora_cli.cli.output import safe
 
 _SHOWN_CHARS = 80
 

@@ -7,8 +7,8 @@ import typer
 
 from celora_cli.cli import output
 from celora_cli.cli.app import allow_production_option, confirmation, force_option, json_option, load_settings_from
-from celora_cli.cli.output import safe
 from celora_cli.cli.db import app, lock_timeout_option, migration_progress, seconds_flag
+from celora_cli.cli.output import safe
 
 
 @app.command("reset")

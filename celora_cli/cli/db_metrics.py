@@ -6,8 +6,8 @@ import typer
 
 from celora_cli.cli import output
 from celora_cli.cli.app import load_settings_from
-from celora_cli.cli.output import safe
 from celora_cli.cli.db import app
+from celora_cli.cli.output import safe
 from celora_cli.errors import ExitCode
 
 DEFAULT_CACHE_SECONDS = 10.0  # below Prometheus' usual 15 s scrape interval: each scrape still gets a new check

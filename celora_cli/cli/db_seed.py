@@ -8,8 +8,8 @@ import typer
 
 from celora_cli.cli import output
 from celora_cli.cli.app import allow_production_option, json_option, load_settings_from
-from celora_cli.cli.output import safe
 from celora_cli.cli.db import app
+from celora_cli.cli.output import safe
 
 
 @app.command("seed")

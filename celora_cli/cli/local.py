@@ -6,8 +6,8 @@ import typer
 
 from celora_cli.cli import output
 from celora_cli.cli.app import CeloraGroup, force_option, json_option, load_settings_from
-from celora_cli.cli.output import safe
 from celora_cli.cli.lazy import PanelledGroup
+from celora_cli.cli.output import safe
 from celora_cli.errors import ExitCode
 
 # `local status`: a state the command reports, like `db status`'s pending (exit 1), not an error.
