@@ -42,7 +42,7 @@ class CeloraGroup(LazyCommandGroup):
     The command groups load lazily (cli/lazy.py): `celora db health` never imports `celora local`'s module.
     Each group's module registers it on `app` when imported."""
 
-    command_modules = {"db": "celora_cli.cli.db", "local": "celora_cli.cli.local"}
+    command_modules = {"db": "celora_cli.cli.db_group", "local": "celora_cli.cli.local"}
     # `celora --help` lists the groups from these lines without importing them; db.py and local.py use the same
     # lines as their groups' help.
     summaries = {

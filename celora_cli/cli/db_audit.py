@@ -11,7 +11,7 @@ import typer
 
 from celora_cli.cli import output
 from celora_cli.cli.app import allow_production_option, confirmation, force_option, json_option, load_settings_from
-from celora_cli.cli.db import app
+from celora_cli.cli.db_group import app
 from celora_cli.cli.output import safe
 
 _SHOWN_CHARS = 80
@@ -60,7 +60,7 @@ def audit(
 
     result = history(settings, table=table, row_id=row_id, since=since, actor=actor, limit=limit)
     if as_json:
-        output.print_json(result.as_dict())
+        output.print_json(result)
         return
     _render(result)
 
@@ -71,7 +71,7 @@ def _seal_or_verify(settings, *, seal: bool, as_json: bool) -> None:
     if seal:
         sealed = audit_seal.seal(settings)
         if as_json:
-            output.print_json(sealed.as_dict())
+            output.print_json(sealed)
         elif sealed.seal_id is None:
             output.out.print(f"Nothing new to seal on {safe(sealed.database)} (sealed through entry "
                               f"{sealed.last_id}).")
@@ -84,7 +84,7 @@ def _seal_or_verify(settings, *, seal: bool, as_json: bool) -> None:
         return
     verified = audit_seal.verify(settings)  # raises AuditTampered (exit 17) on any problem
     if as_json:
-        output.print_json(verified.as_dict())
+        output.print_json(verified)
         return
     output.out.print(f"[green]The audit log matches its {verified.seals} seal(s)[/]: {verified.entries} sealed "
                       f"entr{'y' if verified.entries == 1 else 'ies'} unchanged, {verified.unsealed} after the last "
@@ -101,7 +101,7 @@ def _prune(settings, days: float, *, force: bool, allow_production: bool, as_jso
 
     result = prune(settings, older_than_days=days, confirm=confirm)
     if as_json:
-        output.print_json(result.as_dict())
+        output.print_json(result)
         return
     output.out.print(f"Deleted {result.deleted} audit log entr{'y' if result.deleted == 1 else 'ies'} changed before "
                       f"{safe(result.cutoff.isoformat(timespec='seconds'))} in {result.batches} batch(es) on "

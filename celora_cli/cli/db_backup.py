@@ -9,7 +9,7 @@ import typer
 
 from celora_cli.cli import output
 from celora_cli.cli.app import allow_production_option, confirmation, force_option, json_option, load_settings_from
-from celora_cli.cli.db import app
+from celora_cli.cli.db_group import app
 from celora_cli.cli.output import safe
 
 
@@ -35,7 +35,7 @@ def backup(
 
     result = run_backup(load_settings_from(ctx), target, verify=verify)
     if as_json:
-        output.print_json(result.as_dict())
+        output.print_json(result)
         return
     rows = sum(result.tables.values())
     output.out.print(f"Backed up {safe(result.database)} to {safe(result.file)}")
@@ -73,7 +73,7 @@ def restore(
     if verify:
         verified = verify_backup(settings, file)
         if as_json:
-            output.print_json(verified.as_dict())
+            output.print_json(verified)
             return
         output.out.print(f"[green]Verified[/] {safe(verified.file)} (backup of {safe(verified.backup_created_at)}): "
                           f"restored into a scratch database, {len(verified.tables)} table(s), "
@@ -86,7 +86,7 @@ def restore(
 
     result = run_restore(settings, file, confirm=confirm)
     if as_json:
-        output.print_json(result.as_dict())
+        output.print_json(result)
         return
     output.out.print(f"Restored {safe(result.file)} (backup of {safe(result.backup_created_at)}) into "
                       f"{safe(result.database)}: {len(result.tables)} table(s), {sum(result.tables.values()):,} "

@@ -3,14 +3,11 @@
 
 from __future__ import annotations
 
-import json
-import sys
-
 import typer
 
 from celora_cli.cli import output
 from celora_cli.cli.app import allow_production_option, confirmation, force_option, json_option, load_settings_from
-from celora_cli.cli.db import app
+from celora_cli.cli.db_group import app
 from celora_cli.cli.output import safe
 
 
@@ -78,24 +75,13 @@ def changes(
 def _stream(settings, *, slot: str, tables: list[str] | None, follow: bool, from_start: bool) -> None:
     from celora_cli.data.changes import stream
 
-    write = sys.stdout.write
-
     def emit(change: dict) -> None:
-        try:
-            write(json.dumps(change, default=str) + "\n")
-        except OSError as exc:
-            raise output.output_error(exc) from exc
-
-    def flush() -> None:
-        try:
-            sys.stdout.flush()
-        except OSError as exc:
-            raise output.output_error(exc) from exc
+        output.json_line(change, envelope=False)  # a row for a consumer: no envelope, masked like all output
 
     def ready(where: str) -> None:
         output.notice(f"Streaming changes from slot {slot} on {where}" + (" (Ctrl-C to stop)." if follow else "."))
 
-    stream(settings, slot=slot, tables=tables, follow=follow, from_start=from_start, emit=emit, flush=flush,
+    stream(settings, slot=slot, tables=tables, follow=follow, from_start=from_start, emit=emit, flush=output.flush,
            on_ready=ready)
 
 
@@ -104,7 +90,7 @@ def _list(settings, as_json: bool) -> None:
 
     database, slots = list_slots(settings)
     if as_json:
-        output.print_json({"database": database, "slots": [s.__dict__ for s in slots]})
+        output.print_json({"database": database, "slots": slots})
         return
     if not slots:
         output.out.print(f"No replication slots on {safe(database)}.")
@@ -148,7 +134,7 @@ def _setup(settings, slot: str, as_json: bool, *, allow_secret_columns: bool) ->
 
     result = setup(settings, slot=slot, allow_secret_columns=allow_secret_columns)
     if as_json:
-        output.print_json(result.as_dict())
+        output.print_json(result)
         return
     made = "created" if result.created_slot else "exists"
     output.out.print(f"Slot {safe(slot)} ({made}) and publication {safe(result.publication)} "

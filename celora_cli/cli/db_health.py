@@ -9,7 +9,8 @@ import typer
 
 from celora_cli.cli import output
 from celora_cli.cli.app import json_option, load_settings_from
-from celora_cli.cli.db import app, seconds_flag
+from celora_cli.cli.db_group import app
+from celora_cli.cli.options import seconds_flag
 from celora_cli.cli.output import safe
 from celora_cli.errors import ExitCode
 
@@ -52,14 +53,16 @@ def health(
     if interval is not None:
         _watch(lambda: check_database_health(settings), interval, output_format)
     report = check_database_health(settings)
-    if output_format == "json":
-        output.print_json(report.as_dict())
-    elif output_format == "prometheus":
+    if output_format == "prometheus":  # a third view of the report, for a textfile collector
         _print_prometheus(report)
-    else:
-        for line in health_lines(report):
-            output.out.print(line)
-    raise typer.Exit(report.exit_code)
+        raise typer.Exit(report.exit_code)
+    output.emit(report, output_format == "json")
+
+
+@output.renders("celora_cli.ops.health.HealthReport")
+def render_health(report) -> None:
+    for line in health_lines(report):
+        output.out.print(line)
 
 
 def _print_prometheus(report) -> None:
@@ -84,7 +87,7 @@ def _watch(produce, interval: float, output_format: str) -> NoReturn:
             if live is not None:
                 live.update(_renderable(report), refresh=True)
             elif output_format == "json":
-                _print_json_line(report.as_dict())
+                output.json_line(report)
             elif output_format == "prometheus":
                 _print_prometheus(report)
                 output.out.print()
@@ -99,15 +102,6 @@ def _watch(produce, interval: float, output_format: str) -> NoReturn:
     finally:
         if live is not None:
             live.stop()
-
-
-def _print_json_line(data: dict) -> None:
-    """One report as one line (JSON Lines): the --json contract's object, compact."""
-    import json
-
-    line = json.dumps(output.rounded({"format_version": output.JSON_FORMAT_VERSION, "ok": True, **data}),
-                      default=str, separators=(",", ":"))
-    output.out.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
 def _renderable(report):

@@ -7,7 +7,7 @@ import typer
 
 from celora_cli.cli import output
 from celora_cli.cli.app import json_option, load_settings_from
-from celora_cli.cli.db import app
+from celora_cli.cli.db_group import app
 from celora_cli.cli.output import safe
 
 
@@ -36,7 +36,7 @@ def lint(
     if as_json:
         if result.findings:  # the error object lists them (details), exit 16
             raise findings_error(result)
-        output.print_json(result.as_dict())
+        output.print_json(result)
         return
     render_findings(result.findings)
     if result.findings:

@@ -6,7 +6,7 @@ import typer
 
 from celora_cli.cli import output
 from celora_cli.cli.app import load_settings_from
-from celora_cli.cli.db import app
+from celora_cli.cli.db_group import app
 from celora_cli.cli.output import safe
 from celora_cli.errors import ExitCode
 

@@ -7,7 +7,7 @@ import typer
 
 from celora_cli.cli import output
 from celora_cli.cli.app import allow_production_option, json_option, load_settings_from
-from celora_cli.cli.db import app
+from celora_cli.cli.db_group import app
 from celora_cli.cli.output import safe
 
 ACCEPT_FLAG = "--accept-data-loss"
@@ -66,7 +66,7 @@ def push(
                          confirm=_guard(settings, accept_data_loss=accept_data_loss,
                                         allow_production=allow_production))
     if as_json:
-        output.print_json(result.as_dict())
+        output.print_json(result)
         return
     for warning in result.warnings:
         output.err.print(f"[yellow]warning:[/] {safe(warning)}")

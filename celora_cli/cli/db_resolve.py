@@ -7,7 +7,8 @@ import typer
 
 from celora_cli.cli import output
 from celora_cli.cli.app import allow_production_option, json_option, load_settings_from
-from celora_cli.cli.db import app, lock_timeout_option, seconds_flag
+from celora_cli.cli.db_group import app
+from celora_cli.cli.options import lock_timeout_option, seconds_flag
 from celora_cli.cli.output import safe
 
 
@@ -39,7 +40,7 @@ def resolve(
     result = resolve_migration(settings, applied=applied, rolled_back=rolled_back,
                                allow_production=allow_production)
     if as_json:
-        output.print_json(result.as_dict())
+        output.print_json(result)
         return
     output.out.print(f"Recorded {safe(result.name)} as [bold]{safe(result.recorded)}[/] in celora_migrations on "
                       f"{safe(result.database)} (its newest row was {safe(result.previous or 'none')}).")

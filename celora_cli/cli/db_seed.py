@@ -8,7 +8,7 @@ import typer
 
 from celora_cli.cli import output
 from celora_cli.cli.app import allow_production_option, json_option, load_settings_from
-from celora_cli.cli.db import app
+from celora_cli.cli.db_group import app
 from celora_cli.cli.output import safe
 
 
@@ -49,7 +49,7 @@ def seed(
         if progress is not None:
             progress.close()
     if as_json:
-        output.print_json(result.as_dict())
+        output.print_json(result)
     else:
         _render(result)
 

@@ -8,7 +8,7 @@ import typer
 
 from celora_cli.cli import output
 from celora_cli.cli.app import allow_production_option, force_option, load_settings_from
-from celora_cli.cli.db import app
+from celora_cli.cli.db_group import app
 from celora_cli.cli.output import safe
 
 

@@ -8,11 +8,6 @@ from celora_cli.cli import output
 from celora_cli.cli.app import CeloraGroup, force_option, json_option, load_settings_from
 from celora_cli.cli.lazy import PanelledGroup
 from celora_cli.cli.output import safe
-from celora_cli.errors import ExitCode
-
-# `local status`: a state the command reports, like `db status`'s pending (exit 1), not an error.
-NOT_RUNNING = ExitCode.PENDING
-
 
 
 class _LocalCommands(PanelledGroup):
@@ -75,33 +70,30 @@ def status(
 ) -> None:
     """Say whether the local PostgreSQL is running.
 
-    Say whether the local PostgreSQL is initialised and running (exit 1 when it is not running).
+    Say whether the local PostgreSQL is initialised and running (exit 32 when it is not running).
 
     Example: celora local status --json
     """
-    import dataclasses
+    output.emit(_server(ctx).status(), as_json)
 
-    result = _server(ctx).status()
-    if as_json:
-        output.print_json(dataclasses.asdict(result))
-    else:
-        state = "[green]running[/]" if result.running else ("[yellow]stopped[/]" if result.initialised
-                                                             else "[dim]not initialised[/]")
-        output.out.print(f"Local PostgreSQL: {state}")
-        output.out.print(f"data: {safe(result.data_dir)}")
-        if result.url:
-            output.out.print(f"url: {safe(result.url)}")
-        if result.bin_dir:
-            output.out.print(f"binaries: PostgreSQL {safe(result.binaries_version or '?')} from "
-                              f"{safe(result.binaries_source or '?')}: {safe(result.bin_dir)}")
-        elif result.binaries_error:
-            output.out.print(f"binaries: none usable. {safe(result.binaries_error)}")
-        if result.version:
-            output.out.print(f"cluster: created by PostgreSQL {safe(result.version)}")
-        if result.run_as:
-            output.out.print(f"runs as OS user: {safe(result.run_as)}")
-    if not result.running:
-        raise typer.Exit(NOT_RUNNING)
+
+@output.renders("celora_cli.local.server.LocalServerStatus")
+def render_status(result) -> None:
+    state = "[green]running[/]" if result.running else ("[yellow]stopped[/]" if result.initialised
+                                                         else "[dim]not initialised[/]")
+    output.out.print(f"Local PostgreSQL: {state}")
+    output.out.print(f"data: {safe(result.data_dir)}")
+    if result.url:
+        output.out.print(f"url: {safe(result.url)}")
+    if result.bin_dir:
+        output.out.print(f"binaries: PostgreSQL {safe(result.binaries_version or '?')} from "
+                         f"{safe(result.binaries_source or '?')}: {safe(result.bin_dir)}")
+    elif result.binaries_error:
+        output.out.print(f"binaries: none usable. {safe(result.binaries_error)}")
+    if result.version:
+        output.out.print(f"cluster: created by PostgreSQL {safe(result.version)}")
+    if result.run_as:
+        output.out.print(f"runs as OS user: {safe(result.run_as)}")
 
 
 @app.command("destroy")

@@ -8,7 +8,6 @@ from celora_cli.cli import output
 from celora_cli.cli.app import json_option, load_settings_from
 from celora_cli.cli.lazy import PanelledGroup
 from celora_cli.cli.output import safe
-from celora_cli.errors import ExitCode
 
 app = typer.Typer(cls=PanelledGroup, help="PgBouncer in front of the local PostgreSQL.\n\nThe shipped pgbouncer.ini "
                   "(SCRAM auth; its files in a private folder beside the cluster).", no_args_is_help=True)
@@ -20,7 +19,8 @@ def _bouncer(ctx: typer.Context, port: int | None = None):
     return LocalPgBouncer.from_settings(load_settings_from(ctx), port=port)
 
 
-def _render(status) -> None:
+@output.renders("celora_cli.local.pgbouncer.PgBouncerStatus")
+def render_status(status) -> None:
     state = "[green]running[/]" if status.running else "[yellow]not running[/]"
     output.out.print(f"PgBouncer: {state}" + (f" on 127.0.0.1:{status.port} (pid {status.pid})" if status.running
                                                 else ""))
@@ -46,11 +46,7 @@ def start(
 
     Example: celora local pgbouncer start
     """
-    status = _bouncer(ctx, port).start()
-    if as_json:
-        output.print_json(status.as_dict())
-    else:
-        _render(status)
+    output.emit(_bouncer(ctx, port).start(), as_json)
 
 
 @app.command("stop")
@@ -69,14 +65,8 @@ def stop(ctx: typer.Context) -> None:
 def status(ctx: typer.Context, as_json: bool = json_option()) -> None:
     """Say whether the local PgBouncer is running.
 
-    Say whether the local PgBouncer runs, and its URLs (exit 1 when it does not run).
+    Say whether the local PgBouncer runs, and its URLs (exit 32 when it does not run).
 
     Example: celora local pgbouncer status --json
     """
-    result = _bouncer(ctx).status()
-    if as_json:
-        output.print_json(result.as_dict())
-    else:
-        _render(result)
-    if not result.running:
-        raise typer.Exit(ExitCode.PENDING)
+    output.emit(_bouncer(ctx).status(), as_json)

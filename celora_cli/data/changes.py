@@ -129,9 +129,6 @@ class SetupResult:
     secret_columns_published: dict[str, list[str]] = field(default_factory=dict)
     limits: str = COLUMN_LISTS_LIMITS
 
-    def as_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
-
 
 def _schema_tables() -> tuple[list[str], dict[str, tuple[str, ...]], dict[str, list[str]]]:
     """(tables streamed, their sensitive columns, every column per table) from the models."""

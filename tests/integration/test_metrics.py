@@ -48,7 +48,7 @@ def _default_sigint() -> None:
 
 def test_json_and_prometheus_carry_the_same_facts_from_one_report(migrated_db):
     report = check_database_health(settings_for(migrated_db))
-    data = json.loads(json.dumps(report.as_dict(), default=str))
+    data = json.loads(json.dumps(report.to_json(), default=str))
     samples = _samples(exposition(report))
     assert samples[("celora_health_status", ())] == 0 and data["status"] == "healthy"
     assert samples[("celora_health_problems", ())] == len(data["problems"])
