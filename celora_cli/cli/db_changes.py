@@ -99,8 +99,8 @@ def _list(settings, as_json: bool) -> None:
     for s in slots:
         state = f"active (pid {s.active_pid})" if s.active else "inactive"
         output.out.print(f"  {safe(s.slot)}  {safe(s.slot_type)} {safe(s.plugin or '-')} on {safe(s.database or '-')}"
-                          f"  {state}  retained WAL {_size(s.retained_wal_bytes)}  lag {_size(s.lag_bytes)}"
-                          f"  {safe(s.wal_status or '')}")
+                         f"  {state}  retained WAL {_size(s.retained_wal_bytes)}  lag {_size(s.lag_bytes)}"
+                         f"  {safe(s.wal_status or '')}")
     if any(not s.active and (s.retained_wal_bytes or 0) > 0 for s in slots):
         output.out.print("An inactive slot keeps its WAL until read or dropped: `celora db changes --drop SLOT`.")
 
@@ -132,23 +132,24 @@ def _drop(settings, slot: str, *, force: bool, allow_production: bool, as_json: 
 def _setup(settings, slot: str, as_json: bool, *, allow_secret_columns: bool) -> None:
     from celora_cli.data.changes import setup
 
-    result = setup(settings, slot=slot, allow_secret_columns=allow_secret_columns)
-    if as_json:
-        output.print_json(result)
-        return
+    output.emit(setup(settings, slot=slot, allow_secret_columns=allow_secret_columns), as_json)
+
+
+@output.renders("celora_cli.data.changes.SetupResult")
+def render_setup(result) -> None:
     made = "created" if result.created_slot else "exists"
-    output.out.print(f"Slot {safe(slot)} ({made}) and publication {safe(result.publication)} "
-                      f"({'created' if result.created_publication else 'exists'}) on {safe(result.database)}: "
-                      f"{safe(', '.join(result.tables))}.")
+    output.out.print(f"Slot {safe(result.slot)} ({made}) and publication {safe(result.publication)} "
+                     f"({'created' if result.created_publication else 'exists'}) on {safe(result.database)}: "
+                     f"{safe(', '.join(result.tables))}.")
     excluded = ", ".join(f"{t}.{c}" for t, cols in result.excluded_columns.items() for c in cols)
     if result.column_lists:
         output.out.print(f"Secrets excluded by the publication's column lists (checked column by column): "
-                          f"{safe(excluded)}.")
+                         f"{safe(excluded)}.")
     else:
         sent = ", ".join(f"{t}.{c}" for t, cols in result.secret_columns_published.items() for c in cols)
         output.out.print(f"Secret columns this publication SENDS to its readers (accepted with "
-                          f"--allow-secret-columns): {safe(sent)}. `celora db changes` leaves them out of its lines; "
-                          "Debezium receives them (its column.exclude.list drops them only in the connector).")
+                         f"--allow-secret-columns): {safe(sent)}. `celora db changes` leaves them out of its lines; "
+                         "Debezium receives them (its column.exclude.list drops them only in the connector).")
     output.out.print(safe(result.limits))
     output.out.print("A role for Debezium's PostgreSQL connector (run as an administrator):")
     output.out.print(safe(result.role_hint))

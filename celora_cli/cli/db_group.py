@@ -33,7 +33,7 @@ class _DbCommands(LazyCommandGroup):
         "health": "celora_cli.cli.db_health",
         "metrics": "celora_cli.cli.db_metrics",
         "backup": "celora_cli.cli.db_backup",
-        "restore": "celora_cli.cli.db_backup",
+        "restore": "celora_cli.cli.db_restore",
         "roles": "celora_cli.cli.db_roles",
     }
     # `celora db --help` lists the commands in these panels (tests/unit/test_unit_help_listing.py checks that

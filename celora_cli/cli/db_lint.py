@@ -33,16 +33,17 @@ def lint(
     from celora_cli.migrate.lint import lint as run_lint
 
     result = run_lint(load_settings_from(ctx), revision_range)
-    if as_json:
-        if result.findings:  # the error object lists them (details), exit 16
-            raise findings_error(result)
-        output.print_json(result)
-        return
-    render_findings(result.findings)
     if result.findings:
+        if not as_json:  # with --json the error object lists them (details)
+            render_findings(result.findings)
         raise findings_error(result)  # the one error path prints the summary and the hint; exit 16
+    output.emit(result, as_json)
+
+
+@output.renders("celora_cli.migrate.lint.LintResult")
+def render_clean(result) -> None:
     output.out.print(f"[green]Clean:[/] {len(result.migrations)} migration(s) linted ({safe(result.linter)}), "
-                      f"{len(result.silenced)} finding(s) silenced with a reason (--json lists them).")
+                     f"{len(result.silenced)} finding(s) silenced with a reason (--json lists them).")
 
 
 def render_findings(findings) -> None:

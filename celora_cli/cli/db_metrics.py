@@ -59,11 +59,11 @@ def metrics(
                           "Choose a free port with --port, or stop what listens there (`ss -ltnp`).") from None
     if not is_loopback(host):
         output.err.print(f"Warning: /metrics on {safe(host)} is reachable from the network: anyone who can reach "
-                          f"port {port} reads the database's, pools' and replicas' names and makes it run health "
-                          "checks. Prefer --host 127.0.0.1 with the scraper on this machine, or a firewall.")
+                         f"port {port} reads the database's, pools' and replicas' names and makes it run health "
+                         "checks. Prefer --host 127.0.0.1 with the scraper on this machine, or a firewall.")
     cached = f"a report is reused for {cache_seconds:g} s" if cache_seconds else "each scrape runs a new check"
     output.err.print(f"Serving metrics on http://{safe(url_host(host))}:{port}/metrics (one health check at a "
-                      f"time, timeout {settings.health_timeout:g} s; {cached}). Ctrl-C stops.")
+                     f"time, timeout {settings.health_timeout:g} s; {cached}). Ctrl-C stops.")
     stopping = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())  # a service manager's stop is a normal end
     try:

@@ -65,23 +65,25 @@ def push(
     result = push_models(settings, force_reset=force_reset,
                          confirm=_guard(settings, accept_data_loss=accept_data_loss,
                                         allow_production=allow_production))
-    if as_json:
-        output.print_json(result)
-        return
+    output.emit(result, as_json)
+
+
+@output.renders("celora_cli.schema.push.PushResult")
+def render_push(result) -> None:
     for warning in result.warnings:
         output.err.print(f"[yellow]warning:[/] {safe(warning)}")
     if result.in_sync:
         output.out.print(f"Already in sync: {safe(result.database)} (schema {safe(result.schema)}) matches the "
-                          "models; nothing changed.")
+                         "models; nothing changed.")
         return
     if result.force_reset:
         dropped = ", ".join(f"{count} {kind}" for kind, count in result.reset_dropped.items()) or "nothing"
         output.out.print(f"Reset schema {safe(result.schema)}: dropped {safe(dropped)}.")
     for statement in result.enum_labels_committed_first:
         output.out.print(f"[green]Applied[/] {safe(statement)} [dim](committed first: PostgreSQL can't use a new "
-                          "enum label in the transaction that adds it)[/]")
+                         "enum label in the transaction that adds it)[/]")
     for operation in result.operations:
         output.out.print(f"[green]Applied[/] {safe(operation)}")
     count = len(result.operations) + len(result.enum_labels_committed_first)
     output.out.print(f"Pushed the models to {safe(result.database)}: {count} operation(s); no migration written "
-                      "(the database now differs from the migration history).")
+                     "(the database now differs from the migration history).")

@@ -39,14 +39,16 @@ def resolve(
     settings = load_settings_from(ctx, lock_timeout=seconds_flag(lock_timeout, "--lock-timeout", LOCK_TIMEOUT_LIMITS))
     result = resolve_migration(settings, applied=applied, rolled_back=rolled_back,
                                allow_production=allow_production)
-    if as_json:
-        output.print_json(result)
-        return
+    output.emit(result, as_json)
+
+
+@output.renders("celora_cli.migrate.resolve.ResolveResult")
+def render_resolve(result) -> None:
     output.out.print(f"Recorded {safe(result.name)} as [bold]{safe(result.recorded)}[/] in celora_migrations on "
-                      f"{safe(result.database)} (its newest row was {safe(result.previous or 'none')}).")
+                     f"{safe(result.database)} (its newest row was {safe(result.previous or 'none')}).")
     if result.stamped:
         output.out.print(f"alembic_version moved from {safe(', '.join(result.version_from) or 'empty')} to "
-                          f"{safe(', '.join(result.version_to))}; migrate-deploy will not run this migration.")
+                         f"{safe(', '.join(result.version_to))}; migrate-deploy will not run this migration.")
     elif result.recorded == "resolved_rolled_back":
         output.out.print("alembic_version unchanged: the migration is pending and the next migrate-deploy runs it.")
     else:

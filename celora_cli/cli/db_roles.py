@@ -82,7 +82,7 @@ def render_plan(plan) -> None:
 def _render_differences(plan) -> None:
     for difference in plan.differences:
         output.out.print(f"[red]{safe(difference.change.capitalize())}[/] {safe(difference.kind)}: "
-                          f"{safe(difference.subject)}: {safe(difference.detail)}")
+                         f"{safe(difference.subject)}: {safe(difference.detail)}")
     if plan.differences:
         output.err.print(f"{len(plan.differences)} difference(s) from the role model; `celora db roles --dry-run` "
-                          "prints the SQL that fixes them, `--apply` runs it.")
+                         "prints the SQL that fixes them, `--apply` runs it.")

@@ -48,10 +48,7 @@ def seed(
     finally:
         if progress is not None:
             progress.close()
-    if as_json:
-        output.print_json(result)
-    else:
-        _render(result)
+    output.emit(result, as_json)
 
 
 class _ProgressBar:
@@ -74,6 +71,7 @@ class _ProgressBar:
         self._progress.stop()
 
 
+@output.renders("celora_cli.data.seed.apply.SeedResult")
 def _render(result) -> None:
     from rich.table import Table
 

@@ -94,10 +94,10 @@ def _render_journal(result) -> None:
         output.out.print(f"{label} {safe(migration.name)} [dim]{safe(when)}[/]")
     for name in result.modified:
         output.out.print(f"[red]Modified[/] {safe(name)}: the file changed since it was applied; migrate-deploy "
-                          "refuses until it is restored (or accepted with `celora db resolve --applied`).")
+                         "refuses until it is restored (or accepted with `celora db resolve --applied`).")
     for name in result.missing:
         output.out.print(f"[red]Missing[/]  {safe(name)}: applied (per the journal) but no such file locally; "
-                          "migrate-deploy refuses until it is restored.")
+                         "migrate-deploy refuses until it is restored.")
     for failed in result.failed:
         output.out.print(f"[red]Failed[/]   {safe(failed.name)} [dim]at {safe(failed.failed_at or '?')}[/]: "
-                          f"{safe(failed.error or 'no error recorded')}")
+                         f"{safe(failed.error or 'no error recorded')}")

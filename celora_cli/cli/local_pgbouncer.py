@@ -28,7 +28,7 @@ def render_status(status) -> None:
         output.out.print(f"DATABASE_URL={safe(status.database_url)}")
         output.out.print(f"DIRECT_DATABASE_URL={safe(status.direct_url)}")
         output.out.print(f"Use them: celora --env-file {safe(status.env_file)} db health   (the password is only "
-                          "in that file, mode 0600)")
+                         "in that file, mode 0600)")
     output.out.print(f"[dim]config {safe(status.config_file)}; log {safe(status.log_file)}[/]")
 
 
