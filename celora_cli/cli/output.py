@@ -25,7 +25,6 @@ from rich.console import Console
 from rich.markup import escape
 
 from celora_cli.errors import CeloraError, ExitCode, OutputError
-from celora_cli.results import to_json
 
 JSON_FORMAT_VERSION = 1
 
@@ -96,6 +95,8 @@ def print_json(result: Any) -> None:
 
 
 def _envelope(result: Any) -> dict:
+    from celora_cli.results import to_json  # on first use: `celora --help` emits nothing
+
     return {"format_version": JSON_FORMAT_VERSION, "ok": True, **to_json(result)}
 
 
@@ -148,6 +149,8 @@ def json_line(data: Any, *, envelope: bool = True) -> None:
     """One object of a JSON-lines stream on stdout, compact, masked like every other output. With `envelope`
     (a stream of results, `db health --watch --json`) it is the --json contract's object, rounded; without
     (`db changes`, whose lines are database rows for a consumer) the data is written as is, never rounded."""
+    from celora_cli.results import to_json
+
     body = _envelope(data) if envelope else to_json(data)
     text = json.dumps(rounded(body) if envelope else body, default=str, separators=(",", ":") if envelope else None)
     try:
