@@ -13,15 +13,16 @@ from enum import IntEnum
 class ExitCode(IntEnum):
     """Documented exit codes, one meaning each (README "Exit codes" is the table; a test checks it).
 
-    1 and 2 are a command's own non-success states: `db health` degraded/unhealthy, `db status` pending, `db roles
-    --check` differences.
+    1, 2 and 30 to 39 are a command's own non-success states (a result, `"ok": true` with --json, not an error): a
+    script can tell each apart by its code. 1 keeps its two documented meanings, health's "degraded" (what
+    Nagios-style monitors expect) and `db status`'s "pending" (what deploy scripts test for), because no command
+    has both; every other state has its own code.
     Errors start at 3; usage errors, bugs, output failures and interruptions use the BSD sysexits numbers.
     """
 
     OK = 0
     DEGRADED = 1  # `db health`: degraded;  `db status`: migrations pending
     PENDING = 1
-    ROLES_DIFFER = 1  # `db roles --check`: the live roles and grants differ from the model
     UNHEALTHY = 2  # `db health`: unhealthy (the app path is down)
     CONFIG = 3  # missing or malformed setting / URL
     UNREACHABLE = 4  # can't reach the database server (refused, timeout, DNS)
@@ -38,6 +39,10 @@ class ExitCode(IntEnum):
     DRIFT = 15  # `db migrate`: the development database differs from what the migration history builds
     LINT_FINDINGS = 16  # `db lint` (and `migrate-deploy --lint`): a migration locks tables or breaks running code
     AUDIT_TAMPERED = 17  # `db audit --verify`: a sealed audit entry was changed, removed or inserted afterwards
+    # States (results, not errors) take 30 to 39, so new errors keep counting up from 17 (to 29) without meeting them:
+    STALE = 30  # `db generate --check`: a generated file does not match the models
+    ROLES_DIFFER = 31  # `db roles --check`: the live roles and grants differ from the model
+    NOT_RUNNING = 32  # `local status`, `local pgbouncer status`: the server asked about is not running
     USAGE = 64  # bad flags or arguments (EX_USAGE)
     SOFTWARE = 70  # a bug in celora (EX_SOFTWARE)
     OUTPUT_ERROR = 74  # the result could not be written (stdout closed, disk full) (EX_IOERR)
@@ -218,6 +223,8 @@ class Interrupted(CeloraError):
 
 
 def _as_dict(item) -> dict:
+    from celora_cli.results import to_json  # a leaf module; imported here so errors.py stays import-free
+
     if dataclasses.is_dataclass(item) and not isinstance(item, type):
-        return dataclasses.asdict(item)
+        return to_json(item)
     return dict(item) if isinstance(item, dict) else {"value": item}

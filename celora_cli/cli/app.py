@@ -14,7 +14,7 @@ from typing import NoReturn
 
 import typer
 
-from celora_cli.cli import console
+from celora_cli.cli import output
 from celora_cli.cli.lazy import LazyCommandGroup
 from celora_cli.errors import (
     CeloraError,
@@ -43,7 +43,7 @@ class CeloraGroup(LazyCommandGroup):
     The command groups load lazily (cli/lazy.py): `celora db health` never imports `celora local`'s module.
     Each group's module registers it on `app` when imported."""
 
-    command_modules = {"db": "celora_cli.cli.db", "local": "celora_cli.cli.local"}
+    command_modules = {"db": "celora_cli.cli.db_group", "local": "celora_cli.cli.local"}
     # `celora --help` lists the groups from these lines without importing them; db.py and local.py use the same
     # lines as their groups' help.
     summaries = {
@@ -60,7 +60,7 @@ class CeloraGroup(LazyCommandGroup):
             return super().make_context(info_name, args, parent=parent, **extra)
         except OSError as exc:
             # Parsing writes nothing but the help or the version, to stdout: a failed write is stdout's.
-            _fail(None, console.output_error(exc) if exc.errno in OUTPUT_ERRNOS else exc)
+            _fail(None, output.output_error(exc) if exc.errno in OUTPUT_ERRNOS else exc)
         except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - see _fail
             _fail(None, exc)
 
@@ -81,7 +81,7 @@ def _flush_stdout() -> None:
     try:
         sys.stdout.flush()
     except OSError as exc:
-        raise console.output_error(exc) from exc
+        raise output.output_error(exc) from exc
 
 
 def _command_args(ctx: typer.Context) -> list[str]:
@@ -102,12 +102,12 @@ def _fail(ctx: typer.Context | None, exc: BaseException) -> NoReturn:
         _fail_usage(ctx, exc)
     error = _as_celora_error(exc)
     if _debug_enabled(ctx):
-        _to_stderr(lambda: console.err.print(console.safe("".join(traceback.format_exception(exc)))))
+        _to_stderr(lambda: output.err.print(output.safe("".join(traceback.format_exception(exc)))))
     if isinstance(error, OutputError) and error.stdout_gone:
         _fail_output(error)
     if ctx is not None and ctx.meta.get(JSON_REQUESTED):
         _json_error(error, **ctx.meta.get(JSON_FAILURE_FIELDS, {}))
-    _to_stderr(lambda: console.error(error.message, error.hint))
+    _to_stderr(lambda: output.error(error.message, error.hint))
     if isinstance(error, OutputError):  # perhaps stdout after all: the interpreter's last flush must not retry
         _silence_stdout()
     raise typer.Exit(error.exit_code)
@@ -130,11 +130,11 @@ def _fail_usage(ctx: typer.Context | None, exc) -> NoReturn:
 
 def _json_error(error: CeloraError, **fields) -> None:
     try:
-        console.print_json_error(error, **fields)
+        output.print_json_error(error, **fields)
         _flush_stdout()
     except OutputError as write_error:
         # Nothing reaches stdout: the error itself still goes to stderr, then the output failure (exit 74).
-        _to_stderr(lambda: console.error(error.message, error.hint))
+        _to_stderr(lambda: output.error(error.message, error.hint))
         _fail_output(write_error)
 
 
@@ -142,7 +142,7 @@ def _fail_output(error: CeloraError) -> NoReturn:
     """stdout is gone: point it at /dev/null (so the interpreter's last flush cannot fail again) and say so
     in one line on stderr."""
     _silence_stdout()
-    _to_stderr(lambda: console.error(error.message))
+    _to_stderr(lambda: output.error(error.message))
     raise typer.Exit(error.exit_code)
 
 
@@ -175,7 +175,7 @@ def _as_celora_error(exc: BaseException) -> CeloraError:
     if isinstance(exc, KeyboardInterrupt):
         return Interrupted("Interrupted.")
     if isinstance(exc, OSError) and exc.errno in OUTPUT_ERRNOS:
-        # A write that failed outside console.out (Click printing a command's help, or a file the core did not
+        # A write that failed outside output.out (Click printing a command's help, or a file the core did not
         # translate): which stream is not known here, so this is no proof that stdout is gone (see _fail).
         what = exc.filename or "its output"
         return OutputError(f"celora could not write {what}: {exc.strerror or exc}.")
@@ -215,7 +215,7 @@ CeloraGroup.typer_app = app
 
 def _show_version(value: bool) -> None:
     if value:
-        console.out.print(f"celora {_version()}", markup=False)
+        output.out.print(f"celora {_version()}", markup=False)
         raise typer.Exit()
 
 
@@ -267,7 +267,7 @@ def confirmation(action, command: str, settings, *, force: bool, allow_productio
         confirm_destructive(action(plan) if callable(action) else action, target=plan.database,
                             losses=plan.losses(), force_flag=force_flag, forced=force, settings=settings,
                             database_env=plan.database_env, production_override=allow_production, command=command,
-                            ask=console.confirm)
+                            ask=output.confirm)
 
     return confirm
 
@@ -289,11 +289,11 @@ def load_settings_from(ctx: typer.Context, **flags):
     """Settings for a command: flags > --env-file > environment > .env > defaults."""
     from celora_cli.config.settings import allowing_start, load_settings
 
-    console.show_notices()
+    output.show_notices()
     root_obj = ctx.find_root().obj or {}
     # A command may start the local server on first use (announced); `db health` and `db metrics` veto it.
     settings = allowing_start(load_settings(env_file=root_obj.get("env_file"), **flags))
-    console.register_secrets(settings.secrets())
+    output.register_secrets(settings.secrets())
     if settings.debug:
         root_obj["debug"] = True
     if settings.log_queries:
@@ -305,9 +305,9 @@ def _enable_query_log() -> None:
     import logging
 
     logger = logging.getLogger("celora.sql")
-    if any(isinstance(h, console.StderrHandler) for h in logger.handlers):
+    if any(isinstance(h, output.StderrHandler) for h in logger.handlers):
         return  # once per process (the tests invoke the app many times in one)
-    handler = console.StderrHandler()  # stderr, so stdout stays clean for --json
+    handler = output.StderrHandler()  # stderr, so stdout stays clean for --json
     handler.setFormatter(logging.Formatter("celora.sql %(message)s"))
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)

@@ -9,10 +9,10 @@ from typing import Any
 
 import typer
 
-from celora_cli.cli import console
+from celora_cli.cli import output
 from celora_cli.cli.app import allow_production_option, confirmation, force_option, json_option, load_settings_from
-from celora_cli.cli.console import safe
-from celora_cli.cli.db import app
+from celora_cli.cli.db_group import app
+from celora_cli.cli.output import safe
 
 _SHOWN_CHARS = 80
 
@@ -58,38 +58,35 @@ def audit(
         return
     from celora_cli.data.audit import history
 
-    result = history(settings, table=table, row_id=row_id, since=since, actor=actor, limit=limit)
-    if as_json:
-        console.print_json(result.as_dict())
-        return
-    _render(result)
+    output.emit(history(settings, table=table, row_id=row_id, since=since, actor=actor, limit=limit), as_json)
 
 
 def _seal_or_verify(settings, *, seal: bool, as_json: bool) -> None:
     from celora_cli.data import audit_seal
 
-    if seal:
-        sealed = audit_seal.seal(settings)
-        if as_json:
-            console.print_json(sealed.as_dict())
-        elif sealed.seal_id is None:
-            console.out.print(f"Nothing new to seal on {safe(sealed.database)} (sealed through entry "
-                              f"{sealed.last_id}).")
-        else:
-            console.out.print(f"Sealed audit entries {sealed.after_id + 1}..{sealed.last_id} ({sealed.entries} "
-                              f"entr{'y' if sealed.entries == 1 else 'ies'}) as seal #{sealed.seal_id} on "
-                              f"{safe(sealed.database)}.\nHash: {sealed.hash}")
-            console.err.print("Record this hash outside the database (a CI log, a ticket): the owner of the log "
-                              "could rewrite the chain too.")
+    # verify raises AuditTampered (exit 17) on any problem
+    output.emit(audit_seal.seal(settings) if seal else audit_seal.verify(settings), as_json)
+
+
+@output.renders("celora_cli.data.audit_seal.SealResult")
+def render_seal(sealed) -> None:
+    if sealed.seal_id is None:
+        output.out.print(f"Nothing new to seal on {safe(sealed.database)} (sealed through entry "
+                         f"{sealed.last_id}).")
         return
-    verified = audit_seal.verify(settings)  # raises AuditTampered (exit 17) on any problem
-    if as_json:
-        console.print_json(verified.as_dict())
-        return
-    console.out.print(f"[green]The audit log matches its {verified.seals} seal(s)[/]: {verified.entries} sealed "
-                      f"entr{'y' if verified.entries == 1 else 'ies'} unchanged, {verified.unsealed} after the last "
-                      f"seal, on {safe(verified.database)}." + (f"\nLast hash: {verified.last_hash}"
-                                                               if verified.last_hash else ""))
+    output.out.print(f"Sealed audit entries {sealed.after_id + 1}..{sealed.last_id} ({sealed.entries} "
+                     f"entr{'y' if sealed.entries == 1 else 'ies'}) as seal #{sealed.seal_id} on "
+                     f"{safe(sealed.database)}.\nHash: {sealed.hash}")
+    output.err.print("Record this hash outside the database (a CI log, a ticket): the owner of the log "
+                     "could rewrite the chain too.")
+
+
+@output.renders("celora_cli.data.audit_seal.VerifyResult")
+def render_verify(verified) -> None:
+    output.out.print(f"[green]The audit log matches its {verified.seals} seal(s)[/]: {verified.entries} sealed "
+                     f"entr{'y' if verified.entries == 1 else 'ies'} unchanged, {verified.unsealed} after the last "
+                     f"seal, on {safe(verified.database)}." + (f"\nLast hash: {verified.last_hash}"
+                                                              if verified.last_hash else ""))
 
 
 def _prune(settings, days: float, *, force: bool, allow_production: bool, as_json: bool) -> None:
@@ -99,32 +96,34 @@ def _prune(settings, days: float, *, force: bool, allow_production: bool, as_jso
                            f"celora db audit --prune-older-than {days:g}", settings, force=force,
                            allow_production=allow_production)
 
-    result = prune(settings, older_than_days=days, confirm=confirm)
-    if as_json:
-        console.print_json(result.as_dict())
-        return
-    console.out.print(f"Deleted {result.deleted} audit log entr{'y' if result.deleted == 1 else 'ies'} changed before "
-                      f"{safe(result.cutoff.isoformat(timespec='seconds'))} in {result.batches} batch(es) on "
-                      f"{safe(result.database)}.")
+    output.emit(prune(settings, older_than_days=days, confirm=confirm), as_json)
 
 
+@output.renders("celora_cli.data.audit.PruneResult")
+def render_prune(result) -> None:
+    output.out.print(f"Deleted {result.deleted} audit log entr{'y' if result.deleted == 1 else 'ies'} changed before "
+                     f"{safe(result.cutoff.isoformat(timespec='seconds'))} in {result.batches} batch(es) on "
+                     f"{safe(result.database)}.")
+
+
+@output.renders("celora_cli.data.audit.AuditResult")
 def _render(result) -> None:
     if not result.entries:
         shown = ", ".join(f"{k}={v}" for k, v in result.filters.items() if v) or "no filter"
-        console.out.print(f"No audit log entries ({safe(shown)}) on {safe(result.database)}.")
+        output.out.print(f"No audit log entries ({safe(shown)}) on {safe(result.database)}.")
         return
     for entry in result.entries:
         key = ", ".join(f"{k}={v}" for k, v in entry.key.items())
-        console.out.print(f"[bold]{safe(entry.changed_at.isoformat(sep=' ', timespec='seconds'))}[/]  "
-                          f"{safe(entry.operation)} {safe(entry.table)} {safe(key)}  by {safe(entry.actor)}"
-                          f" (role {safe(entry.db_role)}, tx {entry.transaction_id})")
+        output.out.print(f"[bold]{safe(entry.changed_at.isoformat(sep=' ', timespec='seconds'))}[/]  "
+                         f"{safe(entry.operation)} {safe(entry.table)} {safe(key)}  by {safe(entry.actor)}"
+                         f" (role {safe(entry.db_role)}, tx {entry.transaction_id})")
         for column, old, new in entry.changes():
             if entry.operation == "UPDATE":
-                console.out.print(f"    {safe(column)}: {safe(_shown(old))} -> {safe(_shown(new))}")
+                output.out.print(f"    {safe(column)}: {safe(_shown(old))} -> {safe(_shown(new))}")
             else:
-                console.out.print(f"    {safe(column)}: {safe(_shown(new if entry.operation == 'INSERT' else old))}")
+                output.out.print(f"    {safe(column)}: {safe(_shown(new if entry.operation == 'INSERT' else old))}")
     if result.truncated:
-        console.out.print(f"(the newest {result.limit}; older entries exist: use --limit, --since or filters)")
+        output.out.print(f"(the newest {result.limit}; older entries exist: use --limit, --since or filters)")
 
 
 def _shown(value: Any) -> str:

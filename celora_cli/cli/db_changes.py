@@ -3,15 +3,12 @@
 
 from __future__ import annotations
 
-import json
-import sys
-
 import typer
 
-from celora_cli.cli import console
+from celora_cli.cli import output
 from celora_cli.cli.app import allow_production_option, confirmation, force_option, json_option, load_settings_from
-from celora_cli.cli.console import safe
-from celora_cli.cli.db import app
+from celora_cli.cli.db_group import app
+from celora_cli.cli.output import safe
 
 
 @app.command("changes")
@@ -78,24 +75,13 @@ def changes(
 def _stream(settings, *, slot: str, tables: list[str] | None, follow: bool, from_start: bool) -> None:
     from celora_cli.data.changes import stream
 
-    write = sys.stdout.write
-
     def emit(change: dict) -> None:
-        try:
-            write(json.dumps(change, default=str) + "\n")
-        except OSError as exc:
-            raise console.output_error(exc) from exc
-
-    def flush() -> None:
-        try:
-            sys.stdout.flush()
-        except OSError as exc:
-            raise console.output_error(exc) from exc
+        output.json_line(change, envelope=False)  # a row for a consumer: no envelope, masked like all output
 
     def ready(where: str) -> None:
-        console.notice(f"Streaming changes from slot {slot} on {where}" + (" (Ctrl-C to stop)." if follow else "."))
+        output.notice(f"Streaming changes from slot {slot} on {where}" + (" (Ctrl-C to stop)." if follow else "."))
 
-    stream(settings, slot=slot, tables=tables, follow=follow, from_start=from_start, emit=emit, flush=flush,
+    stream(settings, slot=slot, tables=tables, follow=follow, from_start=from_start, emit=emit, flush=output.flush,
            on_ready=ready)
 
 
@@ -104,19 +90,19 @@ def _list(settings, as_json: bool) -> None:
 
     database, slots = list_slots(settings)
     if as_json:
-        console.print_json({"database": database, "slots": [s.__dict__ for s in slots]})
+        output.print_json({"database": database, "slots": slots})
         return
     if not slots:
-        console.out.print(f"No replication slots on {safe(database)}.")
+        output.out.print(f"No replication slots on {safe(database)}.")
         return
-    console.out.print(f"Replication slots on {safe(database)}:")
+    output.out.print(f"Replication slots on {safe(database)}:")
     for s in slots:
         state = f"active (pid {s.active_pid})" if s.active else "inactive"
-        console.out.print(f"  {safe(s.slot)}  {safe(s.slot_type)} {safe(s.plugin or '-')} on {safe(s.database or '-')}"
-                          f"  {state}  retained WAL {_size(s.retained_wal_bytes)}  lag {_size(s.lag_bytes)}"
-                          f"  {safe(s.wal_status or '')}")
+        output.out.print(f"  {safe(s.slot)}  {safe(s.slot_type)} {safe(s.plugin or '-')} on {safe(s.database or '-')}"
+                         f"  {state}  retained WAL {_size(s.retained_wal_bytes)}  lag {_size(s.lag_bytes)}"
+                         f"  {safe(s.wal_status or '')}")
     if any(not s.active and (s.retained_wal_bytes or 0) > 0 for s in slots):
-        console.out.print("An inactive slot keeps its WAL until read or dropped: `celora db changes --drop SLOT`.")
+        output.out.print("An inactive slot keeps its WAL until read or dropped: `celora db changes --drop SLOT`.")
 
 
 def _size(value: int | None) -> str:
@@ -138,34 +124,35 @@ def _drop(settings, slot: str, *, force: bool, allow_production: bool, as_json: 
 
     plan = drop_slot(settings, slot, confirm=confirm)
     if as_json:
-        console.print_json({"database": plan.database, "dropped": slot})
+        output.print_json({"database": plan.database, "dropped": slot})
         return
-    console.out.print(f"Dropped replication slot {safe(slot)} on {safe(plan.database)}.")
+    output.out.print(f"Dropped replication slot {safe(slot)} on {safe(plan.database)}.")
 
 
 def _setup(settings, slot: str, as_json: bool, *, allow_secret_columns: bool) -> None:
     from celora_cli.data.changes import setup
 
-    result = setup(settings, slot=slot, allow_secret_columns=allow_secret_columns)
-    if as_json:
-        console.print_json(result.as_dict())
-        return
+    output.emit(setup(settings, slot=slot, allow_secret_columns=allow_secret_columns), as_json)
+
+
+@output.renders("celora_cli.data.changes.SetupResult")
+def render_setup(result) -> None:
     made = "created" if result.created_slot else "exists"
-    console.out.print(f"Slot {safe(slot)} ({made}) and publication {safe(result.publication)} "
-                      f"({'created' if result.created_publication else 'exists'}) on {safe(result.database)}: "
-                      f"{safe(', '.join(result.tables))}.")
+    output.out.print(f"Slot {safe(result.slot)} ({made}) and publication {safe(result.publication)} "
+                     f"({'created' if result.created_publication else 'exists'}) on {safe(result.database)}: "
+                     f"{safe(', '.join(result.tables))}.")
     excluded = ", ".join(f"{t}.{c}" for t, cols in result.excluded_columns.items() for c in cols)
     if result.column_lists:
-        console.out.print(f"Secrets excluded by the publication's column lists (checked column by column): "
-                          f"{safe(excluded)}.")
+        output.out.print(f"Secrets excluded by the publication's column lists (checked column by column): "
+                         f"{safe(excluded)}.")
     else:
         sent = ", ".join(f"{t}.{c}" for t, cols in result.secret_columns_published.items() for c in cols)
-        console.out.print(f"Secret columns this publication SENDS to its readers (accepted with "
-                          f"--allow-secret-columns): {safe(sent)}. `celora db changes` leaves them out of its lines; "
-                          "Debezium receives them (its column.exclude.list drops them only in the connector).")
-    console.out.print(safe(result.limits))
-    console.out.print("A role for Debezium's PostgreSQL connector (run as an administrator):")
-    console.out.print(safe(result.role_hint))
-    console.out.print("Connector settings:")
+        output.out.print(f"Secret columns this publication SENDS to its readers (accepted with "
+                         f"--allow-secret-columns): {safe(sent)}. `celora db changes` leaves them out of its lines; "
+                         "Debezium receives them (its column.exclude.list drops them only in the connector).")
+    output.out.print(safe(result.limits))
+    output.out.print("A role for Debezium's PostgreSQL connector (run as an administrator):")
+    output.out.print(safe(result.role_hint))
+    output.out.print("Connector settings:")
     for key, value in result.debezium.items():
-        console.out.print(f"  {safe(key)}={safe(value)}")
+        output.out.print(f"  {safe(key)}={safe(value)}")

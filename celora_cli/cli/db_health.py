@@ -7,10 +7,11 @@ from typing import NoReturn
 
 import typer
 
-from celora_cli.cli import console
+from celora_cli.cli import output
 from celora_cli.cli.app import json_option, load_settings_from
-from celora_cli.cli.console import safe
-from celora_cli.cli.db import app, seconds_flag
+from celora_cli.cli.db_group import app
+from celora_cli.cli.options import seconds_flag
+from celora_cli.cli.output import safe
 from celora_cli.errors import ExitCode
 
 FORMATS = ("text", "json", "prometheus")
@@ -52,20 +53,22 @@ def health(
     if interval is not None:
         _watch(lambda: check_database_health(settings), interval, output_format)
     report = check_database_health(settings)
-    if output_format == "json":
-        console.print_json(report.as_dict())
-    elif output_format == "prometheus":
+    if output_format == "prometheus":  # a third view of the report, for a textfile collector
         _print_prometheus(report)
-    else:
-        for line in health_lines(report):
-            console.out.print(line)
-    raise typer.Exit(report.exit_code)
+        raise typer.Exit(report.exit_code)
+    output.emit(report, output_format == "json")
+
+
+@output.renders("celora_cli.ops.health.HealthReport")
+def render_health(report) -> None:
+    for line in health_lines(report):
+        output.out.print(line)
 
 
 def _print_prometheus(report) -> None:
     from celora_cli.ops.metrics import exposition
 
-    console.out.print(exposition(report), markup=False, highlight=False, soft_wrap=True, end="")
+    output.out.print(exposition(report), markup=False, highlight=False, soft_wrap=True, end="")
 
 
 def _watch(produce, interval: float, output_format: str) -> NoReturn:
@@ -74,24 +77,24 @@ def _watch(produce, interval: float, output_format: str) -> NoReturn:
 
     live = None
     try:
-        if output_format == "text" and console.out.is_terminal:
+        if output_format == "text" and output.out.is_terminal:
             from rich.live import Live
 
-            live = Live(console=console.out, auto_refresh=False, transient=False)
+            live = Live(console=output.out, auto_refresh=False, transient=False)
             live.start()
         while True:
             report = produce()
             if live is not None:
                 live.update(_renderable(report), refresh=True)
             elif output_format == "json":
-                _print_json_line(report.as_dict())
+                output.json_line(report)
             elif output_format == "prometheus":
                 _print_prometheus(report)
-                console.out.print()
+                output.out.print()
             else:
                 for line in health_lines(report):
-                    console.out.print(line)
-                console.out.print()
+                    output.out.print(line)
+                output.out.print()
             sys.stdout.flush()  # a reader of the pipe sees each check as it happens
             time.sleep(interval)
     except KeyboardInterrupt:
@@ -99,15 +102,6 @@ def _watch(produce, interval: float, output_format: str) -> NoReturn:
     finally:
         if live is not None:
             live.stop()
-
-
-def _print_json_line(data: dict) -> None:
-    """One report as one line (JSON Lines): the --json contract's object, compact."""
-    import json
-
-    line = json.dumps(console.rounded({"format_version": console.JSON_FORMAT_VERSION, "ok": True, **data}),
-                      default=str, separators=(",", ":"))
-    console.out.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
 def _renderable(report):

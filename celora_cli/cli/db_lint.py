@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import typer
 
-from celora_cli.cli import console
+from celora_cli.cli import output
 from celora_cli.cli.app import json_option, load_settings_from
-from celora_cli.cli.console import safe
-from celora_cli.cli.db import app
+from celora_cli.cli.db_group import app
 from celora_cli.cli.lint_findings import render_findings
+from celora_cli.cli.output import safe
 
 
 @app.command("lint")
@@ -34,14 +34,15 @@ def lint(
     from celora_cli.migrate.lint import lint as run_lint
 
     result = run_lint(load_settings_from(ctx), revision_range)
-    if as_json:
-        if result.findings:  # the error object lists them (details), exit 16
-            raise findings_error(result)
-        console.print_json(result.as_dict())
-        return
-    render_findings(result.findings)
     if result.findings:
+        if not as_json:  # with --json the error object lists them (details)
+            render_findings(result.findings)
         raise findings_error(result)  # the one error path prints the summary and the hint; exit 16
-    console.out.print(f"[green]Clean:[/] {len(result.migrations)} migration(s) linted ({safe(result.linter)}), "
-                      f"{len(result.silenced)} finding(s) silenced with a reason (--json lists them).")
+    output.emit(result, as_json)
+
+
+@output.renders("celora_cli.migrate.lint.LintResult")
+def render_clean(result) -> None:
+    output.out.print(f"[green]Clean:[/] {len(result.migrations)} migration(s) linted ({safe(result.linter)}), "
+                     f"{len(result.silenced)} finding(s) silenced with a reason (--json lists them).")
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import typer
 
-from celora_cli.cli import console
+from celora_cli.cli import output
 from celora_cli.cli.app import load_settings_from
-from celora_cli.cli.console import safe
-from celora_cli.cli.db import app
+from celora_cli.cli.db_group import app
+from celora_cli.cli.output import safe
 from celora_cli.errors import ExitCode
 
 DEFAULT_CACHE_SECONDS = 10.0  # below Prometheus' usual 15 s scrape interval: each scrape still gets a new check
@@ -58,12 +58,12 @@ def metrics(
                           f"{exc.strerror or exc}.",
                           "Choose a free port with --port, or stop what listens there (`ss -ltnp`).") from None
     if not is_loopback(host):
-        console.err.print(f"Warning: /metrics on {safe(host)} is reachable from the network: anyone who can reach "
-                          f"port {port} reads the database's, pools' and replicas' names and makes it run health "
-                          "checks. Prefer --host 127.0.0.1 with the scraper on this machine, or a firewall.")
+        output.err.print(f"Warning: /metrics on {safe(host)} is reachable from the network: anyone who can reach "
+                         f"port {port} reads the database's, pools' and replicas' names and makes it run health "
+                         "checks. Prefer --host 127.0.0.1 with the scraper on this machine, or a firewall.")
     cached = f"a report is reused for {cache_seconds:g} s" if cache_seconds else "each scrape runs a new check"
-    console.err.print(f"Serving metrics on http://{safe(url_host(host))}:{port}/metrics (one health check at a "
-                      f"time, timeout {settings.health_timeout:g} s; {cached}). Ctrl-C stops.")
+    output.err.print(f"Serving metrics on http://{safe(url_host(host))}:{port}/metrics (one health check at a "
+                     f"time, timeout {settings.health_timeout:g} s; {cached}). Ctrl-C stops.")
     stopping = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())  # a service manager's stop is a normal end
     try:

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import typer
 
-from celora_cli.cli import console
+from celora_cli.cli import output
 from celora_cli.cli.app import allow_production_option, json_option, load_settings_from
-from celora_cli.cli.console import safe
-from celora_cli.cli.db import app
+from celora_cli.cli.db_group import app
+from celora_cli.cli.output import safe
 
 ACCEPT_FLAG = "--accept-data-loss"
 
@@ -30,7 +30,7 @@ def _guard(settings, *, accept_data_loss: bool, allow_production: bool):
             confirm_destructive(action, target=plan.database, losses=plan.data_loss, force_flag=ACCEPT_FLAG,
                                 forced=accept_data_loss or not plan.data_loss, settings=settings,
                                 database_env=plan.database_env, production_override=allow_production,
-                                command=command, ask=console.confirm)
+                                command=command, ask=output.confirm)
         except Refused as refusal:  # the prompt lists the losses; a refusal without one must name them too
             if not plan.data_loss:
                 raise
@@ -65,23 +65,25 @@ def push(
     result = push_models(settings, force_reset=force_reset,
                          confirm=_guard(settings, accept_data_loss=accept_data_loss,
                                         allow_production=allow_production))
-    if as_json:
-        console.print_json(result.as_dict())
-        return
+    output.emit(result, as_json)
+
+
+@output.renders("celora_cli.schema.push.PushResult")
+def render_push(result) -> None:
     for warning in result.warnings:
-        console.err.print(f"[yellow]warning:[/] {safe(warning)}")
+        output.err.print(f"[yellow]warning:[/] {safe(warning)}")
     if result.in_sync:
-        console.out.print(f"Already in sync: {safe(result.database)} (schema {safe(result.schema)}) matches the "
-                          "models; nothing changed.")
+        output.out.print(f"Already in sync: {safe(result.database)} (schema {safe(result.schema)}) matches the "
+                         "models; nothing changed.")
         return
     if result.force_reset:
         dropped = ", ".join(f"{count} {kind}" for kind, count in result.reset_dropped.items()) or "nothing"
-        console.out.print(f"Reset schema {safe(result.schema)}: dropped {safe(dropped)}.")
+        output.out.print(f"Reset schema {safe(result.schema)}: dropped {safe(dropped)}.")
     for statement in result.enum_labels_committed_first:
-        console.out.print(f"[green]Applied[/] {safe(statement)} [dim](committed first: PostgreSQL can't use a new "
-                          "enum label in the transaction that adds it)[/]")
+        output.out.print(f"[green]Applied[/] {safe(statement)} [dim](committed first: PostgreSQL can't use a new "
+                         "enum label in the transaction that adds it)[/]")
     for operation in result.operations:
-        console.out.print(f"[green]Applied[/] {safe(operation)}")
+        output.out.print(f"[green]Applied[/] {safe(operation)}")
     count = len(result.operations) + len(result.enum_labels_committed_first)
-    console.out.print(f"Pushed the models to {safe(result.database)}: {count} operation(s); no migration written "
-                      "(the database now differs from the migration history).")
+    output.out.print(f"Pushed the models to {safe(result.database)}: {count} operation(s); no migration written "
+                     "(the database now differs from the migration history).")

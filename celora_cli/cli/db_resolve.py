@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import typer
 
-from celora_cli.cli import console
+from celora_cli.cli import output
 from celora_cli.cli.app import allow_production_option, json_option, load_settings_from
-from celora_cli.cli.console import safe
-from celora_cli.cli.db import app, lock_timeout_option, seconds_flag
+from celora_cli.cli.db_group import app
+from celora_cli.cli.options import lock_timeout_option, seconds_flag
+from celora_cli.cli.output import safe
 
 
 @app.command("resolve")
@@ -38,15 +39,17 @@ def resolve(
     settings = load_settings_from(ctx, lock_timeout=seconds_flag(lock_timeout, "--lock-timeout", LOCK_TIMEOUT_LIMITS))
     result = resolve_migration(settings, applied=applied, rolled_back=rolled_back,
                                allow_production=allow_production)
-    if as_json:
-        console.print_json(result.as_dict())
-        return
-    console.out.print(f"Recorded {safe(result.name)} as [bold]{safe(result.recorded)}[/] in celora_migrations on "
-                      f"{safe(result.database)} (its newest row was {safe(result.previous or 'none')}).")
+    output.emit(result, as_json)
+
+
+@output.renders("celora_cli.migrate.resolve.ResolveResult")
+def render_resolve(result) -> None:
+    output.out.print(f"Recorded {safe(result.name)} as [bold]{safe(result.recorded)}[/] in celora_migrations on "
+                     f"{safe(result.database)} (its newest row was {safe(result.previous or 'none')}).")
     if result.stamped:
-        console.out.print(f"alembic_version moved from {safe(', '.join(result.version_from) or 'empty')} to "
-                          f"{safe(', '.join(result.version_to))}; migrate-deploy will not run this migration.")
+        output.out.print(f"alembic_version moved from {safe(', '.join(result.version_from) or 'empty')} to "
+                         f"{safe(', '.join(result.version_to))}; migrate-deploy will not run this migration.")
     elif result.recorded == "resolved_rolled_back":
-        console.out.print("alembic_version unchanged: the migration is pending and the next migrate-deploy runs it.")
+        output.out.print("alembic_version unchanged: the migration is pending and the next migrate-deploy runs it.")
     else:
-        console.out.print("alembic_version unchanged: the file's current checksum is now the accepted one.")
+        output.out.print("alembic_version unchanged: the file's current checksum is now the accepted one.")

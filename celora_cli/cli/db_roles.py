@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import typer
 
-from celora_cli.cli import console
+from celora_cli.cli import output
 from celora_cli.cli.app import json_option, load_settings_from
-from celora_cli.cli.console import safe
-from celora_cli.cli.db import app
-from celora_cli.errors import ExitCode, UsageError
+from celora_cli.cli.db_group import app
+from celora_cli.cli.output import safe
+from celora_cli.errors import UsageError
 
 
 def _logins_option(group: str, what: str):
@@ -24,7 +24,7 @@ def roles(
                                "default privileges (one transaction; idempotent)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the SQL --apply would run; change nothing."),
     check: bool = typer.Option(False, "--check", help="Compare the live roles and grants with the model (the "
-                               "default): exit 0 when they match, 1 naming each difference."),
+                               "default): exit 0 when they match, 31 naming each difference."),
     grant_migrator: list[str] = _logins_option("migrator", "runs migrate-deploy: DIRECT_DATABASE_URL's role"),
     grant_app: list[str] = _logins_option("app", "the application: DATABASE_URL's role"),
     grant_readonly: list[str] = _logins_option("readonly", "studio --read-only, reporting, replicas"),
@@ -37,7 +37,7 @@ def roles(
     celora_readonly reads, celora_cdc streams changes (names: CELORA_ROLE_*).
 
     Works through DIRECT_DATABASE_URL; needs CREATEROLE and the schema's ownership, not superuser (README:
-    `celora db roles`). Never handles a password. Exit 1 (--check) when the live grants differ.
+    `celora db roles`). Never handles a password. Exit 31 (--check) when the live grants differ.
     Example: celora db roles --apply --grant-migrator deploy --grant-app app_login
     """
     from celora_cli.ops.roles import Logins, apply_roles, plan_roles
@@ -48,41 +48,41 @@ def roles(
     settings = load_settings_from(ctx)
     logins = Logins(tuple(grant_migrator), tuple(grant_app), tuple(grant_readonly), tuple(grant_cdc))
     if apply:
-        result = apply_roles(settings, logins)
-        if as_json:
-            console.print_json(result.as_dict())
-        else:
-            for statement in result.plan.statements:
-                console.print_step("Applied", "green", statement.sql, "")
-            if not result.plan.statements:
-                console.out.print(f"Nothing to change: the roles on {safe(result.after.database)} match the model.")
-            _render_differences(result.after)
-        if not result.after.matches:
-            raise typer.Exit(ExitCode.ROLES_DIFFER)
+        output.emit(apply_roles(settings, logins), as_json)
         return
     plan = plan_roles(settings, logins)
-    if as_json:
-        console.print_json(plan.as_dict())
-    elif dry_run:
-        for statement in plan.statements:
-            console.out.print(f"{safe(statement.sql)};")
-        if not plan.statements:
-            console.out.print(f"-- nothing to change: the roles on {safe(plan.database)} match the model")
-    else:
-        _render_differences(plan)
-        if plan.matches:
-            console.out.print(f"[green]The roles and grants on {safe(plan.database)} (schema {safe(plan.schema)}) "
-                              "match the model.[/]")
     for warning in plan.warnings:
-        console.err.print(f"Warning: {safe(warning)}")
-    if not dry_run and not plan.matches:
-        raise typer.Exit(ExitCode.ROLES_DIFFER)
+        output.err.print(f"Warning: {safe(warning)}")
+    if dry_run and not as_json:  # the SQL, not the comparison: another view of the plan, printed here
+        for statement in plan.statements:
+            output.out.print(f"{safe(statement.sql)};")
+        if not plan.statements:
+            output.out.print(f"-- nothing to change: the roles on {safe(plan.database)} match the model")
+        return
+    output.emit(plan, as_json, exit_code=not dry_run)  # --dry-run only shows the plan; it reports no verdict
+
+
+@output.renders("celora_cli.ops.roles.RolesResult")
+def render_applied(result) -> None:
+    for statement in result.plan.statements:
+        output.print_step("Applied", "green", statement.sql, "")
+    if not result.plan.statements:
+        output.out.print(f"Nothing to change: the roles on {safe(result.after.database)} match the model.")
+    _render_differences(result.after)
+
+
+@output.renders("celora_cli.ops.roles.RolesPlan")
+def render_plan(plan) -> None:
+    _render_differences(plan)
+    if plan.matches:
+        output.out.print(f"[green]The roles and grants on {safe(plan.database)} (schema {safe(plan.schema)}) "
+                         "match the model.[/]")
 
 
 def _render_differences(plan) -> None:
     for difference in plan.differences:
-        console.out.print(f"[red]{safe(difference.change.capitalize())}[/] {safe(difference.kind)}: "
-                          f"{safe(difference.subject)}: {safe(difference.detail)}")
+        output.out.print(f"[red]{safe(difference.change.capitalize())}[/] {safe(difference.kind)}: "
+                         f"{safe(difference.subject)}: {safe(difference.detail)}")
     if plan.differences:
-        console.err.print(f"{len(plan.differences)} difference(s) from the role model; `celora db roles --dry-run` "
-                          "prints the SQL that fixes them, `--apply` runs it.")
+        output.err.print(f"{len(plan.differences)} difference(s) from the role model; `celora db roles --dry-run` "
+                         "prints the SQL that fixes them, `--apply` runs it.")

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import typer
 
-from celora_cli.cli import console
+from celora_cli.cli import output
 from celora_cli.cli.app import allow_production_option, json_option, load_settings_from
-from celora_cli.cli.console import safe
-from celora_cli.cli.db import app
+from celora_cli.cli.db_group import app
+from celora_cli.cli.output import safe
 
 
 @app.command("seed")
@@ -48,10 +48,7 @@ def seed(
     finally:
         if progress is not None:
             progress.close()
-    if as_json:
-        console.print_json(result.as_dict())
-    else:
-        _render(result)
+    output.emit(result, as_json)
 
 
 class _ProgressBar:
@@ -60,7 +57,7 @@ class _ProgressBar:
     def __init__(self) -> None:
         from rich.progress import Progress
 
-        self._progress = Progress(console=console.err, transient=False)
+        self._progress = Progress(console=output.err, transient=False)
         self._tasks: dict[str, object] = {}
         self._progress.start()
 
@@ -74,6 +71,7 @@ class _ProgressBar:
         self._progress.stop()
 
 
+@output.renders("celora_cli.data.seed.apply.SeedResult")
 def _render(result) -> None:
     from rich.table import Table
 
@@ -83,10 +81,10 @@ def _render(result) -> None:
         table.add_column(heading, justify="right")
     for name, counts in result.tables.items():
         table.add_row(name, str(counts.created), str(counts.updated), str(counts.unchanged))
-    console.out.print(table)
+    output.out.print(table)
     if not result.changed:
-        console.out.print("Fixtures: nothing changed (the database already held every one).")
+        output.out.print("Fixtures: nothing changed (the database already held every one).")
     if result.volume is not None:
         rows = ", ".join(f"{name} {count:,}" for name, count in result.volume.items())
-        console.out.print(f"Generated volume: {rows}.")
-    console.out.print(f"[dim]{result.duration_ms:.0f} ms; production check: {safe(result.production_check)}[/]")
+        output.out.print(f"Generated volume: {rows}.")
+    output.out.print(f"[dim]{result.duration_ms:.0f} ms; production check: {safe(result.production_check)}[/]")

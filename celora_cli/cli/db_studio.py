@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import typer
 
-from celora_cli.cli import console
+from celora_cli.cli import output
 from celora_cli.cli.app import allow_production_option, force_option, load_settings_from
-from celora_cli.cli.console import safe
-from celora_cli.cli.db import app
+from celora_cli.cli.db_group import app
+from celora_cli.cli.output import safe
 
 
 @app.command("studio")
@@ -37,10 +37,10 @@ def studio(
 
     settings = load_settings_from(ctx)
     prepared = prepare(settings, host=host, port=port, read_only=read_only, allow_production=allow_production,
-                       force=force, ask=console.confirm)
-    console.out.print(f"celora studio for {safe(prepared.database)}, {safe(prepared.read_only_reason)}")
-    console.out.print(f"Open: {safe(prepared.url)}", soft_wrap=True)
-    console.out.print("Press Ctrl-C to stop.")
+                       force=force, ask=output.confirm)
+    output.out.print(f"celora studio for {safe(prepared.database)}, {safe(prepared.read_only_reason)}")
+    output.out.print(f"Open: {safe(prepared.url)}", soft_wrap=True)
+    output.out.print("Press Ctrl-C to stop.")
     try:
         if not no_browser:
             prepared.open_browser()

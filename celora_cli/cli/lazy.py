@@ -118,4 +118,3 @@ class LazyCommandGroup(PanelledGroup):
                 self.commands[group_info.name] = get_group_from_info(
                     group_info, pretty_exceptions_short=app.pretty_exceptions_short,
                     suggest_commands=app.suggest_commands, rich_markup_mode=app.rich_markup_mode)
-

@@ -3,16 +3,16 @@ command module imports the other)."""
 
 from __future__ import annotations
 
-from celora_cli.cli import console
-from celora_cli.cli.console import safe
+from celora_cli.cli import output
+from celora_cli.cli.output import safe
 
 
 def render_findings(findings) -> None:
     for finding in findings:
-        console.out.print(f"[red]{safe(finding.rule)}[/] {safe(finding.where())}")
+        output.out.print(f"[red]{safe(finding.rule)}[/] {safe(finding.where())}")
         if finding.statement:
-            console.out.print(f"  statement: {safe(finding.statement)}")
+            output.out.print(f"  statement: {safe(finding.statement)}")
         if finding.message:
-            console.out.print(f"  found: {safe(finding.message)}")
-        console.out.print(f"  why: {safe(finding.why)}")
-        console.out.print(f"  instead: {safe(finding.safe_alternative)}")
+            output.out.print(f"  found: {safe(finding.message)}")
+        output.out.print(f"  why: {safe(finding.why)}")
+        output.out.print(f"  instead: {safe(finding.safe_alternative)}")

@@ -4,16 +4,11 @@ from __future__ import annotations
 
 import typer
 
-from celora_cli.cli import console
+from celora_cli.cli import output
 from celora_cli.cli.app import CeloraGroup, force_option, json_option, load_settings_from
-from celora_cli.cli.console import safe
 from celora_cli.cli.lazy import PanelledGroup
-from celora_cli.errors import ExitCode
+from celora_cli.cli.output import safe
 from celora_cli.safety.interaction import is_interactive
-
-# `local status`: a state the command reports, like `db status`'s pending (exit 1), not an error.
-NOT_RUNNING = ExitCode.PENDING
-
 
 
 class _LocalCommands(PanelledGroup):
@@ -39,8 +34,8 @@ def start(ctx: typer.Context) -> None:
     """
     server = _server(ctx)
     url = server.ensure_running()
-    console.err.print(f"Local PostgreSQL running in {safe(server.data_dir)}")
-    console.out.print(safe(url))
+    output.err.print(f"Local PostgreSQL running in {safe(server.data_dir)}")
+    output.out.print(safe(url))
 
 
 @app.command("stop")
@@ -53,9 +48,9 @@ def stop(ctx: typer.Context) -> None:
     """
     server = _server(ctx)
     if server.stop():
-        console.out.print("Local PostgreSQL stopped.")
+        output.out.print("Local PostgreSQL stopped.")
     else:
-        console.out.print("Local PostgreSQL was not running.")
+        output.out.print("Local PostgreSQL was not running.")
 
 
 @app.command("url")
@@ -66,7 +61,7 @@ def url(ctx: typer.Context) -> None:
 
     Example: psql "$(celora local url)"
     """
-    console.out.print(safe(_server(ctx).ensure_running()))
+    output.out.print(safe(_server(ctx).ensure_running()))
 
 
 @app.command("status")
@@ -76,33 +71,30 @@ def status(
 ) -> None:
     """Say whether the local PostgreSQL is running.
 
-    Say whether the local PostgreSQL is initialised and running (exit 1 when it is not running).
+    Say whether the local PostgreSQL is initialised and running (exit 32 when it is not running).
 
     Example: celora local status --json
     """
-    import dataclasses
+    output.emit(_server(ctx).status(), as_json)
 
-    result = _server(ctx).status()
-    if as_json:
-        console.print_json(dataclasses.asdict(result))
-    else:
-        state = "[green]running[/]" if result.running else ("[yellow]stopped[/]" if result.initialised
-                                                             else "[dim]not initialised[/]")
-        console.out.print(f"Local PostgreSQL: {state}")
-        console.out.print(f"data: {safe(result.data_dir)}")
-        if result.url:
-            console.out.print(f"url: {safe(result.url)}")
-        if result.bin_dir:
-            console.out.print(f"binaries: PostgreSQL {safe(result.binaries_version or '?')} from "
-                              f"{safe(result.binaries_source or '?')}: {safe(result.bin_dir)}")
-        elif result.binaries_error:
-            console.out.print(f"binaries: none usable. {safe(result.binaries_error)}")
-        if result.version:
-            console.out.print(f"cluster: created by PostgreSQL {safe(result.version)}")
-        if result.run_as:
-            console.out.print(f"runs as OS user: {safe(result.run_as)}")
-    if not result.running:
-        raise typer.Exit(NOT_RUNNING)
+
+@output.renders("celora_cli.local.server.LocalServerStatus")
+def render_status(result) -> None:
+    state = "[green]running[/]" if result.running else ("[yellow]stopped[/]" if result.initialised
+                                                         else "[dim]not initialised[/]")
+    output.out.print(f"Local PostgreSQL: {state}")
+    output.out.print(f"data: {safe(result.data_dir)}")
+    if result.url:
+        output.out.print(f"url: {safe(result.url)}")
+    if result.bin_dir:
+        output.out.print(f"binaries: PostgreSQL {safe(result.binaries_version or '?')} from "
+                         f"{safe(result.binaries_source or '?')}: {safe(result.bin_dir)}")
+    elif result.binaries_error:
+        output.out.print(f"binaries: none usable. {safe(result.binaries_error)}")
+    if result.version:
+        output.out.print(f"cluster: created by PostgreSQL {safe(result.version)}")
+    if result.run_as:
+        output.out.print(f"runs as OS user: {safe(result.run_as)}")
 
 
 @app.command("destroy")
@@ -123,7 +115,7 @@ def destroy(
 
     servers = [s for s in LocalServer.all_for(load_settings_from(ctx)) if s.has_files]
     if not servers:
-        console.out.print("No local PostgreSQL to delete.")
+        output.out.print("No local PostgreSQL to delete.")
         return
     places = ", ".join(str(s.base_dir) for s in servers)
     if not yes:
@@ -138,9 +130,9 @@ def destroy(
 
     for server in servers:
         if LocalPgBouncer(server).destroy():  # `celora local pgbouncer`'s, in front of this server
-            console.out.print(f"Stopped and deleted the local PgBouncer in {safe(server.base_dir / 'pgbouncer')}.")
+            output.out.print(f"Stopped and deleted the local PgBouncer in {safe(server.base_dir / 'pgbouncer')}.")
         if server.destroy():
-            console.out.print(f"Deleted the local PostgreSQL in {safe(server.base_dir)}.")
+            output.out.print(f"Deleted the local PostgreSQL in {safe(server.base_dir)}.")
 
 
 def _register_pgbouncer() -> None:

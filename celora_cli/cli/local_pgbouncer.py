@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import typer
 
-from celora_cli.cli import console
+from celora_cli.cli import output
 from celora_cli.cli.app import json_option, load_settings_from
-from celora_cli.cli.console import safe
 from celora_cli.cli.lazy import PanelledGroup
-from celora_cli.errors import ExitCode
+from celora_cli.cli.output import safe
 
 app = typer.Typer(cls=PanelledGroup, help="PgBouncer in front of the local PostgreSQL.\n\nThe shipped pgbouncer.ini "
                   "(SCRAM auth; its files in a private folder beside the cluster).", no_args_is_help=True)
@@ -20,16 +19,17 @@ def _bouncer(ctx: typer.Context, port: int | None = None):
     return LocalPgBouncer.from_settings(load_settings_from(ctx), port=port)
 
 
-def _render(status) -> None:
+@output.renders("celora_cli.local.pgbouncer.PgBouncerStatus")
+def render_status(status) -> None:
     state = "[green]running[/]" if status.running else "[yellow]not running[/]"
-    console.out.print(f"PgBouncer: {state}" + (f" on 127.0.0.1:{status.port} (pid {status.pid})" if status.running
+    output.out.print(f"PgBouncer: {state}" + (f" on 127.0.0.1:{status.port} (pid {status.pid})" if status.running
                                                 else ""))
     if status.running:
-        console.out.print(f"DATABASE_URL={safe(status.database_url)}")
-        console.out.print(f"DIRECT_DATABASE_URL={safe(status.direct_url)}")
-        console.out.print(f"Use them: celora --env-file {safe(status.env_file)} db health   (the password is only "
-                          "in that file, mode 0600)")
-    console.out.print(f"[dim]config {safe(status.config_file)}; log {safe(status.log_file)}[/]")
+        output.out.print(f"DATABASE_URL={safe(status.database_url)}")
+        output.out.print(f"DIRECT_DATABASE_URL={safe(status.direct_url)}")
+        output.out.print(f"Use them: celora --env-file {safe(status.env_file)} db health   (the password is only "
+                         "in that file, mode 0600)")
+    output.out.print(f"[dim]config {safe(status.config_file)}; log {safe(status.log_file)}[/]")
 
 
 @app.command("start")
@@ -46,11 +46,7 @@ def start(
 
     Example: celora local pgbouncer start
     """
-    status = _bouncer(ctx, port).start()
-    if as_json:
-        console.print_json(status.as_dict())
-    else:
-        _render(status)
+    output.emit(_bouncer(ctx, port).start(), as_json)
 
 
 @app.command("stop")
@@ -62,21 +58,15 @@ def stop(ctx: typer.Context) -> None:
     Example: celora local pgbouncer stop
     """
     stopped = _bouncer(ctx).stop()
-    console.out.print("PgBouncer stopped." if stopped else "PgBouncer was not running.")
+    output.out.print("PgBouncer stopped." if stopped else "PgBouncer was not running.")
 
 
 @app.command("status")
 def status(ctx: typer.Context, as_json: bool = json_option()) -> None:
     """Say whether the local PgBouncer is running.
 
-    Say whether the local PgBouncer runs, and its URLs (exit 1 when it does not run).
+    Say whether the local PgBouncer runs, and its URLs (exit 32 when it does not run).
 
     Example: celora local pgbouncer status --json
     """
-    result = _bouncer(ctx).status()
-    if as_json:
-        console.print_json(result.as_dict())
-    else:
-        _render(result)
-    if not result.running:
-        raise typer.Exit(ExitCode.PENDING)
+    output.emit(_bouncer(ctx).status(), as_json)

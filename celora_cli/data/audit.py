@@ -50,7 +50,7 @@ class AuditEntry:
         columns = list(new) + [c for c in old if c not in new]
         return [(c, old.get(c), new.get(c)) for c in columns]
 
-    def as_dict(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, Any]:
         return {"id": self.id, "changed_at": self.changed_at.isoformat(), "table": self.table,
                 "operation": self.operation, "key": self.key, "old": self.old, "new": self.new,
                 "actor": self.actor, "db_role": self.db_role, "application_name": self.application_name,
@@ -68,10 +68,10 @@ class AuditResult:
     def truncated(self) -> bool:
         return len(self.entries) >= self.limit
 
-    def as_dict(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, Any]:
         return {"database": self.database, "filters": self.filters, "limit": self.limit,
                 "count": len(self.entries), "truncated": self.truncated,
-                "entries": [e.as_dict() for e in self.entries]}
+                "entries": [e.to_json() for e in self.entries]}
 
 
 @dataclass(frozen=True)
@@ -94,7 +94,7 @@ class PruneResult:
     deleted: int = 0
     batches: int = 0
 
-    def as_dict(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, Any]:
         return {"database": self.database, "cutoff": self.cutoff.isoformat(), "older_than_days": self.older_than_days,
                 "deleted": self.deleted, "batches": self.batches}
 

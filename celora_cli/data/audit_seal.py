@@ -51,7 +51,7 @@ class SealResult:
     hash: str  # hex; record it outside the database
     waited_s: float = 0.0
 
-    def as_dict(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, Any]:
         return {"database": self.database, "seal_id": self.seal_id, "after_id": self.after_id,
                 "last_id": self.last_id, "entries": self.entries, "hash": self.hash,
                 "waited_s": round(self.waited_s, 3)}
@@ -73,7 +73,7 @@ class Problem:
                 "inserted": f"entry {self.entry_id} was inserted into the range of seal #{self.seal_id} after it was "
                             "sealed"}[self.problem]
 
-    def as_dict(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, Any]:
         return {"seal_id": self.seal_id, "entry_id": self.entry_id, "problem": self.problem,
                 "description": self.describe()}
 
@@ -87,9 +87,9 @@ class VerifyResult:
     last_hash: str | None = None
     problems: list[Problem] = field(default_factory=list)
 
-    def as_dict(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, Any]:
         return {"database": self.database, "seals": self.seals, "entries": self.entries, "unsealed": self.unsealed,
-                "last_hash": self.last_hash, "problems": [p.as_dict() for p in self.problems]}
+                "last_hash": self.last_hash, "problems": [p.to_json() for p in self.problems]}
 
 
 def _link_hash(previous: bytes | None, kind: str, after_id: int, last_id: int, entries: int,

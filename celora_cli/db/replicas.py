@@ -71,7 +71,7 @@ class ReplicaState:
     check_ms: float  # how long the check took
     checked_at: float  # time.time() of the check
 
-    def as_dict(self) -> dict:
+    def to_json(self) -> dict:
         return {"name": self.name, "url": self.url, "fit": self.fit, "problem": self.problem, "reason": self.reason,
                 "lag_s": None if self.lag_s is None else round(self.lag_s, 3), "in_recovery": self.in_recovery,
                 "replay_paused": self.replay_paused, "check_ms": round(self.check_ms, 2),

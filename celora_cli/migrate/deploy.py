@@ -8,7 +8,6 @@ on the direct URL, and a transaction-level advisory lock re-taken by every trans
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import os
 import re
 import socket
@@ -18,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from celora_cli.config.settings import Settings
-from celora_cli.errors import CeloraError, ConfigError, MigrationFailed
+from celora_cli.errors import CeloraError, ConfigError, ExitCode, MigrationFailed
 from celora_cli.migrate.runtime import (  # noqa: F401 - LockHolder and the key are part of this module's API
     FILE_TEMPLATE,
     MIGRATION_LOCK_KEY,
@@ -33,6 +32,7 @@ from celora_cli.migrate.runtime import (  # noqa: F401 - LockHolder and the key 
     read_current,
     setting_name,
 )
+from celora_cli.results import fields_json
 
 _PACKAGED = Path(__file__).parent.parent / "_migrations"
 # Each re-plan means another runner applied at least one migration meanwhile, so this is never reached in
@@ -91,6 +91,13 @@ class MigrationStatus:
         """migrate-deploy would refuse (exit 14)."""
         return bool(self.modified or self.missing)
 
+    @property
+    def exit_code(self) -> int:
+        return ExitCode.MIGRATION_HISTORY if self.files_changed else ExitCode.PENDING if self.pending else ExitCode.OK
+
+    def to_json(self) -> dict:
+        return {**fields_json(self), "up_to_date": self.up_to_date, "files_changed": self.files_changed}
+
 
 @dataclass(frozen=True)
 class AppliedMigration:
@@ -109,9 +116,6 @@ class DeployResult:
     lock_holder: LockHolder | None = None
     # migrations found applied with no journal row (applied before the journal existed): recorded as a baseline
     baseline: list[str] = field(default_factory=list)
-
-    def as_dict(self) -> dict:
-        return dataclasses.asdict(self)
 
 
 # Progress events for a live view: ("lock_wait", LockHolder), ("lock_acquired", seconds waited),

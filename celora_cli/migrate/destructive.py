@@ -15,7 +15,6 @@ creates one runs again cleanly. Everything is dropped in one transaction: a fail
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import os
 import socket
 import time
@@ -26,6 +25,7 @@ from pathlib import Path
 from celora_cli.config.settings import Settings
 from celora_cli.errors import CeloraError, ConfigError, DatabaseError, MigrationFailed, Refused
 from celora_cli.migrate.runtime import ProgressCallback, RevisionMoved
+from celora_cli.results import to_json
 
 # Counting stops here: a confirmation needs "a lot", not the exact size of a large table.
 _COUNT_CAP = 1_000_000
@@ -64,9 +64,6 @@ class ResetResult:
     seed: str = "skipped"  # "skipped", "done", "no fixtures folder (<path>)" or "not available yet"
     seed_result: dict | None = None
 
-    def as_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
 
 @dataclass(frozen=True)
 class MigrationRef:
@@ -100,9 +97,6 @@ class RollbackResult:
     undone: list[UndoneMigration] = field(default_factory=list)
     current: tuple[str, ...] = ()
     waited_for_lock_s: float = 0.0
-
-    def as_dict(self) -> dict:
-        return dataclasses.asdict(self)
 
 
 Confirm = Callable[[object], None]  # receives the ResetPlan / RollbackPlan; raises Refused to stop
@@ -307,7 +301,7 @@ def _seed(settings: Settings, *, allow_production: bool) -> tuple[str, dict | No
         return f"no fixtures folder ({fixtures})", None
     logging.getLogger("celora.notice").info(f"Reset done; seeding the fixtures from {fixtures}.")
     # The reset has passed the guard already (production included): the seed must not ask again.
-    return "done", seed(settings, fixtures, allow_production=allow_production).as_dict()
+    return "done", to_json(seed(settings, fixtures, allow_production=allow_production))
 
 
 # -- rollback --------------------------------------------------------------------------------------------

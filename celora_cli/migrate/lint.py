@@ -223,7 +223,7 @@ class LintResult:
     def clean(self) -> bool:
         return not self.findings
 
-    def as_dict(self) -> dict:
+    def to_json(self) -> dict:
         data = dataclasses.asdict(self)
         data["clean"] = self.clean
         return data

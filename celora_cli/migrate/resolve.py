@@ -43,7 +43,7 @@ class ResolveResult:
     def stamped(self) -> bool:
         return self.version_from != self.version_to
 
-    def as_dict(self) -> dict:
+    def to_json(self) -> dict:
         data = dataclasses.asdict(self)
         data["stamped"] = self.stamped
         return data

@@ -925,7 +925,7 @@ def _run_by_hand(context, opts: dict, config) -> None:
 
     from alembic.util import CommandError
 
-    from celora_cli.cli.console import show_notices
+    from celora_cli.cli.output import show_notices
     from celora_cli.db.errors import translating
     from celora_cli.errors import CeloraError
 

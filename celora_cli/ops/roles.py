@@ -29,7 +29,7 @@ from typing import Any
 from celora_cli.config.settings import Settings
 from celora_cli.db.connect import connect, direct_url
 from celora_cli.db.errors import postgres_message, translating
-from celora_cli.errors import ConfigError, DatabaseError
+from celora_cli.errors import ConfigError, DatabaseError, ExitCode
 from celora_cli.migrate.runtime import setting_name
 from celora_cli.ops.roles_catalog import (
     DEFAULT_ACL,
@@ -77,7 +77,7 @@ class Statement:
     sql: str
     needs: str  # a key of NEEDS
 
-    def as_dict(self) -> dict[str, str]:
+    def to_json(self) -> dict[str, str]:
         return {"sql": self.sql, "needs": NEEDS[self.needs]}
 
 
@@ -92,7 +92,7 @@ class Difference:
     def describe(self) -> str:
         return f"{self.change} {self.kind}: {self.subject}: {self.detail}"
 
-    def as_dict(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, Any]:
         return {"kind": self.kind, "subject": self.subject, "change": self.change, "detail": self.detail,
                 "sql": [s.sql for s in self.statements]}
 
@@ -127,6 +127,10 @@ class RolesPlan:
         return not self.differences
 
     @property
+    def exit_code(self) -> int:
+        return ExitCode.OK if self.matches else ExitCode.ROLES_DIFFER
+
+    @property
     def statements(self) -> list[Statement]:
         ordered = sorted((s for d in self.differences for s in d.statements), key=lambda s: _STEP_ORDER[s.needs])
         seen: set[str] = set()
@@ -137,9 +141,9 @@ class RolesPlan:
                 unique.append(statement)
         return unique
 
-    def as_dict(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, Any]:
         return {"database": self.database, "schema": self.schema, "roles": self.roles, "matches": self.matches,
-                "differences": [d.as_dict() for d in self.differences], "warnings": self.warnings,
+                "differences": [d.to_json() for d in self.differences], "warnings": self.warnings,
                 "sql": [s.sql for s in self.statements]}
 
 
@@ -148,8 +152,12 @@ class RolesResult:
     plan: RolesPlan  # what was applied
     after: RolesPlan  # compared again afterwards
 
-    def as_dict(self) -> dict[str, Any]:
-        return {**self.after.as_dict(), "applied": [s.sql for s in self.plan.statements]}
+    def to_json(self) -> dict[str, Any]:
+        return {**self.after.to_json(), "applied": [s.sql for s in self.plan.statements]}
+
+    @property
+    def exit_code(self) -> int:
+        return self.after.exit_code  # differences that remain after applying
 
 
 # Roles first, then what may need them: memberships that let the running role act as the migrator, ownership,

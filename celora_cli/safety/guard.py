@@ -77,7 +77,7 @@ def confirm_destructive(
         )
     if forced:
         return
-    # The core never prompts: only a caller that can ask (the CLI passes console.confirm) gets a question.
+    # The core never prompts: only a caller that can ask (the CLI passes output.confirm) gets a question.
     if ask is None or not (interactive or is_interactive)():
         raise Refused(
             f"Refused to {action} on {target} without confirmation: celora cannot ask here (stdin is not a "

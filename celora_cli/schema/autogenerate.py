@@ -28,6 +28,7 @@ from pathlib import Path
 
 from celora_cli.config.settings import DatabaseURL, Settings
 from celora_cli.errors import ConfigError
+from celora_cli.results import to_json
 from celora_cli.schema.drift import IGNORED_TABLES, Difference, compare, drift_error, snapshot
 
 SHADOW_VARIABLE = "SHADOW_DATABASE_URL"  # Settings.shadow_database_url
@@ -46,9 +47,6 @@ class MigrateResult:
     warnings: list[str] = field(default_factory=list)  # suspected renames, removed enum labels
     artifacts_written: list[str] = field(default_factory=list)
     shadow: str = ""  # masked URL of the shadow database used
-
-    def as_dict(self) -> dict:
-        return dataclasses.asdict(self)
 
 
 @dataclass
@@ -285,9 +283,9 @@ class DriftReport:
     def drifted(self) -> bool:
         return bool(self.differences)
 
-    def as_dict(self) -> dict:
+    def to_json(self) -> dict:
         return {"database": self.database, "current": list(self.current), "drifted": self.drifted,
-                "differences": [d.as_dict() for d in self.differences]}
+                "differences": to_json(self.differences)}
 
 
 def database_drift(settings: Settings, *, shadow_url: DatabaseURL | None = None) -> DriftReport:

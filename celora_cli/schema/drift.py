@@ -30,10 +30,6 @@ class Difference:
             return f"{self.kind} {self.name} is in {expected} but missing from {database} ({self.expected})"
         return f"{self.kind} {self.name} differs: {database} has {self.database}; {expected} has {self.expected}"
 
-    def as_dict(self) -> dict:
-        return {"kind": self.kind, "name": self.name, "change": self.change, "database": self.database,
-                "expected": self.expected}
-
 
 @dataclass
 class Snapshot:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from celora_cli.config.settings import Settings
-from celora_cli.errors import ConfigError, OutputError
+from celora_cli.errors import ConfigError, ExitCode, OutputError
 
 # Where the models live: "module:attribute.path" naming a SQLAlchemy MetaData (Settings.models).
 MODELS_VARIABLE = "CELORA_MODELS"
@@ -43,7 +43,11 @@ class GenerateResult:
     def up_to_date(self) -> bool:
         return not self.stale
 
-    def as_dict(self) -> dict:
+    @property
+    def exit_code(self) -> int:
+        return ExitCode.OK if self.up_to_date else ExitCode.STALE
+
+    def to_json(self) -> dict:
         return {"written": self.written, "unchanged": self.unchanged, "stale": self.stale, "diffs": self.diffs,
                 "up_to_date": self.up_to_date}
 

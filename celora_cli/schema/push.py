@@ -22,7 +22,6 @@ re-applying the migrations, alembic_version included), in the same transaction a
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -62,9 +61,6 @@ class PushResult:
     enum_labels_committed_first: list[str] = field(default_factory=list)
     data_loss: list[str] = field(default_factory=list)  # what was accepted and lost
     warnings: list[str] = field(default_factory=list)
-
-    def as_dict(self) -> dict:
-        return dataclasses.asdict(self)
 
 
 Confirm = Callable[[PushPlan], None]  # raises Refused to stop

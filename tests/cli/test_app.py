@@ -374,7 +374,7 @@ def test_database_error_escaping_the_core_is_translated(run, broken_status):
 
 
 def test_json_numbers_are_rounded():
-    from celora_cli.cli.console import rounded
+    from celora_cli.cli.output import rounded
 
     data = {"duration_ms": 12.3456, "waited_for_lock_s": 1.234567, "ratio": 0.123456, "count": 3,
             "checks": {"pooled": {"latency_ms": 0.04567}}, "applied": [{"duration_ms": 9.99}]}

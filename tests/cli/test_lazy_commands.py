@@ -1,4 +1,4 @@
-"""The `celora db` command table (celora_cli/cli/db.py) against what the command modules really register,
+"""The `celora db` command table (celora_cli/cli/db_group.py) against what the command modules really register,
 and the laziness it buys: a command imports its own module only."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ REGISTERED_BY_MODULE = """
 import importlib, json
 from typer.main import get_command_name
 import celora_cli.cli.app  # the root first: it imports the groups
-from celora_cli.cli import db
+from celora_cli.cli import db_group as db
 
 def names():
     found = [i.name or get_command_name(i.callback.__name__) for i in db.app.registered_commands]
@@ -46,7 +46,7 @@ def _run(code: str, *args: str) -> str:
 def test_the_command_table_names_every_command_and_its_real_module():
     result = json.loads(_run(REGISTERED_BY_MODULE))
     assert result["table"] == result["real"], (
-        "celora_cli/cli/db.py _DbCommands.command_modules is out of date: "
+        "celora_cli/cli/db_group.py _DbCommands.command_modules is out of date: "
         f"table {result['table']} but the modules register {result['real']}")
 
 
@@ -56,10 +56,11 @@ def _loaded(*args: str) -> set[str]:
 
 
 def test_running_one_command_imports_its_module_only():
-    assert _loaded("db", "health", "--help") == {"celora_cli.cli.db", "celora_cli.cli.db_health"}
+    assert _loaded("db", "health", "--help") == {"celora_cli.cli.db_group", "celora_cli.cli.db_health"}
     assert _loaded("--help") == set()  # the root lists its groups from CeloraGroup.summaries
     assert _loaded() == set()  # `celora` alone prints the same help
-    assert _loaded("db", "migrate-deploy", "--help") == {"celora_cli.cli.db"}
+    assert _loaded("db", "migrate-deploy", "--help") == {"celora_cli.cli.db_group",
+                                                          "celora_cli.cli.db_migrate_deploy"}
     assert _loaded("local", "status", "--help") == {"celora_cli.cli.local", "celora_cli.cli.local_pgbouncer"}
 
 

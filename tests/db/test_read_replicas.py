@@ -88,7 +88,7 @@ def test_a_read_only_scope_reads_from_the_standby_and_its_lag_is_reported(cluste
     assert state.fit and state.in_recovery and state.replay_paused is False and state.reason is None
     assert state.lag_s is not None and 0 <= state.lag_s <= config.replica_max_lag
     assert state.name == "replica 1" and state.url == standby.url("app") and state.check_ms > 0
-    assert state.as_dict()["fit"] is True
+    assert state.to_json()["fit"] is True
     # The plain scope is untouched: the primary, writable.
     with session_scope(config) as session:
         assert where(session) == (False, primary.port)

@@ -74,7 +74,7 @@ def test_start_status_stop_with_scram_and_no_plaintext_password(pgbouncer_binary
         stopped = run_celora("local", "pgbouncer", "stop", env=local_env)
     assert stopped.returncode == 0 and "stopped" in stopped.stdout, stopped.stdout + stopped.stderr
     after = run_celora("local", "pgbouncer", "status", env=local_env)
-    assert after.returncode == 1 and "not running" in after.stdout
+    assert after.returncode == 32 and "not running" in after.stdout
     # `celora local destroy` removes it with the cluster: its folder (and the secrets in it) go.
     assert LocalPgBouncer(pg_server).destroy() and not (pg_server.base_dir / "pgbouncer").exists()
 

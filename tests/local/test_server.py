@@ -28,7 +28,7 @@ def local_dir():
 def test_main_job_on_the_local_server(local_dir, tmp_path):
     env = {"CELORA_LOCAL_DIR": str(local_dir)}
     status = run_celora("local", "status", env=env)
-    assert status.returncode == 1 and "not initialised" in status.stdout
+    assert status.returncode == 32 and "not initialised" in status.stdout
 
     deploy = run_celora("db", "migrate-deploy", env=env)  # initialises and starts the server on demand
     assert deploy.returncode == 0, deploy.stderr

@@ -17,6 +17,7 @@ from sqlalchemy import create_engine, inspect
 
 from celora_cli.errors import ConfigError, LockTimeout, MigrationFailed
 from celora_cli.migrate.deploy import MIGRATION_LOCK_KEY, deploy, migration_status
+from celora_cli.results import to_json
 from tests.support import REPO, run_celora, settings_for
 
 TABLES = {"users", "sessions", "wallets", "transactions", "notifications", "idempotency_keys", "rate_limits",
@@ -224,7 +225,7 @@ def test_waiting_runner_reports_the_holder_connection_age(migrated_db):
         result = deploy(settings_for(migrated_db), lock_timeout=30)
     finally:
         release.join()
-    data = result.as_dict()
+    data = to_json(result)
     assert set(data["lock_holder"]) == {"pid", "application_name", "client", "connection_age_s"}
     age = data["lock_holder"]["connection_age_s"]
     assert isinstance(age, float) and age == round(age, 3) and age >= 0

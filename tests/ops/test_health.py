@@ -40,7 +40,7 @@ def test_healthy_with_only_a_direct_url(migrated_db):
     report = check_database_health(settings_for(migrated_db))
     assert report.status == "healthy" and report.exit_code == 0
     assert report.checks["pooled"].ok and report.checks["direct"].ok
-    assert report.as_dict()["latency"] is not None
+    assert report.to_json()["latency"] is not None
 
 
 def test_pending_migrations_are_degraded(empty_db):
@@ -133,7 +133,7 @@ def test_refused_port_library_call(pg_server):
     report = check_database_health(settings_for(f"postgresql://celora:hunter2x@127.0.0.1:{free_port()}/x"),
                                    timeout=3)
     assert report.status == "unhealthy" and report.exit_code == 2
-    assert "hunter2x" not in json.dumps(report.as_dict())
+    assert "hunter2x" not in json.dumps(report.to_json())
     assert report.checks["pooled"].hint and "pg_isready" in report.checks["pooled"].hint
 
 
@@ -153,7 +153,7 @@ def test_direct_path_down_is_degraded(pgbouncer, migrated_db):
     assert report.status == "degraded" and report.exit_code == 1
     assert report.checks["pooled"].ok and not report.checks["direct"].ok
     assert any("direct path (DIRECT_DATABASE_URL) is down" in p for p in report.problems)
-    assert "dpw-123x" not in json.dumps(report.as_dict())
+    assert "dpw-123x" not in json.dumps(report.to_json())
 
 
 def test_cli_runner_in_process(migrated_db, monkeypatch):

@@ -98,7 +98,7 @@ def test_an_unreachable_console_is_a_warning_with_a_hint(migrated_db):
     assert report.status == "healthy"  # the app path works: the console is how we look, not what we serve
     assert report.pgbouncer is not None and not report.pgbouncer.ok and report.pgbouncer.hint
     assert any("PgBouncer's pools are unknown" in w for w in report.warnings)
-    assert "s3cret" not in json.dumps(report.as_dict(), default=str)
+    assert "s3cret" not in json.dumps(report.to_json(), default=str)
 
 
 # --------------------------------------------------------------------------- locks
@@ -207,7 +207,7 @@ def test_an_unreachable_replica_is_degraded_and_named(primary_and_standby):
     report = check_database_health(settings_for(primary.url("app"), CELORA_REPLICA_URLS=gone))
     assert report.status == "degraded"
     assert any("replica 1" in p and "unreachable" in p for p in report.problems), report.problems
-    assert "hunter22" not in json.dumps(report.as_dict(), default=str)
+    assert "hunter22" not in json.dumps(report.to_json(), default=str)
 
 
 def test_an_inactive_slot_keeping_wal_is_degraded_and_named(primary_and_standby):

@@ -48,7 +48,7 @@ def _default_sigint() -> None:
 
 def test_json_and_prometheus_carry_the_same_facts_from_one_report(migrated_db):
     report = check_database_health(settings_for(migrated_db))
-    data = json.loads(json.dumps(report.as_dict(), default=str))
+    data = json.loads(json.dumps(report.to_json(), default=str))
     samples = _samples(exposition(report))
     assert samples[("celora_health_status", ())] == 0 and data["status"] == "healthy"
     assert samples[("celora_health_problems", ())] == len(data["problems"])
@@ -74,7 +74,9 @@ def test_format_prometheus_prints_the_exposition(migrated_db):
 
 
 def test_watch_json_prints_one_object_per_line_until_ctrl_c(migrated_db):
-    process = _popen_celora("db", "health", "--watch", "0.5", "--json", env={"DATABASE_URL": migrated_db})
+    password = "w4tchSecret"  # the test server trusts local connections: any password gets in, and none is shown
+    url = migrated_db.replace("postgresql://celora@", f"postgresql://celora:{password}@", 1)
+    process = _popen_celora("db", "health", "--watch", "0.5", "--json", env={"DATABASE_URL": url})
     try:
         assert process.stdout is not None
         lines = [process.stdout.readline() for _ in range(2)]
@@ -88,6 +90,7 @@ def test_watch_json_prints_one_object_per_line_until_ctrl_c(migrated_db):
         assert report["format_version"] == 1 and report["ok"] and report["status"] == "healthy"
     assert "Traceback" not in errors
     assert all(not line.strip() or json.loads(line)["ok"] for line in rest.splitlines())
+    assert password not in "".join(lines) + rest + errors and "****" in lines[0]  # masked like all --json output
 
 
 def test_watch_at_a_terminal_redraws_in_place_until_ctrl_c(migrated_db):

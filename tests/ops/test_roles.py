@@ -23,13 +23,13 @@ def test_apply_then_check_matches_and_a_grant_added_by_hand_is_named(pg_server, 
 
     admin_execute(pg_server, f"GRANT INSERT ON audit_log TO {roles.group('app')}", db_name(roles.database_url))
     differs = run_celora("db", "roles", "--check", "--json", *roles.grant_flags(), env=roles.env)
-    assert differs.returncode == 1, differs.stderr
+    assert differs.returncode == 31, differs.stderr
     report = json.loads(differs.stdout)
     assert report["ok"] is True and report["matches"] is False
     assert [(d["change"], d["subject"], d["detail"]) for d in report["differences"]] == [
         ("extra", "table audit_log", f"{roles.group('app')} holds INSERT")]
     human = run_celora("db", "roles", *roles.grant_flags(), env=roles.env)
-    assert human.returncode == 1 and f"Extra privilege: table audit_log: {roles.group('app')} holds INSERT" \
+    assert human.returncode == 31 and f"Extra privilege: table audit_log: {roles.group('app')} holds INSERT" \
         in human.stdout
 
     dry = run_celora("db", "roles", "--dry-run", *roles.grant_flags(), env=roles.env)

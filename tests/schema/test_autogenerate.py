@@ -7,6 +7,7 @@ import pytest
 from alembic.operations import ops
 from sqlalchemy import Column, Enum, Integer, Text
 
+from celora_cli.results import to_json
 from celora_cli.schema import autogenerate as autogen
 from celora_cli.schema.drift import Difference, _changed
 
@@ -61,7 +62,7 @@ def test_differences_say_where_each_object_is():
     changed = Difference("column", "wallets.label", "changed", database="text", expected="text NOT NULL")
     assert changed.describe() == ("column wallets.label differs: the database has text; the migration history "
                                   "has text NOT NULL")
-    assert changed.as_dict()["expected"] == "text NOT NULL"
+    assert to_json(changed)["expected"] == "text NOT NULL"
 
 
 def test_shadow_url_setting_is_read_and_validated(tmp_path):

@@ -158,7 +158,7 @@ def test_database_drift_is_read_only_and_names_the_difference(pg_server, migrate
 
     settings = settings_for(migrated_db)
     clean = database_drift(settings)
-    assert not clean.drifted and clean.current and clean.as_dict()["differences"] == []
+    assert not clean.drifted and clean.current and clean.to_json()["differences"] == []
 
     admin_execute(pg_server, "ALTER TABLE users ADD COLUMN nickname text", db_name(migrated_db))
     report = database_drift(settings)

@@ -62,14 +62,14 @@ def test_check_fails_on_a_stale_file_naming_it_with_a_diff(project):
     schema.write_text(schema.read_text().replace("\tdisplay_name TEXT,\n", ""))
 
     check = run_celora("db", "generate", "--check", env=env_for(project))
-    assert check.returncode == 1, check.stdout + check.stderr
+    assert check.returncode == 30, check.stdout + check.stderr
     assert "Stale migrations/schema.sql" in check.stdout
     assert any(line.startswith("+") and "display_name TEXT," in line for line in check.stdout.splitlines())
     assert "docs/schema.md" not in check.stdout
     assert schema.read_text().count("display_name TEXT") == 0  # --check writes nothing
 
     as_json = run_celora("db", "generate", "--check", "--json", env=env_for(project))
-    assert as_json.returncode == 1
+    assert as_json.returncode == 30
     assert '"stale": [' in as_json.stdout and '"up_to_date": false' in as_json.stdout
 
     assert run_celora("db", "generate", env=env_for(project)).returncode == 0

@@ -4,7 +4,6 @@ connector, the role a consumer needs and the connector's settings."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 from celora_cli.config.settings import Settings
 from celora_cli.data.changes.connection import (
@@ -36,9 +35,6 @@ class SetupResult:
     # secret columns the publication sends anyway (accepted with --allow-secret-columns): {table: [column]}
     secret_columns_published: dict[str, list[str]] = field(default_factory=dict)
     limits: str = COLUMN_LISTS_LIMITS
-
-    def as_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
 
 
 

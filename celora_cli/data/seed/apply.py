@@ -51,7 +51,7 @@ class SeedResult:
     def changed(self) -> bool:
         return any(c.created or c.updated for c in self.tables.values())
 
-    def as_dict(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["changed"] = self.changed
         return data

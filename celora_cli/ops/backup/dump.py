@@ -15,7 +15,7 @@ import logging
 import os
 import signal
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 from celora_cli import __version__
@@ -36,6 +36,7 @@ from celora_cli.ops.backup.tools import (
     tool_environment,
     version_major,
 )
+from celora_cli.results import to_json
 
 notice = logging.getLogger("celora.notice")
 DEFAULT_FOLDER = "backups"
@@ -55,10 +56,7 @@ class BackupResult:
     pg_dump: str  # version and where it came from
     tables: dict[str, int]
     duration_ms: float
-    verified: dict | None = None  # VerifyResult.as_dict() with --verify
-
-    def as_dict(self) -> dict:
-        return asdict(self)
+    verified: dict | None = None  # VerifyResult's JSON form with --verify
 
 
 def default_output(settings: Settings, database: str, now: dt.datetime) -> Path:
@@ -110,7 +108,7 @@ def backup(settings: Settings, output: Path | None = None, *, verify: bool = Fal
                           sha256=sha256, schema_revision=revision, server_version=version, pg_dump=tools.describe(),
                           tables=tables, duration_ms=0.0)
     if verify:
-        result.verified = verify_backup(settings, target).as_dict()
+        result.verified = to_json(verify_backup(settings, target))
     result.duration_ms = (time.perf_counter() - started) * 1000
     return result
 

@@ -10,10 +10,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from celora_cli.errors import ConfigError
+from celora_cli.results import to_json
 
 MANIFEST_SUFFIX = ".manifest.json"
 MANIFEST_FORMAT = 1
@@ -59,9 +60,6 @@ class Manifest:
     manifest_format: int = MANIFEST_FORMAT
     celora_version: str = ""
 
-    def as_dict(self) -> dict:
-        return asdict(self)
-
 
 def manifest_path(backup: Path) -> Path:
     return backup.with_name(backup.name + MANIFEST_SUFFIX)
@@ -96,7 +94,7 @@ def write_atomically(path: Path, text: str) -> None:
 
 def write_manifest(backup: Path, manifest: Manifest) -> Path:
     path = manifest_path(backup)
-    write_atomically(path, json.dumps(manifest.as_dict(), indent=2) + "\n")
+    write_atomically(path, json.dumps(to_json(manifest), indent=2) + "\n")
     return path
 
 

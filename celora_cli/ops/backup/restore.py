@@ -24,7 +24,7 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import celora_cli.ops.backup.replay as replay
@@ -61,9 +61,6 @@ class VerifyResult:
     backup_created_at: str
     duration_ms: float
 
-    def as_dict(self) -> dict:
-        return asdict(self)
-
 
 @dataclass(frozen=True)
 class RestorePlan:
@@ -95,9 +92,6 @@ class RestoreResult:
     replaced_tables: dict[str, int] = field(default_factory=dict)  # what the target held before
     duration_ms: float = 0.0
     environment: str | None = None  # the database's environment stamp afterwards (the target's, kept)
-
-    def as_dict(self) -> dict:
-        return asdict(self)
 
 
 Confirm = Callable[[RestorePlan], None]  # raises Refused to stop

@@ -78,7 +78,7 @@ class HealthReport:
     def exit_code(self) -> int:
         return {HEALTHY: ExitCode.OK, DEGRADED: ExitCode.DEGRADED, UNHEALTHY: ExitCode.UNHEALTHY}[self.status]
 
-    def as_dict(self) -> dict:
+    def to_json(self) -> dict:
         data = dataclasses.asdict(self)
         if self.connections is not None:
             data["connections"]["ratio"] = round(self.connections.ratio, 3)

@@ -5,6 +5,11 @@ hold a database value or an error goes through `safe()` (Rich markup escaped, pa
 
 `--json` output (README "JSON output"): stdout holds exactly one object,
 `{"format_version": 1, "ok": true, ...result}` or `{"format_version": 1, "ok": false, "error": {...}}`.
+
+A command shows its result with `emit(result, as_json)`: the JSON form (celora_cli.results.to_json) in the
+envelope, or the human renderer registered for the result's type (`@renders(...)`), then the result's own
+exit code when it is a non-success state. A stream (`db changes`, `db health --watch --json`) writes
+`json_line()`s instead: one compact object per line, masked the same way.
 """
 
 from __future__ import annotations
@@ -13,12 +18,13 @@ import errno
 import json
 import logging
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
 
-from celora_cli.errors import CeloraError, OutputError
+from celora_cli.errors import CeloraError, ExitCode, OutputError
 
 JSON_FORMAT_VERSION = 1
 
@@ -83,9 +89,82 @@ def output_error(exc: OSError) -> OutputError:
                        stdout_gone=True)
 
 
-def print_json(data: dict) -> None:
-    """A command's result as the one JSON object on stdout (success)."""
-    _write_json({"format_version": JSON_FORMAT_VERSION, "ok": True, **data})
+def print_json(result: Any) -> None:
+    """A command's result (a result object or a dict) as the one JSON object on stdout (success)."""
+    _write_json(_envelope(result))
+
+
+def _envelope(result: Any) -> dict:
+    from celora_cli.results import to_json  # on first use: `celora --help` emits nothing
+
+    return {"format_version": JSON_FORMAT_VERSION, "ok": True, **to_json(result)}
+
+
+# Human renderers, by the result class's dotted path ("celora_cli.migrate.deploy.DeployResult"): a command module
+# registers the renderer of its results when it is imported, without importing the core module that defines
+# the class (command modules import the core inside their functions, so `celora --help` stays light).
+_renderers: dict[str, Callable[[Any], None]] = {}
+
+
+def renders(result_class: str) -> Callable[[Callable[[Any], None]], Callable[[Any], None]]:
+    """Register the one human renderer of the results of `result_class` (its dotted path)."""
+
+    def register(renderer: Callable[[Any], None]) -> Callable[[Any], None]:
+        if _renderers.get(result_class, renderer) is not renderer:
+            raise RuntimeError(f"{result_class} already has a renderer")  # one renderer per result type
+        _renderers[result_class] = renderer
+        return renderer
+
+    return register
+
+
+def renderer_for(result: Any) -> Callable[[Any], None]:
+    for cls in type(result).__mro__:
+        renderer = _renderers.get(f"{cls.__module__}.{cls.__qualname__}")
+        if renderer is not None:
+            return renderer
+    raise LookupError(f"no renderer registered for {type(result).__module__}.{type(result).__qualname__}")
+
+
+def registered_renderers() -> dict[str, Callable[[Any], None]]:
+    return dict(_renderers)
+
+
+def emit(result: Any, as_json: bool, *, exit_code: bool = True) -> None:
+    """Show a command's result: the JSON envelope, or its registered human renderer. Then, unless `exit_code`
+    is False (a view of the result that is not its verdict, such as `db roles --dry-run`), exit with the
+    result's `exit_code` when it has one that is not 0 (pending, degraded, stale, not running...)."""
+    if as_json:
+        print_json(result)
+    else:
+        renderer_for(result)(result)
+    code = int(getattr(result, "exit_code", ExitCode.OK)) if exit_code else 0
+    if code:
+        import typer
+
+        raise typer.Exit(code)
+
+
+def json_line(data: Any, *, envelope: bool = True) -> None:
+    """One object of a JSON-lines stream on stdout, compact, masked like every other output. With `envelope`
+    (a stream of results, `db health --watch --json`) it is the --json contract's object, rounded; without
+    (`db changes`, whose lines are database rows for a consumer) the data is written as is, never rounded."""
+    from celora_cli.results import to_json
+
+    body = _envelope(data) if envelope else to_json(data)
+    text = json.dumps(rounded(body) if envelope else body, default=str, separators=(",", ":") if envelope else None)
+    try:
+        out.file.write(_redact(text) + "\n")
+    except OSError as exc:
+        raise output_error(exc) from exc
+
+
+def flush() -> None:
+    """Flush stdout, so a reader of a pipe sees each line of a stream as it is written."""
+    try:
+        out.file.flush()
+    except OSError as exc:
+        raise output_error(exc) from exc
 
 
 def print_json_error(error: CeloraError, **fields: Any) -> None:
