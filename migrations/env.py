@@ -11,9 +11,11 @@ from __future__ import annotations
 
 from alembic import context
 
+from celora_cli.cli.console import show_notices
 from celora_cli.db.models import Base
 from celora_cli.migrate.runtime import run_env
 
 target_metadata = Base.metadata
 
-run_env(context, target_metadata)
+# show_notices: a hand-run `alembic` shows celora's notices (the lock wait...) on stderr as `celora` does.
+run_env(context, target_metadata, show_notices=show_notices)

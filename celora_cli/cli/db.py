@@ -126,7 +126,7 @@ def status(
     """
     import dataclasses
 
-    from celora_cli.migrate.deploy import migration_status
+    from celora_cli.migrate.status import migration_status
 
     settings = load_settings_from(ctx)
     result = migration_status(settings)

@@ -1,5 +1,6 @@
 """`celora db reset` and `celora db rollback`: confirmation through the one guard, then the core
-(celora_cli.migrate.destructive). Core modules are imported inside the commands, so `celora --help` stays light."""
+(celora_cli.migrate.reset, celora_cli.migrate.rollback). Core modules are imported inside the commands, so
+`celora --help` stays light."""
 
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ def reset(
     Example: celora db reset --force --skip-seed
     """
     from celora_cli.config.settings import LOCK_TIMEOUT_LIMITS
-    from celora_cli.migrate.destructive import reset as reset_database
+    from celora_cli.migrate.reset import reset as reset_database
 
     settings = load_settings_from(ctx, lock_timeout=seconds_flag(lock_timeout, "--lock-timeout", LOCK_TIMEOUT_LIMITS))
     confirm = confirmation("drop every object in the schema and re-apply all migrations", "celora db reset", settings,
@@ -79,7 +80,7 @@ def rollback(
     Example: celora db rollback --steps 1 --force
     """
     from celora_cli.config.settings import LOCK_TIMEOUT_LIMITS
-    from celora_cli.migrate.destructive import rollback as rollback_database
+    from celora_cli.migrate.rollback import rollback as rollback_database
 
     settings = load_settings_from(ctx, lock_timeout=seconds_flag(lock_timeout, "--lock-timeout", LOCK_TIMEOUT_LIMITS))
     confirm = confirmation("undo migrations", "celora db rollback", settings, force=force,

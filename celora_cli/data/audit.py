@@ -156,7 +156,7 @@ def _open(settings: Settings, *, direct: bool):
     owns it. Both reading and pruning work through PgBouncer too (no session state), when that is all there is."""
     from celora_cli.db.connect import connect, resolve_urls
     from celora_cli.db.errors import translating
-    from celora_cli.migrate.runtime import setting_name
+    from celora_cli.migrate.connection import setting_name
 
     urls = resolve_urls(settings)
     url: DatabaseURL = urls.pooled

@@ -114,7 +114,7 @@ def _open(settings: Settings):
     """The direct URL: sealing needs the owner's rights (the app holds none on audit_log or audit_seal)."""
     from celora_cli.db.connect import connect, direct_url
     from celora_cli.db.errors import translating
-    from celora_cli.migrate.runtime import setting_name
+    from celora_cli.migrate.connection import setting_name
 
     url = direct_url(settings)
     setting = setting_name(settings)

@@ -358,7 +358,7 @@ def _open(settings: Settings):
     pooler could land on another server connection each time)."""
     from celora_cli.db.connect import connect, direct_url, sends_startup_options, startup_options_applied
     from celora_cli.db.errors import translating
-    from celora_cli.migrate.runtime import setting_name
+    from celora_cli.migrate.connection import setting_name
 
     url = direct_url(settings)
     setting = setting_name(settings)

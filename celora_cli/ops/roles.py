@@ -443,7 +443,7 @@ def _open(settings: Settings):
     """Role and privilege changes go to the server itself: the direct URL (the migration role's, usually)."""
     from celora_cli.db.connect import connect, direct_url
     from celora_cli.db.errors import translating
-    from celora_cli.migrate.runtime import setting_name
+    from celora_cli.migrate.connection import setting_name
 
     url = direct_url(settings)
     setting = setting_name(settings)

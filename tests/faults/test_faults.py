@@ -24,7 +24,7 @@ from tests.relay import Blackhole, GoesSilent
 
 
 def _repo_history() -> list[str]:
-    from celora_cli.migrate.runtime import load_script_directory
+    from celora_cli.migrate.scripts import load_script_directory
 
     return [s.revision for s in reversed(list(load_script_directory(REPO / "migrations").walk_revisions()))]
 

@@ -7,7 +7,8 @@ import json
 import psycopg
 import pytest
 
-from celora_cli.migrate.runtime import MIGRATION_LOCK_KEY, load_script_directory
+from celora_cli.migrate.lock import MIGRATION_LOCK_KEY
+from celora_cli.migrate.scripts import load_script_directory
 from tests.conftest import REPO, db_name, run_celora
 from tests.integration.test_schema_matches_models import schema_dump
 

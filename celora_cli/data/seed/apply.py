@@ -79,7 +79,7 @@ def seed(settings: Settings, fixtures_dir: Path, *, allow_production: bool = Fal
     """Load the fixtures and, when volume_users > 0, the generated volume, in one transaction."""
     from celora_cli.db.connect import connect, direct_url
     from celora_cli.db.errors import translating
-    from celora_cli.migrate.deploy import setting_name
+    from celora_cli.migrate.connection import setting_name
 
     started = time.perf_counter()
     fixtures = load_fixtures(fixtures_dir)  # every file checked before anything connects
