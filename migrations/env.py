@@ -11,11 +11,19 @@ from __future__ import annotations
 
 from alembic import context
 
-from celora_cli.cli.console import show_notices
 from celora_cli.db.models import Base
 from celora_cli.migrate.runtime import run_env
 
 target_metadata = Base.metadata
 
-# show_notices: a hand-run `alembic` shows celora's notices (the lock wait...) on stderr as `celora` does.
+
+def show_notices() -> None:
+    """A hand-run `alembic` shows celora's notices (the lock wait, a baseline recorded) on stderr as `celora` does."""
+    # Imported here: only a hand run needs the CLI's handler (and Rich); celora's own runs, which also execute
+    # this file, have theirs already or none (a library caller).
+    from celora_cli.cli.console import show_notices as cli_show_notices
+
+    cli_show_notices()
+
+
 run_env(context, target_metadata, show_notices=show_notices)
