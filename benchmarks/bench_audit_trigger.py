@@ -32,7 +32,7 @@ def migrate_to(url: str, target: str) -> None:
 
     from celora_cli.config.settings import load_settings
     from celora_cli.db.engine import get_direct_engine
-    from celora_cli.migrate.deploy import alembic_config
+    from celora_cli.migrate.scripts import alembic_config
 
     settings = load_settings(environ={"DATABASE_URL": url, "CELORA_ENV": "test"}, project_root=REPO)
     engine = get_direct_engine(settings)

@@ -28,7 +28,7 @@ _EXPORTS = {
     "retry_call": "celora_cli.db.retry",
     "is_transient": "celora_cli.db.retry",
     "deploy": "celora_cli.migrate.deploy",
-    "migration_status": "celora_cli.migrate.deploy",
+    "migration_status": "celora_cli.migrate.status",
     "LocalServer": "celora_cli.local.server",
     "CeloraError": "celora_cli.errors",
     "ExitCode": "celora_cli.errors",

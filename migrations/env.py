@@ -16,4 +16,14 @@ from celora_cli.migrate.runtime import run_env
 
 target_metadata = Base.metadata
 
-run_env(context, target_metadata)
+
+def show_notices() -> None:
+    """A hand-run `alembic` shows celora's notices (the lock wait, a baseline recorded) on stderr as `celora` does."""
+    # Imported here: only a hand run needs the CLI's handler (and Rich); celora's own runs, which also execute
+    # this file, have theirs already or none (a library caller).
+    from celora_cli.cli.output import show_notices as cli_show_notices
+
+    cli_show_notices()
+
+
+run_env(context, target_metadata, show_notices=show_notices)

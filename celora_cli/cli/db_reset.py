@@ -1,4 +1,4 @@
-"""`celora db reset`: confirmation through the one guard, then the core (celora_cli.migrate.destructive). Core
+"""`celora db reset`: confirmation through the one guard, then the core (celora_cli.migrate.reset). Core
 modules are imported inside the command, so `celora --help` stays light."""
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ def reset(
     Example: celora db reset --force --skip-seed
     """
     from celora_cli.config.settings import LOCK_TIMEOUT_LIMITS
-    from celora_cli.migrate.destructive import reset as reset_database
+    from celora_cli.migrate.reset import reset as reset_database
 
     settings = load_settings_from(ctx, lock_timeout=seconds_flag(lock_timeout, "--lock-timeout", LOCK_TIMEOUT_LIMITS))
     confirm = confirmation("drop every object in the schema and re-apply all migrations", "celora db reset", settings,
@@ -40,7 +40,7 @@ def reset(
     output.emit(result, as_json)
 
 
-@output.renders("celora_cli.migrate.destructive.ResetResult")
+@output.renders("celora_cli.migrate.reset.ResetResult")
 def render_reset(result) -> None:
     dropped = ", ".join(f"{count} {kind}" for kind, count in result.dropped.items()) or "nothing (it was empty)"
     output.out.print(f"Reset {safe(result.database)} (schema {safe(result.schema)}): dropped {safe(dropped)}.")

@@ -1,4 +1,4 @@
-"""`celora db rollback`: confirmation through the one guard, then the core (celora_cli.migrate.destructive). Core
+"""`celora db rollback`: confirmation through the one guard, then the core (celora_cli.migrate.rollback). Core
 modules are imported inside the command, so `celora --help` stays light."""
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ def rollback(
     Example: celora db rollback --steps 1 --force
     """
     from celora_cli.config.settings import LOCK_TIMEOUT_LIMITS
-    from celora_cli.migrate.destructive import rollback as rollback_database
+    from celora_cli.migrate.rollback import rollback as rollback_database
 
     settings = load_settings_from(ctx, lock_timeout=seconds_flag(lock_timeout, "--lock-timeout", LOCK_TIMEOUT_LIMITS))
     confirm = confirmation("undo migrations", "celora db rollback", settings, force=force,
@@ -48,7 +48,7 @@ def rollback(
     output.emit(result, as_json)
 
 
-@output.renders("celora_cli.migrate.destructive.RollbackResult")
+@output.renders("celora_cli.migrate.rollback.RollbackResult")
 def render_rollback(result) -> None:
     current = ", ".join(result.current) or "base (no migration applied)"
     if not result.undone:

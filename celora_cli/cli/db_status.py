@@ -48,7 +48,7 @@ def status(
     applied (migrate-deploy would refuse); with --drift, 15 on drift.
     Example: celora db status --json
     """
-    from celora_cli.migrate.deploy import migration_status
+    from celora_cli.migrate.status import migration_status
 
     settings = load_settings_from(ctx)
     report = StatusReport(migration_status(settings))

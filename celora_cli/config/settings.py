@@ -309,3 +309,8 @@ def allowing_start(settings: Settings) -> Settings:
     if settings.start_local_server or not settings.uses_local_server:
         return settings
     return dataclasses.replace(settings, start_local_server=True)
+
+
+def setting_name(settings: Settings) -> str:
+    """The setting the direct (migration) URL comes from, as messages name it."""
+    return "DIRECT_DATABASE_URL" if settings.direct_database_url else "DATABASE_URL"

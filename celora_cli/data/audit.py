@@ -15,12 +15,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from celora_cli.config.settings import DatabaseURL, Settings
+from celora_cli.config.settings import DatabaseURL, Settings, setting_name
 from celora_cli.data.audit_seal import record_prune
 from celora_cli.db.connect import connect, resolve_urls
 from celora_cli.db.errors import translating
 from celora_cli.errors import ConfigError, DatabaseError, UsageError
-from celora_cli.migrate.runtime import setting_name
 from celora_cli.safety.stamp import database_environment
 
 APPLICATION_NAME = "celora db audit"

@@ -24,11 +24,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from celora_cli.config.settings import Settings
+from celora_cli.config.settings import Settings, setting_name
 from celora_cli.db.connect import connect, direct_url
 from celora_cli.db.errors import translating
 from celora_cli.errors import AuditTampered, ConfigError, DatabaseError, LockTimeout, SchemaNotMigrated
-from celora_cli.migrate.runtime import setting_name
 
 SEAL_WAIT_SECONDS = 60.0
 _SHORT = 8  # bytes of each entry's digest stored in the seal: enough to name the entry, the link hash covers all

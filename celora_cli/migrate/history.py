@@ -65,6 +65,10 @@ class History:
         todo = self._ancestors(self.heads) - done
         return self._in_order(todo)
 
+    def applied(self, current: Iterable[str]) -> list[RevisionFile]:
+        """What `current` (alembic_version) says is applied, oldest first."""
+        return self._in_order(self._ancestors(current))
+
     def _ancestors(self, revisions: Iterable[str]) -> set[str]:
         seen: set[str] = set()
         stack = [r for r in revisions if r in self.revisions]

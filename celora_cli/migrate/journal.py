@@ -32,6 +32,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from celora_cli import __version__
+from celora_cli.config.settings import mask_url
+
 JOURNAL_TABLE = "celora_migrations"
 APPLIED = "applied"
 FAILED = "failed"
@@ -65,8 +68,8 @@ _INDEX = f"CREATE INDEX IF NOT EXISTS {JOURNAL_TABLE}_revision_idx ON {JOURNAL_T
 _COMMENT = (f"COMMENT ON TABLE {JOURNAL_TABLE} IS 'celora migration journal (not a model; outside the migration "
             "history): one row per migration run, with the SHA-256 of its file.'")
 _EXISTS = (
-    # pg_class read with this statement's snapshot (as migration_runtime.read_current does), in the schemas of the
-    # search_path: the table the unqualified name resolves to, if there is one.
+    # pg_class read with this statement's snapshot (as celora_cli.migrate.status.read_current does), in the
+    # schemas of the search_path: the table the unqualified name resolves to, if there is one.
     "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
     f" WHERE c.relname = '{JOURNAL_TABLE}' AND c.relkind = 'r' AND n.nspname = ANY (current_schemas(false)))"
 )
@@ -151,8 +154,6 @@ def ensure_journal(conn) -> None:
 @functools.cache
 def who() -> tuple[str | None, str | None, str]:
     """(OS user, host, celora version) of this process (looked up once: a long deploy writes many rows)."""
-    from celora_cli import __version__
-
     try:
         user: str | None = getpass.getuser()
     except Exception:  # noqa: BLE001 - no user name in the environment nor in the password database (containers)
@@ -176,8 +177,6 @@ def record(conn, *, revision: str, name: str, status: str, checksum: str | None,
         ensure_journal(conn)
     user, host, version = who()
     if error is not None:
-        from celora_cli.config.settings import mask_url
-
         error = mask_url(error)[:_ERROR_LIMIT]
     duration = None if duration_ms is None else round(duration_ms, 1)
     _execute(conn, _INSERT, (revision, name, checksum, status, baseline, started_at, duration, error, user, host,

@@ -19,13 +19,20 @@ connection, under the migration lock, and is refused on a production database wi
 from __future__ import annotations
 
 import dataclasses
-import os
-import socket
 from dataclasses import dataclass
 from pathlib import Path
 
+from alembic.util.exc import CommandError
+
 from celora_cli.config.settings import Settings
 from celora_cli.errors import ConfigError, Refused
+from celora_cli.migrate import journal
+from celora_cli.migrate.connection import migration_connection
+from celora_cli.migrate.lock import MigrationLock
+from celora_cli.migrate.scripts import applied_files, script_directory
+from celora_cli.migrate.status import read_current
+from celora_cli.safety.guard import confirm_destructive
+from celora_cli.safety.stamp import database_environment
 
 
 @dataclass
@@ -51,14 +58,6 @@ class ResolveResult:
 
 def resolve(settings: Settings, *, applied: str | None = None, rolled_back: str | None = None,
             allow_production: bool = False, lock_timeout: float | None = None) -> ResolveResult:
-    from celora_cli.db.errors import translating
-    from celora_cli.migrate.deploy import script_directory
-    from celora_cli.migrate.runtime import (
-        MigrationLock,
-        migration_engine,
-        open_migration_connection,
-    )
-
     if (applied is None) == (rolled_back is None):
         raise ConfigError("Give either --applied NAME or --rolled-back NAME (one of them).",
                           "e.g. `celora db resolve --rolled-back 20261127000000_add_x` after a failed migration.")
@@ -66,25 +65,15 @@ def resolve(settings: Settings, *, applied: str | None = None, rolled_back: str 
     script = script_directory(settings)
     target = _find(script, applied if applied is not None else rolled_back or "", flag)
     timeout = settings.lock_timeout if lock_timeout is None else lock_timeout
-    engine, url, setting = migration_engine(settings, f"celora db resolve {socket.gethostname()}:{os.getpid()}")
-    try:
-        with translating(url, setting):
-            conn = open_migration_connection(engine, url, setting)
-            try:
-                MigrationLock(timeout).install(conn)  # the transaction below takes the migration lock first
-                result = _resolve_on(conn, settings, script, target, flag, url.masked, allow_production)
-                conn.commit()
-                return result
-            finally:
-                conn.close()
-    finally:
-        engine.dispose()
+    with migration_connection(settings, "db resolve") as (conn, url):
+        MigrationLock(timeout).install(conn)  # the transaction below takes the migration lock first
+        result = _resolve_on(conn, settings, script, target, flag, url.masked, allow_production)
+        conn.commit()
+        return result
 
 
 def _find(script, wanted: str, flag: str):
     """A revision id, a unique prefix of one, or the file name `db status` shows (20261126090000_init)."""
-    from alembic.util.exc import CommandError
-
     wanted = wanted.strip()
     for by_name in script.walk_revisions():  # the file name wins: it holds the id whatever its form
         if wanted and Path(by_name.path).stem == wanted.removesuffix(".py"):
@@ -103,12 +92,6 @@ def _find(script, wanted: str, flag: str):
 
 def _resolve_on(conn, settings: Settings, script, target, flag: str, masked: str,
                 allow_production: bool) -> ResolveResult:
-    from celora_cli.migrate import journal
-    from celora_cli.migrate.deploy import applied_files
-    from celora_cli.migrate.runtime import read_current
-    from celora_cli.safety.guard import confirm_destructive
-    from celora_cli.safety.stamp import database_environment
-
     current = read_current(conn)
     name = Path(target.path).stem
     latest = journal.latest_by_revision(journal.read_entries(conn)).get(target.revision)

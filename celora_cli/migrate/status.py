@@ -1,28 +1,100 @@
-"""Current vs head on a plain psycopg connection, without importing Alembic or SQLAlchemy.
+"""Current vs head: which migrations are applied, which are pending, and what the journal says about them.
 
-`celora db status` and `celora db health` answer "which migrations are applied, which are pending" many times
-a day and when paged; Alembic's import alone costs more than the answer. This reads `alembic_version` with
-psycopg and the history with `celora_cli.migrate.history` (which agrees with Alembic, tested), and falls back to
-Alembic's ScriptDirectory only for a history it cannot read literally.
+The one implementation, for every caller: `celora db status` and `db health` (a plain psycopg connection, the
+history read by `celora_cli.migrate.history`) and deploy and rollback (their SQLAlchemy migration connection and the
+ScriptDirectory the run loaded, `status_on`). `celora db status` and `db health` answer many times a day and when
+paged; Alembic's import alone costs more than the answer, so this module imports neither Alembic nor SQLAlchemy
+(the history falls back to Alembic's ScriptDirectory only for files it cannot read literally).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime
+import logging
+from dataclasses import dataclass
 from pathlib import Path
 
-from celora_cli.config.settings import Settings
-from celora_cli.errors import MigrationFailed, MigrationHistoryError
+from psycopg import errors
+
+from celora_cli.config.settings import Settings, setting_name
+from celora_cli.db.connect import connect, resolve_urls
+from celora_cli.db.errors import translating
+from celora_cli.errors import ExitCode, MigrationFailed, MigrationHistoryError
 from celora_cli.migrate import journal
-from celora_cli.migrate.deploy import (
-    AppliedState,
-    FailedState,
-    MigrationInfo,
-    MigrationStatus,
-    find_migrations_dir,
-)
 from celora_cli.migrate.history import History, NotLiteral, RevisionFile, read_history
+from celora_cli.migrate.scripts import MigrationInfo, find_migrations_dir, read_heads
+from celora_cli.results import fields_json
+
+# pg_class read with this statement's snapshot: fresh even in a transaction that began before another runner
+# created the table (to_regclass could answer from a stale catalog cache), in the schemas of the search_path.
+_VERSION_TABLE_EXISTS = (
+    "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n"
+    " ON n.oid = c.relnamespace WHERE c.relname = 'alembic_version'"
+    " AND n.nspname = ANY (current_schemas(false)))")
+
+
+@dataclass(frozen=True)
+class AppliedState:
+    """An applied migration as the journal (celora_migrations) records it."""
+
+    revision: str
+    name: str
+    applied_at: str | None  # ISO 8601 (UTC) when its run started (a resolve: when it was recorded); None: a
+    # baseline, or not in the journal
+    duration_ms: float | None
+    status: str  # applied, resolved_applied, or "unrecorded" (no journal row: applied before the journal existed)
+    baseline: bool
+    modified: bool  # the file's SHA-256 differs from the one recorded when it was applied
+    applied_by: str | None  # os_user@host
+
+
+@dataclass(frozen=True)
+class FailedState:
+    revision: str
+    name: str
+    failed_at: str | None
+    error: str | None
+
+
+@dataclass(frozen=True)
+class MigrationStatus:
+    current: tuple[str, ...]  # revisions recorded in alembic_version (empty: never migrated)
+    head: str | None
+    pending: tuple[MigrationInfo, ...]
+    # From the journal (filled by `celora db status`; empty when it was not read or does not exist yet):
+    applied: tuple[AppliedState, ...] = ()
+    failed: tuple[FailedState, ...] = ()  # newest run failed and no `db resolve` since
+    modified: tuple[str, ...] = ()  # names of applied migrations whose file changed since
+    missing: tuple[str, ...] = ()  # names of migrations the journal says are applied that have no local file
+    journal: bool = False  # whether the database has the journal table
+
+    @property
+    def up_to_date(self) -> bool:
+        return not self.pending
+
+    @property
+    def files_changed(self) -> bool:
+        """migrate-deploy would refuse (exit 14)."""
+        return bool(self.modified or self.missing)
+
+    @property
+    def exit_code(self) -> int:
+        return ExitCode.MIGRATION_HISTORY if self.files_changed else ExitCode.PENDING if self.pending else ExitCode.OK
+
+    def to_json(self) -> dict:
+        return {**fields_json(self), "up_to_date": self.up_to_date, "files_changed": self.files_changed}
+
+
+def read_current(conn, *, maybe_missing: bool = True) -> tuple[str, ...]:
+    """alembic_version's revisions, sorted; () when the table does not exist (never migrated).
+
+    `conn`: a psycopg connection (status, health) or a SQLAlchemy Connection (the migration runtime, whose
+    statements go to its driver as they are)."""
+    execute = getattr(conn, "exec_driver_sql", None) or conn.execute
+    if maybe_missing and not execute(_VERSION_TABLE_EXISTS).fetchone()[0]:
+        return ()
+    return tuple(sorted(row[0] for row in execute("SELECT version_num FROM alembic_version").fetchall()))
 
 
 def load_history(migrations_dir: Path) -> History:
@@ -34,17 +106,14 @@ def load_history(migrations_dir: Path) -> History:
 
 
 def _history_from_alembic(migrations_dir: Path) -> History:
+    # on demand: only a history whose files are not plain literals needs Alembic
     from alembic.config import Config
     from alembic.script import ScriptDirectory
-
-    from celora_cli.migrate.runtime import read_heads
 
     config = Config()
     config.set_main_option("script_location", str(migrations_dir))
     try:
-        script = ScriptDirectory.from_config(config)
-        heads = read_heads(script, migrations_dir)
-        scripts = list(script.walk_revisions())
+        return history_from_script(ScriptDirectory.from_config(config), migrations_dir)
     except MigrationHistoryError:
         raise
     except Exception as exc:  # noqa: BLE001 - Alembic raises KeyError, CommandError, SyntaxError... for bad files
@@ -52,22 +121,18 @@ def _history_from_alembic(migrations_dir: Path) -> History:
             f"The migration history in {migrations_dir} can't be loaded: {type(exc).__name__}: {exc}.",
             "Fix the migration file it names (`alembic history` shows the same error), then run again.",
         ) from None
+
+
+def history_from_script(script, migrations_dir: Path) -> History:
+    """The History of an Alembic ScriptDirectory (its revision map loaded, or loaded here)."""
+    heads = read_heads(script, migrations_dir)
     revisions = {
         s.revision: RevisionFile(s.revision, tuple(s._versioned_down_revisions),
                                  tuple(r for r in s._all_down_revisions if r not in s._versioned_down_revisions),
                                  tuple(s.branch_labels), Path(s.path), (s.doc or "").strip())
-        for s in scripts
+        for s in script.walk_revisions()
     }
     return History(revisions, heads)
-
-
-def read_current(conn) -> tuple[str, ...]:
-    """The revisions in alembic_version (empty when the table does not exist yet: never migrated)."""
-    exists = conn.execute("SELECT to_regclass('alembic_version') IS NOT NULL").fetchone()[0]
-    if not exists:
-        return ()
-    rows = conn.execute("SELECT version_num FROM alembic_version ORDER BY version_num").fetchall()
-    return tuple(row[0] for row in rows)
 
 
 def status_from(current: tuple[str, ...], history: History, migrations_dir: Path) -> MigrationStatus:
@@ -90,6 +155,15 @@ def status_from(current: tuple[str, ...], history: History, migrations_dir: Path
     return MigrationStatus(current=current, head=head, pending=pending)
 
 
+def status_on(conn, settings: Settings, script) -> MigrationStatus:
+    """Current vs head on the migration connection (a SQLAlchemy Connection; leaves no transaction open), with
+    the ScriptDirectory the run already loaded."""
+    current = read_current(conn)
+    conn.rollback()
+    migrations_dir = find_migrations_dir(settings)
+    return status_from(current, history_from_script(script, migrations_dir), migrations_dir)
+
+
 def migration_state(conn, settings: Settings, history: History | None = None) -> MigrationStatus:
     """Current vs head on an open psycopg connection (autocommit, or the caller ends the transaction).
     `history`: already loaded (callers load it before connecting, so broken files fail first)."""
@@ -100,10 +174,6 @@ def migration_state(conn, settings: Settings, history: History | None = None) ->
 
 def migration_status(settings: Settings) -> MigrationStatus:
     """`celora db status`: read-only, so it may use the pooled URL when there is no direct one."""
-    from celora_cli.db.connect import connect, resolve_urls
-    from celora_cli.db.errors import translating
-    from celora_cli.migrate.deploy import setting_name
-
     migrations_dir = find_migrations_dir(settings)
     history = load_history(migrations_dir)  # a broken history is reported before anything connects
     urls = resolve_urls(settings)
@@ -118,10 +188,6 @@ def migration_status(settings: Settings) -> MigrationStatus:
 def _read_journal(conn) -> tuple[list[journal.JournalEntry], bool]:
     """The journal's rows and whether it could be read. A role that may read alembic_version but not the journal
     (created by the migration role) still gets current vs pending, with a notice instead of the journal."""
-    import logging
-
-    from psycopg import errors
-
     try:
         return journal.read_entries(conn), journal.journal_exists(conn)
     except errors.InsufficientPrivilege as exc:
@@ -135,8 +201,7 @@ def _read_journal(conn) -> tuple[list[journal.JournalEntry], bool]:
 def with_journal(status: MigrationStatus, history: History, entries: list[journal.JournalEntry],
                  exists: bool) -> MigrationStatus:
     """`status` with what the journal says: when each applied migration ran, failures, changed or missing files."""
-    applied_revisions = history._in_order(history._ancestors(status.current))  # oldest first
-    applied = [journal.LocalFile(r.revision, r.name, r.path) for r in applied_revisions]
+    applied = [journal.LocalFile(r.revision, r.name, r.path) for r in history.applied(status.current)]
     assessment = journal.assess(entries, applied, set(history.revisions))
     modified = {local.revision for local, _entry in assessment.modified}
     states = []

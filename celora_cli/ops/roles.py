@@ -26,11 +26,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from celora_cli.config.settings import Settings
+from celora_cli.config.settings import Settings, setting_name
 from celora_cli.db.connect import connect, direct_url
 from celora_cli.db.errors import postgres_message, translating
 from celora_cli.errors import ConfigError, DatabaseError, ExitCode
-from celora_cli.migrate.runtime import setting_name
 from celora_cli.ops.roles_catalog import (
     DEFAULT_ACL,
     OTHER_OBJECTS,

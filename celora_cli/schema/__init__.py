@@ -1,1 +1,2 @@
-"""Models against databases: autogenerate (db migrate), drift, push and the generated artifacts."""
+"""Models against databases: autogenerate (db migrate), drift, push, the enum types autogenerate misses (enums) and
+the generated artifacts (generate)."""

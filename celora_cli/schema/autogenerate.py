@@ -20,16 +20,37 @@ import contextlib
 import dataclasses
 import io
 import logging
-import re
 import secrets
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from alembic.autogenerate import produce_migrations, render_python_code
+from alembic.operations import ops as alembic_ops
+from alembic.runtime.migration import MigrationContext
+from alembic.util.exc import CommandError
+from psycopg import sql
+from sqlalchemy import text
+
 from celora_cli.config.settings import DatabaseURL, Settings
-from celora_cli.errors import ConfigError
+from celora_cli.db import admin
+from celora_cli.db.connect import connect, direct_url
+from celora_cli.db.errors import translating
+from celora_cli.db.identity import same_database
+from celora_cli.errors import ConfigError, Refused
+from celora_cli.migrate.connection import migration_engine, open_migration_connection
+from celora_cli.migrate.deploy import deploy
+from celora_cli.migrate.lint import revision_warnings
+from celora_cli.migrate.revision_ids import next_revision_id
+from celora_cli.migrate.scripts import alembic_config, check_migration_name, find_migrations_dir, script_directory
+from celora_cli.migrate.status import read_current
+from celora_cli.migrate.steps import run_alembic
 from celora_cli.results import to_json
+from celora_cli.safety.guard import production_verdict
+from celora_cli.safety.stamp import database_environment
 from celora_cli.schema.drift import IGNORED_TABLES, Difference, compare, drift_error, snapshot
+from celora_cli.schema.enums import postgres_extras, render_enum_without_create, type_text
+from celora_cli.schema.generate import generate, load_metadata, models_source, project_migrations_dir
 
 SHADOW_VARIABLE = "SHADOW_DATABASE_URL"  # Settings.shadow_database_url
 SHADOW_PREFIX = "celora_shadow_"
@@ -47,26 +68,6 @@ class MigrateResult:
     warnings: list[str] = field(default_factory=list)  # suspected renames, removed enum labels
     artifacts_written: list[str] = field(default_factory=list)
     shadow: str = ""  # masked URL of the shadow database used
-
-
-@dataclass
-class Extras:
-    """What celora adds to Alembic's autogenerate on PostgreSQL."""
-
-    upgrade_before: list[str] = field(default_factory=list)  # Python lines run before Alembic's commands
-    upgrade_after: list[str] = field(default_factory=list)
-    downgrade_before: list[str] = field(default_factory=list)
-    downgrade_after: list[str] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-    shadow_statements: list[str] = field(default_factory=list)  # SQL giving the shadow the new types and labels
-    # The same enum changes as data, for `celora db push` (which runs them instead of writing code)
-    new_types: dict[str, list[str]] = field(default_factory=dict)  # type -> labels
-    added_labels: list[tuple[str, str]] = field(default_factory=list)  # (type, label) for existing types
-    unused_types: list[str] = field(default_factory=list)  # types in the database no model uses
-
-    @property
-    def empty(self) -> bool:
-        return not (self.upgrade_before or self.upgrade_after or self.warnings)
 
 
 # -- the shadow database ---------------------------------------------------------------------------------
@@ -87,10 +88,6 @@ def _same_database_error(configured: DatabaseURL, dev_url: DatabaseURL, how: str
 
 def _refuse_same_database(shadow_conn, configured: DatabaseURL, dev_url: DatabaseURL, settings: Settings) -> None:
     """Ask the servers whether the shadow connection is on the development database (celora_cli.db.identity)."""
-    from celora_cli.db.connect import connect
-    from celora_cli.db.errors import translating
-    from celora_cli.db.identity import same_database
-
     with translating(dev_url, "DATABASE_URL"), \
             connect(dev_url, settings, application_name="celora migrate (shadow check)") as dev_conn:
         answer = same_database(dev_conn, shadow_conn)
@@ -102,8 +99,6 @@ def _refuse_same_database(shadow_conn, configured: DatabaseURL, dev_url: Databas
 def shadow_database(settings: Settings, dev_url: DatabaseURL, configured: DatabaseURL | None = None) \
         -> Iterator[DatabaseURL]:
     """A blank database for replaying the history, removed (or emptied) afterwards."""
-    from celora_cli.db import admin
-
     if configured is not None:
         if _same_database(configured, dev_url):
             raise _same_database_error(configured, dev_url, "the URLs name the same host, port and database")
@@ -128,10 +123,7 @@ def shadow_database(settings: Settings, dev_url: DatabaseURL, configured: Databa
 def _wipe_schema(url: DatabaseURL, settings: Settings, dev_url: DatabaseURL) -> None:
     """Empty the configured shadow's schema, on a connection first proven not to be on the development
     database (the check runs on the very connection that drops, so no second lookup can land elsewhere)."""
-    from psycopg import sql
 
-    from celora_cli.db.connect import connect
-    from celora_cli.db.errors import translating
 
     with translating(url, SHADOW_VARIABLE):
         with connect(url, settings, application_name="celora migrate (shadow)") as conn:
@@ -148,38 +140,23 @@ def _on(settings: Settings, url: DatabaseURL) -> Settings:
 
 def _upgrade_to(settings: Settings, config, script, destination: str) -> None:
     """Apply the history up to `destination` on settings' database, with the one migration runtime."""
-    from celora_cli.db.errors import translating
-    from celora_cli.migrate.deploy import _upgrade
-    from celora_cli.migrate.runtime import migration_engine, open_migration_connection
-
     engine, url, setting = migration_engine(settings, "celora migrate (shadow)")
     try:
         with translating(url, setting):
             conn = open_migration_connection(engine, url, setting)
             try:
-                config.attributes["connection"] = conn
-                _upgrade(config, script, destination)
+                run_alembic(conn, config, script, destination)
             finally:
-                config.attributes.pop("connection", None)
                 conn.close()
     finally:
         engine.dispose()
 
 
 def _snapshot_of(url: DatabaseURL, settings: Settings):
-    from celora_cli.db.connect import connect
-    from celora_cli.db.errors import translating
-
     with translating(url, "the shadow database" if url.database and url.database.startswith(SHADOW_PREFIX)
                      else "DATABASE_URL"):
         with connect(url, settings, application_name="celora migrate (drift)") as conn:
-            return snapshot(conn), _current_revisions(conn)
-
-
-def _current_revisions(conn) -> tuple[str, ...]:
-    if conn.execute("SELECT to_regclass('alembic_version')").fetchone()[0] is None:
-        return ()
-    return tuple(sorted(row[0] for row in conn.execute("SELECT version_num FROM alembic_version")))
+            return snapshot(conn), read_current(conn)
 
 
 # -- the command -----------------------------------------------------------------------------------------
@@ -192,11 +169,6 @@ def migrate_dev(settings: Settings, *, name: str | None = None, create_only: boo
     `ask_name` is called when a revision is about to be written and no name was given (interactive);
     without it, a missing name is a ConfigError. `metadata` (default: the models) is what the revision
     brings the schema to."""
-    from celora_cli.db import admin
-    from celora_cli.db.connect import direct_url
-    from celora_cli.migrate.deploy import alembic_config, check_migration_name, deploy, script_directory
-    from celora_cli.schema.generate import generate, load_metadata, models_source, project_migrations_dir
-
     _refuse_production(settings.env, None)  # before anything connects
     name = check_migration_name(name) if name is not None else None
     models = models or models_source(settings)
@@ -224,8 +196,6 @@ def migrate_dev(settings: Settings, *, name: str | None = None, create_only: boo
         path = _autogenerate(shadow_settings, config, script, metadata, name, ask_name, result)
 
     if path is not None:  # the zero-downtime lint of the new revision: warnings, the file is written all the same
-        from celora_cli.migrate.lint import revision_warnings
-
         result.warnings.extend(revision_warnings(settings, path))
     if path is not None and not create_only:
         deploy(settings)
@@ -235,19 +205,12 @@ def migrate_dev(settings: Settings, *, name: str | None = None, create_only: boo
 
 
 def _stamp_of(url: DatabaseURL, settings: Settings) -> str | None:
-    from celora_cli.db.connect import connect
-    from celora_cli.db.errors import translating
-    from celora_cli.safety.stamp import database_environment
-
     with translating(url, "DATABASE_URL"), connect(url, settings, application_name="celora migrate") as conn:
         return database_environment(conn)
 
 
 def _refuse_production(settings_env: str, database_env: str | None) -> None:
     """migrate is the development loop (shadow databases, autogenerated files): never on production."""
-    from celora_cli.errors import Refused
-    from celora_cli.safety.guard import production_verdict
-
     verdict = production_verdict(settings_env, database_env)
     if verdict.production:
         raise Refused(
@@ -291,9 +254,6 @@ class DriftReport:
 def database_drift(settings: Settings, *, shadow_url: DatabaseURL | None = None) -> DriftReport:
     """Read-only drift check (for `db status --drift`): the database against the history it claims to be at.
     Changes nothing in the database; creates and drops only the temporary shadow."""
-    from celora_cli.db.connect import direct_url
-    from celora_cli.migrate.deploy import alembic_config, script_directory
-
     config = alembic_config(settings)
     script = script_directory(settings, config)
     dev_url = direct_url(settings)
@@ -304,8 +264,6 @@ def database_drift(settings: Settings, *, shadow_url: DatabaseURL | None = None)
 
 
 def _known(script, revision: str) -> bool:
-    from alembic.util.exc import CommandError
-
     try:
         return script.get_revision(revision) is not None
     except CommandError:
@@ -313,8 +271,6 @@ def _known(script, revision: str) -> bool:
 
 
 def _history(settings: Settings) -> str:
-    from celora_cli.migrate.deploy import find_migrations_dir
-
     return str(find_migrations_dir(settings) / "versions")
 
 
@@ -326,11 +282,7 @@ def _include_object(obj, name, type_, reflected, compare_to) -> bool:
 
 def _autogenerate(shadow_settings: Settings, config, script, metadata, name: str | None,
                   ask_name: Callable[[], str] | None, result: MigrateResult) -> Path | None:
-    from alembic.autogenerate import produce_migrations, render_python_code
-    from alembic.runtime.migration import MigrationContext
 
-    from celora_cli.migrate.deploy import check_migration_name
-    from celora_cli.migrate.runtime import migration_engine, next_revision_id, open_migration_connection
 
     engine, url, setting = migration_engine(shadow_settings, "celora migrate (autogenerate)")
     try:
@@ -350,9 +302,9 @@ def _autogenerate(shadow_settings: Settings, config, script, metadata, name: str
                 result.in_sync = True
                 return None
             upgrades = render_python_code(migration.upgrade_ops, migration_context=context,
-                                          render_item=_render_enum_without_create)
+                                          render_item=render_enum_without_create)
             downgrades = render_python_code(migration.downgrade_ops, migration_context=context,
-                                            render_item=_render_enum_without_create)
+                                            render_item=render_enum_without_create)
         finally:
             conn.close()
     finally:
@@ -384,86 +336,17 @@ def _with_extras(body: str, before: list[str], after: list[str]) -> str:
     return "\n    ".join([*before, body, *after])
 
 
-def _render_enum_without_create(type_, obj, autogen_context):
-    """Enum columns as postgresql.ENUM(..., create_type=False): celora creates and drops the types itself
-    (postgres_extras), so a type shared by two tables, or one that already exists, is not created twice."""
-    from sqlalchemy import Enum
-
-    if type_ == "type" and isinstance(obj, Enum) and obj.name:
-        autogen_context.imports.add("from sqlalchemy.dialects import postgresql")
-        labels = "".join(f"{label!r}, " for label in obj.enums)
-        return f"postgresql.ENUM({labels}name={obj.name!r}, create_type=False)"
-    return False
-
-
 def _prepare_shadow(conn, statements: list[str]) -> None:
     """Give the shadow the enum types and labels the models add, committed, before autogenerate compares:
     Alembic compares server defaults by evaluating them on the shadow, and a default naming a label the
     shadow lacks ('blue'::color) would fail there. The shadow is thrown away; the revision still adds them."""
-    from sqlalchemy import text
-
     for statement in statements:
         conn.execute(text(statement))
     conn.commit()
 
 
-def postgres_extras(conn, metadata) -> Extras:
-    """What plain autogenerate misses on PostgreSQL enum types (suspected renames come from the ops)."""
-    from sqlalchemy import Enum, text
-
-    extras = Extras()
-    database_enums: dict[str, list[str]] = {}
-    for type_name, label in conn.execute(text(
-            "SELECT t.typname, e.enumlabel FROM pg_type t JOIN pg_enum e ON e.enumtypid = t.oid "
-            "WHERE t.typnamespace = current_schema()::regnamespace ORDER BY t.typname, e.enumsortorder")):
-        database_enums.setdefault(type_name, []).append(label)
-    model_enums: dict[str, list[str]] = {}
-    for table in metadata.tables.values():
-        for column in table.columns:
-            if isinstance(column.type, Enum) and column.type.name:
-                model_enums[column.type.name] = list(column.type.enums)
-
-    for type_name in sorted(set(model_enums) - set(database_enums)):
-        extras.new_types[type_name] = list(model_enums[type_name])
-        labels = ", ".join(repr(label) for label in model_enums[type_name])
-        extras.upgrade_before.append(f"# celora: enum type {type_name} is new")
-        literals = ", ".join(_literal(label) for label in model_enums[type_name])
-        extras.shadow_statements.append(f"CREATE TYPE {_quote(type_name)} AS ENUM ({literals})")
-        extras.upgrade_before.append(
-            f"postgresql.ENUM({labels}, name={type_name!r}).create(op.get_bind(), checkfirst=True)")
-        extras.downgrade_after.append(
-            f"postgresql.ENUM(name={type_name!r}).drop(op.get_bind(), checkfirst=True)")
-    for type_name in sorted(set(model_enums) & set(database_enums)):
-        have, want = database_enums[type_name], model_enums[type_name]
-        for label in [label for label in want if label not in have]:
-            # Committed on its own (autocommit_block): PostgreSQL refuses a label added in the same transaction
-            # that uses it ("unsafe use of new value"), e.g. as the new server default.
-            extras.added_labels.append((type_name, label))
-            statement = f"ALTER TYPE {_quote(type_name)} ADD VALUE IF NOT EXISTS {_literal(label)}"
-            extras.shadow_statements.append(statement)
-            extras.upgrade_before.append("with op.get_context().autocommit_block():")
-            extras.upgrade_before.append(f"    op.execute({statement!r})")
-            extras.downgrade_after.append(f"# celora: PostgreSQL cannot drop the enum label {label!r} of "
-                                          f"{type_name}; recreate the type by hand if it must go")
-        for label in [label for label in have if label not in want]:
-            message = (f"enum {type_name}: label {label!r} is no longer in the models; PostgreSQL can't drop a "
-                       "label, so recreate the type by hand (rows using it must change first)")
-            extras.warnings.append(message)
-            extras.upgrade_before.append(f"# celora: {message}")
-    for type_name in sorted(set(database_enums) - set(model_enums)):
-        extras.unused_types.append(type_name)
-        extras.upgrade_after.append(f"# celora: enum type {type_name} is no longer used by the models")
-        extras.upgrade_after.append(f"op.execute({f'DROP TYPE IF EXISTS {_quote(type_name)}'!r})")
-        labels = ", ".join(repr(label) for label in database_enums[type_name])
-        extras.downgrade_before.append(
-            f"postgresql.ENUM({labels}, name={type_name!r}).create(op.get_bind(), checkfirst=True)")
-    return extras
-
-
 def _suspected_renames(upgrade_ops) -> list[str]:
     """A column dropped and another of the same type added in one table: probably a rename."""
-    from alembic.operations import ops as alembic_ops
-
     warnings = []
     for op in upgrade_ops.ops:
         if not isinstance(op, alembic_ops.ModifyTableOps):
@@ -472,27 +355,12 @@ def _suspected_renames(upgrade_ops) -> list[str]:
         dropped = [o.to_column() for o in op.ops if isinstance(o, alembic_ops.DropColumnOp)]
         for old in dropped:
             for new in added:
-                if _type_text(old.type) == _type_text(new.type):
+                if type_text(old.type) == type_text(new.type):
                     warnings.append(
                         f"suspected rename {op.table_name}.{old.name} -> {op.table_name}.{new.name} (both "
-                        f"{_type_text(new.type)}): as written, the drop + add loses the column's data; if it is "
+                        f"{type_text(new.type)}): as written, the drop + add loses the column's data; if it is "
                         f"a rename, replace them with op.alter_column({op.table_name!r}, {old.name!r}, "
                         f"new_column_name={new.name!r})")
     return warnings
 
 
-def _type_text(type_) -> str:
-    from sqlalchemy.dialects import postgresql
-
-    try:
-        return str(type_.compile(dialect=postgresql.dialect()))
-    except Exception:  # noqa: BLE001 - a type this dialect can't compile: compare by class name
-        return type(type_).__name__
-
-
-def _quote(identifier: str) -> str:
-    return identifier if re.fullmatch(r"[a-z_][a-z0-9_]*", identifier) else '"' + identifier.replace('"', '""') + '"'
-
-
-def _literal(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"

@@ -2,7 +2,7 @@
 
 1. Plan (read only): Alembic's autogenerate compares the models with the database (the bookkeeping tables
    alembic_version and celora_metadata excluded), and celora adds what it misses on PostgreSQL enum types
-   (celora_cli.schema.autogenerate.postgres_extras: types created, labels added, types no model uses dropped). Each
+   (celora_cli.schema.enums.postgres_extras: types created, labels added, types no model uses dropped). Each
    operation is checked for data loss: a dropped table (its rows), a dropped column (its non-null values), a
    type change that is not a known widening (its non-null values). A NOT NULL column without a server default
    added to a non-empty table, or a column made NOT NULL while rows hold NULL, can't succeed at all: that is a
@@ -15,7 +15,7 @@
    A failure there rolls all of it back; only the (unused) new labels stay.
 
 alembic_version is never touched: a pushed database drifts from the migration history, as in Prisma.
-With force_reset, every object of the schema is dropped first (celora_cli.migrate.destructive's reset, without
+With force_reset, every object of the schema is dropped first (celora_cli.migrate.reset's, without
 re-applying the migrations, alembic_version included), in the same transaction as the push.
 """
 
@@ -26,9 +26,31 @@ import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
+from alembic.autogenerate import produce_migrations, render_python_code
+from alembic.operations import Operations
+from alembic.operations import ops as alembic_ops
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import Enum
+
 from celora_cli.config.settings import Settings
+from celora_cli.db import admin
+from celora_cli.db.connect import direct_url
 from celora_cli.errors import ConfigError, DatabaseNotFound, Refused
+from celora_cli.migrate.connection import migration_connection, unparsed
+from celora_cli.migrate.lock import MigrationLock
+from celora_cli.migrate.reset import drop_schema_objects, reset_plan
+from celora_cli.safety.guard import PRODUCTION
+from celora_cli.safety.stamp import database_environment, stamp_environment
 from celora_cli.schema.drift import IGNORED_TABLES
+from celora_cli.schema.enums import (
+    add_label_sql,
+    create_type_sql,
+    postgres_extras,
+    quote_identifier,
+    render_enum_without_create,
+    type_text,
+)
+from celora_cli.schema.generate import load_metadata, models_source
 
 _COUNT_CAP = 1_000_000  # as the reset: a confirmation needs "a lot", not the exact size of a large table
 
@@ -81,21 +103,13 @@ class _Changes:
     context: object = None
 
     def create_type_sql(self) -> list[str]:
-        from celora_cli.schema.autogenerate import _literal, _quote
-
-        return [f"CREATE TYPE {_quote(name)} AS ENUM ({', '.join(_literal(label) for label in labels)})"
-                for name, labels in sorted(self.new_types.items())]
+        return [create_type_sql(name, labels) for name, labels in sorted(self.new_types.items())]
 
     def add_label_sql(self) -> list[str]:
-        from celora_cli.schema.autogenerate import _literal, _quote
-
-        return [f"ALTER TYPE {_quote(name)} ADD VALUE IF NOT EXISTS {_literal(label)}"
-                for name, label in self.added_labels]
+        return [add_label_sql(name, label) for name, label in self.added_labels]
 
     def drop_type_sql(self) -> list[str]:
-        from celora_cli.schema.autogenerate import _quote
-
-        return [f"DROP TYPE {_quote(name)}" for name in self.unused_types]
+        return [f"DROP TYPE {quote_identifier(name)}" for name in self.unused_types]
 
     def identity(self) -> list:
         """What the plan does, object by object: a re-plan under the lock must match it. Not the rendered text,
@@ -116,8 +130,6 @@ def push(settings: Settings, *, confirm: Confirm, force_reset: bool = False, met
          models: str | None = None) -> PushResult:
     """Bring the database to the models. Raises ConfigError (a change that can't succeed), Refused (from
     `confirm`, or the database changed between the plan and the lock); changes nothing before `confirm`."""
-    from celora_cli.schema.generate import load_metadata, models_source
-
     metadata = metadata if metadata is not None else load_metadata(models or models_source(settings))
     with contextlib.ExitStack() as stack:
         conn, url, created = _connect(stack, settings)
@@ -139,7 +151,7 @@ def push(settings: Settings, *, confirm: Confirm, force_reset: bool = False, met
         if changes.added_labels:
             conn.begin()  # the migration lock is taken here
             for statement in changes.add_label_sql():
-                unparsed(conn, statement)
+                _unparsed(conn, statement)
             conn.commit()
             result.enum_labels_committed_first = changes.add_label_sql()
         again = _changes(conn, metadata)  # under the lock, in the transaction that applies it
@@ -160,11 +172,6 @@ def _connect(stack: contextlib.ExitStack, settings: Settings):
     """The migration runtime's connection (its pooler refusal first); a missing development database is
     created (announced), as Prisma's db push and `celora db migrate` do. Never with CELORA_ENV=production,
     where a missing database is an error to see, not to paper over. (conn, url, created)"""
-    from celora_cli.db import admin
-    from celora_cli.db.connect import direct_url
-    from celora_cli.migrate.destructive import migration_connection
-    from celora_cli.safety.guard import PRODUCTION
-
     try:
         conn, url = stack.enter_context(migration_connection(settings, "db push"))
         return conn, url, False
@@ -177,9 +184,6 @@ def _connect(stack: contextlib.ExitStack, settings: Settings):
 
 
 def _push_after_reset(conn, masked: str, settings: Settings, metadata, confirm: Confirm) -> PushResult:
-    from celora_cli.migrate.destructive import drop_schema_objects, reset_plan
-    from celora_cli.safety.stamp import stamp_environment
-
     existing = reset_plan(conn, masked)
     conn.rollback()
     plan = PushPlan(database=masked, schema=existing.schema, database_env=existing.database_env,
@@ -208,8 +212,6 @@ def _subjects(losses: list[str]) -> set[str]:
 
 def _lock(conn, settings: Settings) -> None:
     """The migration lock, taken by every transaction from here on (push and deploy must not interleave)."""
-    from celora_cli.migrate.runtime import MigrationLock
-
     MigrationLock(settings.lock_timeout).install(conn)
 
 
@@ -222,8 +224,6 @@ def _cannot_push(plan: PushPlan) -> ConfigError:
 
 
 def _plan(conn, masked: str, metadata) -> tuple[PushPlan, _Changes]:
-    from celora_cli.safety.stamp import database_environment
-
     schema = conn.exec_driver_sql("SELECT current_schema()").scalar()
     if schema is None:
         raise ConfigError("No schema of the search_path exists in this database (current_schema() is NULL).",
@@ -245,8 +245,6 @@ def _compare_enum_default(context, inspected_column, metadata_column, inspected_
                           rendered_metadata_default):
     """Enum defaults compared as text. Alembic evaluates `'red'::color = 'blue'` on the server, which fails
     while the label 'blue' is not there yet (the push adds it); None: Alembic's own comparison."""
-    from sqlalchemy import Enum
-
     if not isinstance(metadata_column.type, Enum) or inspected_default is None or rendered_metadata_default is None:
         return None
     return _label_of(inspected_default) != _label_of(rendered_metadata_default)
@@ -261,10 +259,7 @@ def _label_of(default: str) -> str:
 
 
 def _changes(conn, metadata) -> _Changes:
-    from alembic.autogenerate import produce_migrations
-    from alembic.runtime.migration import MigrationContext
 
-    from celora_cli.schema.autogenerate import postgres_extras
 
     context = MigrationContext.configure(connection=conn, opts={
         "target_metadata": metadata, "compare_type": True, "compare_server_default": _compare_enum_default,
@@ -282,8 +277,6 @@ def _changes(conn, metadata) -> _Changes:
 
 
 def _flatten(ops) -> Iterator:
-    from alembic.operations import ops as alembic_ops
-
     for op in ops:
         if isinstance(op, alembic_ops.ModifyTableOps):
             yield from _flatten(op.ops)
@@ -293,21 +286,16 @@ def _flatten(ops) -> Iterator:
 
 def _render(op, context) -> str:
     """The op as `db migrate` would write it, e.g. op.add_column('users', sa.Column('nickname', sa.Text()))."""
-    from alembic.autogenerate import render_python_code
-    from alembic.operations import ops as alembic_ops
 
-    from celora_cli.schema.autogenerate import _render_enum_without_create
 
     code = render_python_code(alembic_ops.UpgradeOps(ops=[op]), migration_context=context,
-                              render_item=_render_enum_without_create)
+                              render_item=render_enum_without_create)
     lines = [line.strip() for line in code.splitlines() if line.strip() and not line.strip().startswith("#")]
     return " ".join(lines)
 
 
 def _check(conn, op, changes: _Changes) -> None:
     """Data loss and impossible changes, with counts read from the database."""
-    from alembic.operations import ops as alembic_ops
-
     if isinstance(op, alembic_ops.DropTableOp):
         rows = _count(conn, op.table_name, op.schema)
         if rows:
@@ -376,9 +364,7 @@ def narrows(old, new) -> bool:
 
 
 def _type_text(type_) -> str:
-    from celora_cli.schema.autogenerate import _type_text as compiled
-
-    return compiled(type_) if type_ is not None else "unknown"
+    return type_text(type_) if type_ is not None else "unknown"
 
 
 def _many(count: int, noun: str) -> str:
@@ -393,13 +379,11 @@ def _quoted(conn, name: str) -> str:
 def _count(conn, table: str, schema: str | None, where: str | None = None) -> int:
     qualified = _quoted(conn, table) if schema is None else f"{_quoted(conn, schema)}.{_quoted(conn, table)}"
     condition = f" WHERE {where}" if where else ""
-    row = unparsed(conn, f"SELECT count(*) FROM (SELECT 1 FROM {qualified}{condition} LIMIT {_COUNT_CAP + 1}) t")
+    row = _unparsed(conn, f"SELECT count(*) FROM (SELECT 1 FROM {qualified}{condition} LIMIT {_COUNT_CAP + 1}) t")
     return int(row[0])
 
 
-def unparsed(conn, sql: str):
-    from celora_cli.migrate.destructive import unparsed
-
+def _unparsed(conn, sql: str):
     if not conn.in_transaction():
         conn.begin()
     return unparsed(conn, sql)
@@ -409,8 +393,6 @@ def unparsed(conn, sql: str):
 
 def _apply(conn, changes: _Changes) -> list[str]:
     """Run the operations in the current transaction (the caller commits); returns what ran, in order."""
-    from alembic.operations import Operations
-
     context = changes.context
     # Enum types are created and dropped here, not by create_table/drop_table: a type shared by two tables,
     # or one that already exists, would be created twice (SQLAlchemy skips the types in this memo).
@@ -418,19 +400,17 @@ def _apply(conn, changes: _Changes) -> list[str]:
     for name in {*changes.new_types, *changes.unused_types, *_enum_names(changes)}:
         known.update({(None, name), (_schema(conn), name)})
     for statement in changes.create_type_sql():
-        unparsed(conn, statement)
+        _unparsed(conn, statement)
     operations = Operations(context)  # type: ignore[arg-type]
     for op in changes.ops:
         operations.invoke(op)
     for statement in changes.drop_type_sql():
-        unparsed(conn, statement)
+        _unparsed(conn, statement)
     return changes.main_operations()
 
 
 def _enum_names(changes: _Changes) -> set[str]:
     """Every enum type the ops mention (existing ones included)."""
-    from sqlalchemy import Enum
-
     names = set()
     for op in changes.ops:
         for column in [getattr(op, "column", None), *getattr(op, "columns", [])]:

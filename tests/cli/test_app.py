@@ -311,12 +311,12 @@ def test_without_json_stdout_stays_empty_on_error(run):
 @pytest.fixture
 def broken_status(monkeypatch):
     """`db status` whose core call fails with the given exception (no database is reached)."""
-    import celora_cli.migrate.deploy
+    import celora_cli.migrate.status
 
     def install(exc):
         def fail(settings):
             raise exc
-        monkeypatch.setattr(celora_cli.migrate.deploy, "migration_status", fail)
+        monkeypatch.setattr(celora_cli.migrate.status, "migration_status", fail)
     return install
 
 
@@ -385,12 +385,12 @@ def test_json_numbers_are_rounded():
 def test_notice_logger_reaches_stderr(run, monkeypatch):
     import logging
 
-    import celora_cli.migrate.deploy
+    import celora_cli.migrate.status
 
     def noisy(settings):
         logging.getLogger("celora.notice").info("Creating the local PostgreSQL in /somewhere ...")
         raise KeyboardInterrupt
-    monkeypatch.setattr(celora_cli.migrate.deploy, "migration_status", noisy)
+    monkeypatch.setattr(celora_cli.migrate.status, "migration_status", noisy)
     result = run(["db", "status", "--json"], DATABASE_URL="postgresql://u:topsecret@127.0.0.1:1/db")
     assert "Creating the local PostgreSQL in /somewhere ..." in result.stderr
     assert "Creating" not in result.stdout

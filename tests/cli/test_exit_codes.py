@@ -117,10 +117,10 @@ def test_closed_pipe(migrated_db):
 
 BUG = """
 import sys
-import celora_cli.migrate.deploy
+import celora_cli.migrate.status
 def broken(settings):
     return {}["no such key"]  # a real bug: a KeyError deep in the core
-celora_cli.migrate.deploy.migration_status = broken
+celora_cli.migrate.status.migration_status = broken
 sys.argv = ["celora", *sys.argv[1:]]
 from celora_cli.cli.app import main
 main()
@@ -158,7 +158,7 @@ def test_bug_with_debug_shows_the_traceback_masked():
 
 @pytest.mark.parametrize("as_json", [False, True], ids=["human", "json"])
 def test_ctrl_c_while_waiting_for_the_migration_lock_exits_130(migrated_db, as_json):
-    from celora_cli.migrate.deploy import MIGRATION_LOCK_KEY
+    from celora_cli.migrate.lock import MIGRATION_LOCK_KEY
 
     with psycopg.connect(migrated_db, autocommit=True) as holder:
         holder.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK_KEY,))

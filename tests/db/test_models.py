@@ -108,7 +108,7 @@ def test_downgrade_to_base_removes_everything(migrated_db):
     from alembic import command
 
     from celora_cli.db.engine import get_direct_engine
-    from celora_cli.migrate.deploy import alembic_config
+    from celora_cli.migrate.scripts import alembic_config
 
     settings = settings_for(migrated_db)
     engine = get_direct_engine(settings)
@@ -318,7 +318,7 @@ def test_upgrade_lowercases_existing_evm_hex_and_keeps_other_chains_case(migrate
     from alembic import command
 
     from celora_cli.db.engine import get_direct_engine
-    from celora_cli.migrate.deploy import alembic_config
+    from celora_cli.migrate.scripts import alembic_config
 
     settings = settings_for(migrated_db)
     engine = get_direct_engine(settings)

@@ -18,7 +18,7 @@ from sqlalchemy import text
 from tenacity import RetryError
 
 from celora_cli.db.retry import is_transient, with_retry
-from celora_cli.migrate.deploy import MIGRATION_LOCK_KEY
+from celora_cli.migrate.lock import MIGRATION_LOCK_KEY
 from tests.support import admin_execute, run_celora, settings_for
 
 

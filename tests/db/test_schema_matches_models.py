@@ -69,7 +69,7 @@ def migrate(url: str, action: str, target: str) -> None:
     from alembic import command
 
     from celora_cli.db.engine import get_direct_engine
-    from celora_cli.migrate.deploy import alembic_config
+    from celora_cli.migrate.scripts import alembic_config
 
     settings = settings_for(url)
     engine = get_direct_engine(settings)

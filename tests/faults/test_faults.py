@@ -26,7 +26,7 @@ pytestmark = pytest.mark.db  # some tests start a PostgreSQL of their own, outsi
 
 
 def _repo_history() -> list[str]:
-    from celora_cli.migrate.runtime import load_script_directory
+    from celora_cli.migrate.scripts import load_script_directory
 
     return [s.revision for s in reversed(list(load_script_directory(REPO / "migrations").walk_revisions()))]
 

@@ -17,11 +17,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from celora_cli.migrate.runtime import (
-    FILE_TEMPLATE,
-    MIGRATION_LOCK_KEY,
-    load_script_directory,
-)
+from celora_cli.migrate.lock import MIGRATION_LOCK_KEY
+from celora_cli.migrate.scripts import FILE_TEMPLATE, load_script_directory
 from tests.support import REPO, db_name, run_celora, settings_for
 
 HEAD = load_script_directory(REPO / "migrations").get_current_head()
@@ -185,7 +182,7 @@ def test_env_accepts_an_engine_or_a_connection(empty_db):
     from alembic import command
     from sqlalchemy import create_engine
 
-    from celora_cli.migrate.deploy import alembic_config
+    from celora_cli.migrate.scripts import alembic_config
 
     settings = settings_for(empty_db)
     engine = create_engine(settings.database_url.sqlalchemy_url())

@@ -32,7 +32,7 @@ def alembic_engine(empty_db):
 
 @pytest.fixture
 def alembic_runner(empty_db, alembic_engine):
-    from celora_cli.migrate.deploy import alembic_config
+    from celora_cli.migrate.scripts import alembic_config
 
     config = PytestAlembicConfig.from_raw_config(alembic_config(settings_for(empty_db)))
     with runner(config=config, engine=alembic_engine) as migration_context:

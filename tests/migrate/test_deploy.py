@@ -16,7 +16,9 @@ import pytest
 from sqlalchemy import create_engine, inspect
 
 from celora_cli.errors import ConfigError, LockTimeout, MigrationFailed
-from celora_cli.migrate.deploy import MIGRATION_LOCK_KEY, deploy, migration_status
+from celora_cli.migrate.deploy import deploy
+from celora_cli.migrate.lock import MIGRATION_LOCK_KEY
+from celora_cli.migrate.status import migration_status
 from celora_cli.results import to_json
 from tests.support import REPO, run_celora, settings_for
 
@@ -27,7 +29,7 @@ BOOKKEEPING = {"alembic_version", "celora_metadata", "celora_migrations"}  # out
 
 def _repo_history() -> list[str]:
     """The repository's revisions, oldest first: the tests follow the history as it grows."""
-    from celora_cli.migrate.runtime import load_script_directory
+    from celora_cli.migrate.scripts import load_script_directory
 
     return [s.revision for s in reversed(list(load_script_directory(REPO / "migrations").walk_revisions()))]
 

@@ -33,7 +33,7 @@ def downgrade():
 
 
 def repo_head() -> str:
-    from celora_cli.migrate.runtime import load_script_directory
+    from celora_cli.migrate.scripts import load_script_directory
 
     return load_script_directory(REPO / "migrations").get_current_head()
 

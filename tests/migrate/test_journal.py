@@ -22,7 +22,7 @@ EXTRA = "20261127000000"
 
 
 def _repo_history() -> list[str]:
-    from celora_cli.migrate.runtime import load_script_directory
+    from celora_cli.migrate.scripts import load_script_directory
 
     return [s.revision for s in reversed(list(load_script_directory(REPO / "migrations").walk_revisions()))]
 
@@ -164,7 +164,7 @@ def test_rollback_and_a_hand_run_alembic_upgrade_are_recorded(migrated_db):
     assert [m["revision"] for m in status["applied"]] == REVISIONS[:-1]
     from alembic import command
 
-    from celora_cli.migrate.deploy import alembic_config
+    from celora_cli.migrate.scripts import alembic_config
 
     command.upgrade(alembic_config(settings_for(migrated_db)), "head")  # env.py's hand-run path
     last = journal(migrated_db)[-1]
@@ -267,7 +267,7 @@ def test_status_as_a_role_that_may_not_read_the_journal(pg_server, migrated_db):
 def test_a_hand_run_alembic_upgrade_that_fails_is_on_record(migrated_db, tmp_path):
     from alembic import command
 
-    from celora_cli.migrate.deploy import alembic_config
+    from celora_cli.migrate.scripts import alembic_config
 
     history = write_history(tmp_path, "    op.execute('CREATE TABLE extra_table (id int)')\n"
                                       "    op.execute('SELECT 1/0')")

@@ -11,7 +11,8 @@ import psycopg
 import pytest
 
 from celora_cli.errors import Refused
-from celora_cli.migrate.deploy import MIGRATION_LOCK_KEY, deploy
+from celora_cli.migrate.deploy import deploy
+from celora_cli.migrate.lock import MIGRATION_LOCK_KEY
 from tests.support import (
     db_name,
     run_celora,

@@ -7,7 +7,8 @@ import json
 import psycopg
 import pytest
 
-from celora_cli.migrate.runtime import MIGRATION_LOCK_KEY, load_script_directory
+from celora_cli.migrate.lock import MIGRATION_LOCK_KEY
+from celora_cli.migrate.scripts import load_script_directory
 from tests.db.test_schema_matches_models import schema_dump
 from tests.support import REPO, db_name, run_celora
 

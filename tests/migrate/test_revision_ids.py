@@ -12,7 +12,8 @@ import pytest
 
 from celora_cli.errors import ExitCode, MigrationHistoryError
 from celora_cli.migrate.history import read_history
-from celora_cli.migrate.runtime import load_script_directory, next_revision_id
+from celora_cli.migrate.revision_ids import next_revision_id
+from celora_cli.migrate.scripts import load_script_directory
 from celora_cli.migrate.status import _history_from_alembic
 from tests.support import REPO
 
@@ -91,6 +92,6 @@ def test_a_link_to_the_same_file_is_no_duplicate(tmp_path):
     ("20230229000000", "20230301000000"),  # no leap day that year
 ])
 def test_the_first_valid_time_after_any_14_digits(stamp, after):
-    from celora_cli.migrate.runtime import _first_timestamp_after
+    from celora_cli.migrate.revision_ids import _first_timestamp_after
 
     assert _first_timestamp_after(stamp) == after

@@ -23,7 +23,7 @@ import pytest
 
 from celora_cli.config.settings import parse_database_url
 from celora_cli.errors import ConfigError, DatabaseError, Refused
-from celora_cli.migrate.runtime import load_script_directory
+from celora_cli.migrate.scripts import load_script_directory
 from celora_cli.ops.backup import BackupInvalid, backup, restore, verify_backup
 from celora_cli.ops.backup.manifest import manifest_path
 from celora_cli.ops.backup.tools import conninfo

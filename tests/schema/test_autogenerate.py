@@ -8,8 +8,9 @@ from alembic.operations import ops
 from sqlalchemy import Column, Enum, Integer, Text
 
 from celora_cli.results import to_json
-from celora_cli.schema import autogenerate as autogen
+from celora_cli.schema import autogenerate
 from celora_cli.schema.drift import Difference, _changed
+from celora_cli.schema.enums import render_enum_without_create
 
 
 def table_ops(*column_ops) -> ops.UpgradeOps:
@@ -19,7 +20,7 @@ def table_ops(*column_ops) -> ops.UpgradeOps:
 def test_a_drop_and_an_add_of_the_same_type_is_a_suspected_rename():
     upgrade = table_ops(ops.AddColumnOp("users", Column("nickname", Text())),
                         ops.DropColumnOp("users", "nick", _reverse=ops.AddColumnOp("users", Column("nick", Text()))))
-    (warning,) = autogen._suspected_renames(upgrade)
+    (warning,) = autogenerate._suspected_renames(upgrade)
     assert "suspected rename users.nick -> users.nickname (both TEXT)" in warning
     assert "op.alter_column('users', 'nick', new_column_name='nickname')" in warning
 
@@ -27,23 +28,23 @@ def test_a_drop_and_an_add_of_the_same_type_is_a_suspected_rename():
 def test_a_drop_and_an_add_of_different_types_is_not_flagged():
     upgrade = table_ops(ops.AddColumnOp("users", Column("age", Integer())),
                         ops.DropColumnOp("users", "nick", _reverse=ops.AddColumnOp("users", Column("nick", Text()))))
-    assert autogen._suspected_renames(upgrade) == []
-    assert autogen._suspected_renames(table_ops(ops.AddColumnOp("users", Column("age", Integer())))) == []
+    assert autogenerate._suspected_renames(upgrade) == []
+    assert autogenerate._suspected_renames(table_ops(ops.AddColumnOp("users", Column("age", Integer())))) == []
 
 
 def test_enum_columns_render_without_creating_the_type():
     class Context:
         imports: set = set()
 
-    rendered = autogen._render_enum_without_create("type", Enum("a", "b'c", name="kind"), Context())
+    rendered = render_enum_without_create("type", Enum("a", "b'c", name="kind"), Context())
     assert rendered == "postgresql.ENUM('a', \"b'c\", name='kind', create_type=False)"
     assert "from sqlalchemy.dialects import postgresql" in Context.imports
-    assert autogen._render_enum_without_create("type", Text(), Context()) is False
+    assert render_enum_without_create("type", Text(), Context()) is False
 
 
 def test_extras_wrap_the_rendered_body():
-    assert autogen._with_extras("op.x()", [], []) == "op.x()"
-    assert autogen._with_extras("op.x(\n        a)", ["# before"], ["op.y()"]) == \
+    assert autogenerate._with_extras("op.x()", [], []) == "op.x()"
+    assert autogenerate._with_extras("op.x(\n        a)", ["# before"], ["op.y()"]) == \
         "# before\n    op.x(\n        a)\n    op.y()"
 
 
@@ -96,19 +97,19 @@ def test_commands_that_write_never_touch_the_packaged_migrations(tmp_path, monke
 
     from celora_cli.config.settings import load_settings
     from celora_cli.errors import ConfigError
-    from celora_cli.migrate import deploy as migrations
+    from celora_cli.migrate import scripts
     from celora_cli.schema import generate
 
     packaged = tmp_path / "site-packages" / "celora_cli" / "_migrations"
     packaged.mkdir(parents=True)
     (packaged / "env.py").write_text("")
-    monkeypatch.setattr(migrations, "_PACKAGED", packaged)
+    monkeypatch.setattr(scripts, "PACKAGED_MIGRATIONS", packaged)
     project = tmp_path / "project"
     project.mkdir()
     settings = load_settings(environ={}, project_root=project)
-    assert migrations.find_migrations_dir(settings) == packaged  # what read-only commands may use
+    assert scripts.find_migrations_dir(settings) == packaged  # what read-only commands may use
     with pytest.raises(ConfigError, match="copy packaged inside celora"):
         generate.generate(settings)
     with pytest.raises(ConfigError, match="copy packaged inside celora"):
-        autogen.migrate_dev(settings, name="x")
+        autogenerate.migrate_dev(settings, name="x")
     assert list(packaged.iterdir()) == [packaged / "env.py"]

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import re
 
-from celora_cli.config.settings import DatabaseURL, Settings
+from celora_cli.config.settings import DatabaseURL, Settings, setting_name
 from celora_cli.db.connect import connect, direct_url, sends_startup_options, startup_options_applied
 from celora_cli.db.errors import translating
 from celora_cli.db.models import Base
 from celora_cli.db.models.audit_log import audited_tables, sensitive_columns
 from celora_cli.errors import ConfigError, UsageError
-from celora_cli.migrate.runtime import setting_name
 
 PLUGIN = "pgoutput"
 DEFAULT_SLOT = "celora_changes"

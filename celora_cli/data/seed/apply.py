@@ -77,9 +77,9 @@ def ensure_not_production(settings: Settings, conn, *, allow_production: bool) -
 def seed(settings: Settings, fixtures_dir: Path, *, allow_production: bool = False, volume_users: int = 0,
          volume_seed: int = 0, volume_progress: VolumeProgress | None = None) -> SeedResult:
     """Load the fixtures and, when volume_users > 0, the generated volume, in one transaction."""
+    from celora_cli.config.settings import setting_name
     from celora_cli.db.connect import connect, direct_url
     from celora_cli.db.errors import translating
-    from celora_cli.migrate.deploy import setting_name
 
     started = time.perf_counter()
     fixtures = load_fixtures(fixtures_dir)  # every file checked before anything connects
