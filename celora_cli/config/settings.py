@@ -207,6 +207,11 @@ class Settings:
         return self.database_url is None
 
     @property
+    def deployed(self) -> bool:
+        """CELORA_ENV is staging or production: a real deployment, never celora's own local server."""
+        return self.env in ENVIRONMENTS[2:]
+
+    @property
     def local_server_dir(self) -> Path:
         return self.local_dir or self.project_root / ".celora"
 

@@ -24,7 +24,7 @@ from celora_cli.errors import ConfigError
 def local_database_url(settings: Settings, *, start: bool) -> DatabaseURL:
     """The local server's URL (its `.setting` is LOCAL_SETTING). start=True initialises and starts it when it
     is not running (announced); start=False raises LocalServerError when it is not running."""
-    if settings.env in ("staging", "production"):
+    if settings.deployed:
         # A deploy with a missing DATABASE_URL must fail, not migrate a fresh local database and pass.
         raise ConfigError(
             f"DATABASE_URL is not set (CELORA_ENV={settings.env}). celora starts its own local PostgreSQL "
