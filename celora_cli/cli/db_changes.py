@@ -135,7 +135,7 @@ def _setup(settings, slot: str, as_json: bool, *, allow_secret_columns: bool) ->
     output.emit(setup(settings, slot=slot, allow_secret_columns=allow_secret_columns), as_json)
 
 
-@output.renders("celora_cli.data.changes.SetupResult")
+@output.renders("celora_cli.data.changes.configure.SetupResult")
 def render_setup(result) -> None:
     made = "created" if result.created_slot else "exists"
     output.out.print(f"Slot {safe(result.slot)} ({made}) and publication {safe(result.publication)} "

@@ -59,7 +59,7 @@ def health(
     output.emit(report, output_format == "json")
 
 
-@output.renders("celora_cli.ops.health.HealthReport")
+@output.renders("celora_cli.ops.health.report.HealthReport")
 def render_health(report) -> None:
     for line in health_lines(report):
         output.out.print(line)

@@ -41,7 +41,7 @@ def lint(
     output.emit(result, as_json)
 
 
-@output.renders("celora_cli.migrate.lint.LintResult")
+@output.renders("celora_cli.migrate.lint_rules.LintResult")
 def render_clean(result) -> None:
     output.out.print(f"[green]Clean:[/] {len(result.migrations)} migration(s) linted ({safe(result.linter)}), "
                      f"{len(result.silenced)} finding(s) silenced with a reason (--json lists them).")

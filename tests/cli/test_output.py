@@ -111,3 +111,5 @@ def test_every_registered_renderer_names_a_real_result_class():
         module, _, name = path.rpartition(".")
         cls = getattr(importlib.import_module(module), name)
         assert dataclasses.is_dataclass(cls), path
+        # The class's own path, not a package's re-export: results are looked up by where the class lives.
+        assert f"{cls.__module__}.{cls.__qualname__}" == path, f"{path} is {cls.__module__}.{cls.__qualname__}"
