@@ -34,7 +34,7 @@ from pathlib import Path
 from celora_cli.config.settings import DatabaseURL, Settings, redact
 from celora_cli.db.connect import libpq_params
 from celora_cli.errors import ConfigError, Interrupted
-from celora_cli.local.binaries import SYSTEM_BIN_GLOBS, binary_version, embedded_bin_dir
+from celora_cli.local.binaries import SYSTEM_BIN_GLOBS, binary_version, embedded_bin_dir, version_key
 
 TOOLS = ("pg_dump", "pg_restore")
 SERVICE_NAME = "celora"
@@ -63,10 +63,6 @@ class ClientTools:
 def version_major(version: str) -> int:
     match = re.match(r"\d+", version)
     return int(match.group()) if match else 0
-
-
-def _version_key(version: str) -> tuple[int, ...]:
-    return tuple(int(n) for n in re.findall(r"\d+", version))
 
 
 def _has_tools(directory: Path) -> bool:
@@ -112,7 +108,7 @@ def choose_client_tools(found: list[ClientTools], *, server_major: int, archive_
     matched = [tools for tools in usable if tools.major == server_major]
     oldest = min(tools.major for tools in usable)
     pool = matched or [tools for tools in usable if tools.major == oldest]
-    return max(pool, key=lambda tools: _version_key(tools.version))
+    return max(pool, key=lambda tools: version_key(tools.version))
 
 
 def find_client_tools(settings: Settings, *, server_major: int, archive_major: int = 0,
@@ -135,7 +131,7 @@ def find_client_tools(settings: Settings, *, server_major: int, archive_major: i
         raise ConfigError(f"No pg_dump/pg_restore found to back up or restore (looked in {looked}).", install + ".")
     chosen = choose_client_tools(found, server_major=server_major, archive_major=archive_major)
     if chosen is None:
-        newest = max(found, key=lambda tools: _version_key(tools.version))
+        newest = max(found, key=lambda tools: version_key(tools.version))
         raise ConfigError(
             f"The newest pg_dump/pg_restore found is {newest.describe()}, older than {needed_for}: pg_dump refuses "
             f"a server newer than itself, and pg_restore an archive from a newer pg_dump (looked in {looked}).",
