@@ -39,6 +39,7 @@ from starlette_admin.i18n import lazy_gettext as _
 
 from celora_cli.data.studio.conflicts import ConflictChecks
 from celora_cli.data.studio.copy_rows import CopyRows
+from celora_cli.data.studio.forms import FormFixes
 from celora_cli.data.studio.history import is_audited
 from celora_cli.db.errors import translate
 
@@ -107,7 +108,7 @@ class StudioFilterRegistry(SqlaFilterRegistry):
         return list(self.string_filters(field))
 
 
-class StudioView(ConflictChecks, CopyRows, ModelView):
+class StudioView(FormFixes, ConflictChecks, CopyRows, ModelView):
     """The generic view; `configure` turns it into one model's view without per-model code. A save refuses to
     overwrite a newer change (conflicts.py); a list can copy its selected rows (copy_rows.py)."""
 
