@@ -24,9 +24,9 @@ class FormFixes:
 
     def _setup_primary_key(self) -> None:
         super()._setup_primary_key()  # type: ignore[misc]
-        coerce = self._pk_coerce  # type: ignore[has-type]
+        coerce = getattr(self, "_pk_coerce", None)
         if isinstance(coerce, tuple):
-            self._pk_coerce = tuple(_FROM_TEXT.get(kind, kind) for kind in coerce)
+            setattr(self, "_pk_coerce", tuple(_FROM_TEXT.get(kind, kind) for kind in coerce))  # noqa: B010
 
     def _empty_as_null(self, data: dict[str, Any]) -> dict[str, Any]:
         fixed = dict(data)
