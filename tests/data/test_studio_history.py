@@ -134,11 +134,12 @@ def test_tables_without_history_and_wrong_keys(client, seeded):
     assert missing.status_code == 200 and "No entry in audit_log for this row" in text_of(missing.text)
 
 
-def test_a_role_that_may_not_read_the_audit_log_is_told_so(least_privilege, pg_server):  # noqa: F811
+def test_a_role_that_may_not_read_the_audit_log_is_told_so(least_privilege, pg_server):
     """As the app's role of `celora db roles` (no privilege on audit_log): a page saying why, and which command
     reads the history instead; the rest of the studio works."""
     with psycopg.connect(least_privilege.database_url) as conn:
-        (user_id,), = conn.execute("INSERT INTO users (firebase_uid, email) VALUES ('carol-uid', 'carol@celora.io') RETURNING id").fetchall()
+        (user_id,), = conn.execute("INSERT INTO users (firebase_uid, email) VALUES ('carol-uid', 'carol@celora.io') "
+                                   "RETURNING id").fetchall()
     app_url = least_privilege.url("app")
     studio = make_client(app_url, app_url)
     assert studio.get(f"/studio/user/detail?pk={user_id}").status_code == 200
