@@ -119,14 +119,15 @@ COPY_SCRIPT = r"""
     if (box) return box;
     box = document.createElement("div");
     box.id = "celora-copy-panel";
-    box.className = "card mb-3";
-    box.innerHTML = '<div class="card-body"><div class="d-flex justify-content-between mb-1">' +
+    box.className = "p-3 border-bottom";
+    box.innerHTML = '<div class="d-flex justify-content-between mb-1">' +
       '<span id="celora-copy-status"></span><button type="button" class="btn-close" aria-label="Close"></button>' +
-      '</div><textarea id="celora-copy-text" class="form-control font-monospace" rows="8" readonly></textarea></div>';
+      '</div><textarea id="celora-copy-text" class="form-control font-monospace" rows="8" readonly></textarea>';
     box.querySelector(".btn-close").addEventListener("click", function () { box.remove(); });
-    var table = document.querySelector(".table-responsive") || document.querySelector("table");
-    var card = table ? table.closest(".card") : null;
-    (card || document.body).parentNode.insertBefore(box, card || null);
+    // Inside the list's card, above the grid (the card's parent is a flex row: a sibling would sit beside it).
+    var grid = document.querySelector(".table-responsive");
+    if (grid) grid.parentNode.insertBefore(box, grid);
+    else document.body.insertBefore(box, document.body.firstChild);
     return box;
   }
   function show(text, status) {
