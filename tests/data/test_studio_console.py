@@ -182,3 +182,27 @@ def test_explain_and_show_run(read_only):
     assert page.status_code == 200 and "Scan on users" in text_of(page.text)
     show = run(read_only, "SHOW transaction_read_only")
     assert cells(show.text) == [["on"]]
+
+
+def test_an_advisory_lock_taken_in_the_console_does_not_outlive_the_statement(read_only, seeded):
+    """A session-level advisory lock is no write and survives a rollback: left on a pooled server connection it
+    could be celora's own migration lock. The console releases it, after success and after an error alike."""
+    direct, _ = seeded
+    for sql in ("SELECT pg_advisory_lock(4242)", "SELECT pg_advisory_lock(4242), 1 / 0"):
+        run(read_only, sql)
+        with psycopg.connect(direct) as conn:
+            assert conn.execute("SELECT pg_try_advisory_lock(4242)").fetchone() == (True,), sql
+            conn.execute("SELECT pg_advisory_unlock(4242)")
+
+
+def test_hostile_statements(read_only):
+    percent = run(read_only, "SELECT '100%' AS pct, '%s' AS placeholder")
+    assert cells(percent.text) == [["100%", "%s"]]  # no parameter processing
+    nul = run(read_only, "SELECT 'a\x00b'")  # a NUL character: psycopg refuses to send it
+    assert nul.status_code == 400 and "Traceback" not in nul.text
+    huge = run(read_only, "SELECT 1 -- " + "x" * 200_000)
+    assert huge.status_code == 400 and "longer than 100,000 bytes" in text_of(huge.text)
+    assert run(read_only, "   ").status_code == 400
+    assert run(read_only, "SELECT 1", page_size="many").status_code == 400
+    long_value = run(read_only, "SELECT repeat('x', 100000)")
+    assert "(100,000 characters)" in text_of(long_value.text) and len(long_value.text) < 50_000

@@ -19,6 +19,7 @@ What it promises, and what it does not:
 
 from __future__ import annotations
 
+import contextlib
 import re
 import time
 from collections.abc import Iterable
@@ -164,25 +165,42 @@ def run_statement(engine: Engine, statement: str, *, writable: bool, timeout: fl
             # Its own limit, after the engine's: the console's timeout, not the app's.
             connection.exec_driver_sql(f"SET LOCAL statement_timeout = {max(1, int(timeout * 1000))}")
             raw: Any = connection.connection.driver_connection
-            if kind == "read":
-                with raw.cursor(name=CURSOR) as cursor:
-                    cursor.execute(statement)
-                    if offset:
-                        cursor.scroll(offset)
-                    fetched = cursor.fetchmany(page_size + 1)
-                    _fill(result, cursor.description, fetched, page_size, hidden)
-            else:
-                with raw.cursor() as cursor:
-                    cursor.execute(statement)
-                    result.status = cursor.statusmessage or ""
-                    if kind == "write":
-                        result.rowcount = cursor.rowcount
-                    fetched = cursor.fetchmany(page_size + 1) if cursor.description else []
-                    _fill(result, cursor.description, fetched, page_size, hidden)
+            # A session-level advisory lock (SELECT pg_advisory_lock(...)) is neither a write nor undone by a
+            # rollback: it would stay on the pooled server connection (through PgBouncer, one other clients get),
+            # and could be celora's own migration lock. Released in this same transaction (the same server
+            # connection), whether the statement succeeded or not: the savepoint keeps the transaction usable.
+            raw.execute(f"SAVEPOINT {CURSOR}")
+            try:
+                _execute(raw, kind, statement, result, offset, page_size, hidden)
+            except BaseException:
+                with contextlib.suppress(Exception):  # the statement's own error is the one to report
+                    raw.execute(f"ROLLBACK TO SAVEPOINT {CURSOR}")
+                    raw.execute("SELECT pg_advisory_unlock_all()")
+                raise
+            raw.execute("SELECT pg_advisory_unlock_all()")
             if kind != "write":
                 transaction.rollback()  # a read has nothing to keep
     result.elapsed_ms = (time.perf_counter() - started) * 1000
     return result
+
+
+def _execute(raw: Any, kind: str, statement: str, result: ConsoleResult, offset: int, page_size: int,
+             hidden: set[str]) -> None:
+    if kind == "read":
+        with raw.cursor(name=CURSOR) as cursor:
+            cursor.execute(statement)
+            if offset:
+                cursor.scroll(offset)
+            fetched = cursor.fetchmany(page_size + 1)
+            _fill(result, cursor.description, fetched, page_size, hidden)
+        return
+    with raw.cursor() as cursor:
+        cursor.execute(statement)
+        result.status = cursor.statusmessage or ""
+        if kind == "write":
+            result.rowcount = cursor.rowcount
+        fetched = cursor.fetchmany(page_size + 1) if cursor.description else []
+        _fill(result, cursor.description, fetched, page_size, hidden)
 
 
 def _fill(result: ConsoleResult, description: Any, fetched: list, page_size: int, hidden: set[str]) -> None:
