@@ -76,6 +76,19 @@ def test_results_are_paged_and_the_page_size_is_bounded(read_only):
     assert run(read_only, "SELECT 1", offset="-1").status_code == 400
 
 
+def test_the_next_page_form_carries_the_statement_as_typed(read_only):
+    from tests.support.studio_forms import FormReader
+
+    statement = "SELECT g\n  FROM generate_series(1, 30) AS g -- <b>&amp;\nWHERE g > 0"
+    page = run(read_only, statement, page_size="25").text
+    form = re.search(r'<form method="POST" action="" class="d-inline">.*?</form>', page, re.S).group(0)
+    reader = FormReader()
+    reader.feed(form)
+    assert reader.values["sql"].removeprefix("\n") == statement and reader.values["offset"] == "25"
+    nxt = run(read_only, reader.values["sql"].removeprefix("\n"), page_size="25", offset="25")
+    assert [row[0] for row in cells(nxt.text)] == [str(n) for n in range(26, 31)]
+
+
 def test_a_huge_result_holds_one_page(read_only):
     """A cursor: ten million rows exist only as the 25 fetched (within a 0.5 s statement timeout)."""
     page = run(read_only, "SELECT generate_series(1, 10000000) AS g", page_size="25")
