@@ -50,6 +50,7 @@ ENVIRONMENTS = ("development", "test", "staging", "production")
 # Seconds, (minimum, maximum). One validator (validate_seconds) applies them to the environment, to flags and to
 # library arguments alike, so a value refused in one place is refused everywhere.
 HEALTH_TIMEOUT_LIMITS = (0.5, 3600.0)  # CELORA_HEALTH_TIMEOUT, db health --timeout
+STUDIO_CONSOLE_TIMEOUT_LIMITS = (0.1, 3600.0)  # CELORA_STUDIO_CONSOLE_TIMEOUT; 0 would mean "no limit": refused
 CONNECT_TIMEOUT_LIMITS = (1.0, 3600.0)  # CELORA_CONNECT_TIMEOUT; libpq reads 0 as "wait forever"
 STATEMENT_TIMEOUT_LIMITS = (0.0, 86400.0)  # CELORA_STATEMENT_TIMEOUT; 0 = no limit
 LOCK_TIMEOUT_LIMITS = (0.0, 86400.0)  # CELORA_LOCK_TIMEOUT, migrate-deploy --lock-timeout
@@ -145,6 +146,9 @@ class Settings:
         lambda raw, env: parse_number(raw.strip(), int, env, maximum=DDL_LOCK_RETRIES_MAXIMUM))
     health_timeout: float = setting("CELORA_HEALTH_TIMEOUT", "5", "seconds the whole db health check may take",
                                     _seconds(HEALTH_TIMEOUT_LIMITS), limits=HEALTH_TIMEOUT_LIMITS)
+    studio_console_timeout: float = setting(
+        "CELORA_STUDIO_CONSOLE_TIMEOUT", "5", "seconds a statement of the studio's SQL console may run",
+        _seconds(STUDIO_CONSOLE_TIMEOUT_LIMITS), limits=STUDIO_CONSOLE_TIMEOUT_LIMITS)
     debug: bool = setting("CELORA_DEBUG", "false", "show tracebacks (same as --debug)", parse_bool)
     # Read from the process environment (or the argument) before any .env: it says where .env is.
     project_root: Path = setting("CELORA_PROJECT_ROOT", None, "where .env, migrations/ and .celora/ are", _path,

@@ -18,8 +18,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette_admin.contrib.sqla import Admin
 
 from celora_cli.config.settings import DatabaseURL
+from celora_cli.data.studio.conflicts import conflicts_of, loaded_input
+from celora_cli.data.studio.console import DEFAULT_TIMEOUT, ConsoleView
+from celora_cli.data.studio.copy_rows import CopyView
+from celora_cli.data.studio.diagram import DiagramView
+from celora_cli.data.studio.history import HistoryView
 from celora_cli.data.studio.security import StudioGuard
-from celora_cli.data.studio.views import build_views
+from celora_cli.data.studio.views import build_views, is_sensitive
 from celora_cli.db.errors import translate
 from celora_cli.db.models import Base
 from celora_cli.safety.local_http import allowed_hosts
@@ -34,6 +39,7 @@ class StudioOptions:
     port: int
     token: str
     read_only: bool
+    console_timeout: float = DEFAULT_TIMEOUT  # CELORA_STUDIO_CONSOLE_TIMEOUT
 
 
 def create_app(engine: Engine, url: DatabaseURL, options: StudioOptions) -> Starlette:
@@ -49,8 +55,10 @@ def create_app(engine: Engine, url: DatabaseURL, options: StudioOptions) -> Star
         secret_key=options.token,
         middlewares=[Middleware(DatabaseErrorPage, url=url)],
     )
-    for view in build_views(Base, read_only=options.read_only, database_url=url):
+    views = build_views(Base, read_only=options.read_only, database_url=url)
+    for view in views:
         admin.add_view(view)
+    _add_studio_pages(admin, engine, url, options, views)
     # The templates are the installed package's: checking each one's mtime on every include cost ~10 ms a page.
     admin.templates.env.auto_reload = False
     app = Starlette(routes=[Route("/", lambda request: RedirectResponse(f"{BASE_PATH}/", status_code=307))],
@@ -61,6 +69,20 @@ def create_app(engine: Engine, url: DatabaseURL, options: StudioOptions) -> Star
     app.state.read_only = options.read_only
     admin.mount_to(app)
     return app
+
+
+def _add_studio_pages(admin: Admin, engine: Engine, url: DatabaseURL, options: StudioOptions, views: list) -> None:
+    """The pages beside the tables: SQL console, schema diagram (menu), a row's history and copying rows."""
+    hidden = {str(table.name): {column.name for column in table.columns if is_sensitive(str(table.name), column)}
+              for table in Base.metadata.tables.values()}
+    admin.add_view(ConsoleView(engine, writable=not options.read_only, timeout=options.console_timeout,
+                               sensitive=sorted({name for names in hidden.values() for name in names}),
+                               database_url=url))
+    admin.add_view(DiagramView(Base.metadata, {view.mapper.local_table.fullname: f"../{view.key}/list"
+                                               for view in views}))
+    admin.add_view(HistoryView(hidden))
+    admin.add_view(CopyView())
+    admin.templates.env.globals.update(celora_loaded_input=loaded_input, celora_conflicts=conflicts_of)
 
 
 def _read_only_transactions(sessions: sessionmaker) -> None:

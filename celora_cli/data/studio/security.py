@@ -9,7 +9,8 @@ A local web server is reachable by every page open in the developer's browser. S
 - the Origin header, whenever a request carries one and on every request that may write, must be the
   studio itself: another site's form or fetch is refused even if the browser would attach the cookie;
 - read-only mode refuses every method that can write before the request reaches the admin (the database
-  transaction is read-only too, see app.py);
+  transaction is read-only too, see app.py), except the two POSTs that only read: the export and the SQL console
+  (whose transactions are READ ONLY in that mode);
 - a WebSocket handshake passes the same Host and token checks and must carry the studio's Origin, or is closed
   with 1008 (the client sees 403).
 """
@@ -27,6 +28,9 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 EXPORT_ACTION = re.compile(r"/_api/[^/]+/action$")
+# The SQL console posts its statement (it is not put in a URL); read-only, it runs READ ONLY transactions and
+# refuses a write itself (console.py).
+CONSOLE_PATH = re.compile(r"^/studio/-/console/?$")
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 TOKEN_PARAMETER = "token"
 WEBSOCKET_POLICY_VIOLATION = 1008  # RFC 6455; before the handshake is accepted the client sees HTTP 403
@@ -115,7 +119,10 @@ class StudioGuard:
 
     @staticmethod
     def _read_only_post(scope: Scope) -> bool:
-        """The export of the current view is a POST that only reads (the admin's export action)."""
+        """The export of the current view is a POST that only reads (the admin's export action); so is the SQL
+        console's, in read-only mode."""
+        if CONSOLE_PATH.match(scope["path"]):
+            return True
         query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1")))
         return bool(EXPORT_ACTION.search(scope["path"])) and query.get("name") == "export"
 

@@ -147,7 +147,8 @@ def prepare(settings: Settings, *, host: str = DEFAULT_HOST, port: int = DEFAULT
             reason = "writable (--writable)"
         token = secrets.token_urlsafe(32)
         port = sock.getsockname()[1]  # the real one when 0 asked for any free port
-        app = create_app(engine, url, StudioOptions(host=host, port=port, token=token, read_only=read_only))
+        app = create_app(engine, url, StudioOptions(host=host, port=port, token=token, read_only=read_only,
+                                                    console_timeout=settings.studio_console_timeout))
     except BaseException:
         sock.close()
         raise

@@ -37,6 +37,10 @@ from starlette_admin.flash import flash
 from starlette_admin.helpers import slugify_class_name
 from starlette_admin.i18n import lazy_gettext as _
 
+from celora_cli.data.studio.conflicts import ConflictChecks
+from celora_cli.data.studio.copy_rows import CopyRows
+from celora_cli.data.studio.forms import FormFixes
+from celora_cli.data.studio.history import is_audited
 from celora_cli.db.errors import translate
 
 # Tables the planner estimates above this are counted by estimate; below it COUNT(*) is cheap and exact.
@@ -104,8 +108,9 @@ class StudioFilterRegistry(SqlaFilterRegistry):
         return list(self.string_filters(field))
 
 
-class StudioView(ModelView):
-    """The generic view; `configure` turns it into one model's view without per-model code."""
+class StudioView(FormFixes, ConflictChecks, CopyRows, ModelView):
+    """The generic view; `configure` turns it into one model's view without per-model code. A save refuses to
+    overwrite a newer change (conflicts.py); a list can copy its selected rows (copy_rows.py)."""
 
     page_size = 25
     page_size_options = [10, 25, 50, 100]
@@ -116,6 +121,7 @@ class StudioView(ModelView):
     mapper: Any = None
     foreign_keys: dict[str, str] = {}  # replaced per view class, never mutated
     database_url: Any = None  # the DatabaseURL named (masked) in error messages
+    audited = False
 
     def can_create(self, request: Request) -> bool:
         return not self.read_only
@@ -270,6 +276,7 @@ def build_view(mapper: Mapper, *, read_only: bool, database_url: Any = None) -> 
         "database_url": database_url,
         "table": f"{table.schema + '.' if table.schema else ''}{table.name}",
         "mapper": mapper,
+        "audited": is_audited(table),  # its detail and edit pages link to its history (history.py)
         "pk_keys": tuple(mapper.get_property_by_column(column).key for column in mapper.primary_key),
         # In the grid a foreign key column is the link to its row (no related row loaded); the detail page
         # shows the related row itself.
