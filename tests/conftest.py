@@ -34,7 +34,8 @@ from tests.support import (
     shared_tmpdir,
 )
 
-pytest_plugins = ["tests.compat"]  # marks the compatibility subset (make test-compat)
+# tests.compat marks the compatibility subset (make test-compat); studio_browser gives the `browser` fixture.
+pytest_plugins = ["tests.compat", "tests.support.studio_browser"]
 
 # The developer's environment never reaches a test. CELORA_TEST_* configure the suite, not celora (which never
 # reads them, and run_celora drops every CELORA_* variable from a child's environment): they stay.

@@ -11,7 +11,7 @@ import psycopg
 import pytest
 
 from tests.support import REPO, settings_for
-from tests.support.studio_browser import arrive, browser, click_when_clear, start_studio, wait_for  # noqa: F401
+from tests.support.studio_browser import arrive, click_when_clear, start_studio, wait_for
 
 pytestmark = pytest.mark.usefixtures("chromium_binaries")
 
@@ -24,7 +24,7 @@ def seeded(migrated_db):
     return migrated_db
 
 
-def test_conflicting_edit_then_history_then_copy_as_csv(seeded, browser):  # noqa: F811
+def test_conflicting_edit_then_history_then_copy_as_csv(seeded, browser):
     from selenium.webdriver.common.by import By
 
     database = seeded
@@ -74,7 +74,7 @@ def test_conflicting_edit_then_history_then_copy_as_csv(seeded, browser):  # noq
         assert "row(s) as CSV" in browser.find_element(By.ID, "celora-copy-status").text
 
 
-def test_console_answers_a_select_and_refuses_an_update_when_read_only(seeded, browser):  # noqa: F811
+def test_console_answers_a_select_and_refuses_an_update_when_read_only(seeded, browser):
     from selenium.webdriver.common.by import By
 
     database = seeded

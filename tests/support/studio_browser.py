@@ -1,6 +1,7 @@
 """The studio end to end for browser tests: the real `celora db studio` (uvicorn on a free port) and a real headless
 Chromium (Debian's chromium + chromium-driver, driven by Selenium; nothing is downloaded), with the waits a page
-needs. Import the fixtures into a test module: `from tests.support.studio_browser import browser, start_studio`."""
+needs. The `browser` fixture is a plugin of tests/conftest.py; import the helpers:
+`from tests.support.studio_browser import start_studio`."""
 
 from __future__ import annotations
 
