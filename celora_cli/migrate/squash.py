@@ -299,6 +299,15 @@ def record_squash_position(conn, script, migrations_dir: Path) -> str | None:
     return squash
 
 
+def effective_current(current: tuple[str, ...], script, migrations_dir: Path) -> tuple[str, ...]:
+    """alembic_version as the history sees it: a database at the last revision a squash replaced is at the squash
+    (MigrationHistoryError inside a squashed range); anything else as it is."""
+    if not current or not any(replaces_of(s) for s in script.walk_revisions()):
+        return current
+    squash = squashed_position(current, history_from_script(script, migrations_dir), migrations_dir)
+    return (squash,) if squash else current
+
+
 def squash_bookkeeping(script) -> tuple[set[str], dict[str, tuple[str, str]]]:
     """(every revision id a squash replaced, revision -> SHA-256 before/after of every file a squash re-pointed)."""
     replaced: set[str] = set()
@@ -309,5 +318,5 @@ def squash_bookkeeping(script) -> tuple[set[str], dict[str, tuple[str, str]]]:
     return replaced, repointed
 
 
-__all__ = ["SquashPlan", "SquashResult", "plan_squash", "record_squash_position", "squash_bookkeeping",
-           "write_squash"]
+__all__ = ["SquashPlan", "SquashResult", "effective_current", "plan_squash", "record_squash_position",
+           "squash_bookkeeping", "write_squash"]

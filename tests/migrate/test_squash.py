@@ -129,6 +129,8 @@ def test_squash_keeps_every_database_on_the_same_schema(project, databases):
     target_status = ok(celora(project, at_target, "db", "status", "--json"), 1)
     assert target_status["recorded_as"] == squash_id and [m["revision"] for m in target_status["pending"]] == \
         [following]
+    drift = ok(celora(project, at_target, "db", "status", "--drift", "--json"), 1)  # pending, no drift
+    assert drift["drift"]["drifted"] is False, drift
     assert [m["revision"] for m in ok(celora(project, fresh, "db", "status", "--json"), 1)["pending"]] == \
         [squash_id, following]
     refusal = celora(project, inside, "db", "migrate-deploy", "--json")
