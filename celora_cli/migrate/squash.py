@@ -26,14 +26,15 @@ from __future__ import annotations
 
 import ast
 import datetime
+import hashlib
 import logging
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from celora_cli.config.settings import Settings
 from celora_cli.errors import ConfigError, MigrationHistoryError
-from celora_cli.migrate.journal import checksum
 from celora_cli.migrate.lint_rules import MISSING_LOCK_TIMEOUT, NOT_VALID, RULES
 from celora_cli.migrate.revision_ids import squash_revision_id
 from celora_cli.migrate.rollback import resolve_target
@@ -130,6 +131,7 @@ def plan_squash(settings: Settings, to: str, *, name: str | None = None) -> Squa
     if children:
         child = script.get_revision(children[0])
         following = ReplacedMigration(child.revision, Path(child.path).stem, Path(child.path))
+        repointed_source(following.path, following.path.read_bytes(), target, "check")  # refused before any work
     existing = {s.revision for s in script.walk_revisions()} | set(replaces)
     revision = squash_revision_id(target, following.revision if following else None, existing)
     path = migrations_dir / "versions" / f"{revision}_{slug}.py"
@@ -169,13 +171,22 @@ def _slug(name: str) -> str:
 
 def write_squash(plan: SquashPlan, upgrade_sql: str, downgrade_sql: str, *, source: str) -> SquashResult:
     """Write the squash, re-point the revision after REV, delete the replaced files. `source` says how the SQL was
-    generated (for the file's docstring)."""
+    generated (for the file's docstring).
+
+    In the order that leaves a loadable history if it stops half-way (a full disk, Ctrl-C): the squash is written
+    under a temporary name and renamed, then the re-pointed file likewise; until the replaced files are deleted,
+    the history has two bases and two heads, which every command reports (exit 14) instead of running it."""
     repointed: tuple[tuple[str, str, str], ...] = ()
+    edited: bytes | None = None
     if plan.following is not None:
-        before = checksum(plan.following.path) or ""
-        _repoint(plan.following.path, plan.target, plan.revision)
-        repointed = ((plan.following.revision, before, checksum(plan.following.path) or ""),)
-    plan.path.write_text(render_squash(plan, upgrade_sql, downgrade_sql, source=source, repointed=repointed))
+        before = plan.following.path.read_bytes()
+        edited = repointed_source(plan.following.path, before, plan.target, plan.revision)
+        repointed = ((plan.following.revision, hashlib.sha256(before).hexdigest(),
+                      hashlib.sha256(edited).hexdigest()),)
+    text = render_squash(plan, upgrade_sql, downgrade_sql, source=source, repointed=repointed)
+    _replace(plan.path, text.encode())
+    if plan.following is not None and edited is not None:
+        _replace(plan.following.path, edited)
     for migration in plan.replaced:
         migration.path.unlink(missing_ok=True)
     return SquashResult(migrations_dir=str(plan.migrations_dir), revision=plan.revision, file=str(plan.path),
@@ -185,12 +196,21 @@ def write_squash(plan: SquashPlan, upgrade_sql: str, downgrade_sql: str, *, sour
                         statements=count_statements(upgrade_sql))
 
 
-def _repoint(path: Path, old: str, new: str) -> None:
-    """`down_revision = old` becomes `down_revision = new` (and the docstring's `Revises:` line), nothing else."""
-    source = path.read_text()
-    tree = ast.parse(source)
-    lines = source.splitlines(keepends=True)
-    for node in tree.body:
+def _replace(path: Path, data: bytes) -> None:
+    temporary = path.with_name(f".{path.name}.celora-squash")  # a dot file: no revision file for Alembic
+    try:
+        temporary.write_bytes(data)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def repointed_source(path: Path, source: bytes, old: str, new: str) -> bytes:
+    """The file with `down_revision = old` as `down_revision = new` (and the docstring's `Revises:` line), nothing
+    else changed (line endings and encoding kept); MigrationHistoryError when it is no one-line literal."""
+    text = source.decode()
+    lines = text.splitlines(keepends=True)
+    for node in ast.parse(source).body:
         if isinstance(node, ast.Assign) and len(node.targets) == 1:
             target, value = node.targets[0], node.value
         elif isinstance(node, ast.AnnAssign) and node.value is not None:
@@ -198,17 +218,17 @@ def _repoint(path: Path, old: str, new: str) -> None:
         else:
             continue
         if isinstance(target, ast.Name) and target.id == "down_revision":
-            if value.lineno != value.end_lineno:
+            if value.lineno != value.end_lineno or not (isinstance(value, ast.Constant) and value.value == old):
                 break
             line = lines[value.lineno - 1]
             start, end = _char_offsets(line, value.col_offset, value.end_col_offset or 0)
             lines[value.lineno - 1] = f"{line[:start]}{new!r}{line[end:]}"
-            text = "".join(lines)
-            path.write_text(re.sub(rf"^(Revises:\s*){re.escape(old)}\s*$", rf"\g<1>{new}", text, count=1,
-                                   flags=re.MULTILINE))
-            return
-    raise MigrationHistoryError(f"{path}: its down_revision is not a one-line literal, so celora can't re-point it "
-                                f"at the squash.", f"Write `down_revision = {old!r}` on one line, then squash again.")
+            edited = re.sub(rf"^(Revises:[ \t]*){re.escape(old)}(?=[ \t]*\r?$)", rf"\g<1>{new}", "".join(lines),
+                            count=1, flags=re.MULTILINE)
+            return edited.encode()
+    raise MigrationHistoryError(f"{path}: its down_revision is not the one-line literal {old!r}, so celora can't "
+                                "re-point it at the squash.",
+                                f"Write `down_revision = {old!r}` on one line, then squash again.")
 
 
 def _char_offsets(line: str, *byte_offsets: int) -> tuple[int, ...]:

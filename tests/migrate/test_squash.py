@@ -161,6 +161,14 @@ def test_squash_keeps_every_database_on_the_same_schema(project, databases):
     assert ok(celora(project, fresh, "db", "migrate-deploy", "--json"))["current"] == [following]
     assert schema_dump(fresh) == before
 
+    # A squash of a range holding a squash stands for everything that one stood for.
+    again = ok(celora(project, fresh, "db", "squash", "--to", following, "--name", "again", "--yes", "--json"))
+    assert again["replaces"] == [*ids[:3], squash_id, following]
+    assert files(project) == [f"{again['revision']}_again"]
+    for url in (at_head, fresh):
+        assert ok(celora(project, url, "db", "migrate-deploy", "--json"))["current"] == [again["revision"]]
+        assert schema_dump(url) == before
+
 
 def test_squash_refuses_what_it_cannot_stand_for(project, databases):
     url = databases()
@@ -210,3 +218,115 @@ def test_the_whole_history_squashed_deploys_the_same_schema(project, databases):
     assert ok(celora(project, fresh, "db", "migrate-deploy", "--json"))["current"] == [squash_id]
     assert schema_dump(fresh) == schema_dump(existing) == before
     assert catalog(fresh) == catalog(existing)
+
+
+# -- the pieces, without a database ------------------------------------------------------------------------------
+
+DUMP = """--
+-- PostgreSQL database dump
+--
+
+\\restrict abc123
+
+-- Dumped from database version 18.6
+-- Dumped by pg_dump version 18.6
+
+SET statement_timeout = 0;
+SELECT pg_catalog.set_config('search_path', '', false);
+SET check_function_bodies = false;
+
+DROP TRIGGER IF EXISTS trg_t ON public.t;
+DROP TABLE IF EXISTS public.t;
+DROP TYPE IF EXISTS public.e;
+--
+-- Name: e; Type: TYPE; Schema: public; Owner: -
+--
+
+CREATE TYPE public.e AS ENUM (
+    'a:b'
+);
+
+
+--
+-- Name: f(); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.f() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    AS $$
+BEGIN
+-- a comment at the start of a line inside the body stays
+    RETURN NULL;
+END;
+$$;
+
+
+--
+-- Name: TABLE t; Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON TABLE public.t FROM "Mig Role";
+GRANT SELECT ON TABLE public.t TO "Mig Role";
+GRANT SELECT ON TABLE public.t TO app;
+
+
+--
+-- PostgreSQL database dump complete
+--
+
+\\unrestrict abc123
+
+"""
+
+
+def test_a_dump_becomes_upgrade_and_downgrade_sql():
+    from celora_cli.schema.squash import clean_dump
+
+    upgrade, downgrade = clean_dump(DUMP, "Mig Role")
+    assert downgrade == "DROP TRIGGER IF EXISTS trg_t ON public.t;\nDROP TABLE IF EXISTS public.t;\n" \
+                        "DROP TYPE IF EXISTS public.e;\n"
+    assert upgrade.startswith("SET LOCAL check_function_bodies = false;\n\nCREATE TYPE public.e AS ENUM (\n")
+    for gone in ("restrict", "Dumped", "set_config", "statement_timeout", "-- Name:", "dump complete"):
+        assert gone not in upgrade
+    assert "-- a comment at the start of a line inside the body stays" in upgrade
+    assert "REVOKE ALL ON TABLE public.t FROM CURRENT_USER;\nGRANT SELECT ON TABLE public.t TO CURRENT_USER;\n" \
+           "GRANT SELECT ON TABLE public.t TO app;" in upgrade
+    assert "\n\n\n" not in upgrade
+
+
+@pytest.mark.parametrize("source, expected", [
+    ('"""x\n\nRevises: 111\n"""\nrevision = "222"\ndown_revision = "111"\n',
+     '"""x\n\nRevises: 999\n"""\nrevision = "222"\ndown_revision = \'999\'\n'),
+    ('"""x\r\n\r\nRevises: 111\r\n"""\r\nrevision = "222"\r\ndown_revision: str | None = \'111\'  # é\r\n',
+     '"""x\r\n\r\nRevises: 999\r\n"""\r\nrevision = "222"\r\ndown_revision: str | None = \'999\'  # é\r\n'),
+])
+def test_the_following_revision_is_re_pointed_and_nothing_else(tmp_path, source, expected):
+    from celora_cli.migrate.squash import repointed_source
+
+    path = tmp_path / "222_next.py"
+    assert repointed_source(path, source.encode(), "111", "999") == expected.encode()
+
+
+def test_a_down_revision_it_cannot_re_point_is_refused_before_any_work(tmp_path):
+    from celora_cli.errors import MigrationHistoryError
+    from celora_cli.migrate.squash import repointed_source
+
+    with pytest.raises(MigrationHistoryError, match="one-line literal"):
+        repointed_source(tmp_path / "x.py", b'down_revision = ("111",\n    )\n', "111", "999")
+
+
+@pytest.mark.parametrize("last, following, existing, expected", [
+    ("20261126170000", "20261207023000", (), "20261126170001"),  # sorts where the range ended
+    ("20261126170000", "20261126170001", (), "20261126170002"),  # no room before the next: after every id
+    ("20261126170000", None, ("20261126170001",), "20261126170002"),
+    ("ae1027a6acf", "1975ea83b712", (), "20261126120000"),  # hex ids: the clock
+    ("20261126170000", "4b8e0f2d9c61", (), "20261126170001"),  # the next one is no timestamp: no order to keep
+])
+def test_the_squash_id(last, following, existing, expected):
+    import datetime
+
+    from celora_cli.migrate.revision_ids import squash_revision_id
+
+    now = datetime.datetime(2026, 11, 26, 12, 0, 0)
+    assert squash_revision_id(last, following, {last, *existing, *([following] if following else [])}, now) == \
+        expected
