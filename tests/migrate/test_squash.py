@@ -330,3 +330,51 @@ def test_the_squash_id(last, following, existing, expected):
     now = datetime.datetime(2026, 11, 26, 12, 0, 0)
     assert squash_revision_id(last, following, {last, *existing, *([following] if following else [])}, now) == \
         expected
+
+
+def _settings(project: Path, url: str):
+    from tests.support import settings_for
+
+    return settings_for(url, CELORA_MIGRATIONS_DIR=project / "migrations", CELORA_ENV="development")
+
+
+def test_the_plan_is_shown_and_a_no_changes_nothing(project):
+    """What the guard shows before anything is generated or written; a refusal leaves every file as it was."""
+    from celora_cli.errors import Refused
+    from celora_cli.schema.squash import squash
+
+    ids = [name.split("_", 1)[0] for name in HISTORY]
+    seen = []
+
+    def refuse(plan):
+        seen.append(plan)
+        raise Refused("no", "")
+
+    def dump(*args, **kwargs):
+        raise AssertionError("nothing is generated before the answer")
+
+    before = {p.name: p.read_bytes() for p in (project / "migrations" / "versions").glob("*.py")}
+    with pytest.raises(Refused):
+        squash(_settings(project, "postgresql://nobody@127.0.0.1:1/none"), ids[2], dump=dump, confirm=refuse)
+    (plan,) = seen
+    losses = plan.losses()
+    assert [f"{name}.py is deleted" in line for line, name in zip(losses, HISTORY[:3], strict=False)] == [True] * 3
+    assert any(plan.path.name in line and "is written" in line for line in losses)
+    assert any(f"{HISTORY[3]}.py gets down_revision" in line for line in losses)
+    assert {p.name: p.read_bytes() for p in (project / "migrations" / "versions").glob("*.py")} == before
+
+
+def test_interrupted_while_generating_writes_nothing_and_leaves_no_shadow(project, empty_db, pg_server):
+    from celora_cli.errors import Interrupted
+    from celora_cli.schema.squash import squash
+
+    def interrupted(*args, **kwargs):
+        raise Interrupted("Stopped by SIGTERM.")
+
+    before = {p.name: p.read_bytes() for p in (project / "migrations" / "versions").glob("*.py")}
+    with pytest.raises(Interrupted):
+        squash(_settings(project, empty_db), HISTORY[-1], dump=interrupted, confirm=lambda plan: None)
+    assert {p.name: p.read_bytes() for p in (project / "migrations" / "versions").glob("*.py")} == before
+    assert not list((project / "migrations" / "versions").glob(".*"))
+    with psycopg.connect(pg_server.url("postgres")) as conn:
+        assert not conn.execute("SELECT datname FROM pg_database WHERE datname LIKE 'celora_shadow_%'").fetchall()
