@@ -25,6 +25,7 @@ class _DbCommands(LazyCommandGroup):
         "push": "celora_cli.cli.db_push",
         "resolve": "celora_cli.cli.db_resolve",
         "rollback": "celora_cli.cli.db_rollback",
+        "squash": "celora_cli.cli.db_squash",
         "reset": "celora_cli.cli.db_reset",
         "seed": "celora_cli.cli.db_seed",
         "studio": "celora_cli.cli.db_studio",
@@ -40,7 +41,7 @@ class _DbCommands(LazyCommandGroup):
     # every command is in exactly one).
     panels = {
         "Migrations": ("migrate", "migrate-deploy", "status", "lint", "generate", "push", "resolve", "rollback",
-                       "reset"),
+                       "reset", "squash"),
         "Data": ("seed", "studio", "audit", "changes"),
         "Operations": ("health", "metrics", "backup", "restore", "roles"),
     }

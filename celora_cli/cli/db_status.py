@@ -64,6 +64,12 @@ def render_status(report: StatusReport) -> None:
     result, drift = report.status, report.drift
     current = ", ".join(result.current) or "(nothing applied)"
     output.out.print(f"Current: {safe(current)}    Head: {safe(result.head or '(no migrations)')}")
+    for squashed in result.squashes:
+        output.out.print(f"[cyan]Squash[/]  {safe(squashed.name)} replaces {len(squashed.replaces)} revision(s): "
+                         f"{safe(', '.join(squashed.replaces))}")
+    if result.recorded_as:
+        output.out.print(f"The database is at {safe(current)}, the last revision squashed into "
+                         f"{safe(result.recorded_as)}: the next migrate-deploy records it as at the squash.")
     _render_journal(result)
     if result.up_to_date:
         output.out.print("[green]Database is up to date.[/]")

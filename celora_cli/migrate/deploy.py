@@ -25,6 +25,7 @@ from celora_cli.migrate.lock import (
     checked_lock_timeout,
 )
 from celora_cli.migrate.scripts import alembic_config, applied_files, find_migrations_dir, script_directory
+from celora_cli.migrate.squash import record_squash_position, squash_bookkeeping
 from celora_cli.migrate.status import read_current, status_on
 from celora_cli.migrate.steps import UPGRADE, drive
 from celora_cli.safety.stamp import stamp_environment
@@ -101,6 +102,8 @@ def stamp_after_deploy(conn, settings: Settings) -> None:
 def _deploy_on(conn, lock: MigrationLock, config, script, settings: Settings, result: DeployResult,
                progress: ProgressCallback) -> None:
     with bookkeeping(conn, lock.answer_bound):
+        # At the last revision a squash replaced: recorded as at the squash, in verify_journal's transaction.
+        record_squash_position(conn, script, find_migrations_dir(settings))
         result.baseline = verify_journal(conn, script, settings)  # its transaction takes the lock first
         before = status_on(conn, settings, script)
     result.head = before.head
@@ -124,7 +127,9 @@ def verify_journal(conn, script, settings: Settings) -> list[str]:
     current = read_current(conn)
     known = {s.revision for s in script.walk_revisions()}
     applied = applied_files(script, current) if all(r in known for r in current) else []
-    assessment = journal.assess(journal.read_entries(conn), applied, known)
+    # A squash stands for the revisions it replaced: their rows are no missing files (celora_cli.migrate.squash).
+    replaced, repointed = squash_bookkeeping(script)
+    assessment = journal.assess(journal.read_entries(conn), applied, known | replaced, repointed)
     problem = journal.changed_files_message(assessment)
     if problem:
         conn.rollback()

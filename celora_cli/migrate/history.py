@@ -25,7 +25,9 @@ from celora_cli.errors import MigrationHistoryError
 
 # Alembic's own file filter (script/base.py `_only_source_rev_file`): *.py, not __init__ or an editor lock file.
 _REVISION_FILE = re.compile(r"(?!\.\#|__init__)(.*\.py)$")
-_FIELDS = ("revision", "down_revision", "depends_on", "branch_labels")
+# `replaces`: celora's own field, written by `celora db squash` (celora_cli.migrate.squash): the revisions whose files
+# a squashed revision took the place of. Alembic ignores it.
+_FIELDS = ("revision", "down_revision", "depends_on", "branch_labels", "replaces")
 
 
 class NotLiteral(Exception):
@@ -40,6 +42,9 @@ class RevisionFile:
     branch_labels: tuple[str, ...]
     path: Path
     doc: str
+    replaces: tuple[str, ...] = ()  # a squashed revision: the revisions it stands for (`celora db squash`)
+    # a squashed revision: (revision, SHA-256 before, after) of the file it re-pointed at itself
+    repointed: tuple[tuple[str, str, str], ...] = ()
 
     @property
     def name(self) -> str:
@@ -55,6 +60,19 @@ class RevisionFile:
 class History:
     revisions: dict[str, RevisionFile]
     heads: tuple[str, ...]  # Alembic's ScriptDirectory.get_heads(): named by no down_revision
+
+    @property
+    def repointed(self) -> dict[str, tuple[str, str]]:
+        """revision -> (SHA-256 before, after) of each file `celora db squash` re-pointed at a squash."""
+        return {revision: (before, after) for script in self.revisions.values()
+                for revision, before, after in script.repointed}
+
+    @property
+    def replaced(self) -> dict[str, str]:
+        """Revision ids that no longer have a file because a squash took their place -> the squash's id (a
+        revision of the history is never counted as replaced)."""
+        return {old: revision for revision, script in self.revisions.items() for old in script.replaces
+                if old not in self.revisions}
 
     def unknown(self, current: Iterable[str]) -> list[str]:
         return [revision for revision in current if revision not in self.revisions]
@@ -126,7 +144,8 @@ def read_history(versions_dir: Path) -> History:
                     "(`alembic history` lists them), or restore the missing file.",
                 )
         resolved[revision] = RevisionFile(script.revision, script.down_revisions, depends_on,
-                                          script.branch_labels, script.path, script.doc)
+                                          script.branch_labels, script.path, script.doc, script.replaces,
+                                          script.repointed)
     named_as_down = {down for script in resolved.values() for down in script.down_revisions}
     heads = tuple(revision for revision in resolved if revision not in named_as_down)
     return History(resolved, heads)
@@ -166,7 +185,7 @@ def _read_file(path: Path) -> RevisionFile:
     values: dict[str, object] = {}
     for node in tree.body:
         target, value = _assignment(node)
-        if target in _FIELDS and value is not None:
+        if target in (*_FIELDS, "repointed") and value is not None:
             try:
                 values[target] = ast.literal_eval(value)
             except ValueError:
@@ -181,6 +200,8 @@ def _read_file(path: Path) -> RevisionFile:
         branch_labels=_names(values.get("branch_labels"), path),
         path=path,
         doc=doc,
+        replaces=_names(values.get("replaces"), path),
+        repointed=_triples(values.get("repointed"), path),
     )
 
 
@@ -190,6 +211,15 @@ def _assignment(node: ast.stmt) -> tuple[str | None, ast.expr | None]:
     if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.value is not None:
         return node.target.id, node.value
     return None, None
+
+
+def _triples(value: object, path: Path) -> tuple[tuple[str, str, str], ...]:
+    if value is None or value == ():
+        return ()
+    if isinstance(value, (tuple, list)) and all(
+            isinstance(v, (tuple, list)) and len(v) == 3 and all(isinstance(x, str) for x in v) for v in value):
+        return tuple((v[0], v[1], v[2]) for v in value)
+    raise NotLiteral(f"{path.name}: unexpected repointed value {value!r}")
 
 
 def _names(value: object, path: Path) -> tuple[str, ...]:

@@ -198,19 +198,24 @@ def latest_by_revision(entries: Iterable[JournalEntry]) -> dict[str, JournalEntr
     return latest
 
 
-def assess(entries: list[JournalEntry], applied: Iterable[LocalFile], known: set[str]) -> Assessment:
+def assess(entries: list[JournalEntry], applied: Iterable[LocalFile], known: set[str],
+           repointed: dict[str, tuple[str, str]] | None = None) -> Assessment:
     """Compare the journal with the local history.
 
     `applied`: the local files of the revisions alembic_version says are applied; `known`: every revision of the
-    local history. A file is modified when its checksum differs from the one recorded when it was applied (or
-    resolved); a journal row saying applied for a revision with no local file is missing."""
+    local history (and those a squash replaced). A file is modified when its checksum differs from the one recorded
+    when it was applied (or resolved), unless `celora db squash` re-pointed it (`repointed`: revision -> its
+    SHA-256 before and after the squash edited its down_revision) and it is still both; a journal row saying
+    applied for a revision with no local file is missing."""
     latest = latest_by_revision(entries)
     result = Assessment(latest=latest)
+    repointed = repointed or {}
     for local in applied:
         entry = latest.get(local.revision)
         if entry is None or not entry.applied:
             result.unrecorded.append(local)
-        elif entry.checksum is not None and entry.checksum != checksum(local.path):
+        elif entry.checksum is not None and entry.checksum != (now := checksum(local.path)) and \
+                repointed.get(local.revision) != (entry.checksum, now):
             result.modified.append((local, entry))
     result.missing = [e for e in latest.values() if e.applied and e.revision not in known]
     result.failed = [e for e in latest.values() if e.status == FAILED]

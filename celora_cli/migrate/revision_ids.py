@@ -24,7 +24,7 @@ def next_revision_id(existing: Iterable[str], now: datetime.datetime | None = No
     about time and leave the current timestamp as it is. Never an id the history already holds."""
     taken = set(existing)
     candidate = timestamp_revision_id(now)
-    stamps = [rev for rev in taken if len(rev) == 14 and rev.isascii() and rev.isdigit()]
+    stamps = [rev for rev in taken if _stamp_like(rev)]
     latest = max(stamps, default="")
     if latest >= candidate:
         candidate = _first_timestamp_after(latest)
@@ -111,3 +111,22 @@ def timestamp_rev_ids(context, revision, directives) -> None:
         if getattr(directive, "rev_id", None) is not None:
             directive.rev_id = next_revision_id(existing)
             existing.append(directive.rev_id)
+
+
+def squash_revision_id(last: str, following: str | None, existing: Iterable[str],
+                       now: datetime.datetime | None = None) -> str:
+    """The id of a squashed revision that ends at `last` (`celora db squash`): the first free timestamp after
+    `last` when that still sorts before `following` (the revision after the range), so the squash's file sorts
+    where the range was; otherwise (ids that are no timestamps, no room before `following`) a new revision's id."""
+    taken = set(existing)
+    if _stamp_like(last):
+        candidate = _first_timestamp_after(last)
+        while candidate in taken:
+            candidate = _first_timestamp_after(candidate)
+        if following is None or not _stamp_like(following) or candidate < following:
+            return candidate
+    return next_revision_id(taken, now)
+
+
+def _stamp_like(revision: str) -> bool:
+    return len(revision) == 14 and revision.isascii() and revision.isdigit()

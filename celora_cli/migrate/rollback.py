@@ -14,7 +14,7 @@ from pathlib import Path
 from alembic.util.exc import CommandError
 
 from celora_cli.config.settings import Settings
-from celora_cli.errors import ConfigError, MigrationFailed
+from celora_cli.errors import ConfigError, MigrationFailed, MigrationHistoryError
 from celora_cli.migrate.connection import migration_connection
 from celora_cli.migrate.lock import MigrationLock, ProgressCallback, RevisionMoved, checked_lock_timeout, moved_refusal
 from celora_cli.migrate.scripts import alembic_config, find_migrations_dir, script_directory
@@ -74,6 +74,12 @@ def rollback(settings: Settings, *, steps: int | None = None, to: str | None = N
     script = script_directory(settings, config)
     with migration_connection(settings, "db rollback") as (conn, url):
         status = status_on(conn, settings, script)
+        if status.recorded_as:
+            raise MigrationHistoryError(
+                f"The database is at {status.current[0]}, a revision squashed into {status.recorded_as} whose file is "
+                f"gone; rollback runs downgrades from the files, so it ran nothing.",
+                f"Run `celora db migrate-deploy` first: it records the database as at {status.recorded_as} (nothing "
+                "else changes); then roll back.")
         plan = _rollback_plan(script, status.current, steps, to, url.masked, database_environment(conn))
         conn.rollback()
         result = RollbackResult(database=plan.database, target=plan.target, current=status.current)
@@ -113,7 +119,7 @@ def _rollback_plan(script, current: tuple[str, ...], steps: int | None, to: str 
         target = applied[steps].revision if steps < len(applied) else "base"
         return RollbackPlan(masked, current, target, tuple(undo), database_env)
     assert to is not None
-    target = _resolve_target(script, to)
+    target = resolve_target(script, to)
     if target == "base":
         return RollbackPlan(masked, current, "base", tuple(applied), database_env)
     position = next((i for i, m in enumerate(applied) if m.revision == target), None)
@@ -125,7 +131,7 @@ def _rollback_plan(script, current: tuple[str, ...], steps: int | None, to: str 
     return RollbackPlan(masked, current, target, tuple(applied[:position]), database_env)
 
 
-def _resolve_target(script, to: str) -> str:
+def resolve_target(script, to: str) -> str:
     """A revision id, a unique prefix, a file name as `db status` shows it (20261126090000_init), or base."""
     wanted = to.strip()
     if not wanted:
@@ -149,4 +155,4 @@ def _resolve_target(script, to: str) -> str:
                       "Pass a revision id or file name from `celora db status` or `alembic history`, or base.")
 
 
-__all__ = ["RollbackPlan", "RollbackResult", "UndoneMigration", "rollback"]
+__all__ = ["RollbackPlan", "RollbackResult", "UndoneMigration", "resolve_target", "rollback"]

@@ -58,6 +58,15 @@ class FailedState:
 
 
 @dataclass(frozen=True)
+class SquashState:
+    """A revision written by `celora db squash`: it stands for the revisions it replaces (whose files are gone)."""
+
+    revision: str
+    name: str
+    replaces: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class MigrationStatus:
     current: tuple[str, ...]  # revisions recorded in alembic_version (empty: never migrated)
     head: str | None
@@ -68,6 +77,10 @@ class MigrationStatus:
     modified: tuple[str, ...] = ()  # names of applied migrations whose file changed since
     missing: tuple[str, ...] = ()  # names of migrations the journal says are applied that have no local file
     journal: bool = False  # whether the database has the journal table
+    squashes: tuple[SquashState, ...] = ()  # squashed revisions of the history, oldest first
+    # The database is at the last revision a squash replaced (alembic_version names a file that is gone): it holds
+    # what the squash creates, and the next migrate-deploy records it as at this squash (celora_cli.migrate.squash).
+    recorded_as: str | None = None
 
     @property
     def up_to_date(self) -> bool:
@@ -129,10 +142,49 @@ def history_from_script(script, migrations_dir: Path) -> History:
     revisions = {
         s.revision: RevisionFile(s.revision, tuple(s._versioned_down_revisions),
                                  tuple(r for r in s._all_down_revisions if r not in s._versioned_down_revisions),
-                                 tuple(s.branch_labels), Path(s.path), (s.doc or "").strip())
+                                 tuple(s.branch_labels), Path(s.path), (s.doc or "").strip(), replaces_of(s),
+                                 repointed_of(s))
         for s in script.walk_revisions()
     }
     return History(revisions, heads)
+
+
+def replaces_of(script) -> tuple[str, ...]:
+    """An Alembic Script's `replaces` (celora db squash's module attribute), as a tuple of ids."""
+    value = getattr(script.module, "replaces", None)
+    if isinstance(value, str):
+        return (value,)
+    return tuple(v for v in value if isinstance(v, str)) if isinstance(value, (tuple, list)) else ()
+
+
+def repointed_of(script) -> tuple[tuple[str, str, str], ...]:
+    """An Alembic Script's `repointed` (celora db squash's module attribute)."""
+    value = getattr(script.module, "repointed", None) or ()
+    return tuple((v[0], v[1], v[2]) for v in value if isinstance(v, (tuple, list)) and len(v) == 3
+                 and all(isinstance(x, str) for x in v)) if isinstance(value, (tuple, list)) else ()
+
+
+def squashed_position(current: tuple[str, ...], history: History, migrations_dir: Path) -> str | None:
+    """The squash a database at a replaced revision is recorded as, or None when alembic_version names no replaced
+    revision. Only the last revision of a squash's range can be recorded so (it holds what the squash creates);
+    a database inside the range is refused: the squash alone cannot bring it forward."""
+    replaced = history.replaced
+    at_replaced = [revision for revision in current if revision in replaced]
+    if not at_replaced:
+        return None
+    if len(current) == 1:
+        squash = history.revisions[replaced[current[0]]]
+        if squash.replaces[-1] == current[0]:
+            return squash.revision
+    revision = at_replaced[0]
+    squash = history.revisions[replaced[revision]]
+    raise MigrationHistoryError(
+        f"The database is at revision {revision}, inside the range squashed into {squash.name} ({squash.replaces[0]} "
+        f"to {squash.replaces[-1]}); this history no longer has the files that bring it to {squash.replaces[-1]}, "
+        "and the squashed migration would create what the database already has. Nothing was run.",
+        f"Deploy the history as it was before the squash (a checkout from before it: `git log -- "
+        f"{migrations_dir / 'versions'}`) to bring this database past {squash.replaces[-1]}, then this one. Keep "
+        "the old migration files until every database has passed the squashed range.")
 
 
 def status_from(current: tuple[str, ...], history: History, migrations_dir: Path) -> MigrationStatus:
@@ -143,7 +195,11 @@ def status_from(current: tuple[str, ...], history: History, migrations_dir: Path
             "Merge them into one (`alembic merge heads -m merge`) before deploying.",
         )
     head = history.heads[0] if history.heads else None
-    unknown = history.unknown(current)
+    squashes = tuple(SquashState(r.revision, r.name, r.replaces) for r in history.applied(history.heads)
+                     if r.replaces)
+    recorded_as = squashed_position(current, history, migrations_dir)
+    effective = (recorded_as,) if recorded_as else current
+    unknown = history.unknown(effective)
     if unknown:
         raise MigrationFailed(
             f"The database is at revision {', '.join(unknown)}, which is not in this project's migration history "
@@ -151,8 +207,8 @@ def status_from(current: tuple[str, ...], history: History, migrations_dir: Path
             "Deploy the code that contains that migration, or check DATABASE_URL points at the right database.",
             revision=unknown[0],
         )
-    pending = tuple(MigrationInfo(r.revision, r.name, r.doc) for r in history.pending(current))
-    return MigrationStatus(current=current, head=head, pending=pending)
+    pending = tuple(MigrationInfo(r.revision, r.name, r.doc) for r in history.pending(effective))
+    return MigrationStatus(current=current, head=head, pending=pending, squashes=squashes, recorded_as=recorded_as)
 
 
 def status_on(conn, settings: Settings, script) -> MigrationStatus:
@@ -201,8 +257,11 @@ def _read_journal(conn) -> tuple[list[journal.JournalEntry], bool]:
 def with_journal(status: MigrationStatus, history: History, entries: list[journal.JournalEntry],
                  exists: bool) -> MigrationStatus:
     """`status` with what the journal says: when each applied migration ran, failures, changed or missing files."""
-    applied = [journal.LocalFile(r.revision, r.name, r.path) for r in history.applied(status.current)]
-    assessment = journal.assess(entries, applied, set(history.revisions))
+    applied = [journal.LocalFile(r.revision, r.name, r.path)
+               for r in history.applied((status.recorded_as,) if status.recorded_as else status.current)]
+    # A replaced revision's rows are no missing file: the squash that replaced it stands for it.
+    assessment = journal.assess(entries, applied, set(history.revisions) | set(history.replaced),
+                                history.repointed)
     modified = {local.revision for local, _entry in assessment.modified}
     states = []
     for local in applied:

@@ -43,6 +43,7 @@ from celora_cli.migrate.deploy import deploy
 from celora_cli.migrate.lint import revision_warnings
 from celora_cli.migrate.revision_ids import next_revision_id
 from celora_cli.migrate.scripts import alembic_config, check_migration_name, find_migrations_dir, script_directory
+from celora_cli.migrate.squash import effective_current
 from celora_cli.migrate.status import read_current
 from celora_cli.migrate.steps import run_alembic
 from celora_cli.results import to_json
@@ -225,6 +226,7 @@ def _compare_with_history(settings: Settings, dev_url: DatabaseURL, shadow_setti
     """Replay the history into the shadow up to the development database's revision and compare the two.
     Returns (that revision, the differences); a revision unknown to this checkout is a difference itself."""
     dev_schema, current = _snapshot_of(dev_url, settings)
+    current = effective_current(current, script, find_migrations_dir(settings))  # at a squashed revision: the squash
     unknown = [revision for revision in current if not _known(script, revision)]
     if unknown:
         return current, [Difference("migration", revision, "extra", database="applied (in alembic_version)")

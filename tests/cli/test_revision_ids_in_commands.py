@@ -12,6 +12,7 @@ import re
 import shutil
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from tests.support import REPO, run_celora, shared_tmpdir
@@ -148,3 +149,43 @@ def test_a_head_stamped_in_the_future_with_an_impossible_time(project, empty_db)
     undone = ok(celora(project, empty_db, "db", "rollback", "--steps", "2", "--force", "--json"))
     assert undone["current"] == [HISTORY_HEAD]
     assert ok(celora(project, empty_db, "db", "migrate-deploy", "--json"))["current"] == ["29990101000200"]
+
+
+def test_a_hex_history_orders_by_its_graph_and_squashes(project, empty_db, pg_server):
+    """Hex ids whose file names sort against the graph (Alembic's `ae10..` after `1975..`): status, deploy and
+    rollback follow the down_revisions; `db squash` of such a history writes a timestamped revision that replaces
+    the hex ids, and a database migrated with the hex files needs nothing after it (the journal agrees)."""
+    hex_history(project)
+    ids = list(HEX.values())
+    names = [HEX_NAMES[revision] for revision in ids]
+    assert sorted(names) != names  # the file names alone would put the history in the wrong order
+    pending = ok(celora(project, empty_db, "db", "status", "--json"), 1)["pending"]
+    assert [m["revision"] for m in pending] == ids
+    assert [m["revision"] for m in ok(celora(project, empty_db, "db", "migrate-deploy", "--json"))["applied"]] == ids
+    applied = ok(celora(project, empty_db, "db", "status", "--json"))["applied"]
+    assert [m["revision"] for m in applied] == ids
+
+    squashed = ok(celora(project, empty_db, "db", "squash", "--to", HEX_NAMES[ids[-2]], "--yes", "--json"))
+    squash_id = squashed["revision"]
+    assert re.fullmatch(r"\d{14}", squash_id) and squashed["replaces"] == ids[:-1]
+    assert squashed["repointed"].endswith(f"{HEX_NAMES[ids[-1]]}.py")
+    status = ok(celora(project, empty_db, "db", "status", "--json"))
+    assert status["up_to_date"] and not status["missing"] and not status["modified"]
+    assert [m["revision"] for m in status["applied"]] == [squash_id, ids[-1]]
+    assert ok(celora(project, empty_db, "db", "migrate-deploy", "--json"))["applied"] == []
+
+    fresh = pg_server.url(f"{empty_db.rsplit('/', 1)[1]}_fresh")
+    with psycopg.connect(pg_server.url("postgres"), autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{fresh.rsplit("/", 1)[1]}"')
+    try:
+        deployed = ok(celora(project, fresh, "db", "migrate-deploy", "--json"))["applied"]
+        assert [m["revision"] for m in deployed] == [squash_id, ids[-1]]
+        undone = ok(celora(project, fresh, "db", "rollback", "--to", squash_id, "--force", "--json"))
+        assert undone["current"] == [squash_id]
+        versions = set((project / "migrations" / "versions").glob("*.py"))
+        ok(celora(project, fresh, "db", "migrate", "--name", "after squash", "--json"))
+        created = new_revision_file(project, versions)
+        assert re.fullmatch(r"\d{14}_after_squash\.py", created.name) and created.name > f"{squash_id}_squashed.py"
+    finally:
+        with psycopg.connect(pg_server.url("postgres"), autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{fresh.rsplit("/", 1)[1]}" WITH (FORCE)')
