@@ -23,6 +23,7 @@ class ExitCode(IntEnum):
     OK = 0
     DEGRADED = 1  # `db health`: degraded;  `db status`: migrations pending
     PENDING = 1
+    CHANGES = 1  # `db migrate --check`: the models need a migration; `db diff --exit-code`: the sources differ
     UNHEALTHY = 2  # `db health`: unhealthy (the app path is down)
     CONFIG = 3  # missing or malformed setting / URL
     UNREACHABLE = 4  # can't reach the database server (refused, timeout, DNS)
