@@ -16,7 +16,8 @@ from tests.support import REPO
 
 GROUPS = {
     (): ("db", "local"),
-    ("db",): ("migrate", "migrate-deploy", "status", "lint", "generate", "push", "resolve", "rollback", "reset",
+    ("db",): ("migrate", "migrate-deploy", "status", "lint", "generate", "push", "resolve", "baseline", "diff",
+              "rollback", "reset",
               "seed", "studio", "audit", "changes", "health", "metrics", "backup", "restore", "roles"),
     ("local",): ("start", "stop", "url", "status", "destroy", "pgbouncer"),
     ("local", "pgbouncer"): ("start", "stop", "status"),
