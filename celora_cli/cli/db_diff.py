@@ -25,7 +25,7 @@ def diff(
     exit_code: bool = typer.Option(False, "--exit-code", help="Exit 1 when the sources differ (like git diff)."),
     as_json: bool = json_option(),
 ) -> None:
-    """Compare two schema sources: each difference, or the SQL from one to the other.
+    """Compare two schema sources, or print the SQL between them.
 
     A source is `models`, `migrations` or `migrations@REV`, `database`, a postgresql:// URL (read-only), or a
     schema SQL file. Models, migrations and SQL files are made into temporary shadow databases on the configured
