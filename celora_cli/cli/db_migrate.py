@@ -38,7 +38,12 @@ def migrate(
 
     settings = load_settings_from(ctx)
     if check:
+        from celora_cli.errors import UsageError
         from celora_cli.schema.check import check_models
+
+        if name is not None or create_only:
+            raise UsageError("--check writes nothing, so it takes neither --name nor --create-only.",
+                             "Run `celora db migrate --check` alone.")
 
         output.emit(check_models(settings), as_json)
         return

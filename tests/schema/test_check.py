@@ -149,3 +149,10 @@ def test_a_broken_models_module_is_a_config_error_not_a_traceback(project, dev_d
     assert result.returncode == 3, result.stdout + result.stderr
     assert json.loads(result.stdout)["error"]["type"] == "ConfigError"
     assert "Traceback" not in result.stderr
+
+
+def test_check_with_a_name_is_a_usage_error(project, dev_database):
+    _name, url = dev_database
+    result = run_celora("db", "migrate", "--check", "--name", "x", "--json", env=env_for(project, url))
+    assert result.returncode == 64, result.stdout + result.stderr
+    assert json.loads(result.stdout)["error"]["type"] == "UsageError"
