@@ -68,6 +68,9 @@ def diff(settings: Settings, source: str, target: str, *, sql: bool = False, exi
     # Everything cheap first: both sources parsed, files read, revisions resolved, models imported.
     origin = parse_source(source, "--from", settings, script)
     goal = parse_source(target, "--to", settings, script)
+    for live in (origin, goal):
+        if live.live:
+            _reachable(live, settings)
     configured = shadow_url if shadow_url is not None else settings.shadow_database_url
     result = DiffResult(origin.label, goal.label, exit_on_difference=exit_on_difference)
     target_metadata = goal.metadata if goal.kind == MODELS else None
@@ -84,7 +87,15 @@ def diff(settings: Settings, source: str, target: str, *, sql: bool = False, exi
 
 
 def _read_only(url: DatabaseURL, source: Source):
-    return translating(url, f"{source.option} {url.masked}" if source.live else "the shadow database")
+    # The label is printed beside the (masked) URL, so it names the option, never the URL again.
+    return translating(url, source.option if source.live else "the shadow database")
+
+
+def _reachable(source: Source, settings: Settings) -> None:
+    """A live source answers before any shadow is made for the other one (cheap checks first)."""
+    assert source.url is not None
+    with _read_only(source.url, source), connect(source.url, settings, application_name="celora db diff") as conn:
+        conn.execute("SELECT 1")
 
 
 def _snapshot(url: DatabaseURL, settings: Settings, source: Source) -> Snapshot:

@@ -233,7 +233,8 @@ def render_sql(changes: ModelChanges) -> list[str]:
     statements += [add_label_sql(name, label) + ";" for name, label in changes.extras.added_labels]
     statements += [f"-- celora: {warning}" for warning in changes.warnings]
     buffer = io.StringIO()
-    context = MigrationContext.configure(dialect_name="postgresql", opts={
+    # paramstyle "named": with the driver's "pyformat", a '%' in a name or a literal would be printed doubled
+    context = MigrationContext.configure(dialect_name="postgresql", dialect_opts={"paramstyle": "named"}, opts={
         "as_sql": True, "output_buffer": buffer, "literal_binds": True})
     # SQLAlchemy skips creating the enum types it finds in this memo (what `db push` does too)
     memo = context.impl.memo.setdefault("pg_enum", set())

@@ -151,3 +151,33 @@ def test_ctrl_c_drops_the_shadow(pg_server, empty_db):
     assert process.returncode == 130, out + err
     assert "Traceback" not in err
     assert shadows(pg_server) == []
+
+
+ODD_SCHEMA = """CREATE TYPE "Mood" AS ENUM ('ok', 'it''s bad');
+CREATE TABLE "Odd Name" ("Col%s" int PRIMARY KEY, m "Mood" DEFAULT 'ok', note text);
+COMMENT ON TABLE "Odd Name" IS '50% [bold]x[/]';
+"""
+
+
+def test_odd_names_survive_the_sql_round_trip(pg_server, empty_db):
+    """Quoted names, a '%', a quote in a label and Rich markup in a comment: the SQL printed creates exactly the
+    file's schema (nothing doubled, nothing read as markup)."""
+    schema = shared_tmpdir("celora-diff-odd-") / "odd.sql"
+    schema.write_text(ODD_SCHEMA)
+    result = celora_diff(empty_db, "--from", "database", "--to", str(schema), "--sql")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert '"Col%s" INTEGER NOT NULL' in result.stdout and "'50% [bold]x[/]'" in result.stdout
+    admin_execute(pg_server, result.stdout, db_name(empty_db))
+    same = celora_diff(empty_db, "--from", "database", "--to", str(schema), "--exit-code")
+    assert same.returncode == 0, same.stdout + same.stderr
+    assert "No differences" in same.stdout
+
+
+@pytest.mark.parametrize(("user", "database", "code"), [("nobody", "postgres", 5), ("celora", "nosuchdb", 6)])
+def test_a_url_that_refuses_is_named_masked_before_any_shadow(pg_server, empty_db, user, database, code):
+    url = f"postgresql://{user}:s3cret-pw@127.0.0.1:{pg_server.port}/{database}"
+    result = celora_diff(empty_db, "--from", "migrations", "--to", url)
+    assert result.returncode == code, result.stdout + result.stderr
+    assert f"--to=postgresql://{user}:****@127.0.0.1:{pg_server.port}/{database}" in result.stderr
+    assert "s3cret-pw" not in result.stdout + result.stderr
+    assert "temporary database" not in result.stderr  # checked before a shadow was made
