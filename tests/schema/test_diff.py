@@ -181,3 +181,20 @@ def test_a_url_that_refuses_is_named_masked_before_any_shadow(pg_server, empty_d
     assert f"--to=postgresql://{user}:****@127.0.0.1:{pg_server.port}/{database}" in result.stderr
     assert "s3cret-pw" not in result.stdout + result.stderr
     assert "temporary database" not in result.stderr  # checked before a shadow was made
+
+
+def test_a_pg_dump_of_the_schema_loads_as_a_source(pg_server, migrated_db, empty_db):
+    """What the docs promise: `pg_dump --schema-only --no-owner --no-privileges` output (psql's \\restrict lines,
+    search_path emptied, names qualified) is a source as is, and equals the history it was dumped from."""
+    pg_dump = pg_server.bin_dir / "pg_dump"
+    if not pg_dump.exists():
+        pytest.skip("this server build has no pg_dump")
+    dump = shared_tmpdir("celora-diff-dump-") / "dump.sql"
+    done = subprocess.run([str(pg_dump), "--schema-only", "--no-owner", "--no-privileges",
+                           "--exclude-table=public.alembic_version", "--exclude-table=public.celora_migrations*",
+                           "--file", str(dump), "--dbname", migrated_db], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    result = celora_diff(empty_db, "--from", str(dump), "--to", "migrations", "--exit-code")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "No differences" in result.stdout
