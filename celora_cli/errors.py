@@ -14,15 +14,17 @@ class ExitCode(IntEnum):
     """Documented exit codes, one meaning each (README "Exit codes" is the table; a test checks it).
 
     1, 2 and 30 to 39 are a command's own non-success states (a result, `"ok": true` with --json, not an error): a
-    script can tell each apart by its code. 1 keeps its two documented meanings, health's "degraded" (what
-    Nagios-style monitors expect) and `db status`'s "pending" (what deploy scripts test for), because no command
-    has both; every other state has its own code.
+    script can tell each apart by its code. 1 keeps its documented meanings, health's "degraded" (what
+    Nagios-style monitors expect), `db status`'s "pending" (what deploy scripts test for) and the "differences
+    found" of the CI gates `db migrate --check` and `db diff --exit-code` (as `git diff --exit-code`), because no
+    command has two of them; every other state has its own code.
     Errors start at 3; usage errors, bugs, output failures and interruptions use the BSD sysexits numbers.
     """
 
     OK = 0
     DEGRADED = 1  # `db health`: degraded;  `db status`: migrations pending
     PENDING = 1
+    CHANGES = 1  # `db migrate --check`: the models need a migration; `db diff --exit-code`: the sources differ
     UNHEALTHY = 2  # `db health`: unhealthy (the app path is down)
     CONFIG = 3  # missing or malformed setting / URL
     UNREACHABLE = 4  # can't reach the database server (refused, timeout, DNS)

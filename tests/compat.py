@@ -42,6 +42,9 @@ SUBSET: dict[str, tuple[str, ...]] = {
         "test_the_real_models_onto_an_empty_database",
         "test_dropping_a_column_with_data_needs_the_flag",
     ),
+    # the catalog comparison that adopts a database, and the CI gate that sees enum labels
+    "tests/schema/test_baseline.py": ("test_a_create_all_database_is_adopted_at_head_and_then_up_to_date",),
+    "tests/schema/test_check.py": ("test_an_added_enum_label_fails_the_check_until_db_migrate_writes_it",),
     "tests/data/test_seed.py": (
         "test_first_run_creates_everything_second_changes_nothing",
         "test_cli_volume_after_fixtures",  # 3 generated users

@@ -24,6 +24,8 @@ class _DbCommands(LazyCommandGroup):
         "generate": "celora_cli.cli.db_generate",
         "push": "celora_cli.cli.db_push",
         "resolve": "celora_cli.cli.db_resolve",
+        "baseline": "celora_cli.cli.db_baseline",
+        "diff": "celora_cli.cli.db_diff",
         "rollback": "celora_cli.cli.db_rollback",
         "squash": "celora_cli.cli.db_squash",
         "reset": "celora_cli.cli.db_reset",
@@ -40,8 +42,8 @@ class _DbCommands(LazyCommandGroup):
     # `celora db --help` lists the commands in these panels (tests/cli/test_help_listing.py checks that
     # every command is in exactly one).
     panels = {
-        "Migrations": ("migrate", "migrate-deploy", "status", "lint", "generate", "push", "resolve", "rollback",
-                       "reset", "squash"),
+        "Migrations": ("migrate", "migrate-deploy", "status", "lint", "generate", "push", "resolve", "baseline",
+                       "diff", "rollback", "reset", "squash"),
         "Data": ("seed", "studio", "audit", "changes"),
         "Operations": ("health", "metrics", "backup", "restore", "roles"),
     }

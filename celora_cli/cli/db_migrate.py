@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import typer
 
-from celora_cli.cli import output
+from celora_cli.cli import (
+    migrate_check,  # noqa: F401 - registers the renderer of --check
+    output,
+)
 from celora_cli.cli.app import json_option, load_settings_from
 from celora_cli.cli.db_group import app
 from celora_cli.cli.output import safe
@@ -16,6 +19,10 @@ def migrate(
     name: str | None = typer.Option(None, "--name", "-n", metavar="NAME",
                                     help="Name of the new migration (asked for when interactive)."),
     create_only: bool = typer.Option(False, "--create-only", help="Write the new migration but do not apply it."),
+    check: bool = typer.Option(False, "--check", help=(
+        "Only check (for CI): exit 1 naming each operation when the models differ from the history's head, 0 "
+        "when they match. Writes no file and nothing to the development database; the history is replayed into "
+        "a temporary shadow database on the same server (or SHADOW_DATABASE_URL), dropped afterwards.")),
     as_json: bool = json_option(),
 ) -> None:
     """Write and apply a new migration from the models.
@@ -23,12 +30,23 @@ def migrate(
     Development: check drift against a shadow database, apply pending migrations, write and apply a new
     migration from the models, regenerate the schema artifacts.
 
+    `--check`: exit 1 when the models need a migration (each operation named), 0 when they match.
     Exit 15 when the database drifted from the history (nothing is changed; `celora db reset` resets it).
     Example: celora db migrate --name add_wallet_label
     """
     from celora_cli.schema.autogenerate import migrate_dev
 
     settings = load_settings_from(ctx)
+    if check:
+        from celora_cli.errors import UsageError
+        from celora_cli.schema.check import check_models
+
+        if name is not None or create_only:
+            raise UsageError("--check writes nothing, so it takes neither --name nor --create-only.",
+                             "Run `celora db migrate --check` alone.")
+
+        output.emit(check_models(settings), as_json)
+        return
     output.emit(migrate_dev(settings, name=name, create_only=create_only, ask_name=_name_prompt()), as_json)
 
 

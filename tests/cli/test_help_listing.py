@@ -16,8 +16,9 @@ from tests.support import REPO
 
 GROUPS = {
     (): ("db", "local"),
-    ("db",): ("migrate", "migrate-deploy", "status", "lint", "generate", "push", "resolve", "rollback", "reset",
-              "squash", "seed", "studio", "audit", "changes", "health", "metrics", "backup", "restore", "roles"),
+    ("db",): ("migrate", "migrate-deploy", "status", "lint", "generate", "push", "resolve", "baseline", "diff",
+              "rollback", "reset", "squash",
+              "seed", "studio", "audit", "changes", "health", "metrics", "backup", "restore", "roles"),
     ("local",): ("start", "stop", "url", "status", "destroy", "pgbouncer"),
     ("local", "pgbouncer"): ("start", "stop", "status"),
 }
