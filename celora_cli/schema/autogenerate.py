@@ -37,7 +37,7 @@ from celora_cli.db import admin
 from celora_cli.db.connect import connect, direct_url
 from celora_cli.db.errors import translating
 from celora_cli.db.identity import same_database
-from celora_cli.errors import ConfigError, Refused
+from celora_cli.errors import ConfigError, DatabaseError, Refused
 from celora_cli.migrate.connection import migration_engine, open_migration_connection
 from celora_cli.migrate.deploy import deploy
 from celora_cli.migrate.lint import revision_warnings
@@ -51,9 +51,11 @@ from celora_cli.safety.stamp import database_environment
 from celora_cli.schema.drift import IGNORED_TABLES, Difference, compare, drift_error, snapshot
 from celora_cli.schema.enums import postgres_extras, render_enum_without_create, type_text
 from celora_cli.schema.generate import generate, load_metadata, models_source, project_migrations_dir
+from celora_cli.schema.shadow_server import local_shadow
 
 SHADOW_VARIABLE = "SHADOW_DATABASE_URL"  # Settings.shadow_database_url
 SHADOW_PREFIX = "celora_shadow_"
+INSUFFICIENT_PRIVILEGE = "42501"  # CREATE DATABASE without CREATEDB
 notice = logging.getLogger("celora.notice")
 
 
@@ -109,10 +111,18 @@ def shadow_database(settings: Settings, dev_url: DatabaseURL, configured: Databa
             _wipe_schema(configured, settings, dev_url)
         return
     name = SHADOW_PREFIX + secrets.token_hex(4)
-    with admin.maintenance_connection(dev_url, settings, application_name="celora migrate (shadow)") as conn, \
-            admin.creating(dev_url, "the temporary shadow database",
-                           f"set {SHADOW_VARIABLE} to a database of its own that celora may empty"):
-        admin.create_database(conn, name, template="template0")
+    try:
+        with admin.maintenance_connection(dev_url, settings, application_name="celora migrate (shadow)") as conn, \
+                admin.creating(dev_url, "the temporary shadow database",
+                               f"set {SHADOW_VARIABLE} to a database of its own that celora may empty"):
+            admin.create_database(conn, name, template="template0")
+    except DatabaseError as refused:
+        if refused.sqlstate != INSUFFICIENT_PRIVILEGE:
+            raise
+        # No CREATEDB (a cloud development database): the local PostgreSQL stands in, announced.
+        with local_shadow(settings, dev_url, name, refused) as shadow:
+            yield shadow
+        return
     try:
         yield admin.with_database(dev_url, name, "the shadow database")
     finally:
