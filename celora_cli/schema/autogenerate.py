@@ -244,17 +244,19 @@ def _migration_from_drift(settings: Settings, shadow_settings: Settings, config,
     scratch = MigrateResult(database=dev_url.masked)
     path = _autogenerate(settings, shadow_settings, config, script, target, drift_rules.REVISION_NAME, None,
                          scratch, check_losses=False)
-    if path is None:  # the pending migrations already made the same change
-        return None
-    revision = script.get_revision("head").revision
-    _upgrade_to(shadow_settings, config, script, revision)
+    revision = script.get_revision("head").revision if path is not None else None
+    if revision is not None:
+        _upgrade_to(shadow_settings, config, script, revision)
     dev_schema, _ = _snapshot_of(dev_url, settings)
     assert shadow_settings.database_url is not None
     shadow_schema, _ = _snapshot_of(shadow_settings.database_url, settings)
     left = compare(dev_schema, shadow_schema)
-    if left:
-        path.unlink()
-        raise drift_rules.not_reproduced(left, str(path), dev_url.masked)
+    if left:  # objects autogenerate does not follow (a function, a trigger): no half a migration
+        if path is not None:
+            path.unlink()
+        raise drift_rules.not_reproduced(left, str(path) if path else None, dev_url.masked)
+    if path is None or revision is None:  # the pending migrations made the same change
+        return None
     drift_rules.mark_applied(settings, revision)
     notice.info(f"Wrote {path} from the drift of {dev_url.masked} and marked it applied there (nothing ran on the "
                 "database; its data stays). Review and commit it with the rest of the history.")
