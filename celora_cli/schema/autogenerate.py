@@ -245,22 +245,35 @@ def _migration_from_drift(settings: Settings, shadow_settings: Settings, config,
     path = _autogenerate(settings, shadow_settings, config, script, target, drift_rules.REVISION_NAME, None,
                          scratch, check_losses=False)
     revision = script.get_revision("head").revision if path is not None else None
-    if revision is not None:
-        _upgrade_to(shadow_settings, config, script, revision)
-    dev_schema, _ = _snapshot_of(dev_url, settings)
-    assert shadow_settings.database_url is not None
-    shadow_schema, _ = _snapshot_of(shadow_settings.database_url, settings)
-    left = compare(dev_schema, shadow_schema)
-    if left:  # objects autogenerate does not follow (a function, a trigger): no half a migration
-        if path is not None:
-            path.unlink()
-        raise drift_rules.not_reproduced(left, str(path) if path else None, dev_url.masked)
-    if path is None or revision is None:  # the pending migrations made the same change
-        return None
-    drift_rules.mark_applied(settings, revision)
+    try:
+        if revision is not None:
+            _upgrade_to(shadow_settings, config, script, revision)
+        dev_schema, _ = _snapshot_of(dev_url, settings)
+        assert shadow_settings.database_url is not None
+        shadow_schema, _ = _snapshot_of(shadow_settings.database_url, settings)
+        left = compare(dev_schema, shadow_schema)
+        if left:  # objects autogenerate does not follow (a function, a trigger): no half a migration
+            raise drift_rules.not_reproduced(left, str(path) if path else None, dev_url.masked)
+        if path is None or revision is None:  # the pending migrations made the same change
+            return None
+        drift_rules.mark_applied(settings, revision)
+    except BaseException:
+        # Not marked applied (a failure, Ctrl-C): a file left behind would be a pending migration that repeats
+        # the drift on this very database, failing the next run; without it the drift is simply still there.
+        marked = None  # unknown when the database cannot be asked: then the file stays, and the error is the news
+        with contextlib.suppress(Exception):
+            marked = _current_of(dev_url, settings) == (revision,)
+        if path is not None and marked is False:
+            path.unlink(missing_ok=True)
+        raise
     notice.info(f"Wrote {path} from the drift of {dev_url.masked} and marked it applied there (nothing ran on the "
                 "database; its data stays). Review and commit it with the rest of the history.")
     return str(path)
+
+
+def _current_of(url: DatabaseURL, settings: Settings) -> tuple[str, ...]:
+    with translating(url, "DATABASE_URL"), connect(url, settings, application_name="celora migrate") as conn:
+        return read_current(conn)
 
 
 def _stamp_of(url: DatabaseURL, settings: Settings) -> str | None:
@@ -379,7 +392,7 @@ def _autogenerate(settings: Settings, shadow_settings: Settings, config, script,
     finally:
         engine.dispose()
     if check_losses:
-        _confirm_losses(settings, upgrade_ops, extras.warnings, ask=ask, accepted=accept_data_loss,
+        _confirm_losses(settings, upgrade_ops, chosen, extras.warnings, ask=ask, accepted=accept_data_loss,
                         create_only=create_only)
     name = name or (ask_name() if ask_name else None)
     if not name or not name.strip():
@@ -420,22 +433,19 @@ def _renames(upgrade_ops, requested: Sequence[rename_rules.Rename], ask: Callabl
     for suspect in rename_rules.suspected(upgrade_ops):
         if not rename_rules.unclaimed([suspect], chosen):
             continue
-        what = "column" if suspect.column else "table"
-        if ask(f"The models drop {suspect.describe().replace(' -> ', ' and add ', 1).removeprefix(what + ' ')}"
-               f" ({what}s of the same shape). Renamed, the data stays; dropped and added, it is lost.\n"
-               f"Is {suspect.describe()} a rename?"):
+        if ask(suspect.question()):
             chosen.append(suspect)
     return chosen
 
 
-def _confirm_losses(settings: Settings, upgrade_ops, warnings: list[str], *, ask: Callable[[str], bool] | None,
-                    accepted: bool, create_only: bool) -> None:
+def _confirm_losses(settings: Settings, upgrade_ops, chosen: list[rename_rules.Rename], warnings: list[str], *,
+                    ask: Callable[[str], bool] | None, accepted: bool, create_only: bool) -> None:
     """A revision that drops data on the development database (counted there) needs a yes or --accept-data-loss;
     with --create-only nothing is applied yet, so it is a warning."""
     dev_url = direct_url(settings)
     with translating(dev_url, "DATABASE_URL"), \
             connect(dev_url, settings, application_name="celora migrate (data loss)") as conn:
-        losses = rename_rules.data_loss(conn, upgrade_ops)
+        losses = rename_rules.data_loss(conn, upgrade_ops, chosen)
     if not losses:
         return
     if create_only:

@@ -48,6 +48,15 @@ class Rename:
         return f"{RENAME_FLAG} {self.table}.{self.old}:{self.new}" if self.column \
             else f"{RENAME_FLAG} {self.old}:{self.new}"
 
+    def question(self) -> str:
+        """What a person at a terminal is asked (its last line is the question)."""
+        if self.column:
+            change = f"drop column {self.table}.{self.old} and add {self.table}.{self.new} (the same type)"
+        else:
+            change = f"drop table {self.old} and create {self.new} (the same columns)"
+        return (f"The models {change}. As a rename the data stays; dropped and added, it is lost.\n"
+                f"Is {self.describe()} a rename?")
+
     def describe(self) -> str:
         return f"column {self.table}.{self.old} -> {self.table}.{self.new}" if self.column \
             else f"table {self.old} -> {self.new}"
@@ -200,22 +209,29 @@ def _render_rename_table(autogen_context, op: alembic_ops.RenameTableOp) -> str:
 
 # -- what would be lost --------------------------------------------------------------------------------------
 
-def data_loss(conn, upgrade_ops) -> list[str]:
-    """What applying `upgrade_ops` loses on the database of `conn` (a psycopg connection), with counts."""
+def data_loss(conn, upgrade_ops, renames: Sequence[Rename] = ()) -> list[str]:
+    """What applying `upgrade_ops` loses on the database of `conn` (a psycopg connection), with counts. An
+    operation after a rename names the new table or column, which the database only has under the old name."""
+    tables = {r.new: r.old for r in renames if not r.column}
+    columns = {(r.table, r.new): r.old for r in renames if r.column}
+
+    def count(table: str, column: str | None = None) -> int:
+        return _count(conn, tables.get(table, table), columns.get((table, column), column) if column else None)
+
     losses = []
     for op in _flatten(upgrade_ops.ops):
         if isinstance(op, alembic_ops.DropTableOp):
-            rows = _count(conn, op.table_name)
+            rows = count(op.table_name)
             if rows:
                 losses.append(f"table {op.table_name} is dropped ({_many(rows, 'row')})")
         elif isinstance(op, alembic_ops.DropColumnOp):
-            values = _count(conn, op.table_name, op.column_name)
+            values = count(op.table_name, op.column_name)
             if values:
                 losses.append(f"column {op.table_name}.{op.column_name} is dropped "
                               f"({_many(values, 'non-null value')})")
         elif isinstance(op, alembic_ops.AlterColumnOp) and op.modify_type is not None \
                 and op.existing_type is not None and narrows(op.existing_type, op.modify_type):
-            values = _count(conn, op.table_name, op.column_name)
+            values = count(op.table_name, op.column_name)
             if values:
                 losses.append(f"column {op.table_name}.{op.column_name} changes type {type_text(op.existing_type)} "
                               f"-> {type_text(op.modify_type)}, which may not hold every value "
