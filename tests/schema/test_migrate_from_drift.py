@@ -89,6 +89,26 @@ def test_a_hand_added_column_becomes_a_migration_and_keeps_its_values(pg_server,
         admin_execute(pg_server, f'DROP DATABASE IF EXISTS "{fresh}" WITH (FORCE)')
 
 
+def test_with_a_pending_migration_it_is_applied_first_and_the_drift_goes_after_it(pg_server, drifted):
+    name, url, root = drifted
+    head = current(url)
+    admin_execute(pg_server, "ALTER TABLE users DROP COLUMN nickname", name)  # drift only after the rollback
+    back = run_celora("db", "rollback", "--steps", "1", "--force", env=env_for(root, url))
+    assert back.returncode == 0, back.stdout + back.stderr
+    admin_execute(pg_server, "ALTER TABLE users ADD COLUMN nickname text; "
+                  "UPDATE users SET nickname = 'kept'", name)
+    before = versions(root)
+    result = run_celora("db", "migrate", "--from-drift", env=env_for(root, url, "dev_models:metadata"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"Applied {head}" in result.stdout  # the pending migration ran first
+    (written,) = versions(root) - before
+    assert f"down_revision = '{head}'" in (root / "migrations" / "versions" / written).read_text()
+    assert current(url) == written.split("_", 1)[0]
+    assert nicknames(url) == ["kept", "kept"]
+    status = run_celora("db", "status", "--drift", env=env_for(root, url))
+    assert status.returncode == 0 and "No drift" in status.stdout, status.stdout + status.stderr
+
+
 def test_an_index_and_an_enum_label_by_hand_and_json(pg_server, drifted):
     name, url, root = drifted
     admin_execute(pg_server, "ALTER TABLE users DROP COLUMN nickname; CREATE INDEX ix_by_hand ON users "
