@@ -487,6 +487,7 @@ def _suspected_renames(upgrade_ops) -> list[str]:
             fix = f"op.alter_column({suspect.table!r}, {suspect.old!r}, new_column_name={suspect.new!r})"
         else:
             fix = f"op.rename_table({suspect.old!r}, {suspect.new!r})"
-        warnings.append(f"suspected rename {suspect.describe().split(' ', 1)[1]}: as written, the drop + add loses "
+        warnings.append(f"suspected rename {suspect.describe().split(' ', 1)[1]} ({suspect.shape}): as written, "
+                        "the drop + add loses "
                         f"the data; if it is a rename, run again with `{suspect.flag}` (or replace them with {fix})")
     return warnings

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from alembic.autogenerate import renderers
 from alembic.operations import ops as alembic_ops
@@ -42,6 +42,7 @@ class Rename:
     old: str
     new: str
     column: bool = True
+    shape: str = field(default="", compare=False)  # why it looks like a rename: "both TEXT", "the same columns"
 
     @property
     def flag(self) -> str:
@@ -116,12 +117,12 @@ def suspected(upgrade_ops) -> list[Rename]:
         for old, old_column in dropped.items():
             for new, new_column in added.items():
                 if type_text(old_column.type) == type_text(new_column.type):
-                    found.append(Rename(table, old, new))
+                    found.append(Rename(table, old, new, shape=f"both {type_text(new_column.type)}"))
     dropped_tables, created_tables = _tables(upgrade_ops)
     for old, old_table in dropped_tables.items():
         for new, new_table in created_tables.items():
             if _shape(old_table) == _shape(new_table):
-                found.append(Rename(old, old, new, column=False))
+                found.append(Rename(old, old, new, column=False, shape="the same columns"))
     return found
 
 

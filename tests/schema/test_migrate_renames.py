@@ -180,3 +180,44 @@ def _insert_notification(url: str, user) -> None:
     with psycopg.connect(url) as conn:
         conn.execute("INSERT INTO notifications (user_id, channel, type, title, body) VALUES "
                      "(%s, (enum_range(NULL::notification_channel))[1], 'welcome', 'Hello', 'Welcome!')", (user,))
+
+
+# -- the rules, without a database ----------------------------------------------------------------------------
+
+def test_rename_flags_parse_to_columns_and_tables_and_odd_input_is_a_config_error():
+    from celora_cli.errors import ConfigError
+    from celora_cli.schema.renames import Rename, parse
+
+    assert parse(["users.photo_url:avatar_url", "users.a:users.b", "old_t:new_t", " Ünï.cödé:x "]) == [
+        Rename("users", "photo_url", "avatar_url"), Rename("users", "a", "b"),
+        Rename("old_t", "old_t", "new_t", column=False), Rename("Ünï", "cödé", "x")]
+    for bad in ("", "users", "a.b.c:d", "a:b:c", "users.a:", ":b", "users.a b:c", "x" * 10 + ".a:wallets.b"):
+        with pytest.raises(ConfigError):
+            parse([bad])
+
+
+def test_suspected_pairs_need_the_same_type_or_the_same_columns():
+    from alembic.operations import ops
+    from sqlalchemy import Column, Integer, MetaData, Table, Text
+
+    from celora_cli.schema.renames import check, suspected
+
+    def table(name, *cols):
+        return Table(name, MetaData(), Column("id", Integer, primary_key=True), *cols)
+
+    upgrade = ops.UpgradeOps(ops=[
+        ops.ModifyTableOps("users", [ops.DropColumnOp.from_column_and_tablename(None, "users", Column("a", Text)),
+                                     ops.AddColumnOp("users", Column("b", Text)),
+                                     ops.AddColumnOp("users", Column("n", Integer))]),
+        ops.DropTableOp.from_table(table("old_t", Column("x", Text))),
+        ops.CreateTableOp.from_table(table("new_t", Column("x", Text))),
+        ops.CreateTableOp.from_table(table("other_t", Column("y", Text))),
+    ])
+    found = {(r.table, r.old, r.new, r.column) for r in suspected(upgrade)}
+    assert found == {("users", "a", "b", True), ("old_t", "old_t", "new_t", False)}
+    from celora_cli.errors import ConfigError
+    from celora_cli.schema.renames import parse
+
+    check(parse(["users.a:b", "old_t:other_t"]), upgrade)  # a table rename may change its columns
+    with pytest.raises(ConfigError, match="users.a is TEXT but users.n is INTEGER"):
+        check(parse(["users.a:n"]), upgrade)
