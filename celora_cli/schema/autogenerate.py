@@ -216,7 +216,7 @@ def migrate_dev(settings: Settings, *, name: str | None = None, create_only: boo
         if head is not None and (differences or current != (head,)):  # the shadow is at `current`: to head too
             _upgrade_to(shadow_settings, config, script, "head")
         if differences:
-            result.drift_file = _migration_from_drift(settings, shadow_settings, config, script, dev_url)
+            result.drift_file = _migration_from_drift(settings, shadow_settings, config, script, dev_url, result)
         path = _autogenerate(settings, shadow_settings, config, script, metadata, name, ask_name, result,
                              requested=requested, ask=ask, accept_data_loss=accept_data_loss,
                              create_only=create_only)
@@ -231,7 +231,7 @@ def migrate_dev(settings: Settings, *, name: str | None = None, create_only: boo
 
 
 def _migration_from_drift(settings: Settings, shadow_settings: Settings, config, script,
-                          dev_url: DatabaseURL) -> str | None:
+                          dev_url: DatabaseURL, result: MigrateResult) -> str | None:
     """--from-drift: the shadow is at head; write the migration from it to the development database's own schema,
     check it reproduces the drift (replayed into the shadow), and mark it applied on the development database."""
     with translating(dev_url, "DATABASE_URL"):
@@ -268,6 +268,9 @@ def _migration_from_drift(settings: Settings, shadow_settings: Settings, config,
         raise
     notice.info(f"Wrote {path} from the drift of {dev_url.masked} and marked it applied there (nothing ran on the "
                 "database; its data stays). Review and commit it with the rest of the history.")
+    # A column renamed by hand reads as drop + add: harmless here (marked, not run), data lost wherever the file
+    # runs, so its warning (with the alter_column to write instead) names the file.
+    result.warnings.extend(f"{path.name}: {warning}" for warning in scratch.warnings)
     return str(path)
 
 
@@ -401,7 +404,7 @@ def _autogenerate(settings: Settings, shadow_settings: Settings, config, script,
             "no name was given and the session is not interactive.",
             "Name it: celora db migrate --name add_wallet_label")
     name = check_migration_name(name)  # a name typed at the prompt
-    result.warnings = extras.warnings
+    result.warnings.extend(extras.warnings)
     # Alembic prints "Generating <path> ... done" on stdout, which belongs to the result (one JSON object
     # with --json); the CLI names the file itself.
     with contextlib.redirect_stdout(io.StringIO()):

@@ -170,3 +170,18 @@ def test_at_a_terminal_the_drift_is_offered_as_a_migration(drifted):
     assert "column users.nickname exists in the development database" in process.stderr
     (written,) = versions(root) - before
     assert written.endswith("_from_drift.py") and nicknames(url) == list(NICKNAMES)
+
+
+def test_a_column_renamed_by_hand_is_flagged_in_the_drift_migration(pg_server, drifted):
+    """Marked applied here it loses nothing, but wherever else the file runs its drop + add would: flagged."""
+    from tests.schema.test_migrate_renames import RENAMED
+
+    name, url, root = drifted
+    (root / "renamed.py").write_text(RENAMED)
+    admin_execute(pg_server, "ALTER TABLE users DROP COLUMN nickname; "
+                  "ALTER TABLE users RENAME COLUMN photo_url TO avatar_url", name)
+    result = run_celora("db", "migrate", "--from-drift", env=env_for(root, url, "renamed:metadata"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "_from_drift.py: suspected rename users.photo_url -> users.avatar_url (both TEXT)" in result.stderr
+    assert "op.alter_column('users', 'photo_url', new_column_name='avatar_url')" in result.stderr
+    assert "Already in sync" in result.stdout
