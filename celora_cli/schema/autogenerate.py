@@ -243,7 +243,7 @@ def _migration_from_drift(settings: Settings, shadow_settings: Settings, config,
             engine.dispose()
     scratch = MigrateResult(database=dev_url.masked)
     path = _autogenerate(settings, shadow_settings, config, script, target, drift_rules.REVISION_NAME, None,
-                         scratch, check_losses=False)
+                         scratch, from_drift=True)
     revision = script.get_revision("head").revision if path is not None else None
     try:
         if revision is not None:
@@ -358,7 +358,10 @@ def _include_object(obj, name, type_, reflected, compare_to) -> bool:
 def _autogenerate(settings: Settings, shadow_settings: Settings, config, script, metadata, name: str | None,
                   ask_name: Callable[[], str] | None, result: MigrateResult, *,
                   requested: Sequence[rename_rules.Rename] = (), ask: Callable[[str], bool] | None = None,
-                  accept_data_loss: bool = False, create_only: bool = False, check_losses: bool = True) -> Path | None:
+                  accept_data_loss: bool = False, create_only: bool = False, from_drift: bool = False) -> Path | None:
+    """The revision from the shadow to `metadata`, written (its path) or None when in sync. `from_drift`: the target
+    is the development database itself and the file is marked applied there, never run: no data-loss question,
+    and a suspected rename is fixed by editing the file (a --rename on a next run would not reach it)."""
     engine, url, setting = migration_engine(shadow_settings, "celora migrate (autogenerate)")
     try:
         conn = open_migration_connection(engine, url, setting)
@@ -379,7 +382,7 @@ def _autogenerate(settings: Settings, shadow_settings: Settings, config, script,
                 upgrade_ops = alembic_ops.UpgradeOps(ops=[*rename_up, *second.upgrade_ops.ops])
                 downgrade_ops = alembic_ops.DowngradeOps(ops=[*second.downgrade_ops.ops, *rename_down])
                 result.renamed = [rename.describe() for rename in chosen]
-            for warning in _suspected_renames(upgrade_ops):
+            for warning in _suspected_renames(upgrade_ops, rerun=not from_drift):
                 extras.warnings.append(warning)
                 extras.upgrade_before.append(f"# celora: {warning}")
             if upgrade_ops.is_empty() and extras.empty:
@@ -394,7 +397,7 @@ def _autogenerate(settings: Settings, shadow_settings: Settings, config, script,
             conn.close()
     finally:
         engine.dispose()
-    if check_losses:
+    if not from_drift:
         _confirm_losses(settings, upgrade_ops, chosen, extras.warnings, ask=ask, accepted=accept_data_loss,
                         create_only=create_only)
     name = name or (ask_name() if ask_name else None)
@@ -481,7 +484,7 @@ def _prepare_shadow(conn, statements: list[str]) -> None:
     conn.commit()
 
 
-def _suspected_renames(upgrade_ops) -> list[str]:
+def _suspected_renames(upgrade_ops, *, rerun: bool = True) -> list[str]:
     """A column dropped and another of the same type added in one table (or a table dropped and one with the same
     columns created), left as drop + add: probably a rename, flagged in the file and as a warning."""
     warnings = []
@@ -490,7 +493,8 @@ def _suspected_renames(upgrade_ops) -> list[str]:
             fix = f"op.alter_column({suspect.table!r}, {suspect.old!r}, new_column_name={suspect.new!r})"
         else:
             fix = f"op.rename_table({suspect.old!r}, {suspect.new!r})"
+        advice = f"run again with `{suspect.flag}` (or replace them with {fix})" if rerun \
+            else f"replace them with {fix} in the file before anyone else applies it"
         warnings.append(f"suspected rename {suspect.describe().split(' ', 1)[1]} ({suspect.shape}): as written, "
-                        "the drop + add loses "
-                        f"the data; if it is a rename, run again with `{suspect.flag}` (or replace them with {fix})")
+                        f"the drop + add loses the data; if it is a rename, {advice}")
     return warnings
