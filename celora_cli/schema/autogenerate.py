@@ -21,7 +21,7 @@ import dataclasses
 import io
 import logging
 import secrets
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,7 +37,7 @@ from celora_cli.db import admin
 from celora_cli.db.connect import connect, direct_url
 from celora_cli.db.errors import translating
 from celora_cli.db.identity import same_database
-from celora_cli.errors import ConfigError, Refused
+from celora_cli.errors import ConfigError, DatabaseError, Refused
 from celora_cli.migrate.connection import migration_engine, open_migration_connection
 from celora_cli.migrate.deploy import deploy
 from celora_cli.migrate.lint import revision_warnings
@@ -47,14 +47,18 @@ from celora_cli.migrate.squash import effective_current
 from celora_cli.migrate.status import read_current
 from celora_cli.migrate.steps import run_alembic
 from celora_cli.results import to_json
-from celora_cli.safety.guard import production_verdict
+from celora_cli.safety.guard import confirm_destructive, production_verdict
 from celora_cli.safety.stamp import database_environment
-from celora_cli.schema.drift import IGNORED_TABLES, Difference, compare, drift_error, snapshot
-from celora_cli.schema.enums import postgres_extras, render_enum_without_create, type_text
+from celora_cli.schema import from_drift as drift_rules
+from celora_cli.schema import renames as rename_rules
+from celora_cli.schema.drift import IGNORED_TABLES, Difference, compare, snapshot
+from celora_cli.schema.enums import postgres_extras, render_enum_without_create
 from celora_cli.schema.generate import generate, load_metadata, models_source, project_migrations_dir
+from celora_cli.schema.shadow_server import local_shadow
 
 SHADOW_VARIABLE = "SHADOW_DATABASE_URL"  # Settings.shadow_database_url
 SHADOW_PREFIX = "celora_shadow_"
+INSUFFICIENT_PRIVILEGE = "42501"  # CREATE DATABASE without CREATEDB
 notice = logging.getLogger("celora.notice")
 
 
@@ -69,6 +73,8 @@ class MigrateResult:
     warnings: list[str] = field(default_factory=list)  # suspected renames, removed enum labels
     artifacts_written: list[str] = field(default_factory=list)
     shadow: str = ""  # masked URL of the shadow database used
+    drift_file: str | None = None  # --from-drift: the migration written from the drift, marked applied
+    renamed: list[str] = field(default_factory=list)  # renames written as renames (--rename or answered yes)
 
 
 # -- the shadow database ---------------------------------------------------------------------------------
@@ -110,10 +116,18 @@ def shadow_database(settings: Settings, dev_url: DatabaseURL, configured: Databa
             _wipe_schema(configured, settings, dev_url)
         return
     name = SHADOW_PREFIX + secrets.token_hex(4)
-    with admin.maintenance_connection(dev_url, settings, application_name="celora migrate (shadow)") as conn, \
-            admin.creating(dev_url, "the temporary shadow database",
-                           f"set {SHADOW_VARIABLE} to a database of its own that celora may empty"):
-        admin.create_database(conn, name, template="template0")
+    try:
+        with admin.maintenance_connection(dev_url, settings, application_name="celora migrate (shadow)") as conn, \
+                admin.creating(dev_url, "the temporary shadow database",
+                               f"set {SHADOW_VARIABLE} to a database of its own that celora may empty"):
+            admin.create_database(conn, name, template="template0")
+    except DatabaseError as refused:
+        if refused.sqlstate != INSUFFICIENT_PRIVILEGE:
+            raise
+        # No CREATEDB (a cloud development database): the local PostgreSQL stands in, announced.
+        with local_shadow(settings, dev_url, name, refused) as shadow:
+            yield shadow
+        return
     try:
         yield admin.with_database(dev_url, name, "the shadow database")
     finally:
@@ -164,14 +178,19 @@ def _snapshot_of(url: DatabaseURL, settings: Settings):
 
 def migrate_dev(settings: Settings, *, name: str | None = None, create_only: bool = False,
                 ask_name: Callable[[], str] | None = None, metadata=None, models: str | None = None,
-                shadow_url: DatabaseURL | None = None) -> MigrateResult:
-    """The development loop; raises DriftDetected (nothing changed) when the database drifted.
+                shadow_url: DatabaseURL | None = None, renames: Sequence[str] = (), accept_data_loss: bool = False,
+                from_drift: bool = False, ask: Callable[[str], bool] | None = None) -> MigrateResult:
+    """The development loop; raises DriftDetected (nothing changed) when the database drifted, unless the drift
+    is turned into a migration (`from_drift`, or a yes to `ask`).
 
     `ask_name` is called when a revision is about to be written and no name was given (interactive);
-    without it, a missing name is a ConfigError. `metadata` (default: the models) is what the revision
-    brings the schema to."""
+    without it, a missing name is a ConfigError. `ask(question) -> bool` is given only when a person can answer
+    (a terminal, not CI): whether a drift becomes a migration, whether a suspected pair is a rename, whether a
+    revision that loses data is applied; without it the flags decide. `metadata` (default: the models) is what
+    the revision brings the schema to. `renames`: `table.old:new` / `old:new` (--rename)."""
     _refuse_production(settings.env, None)  # before anything connects
     name = check_migration_name(name) if name is not None else None
+    requested = rename_rules.parse(renames)
     models = models or models_source(settings)
     metadata = metadata if metadata is not None else load_metadata(models)
     project_migrations_dir(settings, "celora db migrate")  # it writes a revision: the project's history only
@@ -188,13 +207,20 @@ def migrate_dev(settings: Settings, *, name: str | None = None, create_only: boo
         shadow_settings = _on(settings, shadow)
         current, differences = _compare_with_history(settings, dev_url, shadow_settings, config, script)
         if differences:
-            raise drift_error(differences, dev_url.masked, _history(settings))
+            if from_drift:
+                drift_rules.check_convertible(differences, dev_url.masked, _history(settings))
+            if not drift_rules.accepted(differences, from_drift, ask, dev_url.masked):
+                raise drift_rules.refusal(differences, dev_url.masked, _history(settings))
 
         result.applied = [m.name for m in deploy(settings).applied]
         head = script.get_current_head()
-        if head is not None and current != (head,):  # the shadow is at `current`: bring it to head too
+        if head is not None and (differences or current != (head,)):  # the shadow is at `current`: to head too
             _upgrade_to(shadow_settings, config, script, "head")
-        path = _autogenerate(shadow_settings, config, script, metadata, name, ask_name, result)
+        if differences:
+            result.drift_file = _migration_from_drift(settings, shadow_settings, config, script, dev_url, result)
+        path = _autogenerate(settings, shadow_settings, config, script, metadata, name, ask_name, result,
+                             requested=requested, ask=ask, accept_data_loss=accept_data_loss,
+                             create_only=create_only)
 
     if path is not None:  # the zero-downtime lint of the new revision: warnings, the file is written all the same
         result.warnings.extend(revision_warnings(settings, path))
@@ -203,6 +229,55 @@ def migrate_dev(settings: Settings, *, name: str | None = None, create_only: boo
         result.revision_applied = True
     result.artifacts_written = generate(settings, metadata=metadata, source=models).written
     return result
+
+
+def _migration_from_drift(settings: Settings, shadow_settings: Settings, config, script,
+                          dev_url: DatabaseURL, result: MigrateResult) -> str | None:
+    """--from-drift: the shadow is at head; write the migration from it to the development database's own schema,
+    check it reproduces the drift (replayed into the shadow), and mark it applied on the development database."""
+    with translating(dev_url, "DATABASE_URL"):
+        engine, url, setting = migration_engine(settings, "celora migrate (from drift)")
+        try:
+            with engine.connect() as conn:
+                target = drift_rules.reflect(conn)
+        finally:
+            engine.dispose()
+    scratch = MigrateResult(database=dev_url.masked)
+    path = _autogenerate(settings, shadow_settings, config, script, target, drift_rules.REVISION_NAME, None,
+                         scratch, from_drift=True)
+    revision = script.get_revision("head").revision if path is not None else None
+    try:
+        if revision is not None:
+            _upgrade_to(shadow_settings, config, script, revision)
+        dev_schema, _ = _snapshot_of(dev_url, settings)
+        assert shadow_settings.database_url is not None
+        shadow_schema, _ = _snapshot_of(shadow_settings.database_url, settings)
+        left = compare(dev_schema, shadow_schema)
+        if left:  # objects autogenerate does not follow (a function, a trigger): no half a migration
+            raise drift_rules.not_reproduced(left, str(path) if path else None, dev_url.masked)
+        if path is None or revision is None:  # the pending migrations made the same change
+            return None
+        drift_rules.mark_applied(settings, revision)
+    except BaseException:
+        # Not marked applied (a failure, Ctrl-C): a file left behind would be a pending migration that repeats
+        # the drift on this very database, failing the next run; without it the drift is simply still there.
+        marked = None  # unknown when the database cannot be asked: then the file stays, and the error is the news
+        with contextlib.suppress(Exception):
+            marked = _current_of(dev_url, settings) == (revision,)
+        if path is not None and marked is False:
+            path.unlink(missing_ok=True)
+        raise
+    notice.info(f"Wrote {path} from the drift of {dev_url.masked} and marked it applied there (nothing ran on the "
+                "database; its data stays). Review and commit it with the rest of the history.")
+    # A column renamed by hand reads as drop + add: harmless here (marked, not run), data lost wherever the file
+    # runs, so its warning (with the alter_column to write instead) names the file.
+    result.warnings.extend(f"{path.name}: {warning}" for warning in scratch.warnings)
+    return str(path)
+
+
+def _current_of(url: DatabaseURL, settings: Settings) -> tuple[str, ...]:
+    with translating(url, "DATABASE_URL"), connect(url, settings, application_name="celora migrate") as conn:
+        return read_current(conn)
 
 
 def _stamp_of(url: DatabaseURL, settings: Settings) -> str | None:
@@ -282,35 +357,51 @@ def _include_object(obj, name, type_, reflected, compare_to) -> bool:
     return not (type_ == "table" and name in IGNORED_TABLES)
 
 
-def _autogenerate(shadow_settings: Settings, config, script, metadata, name: str | None,
-                  ask_name: Callable[[], str] | None, result: MigrateResult) -> Path | None:
-
-
+def _autogenerate(settings: Settings, shadow_settings: Settings, config, script, metadata, name: str | None,
+                  ask_name: Callable[[], str] | None, result: MigrateResult, *,
+                  requested: Sequence[rename_rules.Rename] = (), ask: Callable[[str], bool] | None = None,
+                  accept_data_loss: bool = False, create_only: bool = False, from_drift: bool = False) -> Path | None:
+    """The revision from the shadow to `metadata`, written (its path) or None when in sync. `from_drift`: the target
+    is the development database itself and the file is marked applied there, never run: no data-loss question,
+    and a suspected rename is fixed by editing the file (a --rename on a next run would not reach it)."""
     engine, url, setting = migration_engine(shadow_settings, "celora migrate (autogenerate)")
     try:
         conn = open_migration_connection(engine, url, setting)
         try:
-            context = MigrationContext.configure(connection=conn, opts={
-                "target_metadata": metadata, "compare_type": True, "compare_server_default": True,
-                "include_object": _include_object})
             extras = postgres_extras(conn, metadata)
             _prepare_shadow(conn, extras.shadow_statements)
-            migration = produce_migrations(context, metadata)
+            migration = produce_migrations(_context(conn, metadata), metadata)
             assert migration.upgrade_ops is not None and migration.downgrade_ops is not None
-            for warning in _suspected_renames(migration.upgrade_ops):
+            upgrade_ops, downgrade_ops = migration.upgrade_ops, migration.downgrade_ops
+            chosen = _renames(migration.upgrade_ops, requested, ask)
+            if chosen:
+                # Made on the shadow first, so autogenerate compares again and the rest of the difference (an
+                # index, a type change of the renamed column) gets its own operations after the rename.
+                rename_up, rename_down = rename_rules.operations(chosen, migration.upgrade_ops)
+                _prepare_shadow(conn, rename_rules.shadow_statements(chosen, conn.dialect.identifier_preparer.quote))
+                second = produce_migrations(_context(conn, metadata), metadata)
+                assert second.upgrade_ops is not None and second.downgrade_ops is not None
+                upgrade_ops = alembic_ops.UpgradeOps(ops=[*rename_up, *second.upgrade_ops.ops])
+                downgrade_ops = alembic_ops.DowngradeOps(ops=[*second.downgrade_ops.ops, *rename_down])
+                result.renamed = [rename.describe() for rename in chosen]
+            for warning in _suspected_renames(upgrade_ops, rerun=not from_drift):
                 extras.warnings.append(warning)
                 extras.upgrade_before.append(f"# celora: {warning}")
-            if migration.upgrade_ops.is_empty() and extras.empty:
+            if upgrade_ops.is_empty() and extras.empty:
                 result.in_sync = True
                 return None
-            upgrades = render_python_code(migration.upgrade_ops, migration_context=context,
+            context = _context(conn, metadata)
+            upgrades = render_python_code(upgrade_ops, migration_context=context,
                                           render_item=render_enum_without_create)
-            downgrades = render_python_code(migration.downgrade_ops, migration_context=context,
+            downgrades = render_python_code(downgrade_ops, migration_context=context,
                                             render_item=render_enum_without_create)
         finally:
             conn.close()
     finally:
         engine.dispose()
+    if not from_drift:
+        _confirm_losses(settings, upgrade_ops, chosen, extras.warnings, ask=ask, accepted=accept_data_loss,
+                        create_only=create_only)
     name = name or (ask_name() if ask_name else None)
     if not name or not name.strip():
         raise ConfigError(
@@ -318,7 +409,7 @@ def _autogenerate(shadow_settings: Settings, config, script, metadata, name: str
             "no name was given and the session is not interactive.",
             "Name it: celora db migrate --name add_wallet_label")
     name = check_migration_name(name)  # a name typed at the prompt
-    result.warnings = extras.warnings
+    result.warnings.extend(extras.warnings)
     # Alembic prints "Generating <path> ... done" on stdout, which belongs to the result (one JSON object
     # with --json); the CLI names the file itself.
     with contextlib.redirect_stdout(io.StringIO()):
@@ -331,6 +422,54 @@ def _autogenerate(shadow_settings: Settings, config, script, metadata, name: str
     path = Path(revision.path)
     result.revision_file = str(path)
     return path
+
+
+def _context(conn, metadata) -> MigrationContext:
+    return MigrationContext.configure(connection=conn, opts={
+        "target_metadata": metadata, "compare_type": True, "compare_server_default": True,
+        "include_object": _include_object})
+
+
+def _renames(upgrade_ops, requested: Sequence[rename_rules.Rename], ask: Callable[[str], bool] | None) \
+        -> list[rename_rules.Rename]:
+    """The requested renames (checked against what autogenerate proposed), and the suspected pairs a person at
+    a terminal says are renames."""
+    rename_rules.check(requested, upgrade_ops)
+    chosen = list(requested)
+    if ask is None:
+        return chosen
+    for suspect in rename_rules.suspected(upgrade_ops):
+        if not rename_rules.unclaimed([suspect], chosen):
+            continue
+        if ask(suspect.question()):
+            chosen.append(suspect)
+    return chosen
+
+
+def _confirm_losses(settings: Settings, upgrade_ops, chosen: list[rename_rules.Rename], warnings: list[str], *,
+                    ask: Callable[[str], bool] | None, accepted: bool, create_only: bool) -> None:
+    """A revision that drops data on the development database (counted there) needs a yes or --accept-data-loss;
+    with --create-only nothing is applied yet, so it is a warning."""
+    dev_url = direct_url(settings)
+    with translating(dev_url, "DATABASE_URL"), \
+            connect(dev_url, settings, application_name="celora migrate (data loss)") as conn:
+        losses = rename_rules.data_loss(conn, upgrade_ops, chosen)
+    if not losses:
+        return
+    if create_only:
+        warnings.extend(f"when applied, the new migration loses data: {loss}" for loss in losses)
+        return
+    suspects = rename_rules.suspected(upgrade_ops)
+    try:
+        confirm_destructive("write and apply a migration that loses data", target=dev_url.masked, losses=losses,
+                            force_flag=rename_rules.ACCEPT_FLAG, forced=accepted, settings=settings,
+                            database_env=None, production_override=False, command="celora db migrate", ask=ask)
+    except Refused as refusal:
+        renames = "".join(f" If {s.describe()} is a rename, run `celora db migrate {s.flag}` to keep the data."
+                          for s in suspects)
+        raise Refused(f"{refusal.message} It would lose: {'; '.join(losses)}.",
+                      f"{renames.strip()} {refusal.hint} `--create-only` writes the file without applying it, to "
+                      "edit first.".strip()) from None
 
 
 def _with_extras(body: str, before: list[str], after: list[str]) -> str:
@@ -347,22 +486,17 @@ def _prepare_shadow(conn, statements: list[str]) -> None:
     conn.commit()
 
 
-def _suspected_renames(upgrade_ops) -> list[str]:
-    """A column dropped and another of the same type added in one table: probably a rename."""
+def _suspected_renames(upgrade_ops, *, rerun: bool = True) -> list[str]:
+    """A column dropped and another of the same type added in one table (or a table dropped and one with the same
+    columns created), left as drop + add: probably a rename, flagged in the file and as a warning."""
     warnings = []
-    for op in upgrade_ops.ops:
-        if not isinstance(op, alembic_ops.ModifyTableOps):
-            continue
-        added = [o.column for o in op.ops if isinstance(o, alembic_ops.AddColumnOp)]
-        dropped = [o.to_column() for o in op.ops if isinstance(o, alembic_ops.DropColumnOp)]
-        for old in dropped:
-            for new in added:
-                if type_text(old.type) == type_text(new.type):
-                    warnings.append(
-                        f"suspected rename {op.table_name}.{old.name} -> {op.table_name}.{new.name} (both "
-                        f"{type_text(new.type)}): as written, the drop + add loses the column's data; if it is "
-                        f"a rename, replace them with op.alter_column({op.table_name!r}, {old.name!r}, "
-                        f"new_column_name={new.name!r})")
+    for suspect in rename_rules.suspected(upgrade_ops):
+        if suspect.column:
+            fix = f"op.alter_column({suspect.table!r}, {suspect.old!r}, new_column_name={suspect.new!r})"
+        else:
+            fix = f"op.rename_table({suspect.old!r}, {suspect.new!r})"
+        advice = f"run again with `{suspect.flag}` (or replace them with {fix})" if rerun \
+            else f"replace them with {fix} in the file before anyone else applies it"
+        warnings.append(f"suspected rename {suspect.describe().split(' ', 1)[1]} ({suspect.shape}): as written, "
+                        f"the drop + add loses the data; if it is a rename, {advice}")
     return warnings
-
-

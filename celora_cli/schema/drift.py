@@ -44,6 +44,9 @@ class Snapshot:
 _KINDS = ("extension", "enum", "sequence", "function", "table", "column", "constraint", "index", "trigger")
 
 # Every query is limited to the connection's first schema (current_schema(): public, or ?schema=).
+# Catalog output that differs between major versions is normalised, so a shadow on another version (the local
+# server standing in for a server without CREATEDB) compares equal: PostgreSQL 18 also lists each NOT NULL as a
+# constraint (contype 'n'), which the column's own definition already carries.
 _QUERIES = {
     "table": """
         SELECT c.relname, c.relkind::text FROM pg_class c
@@ -64,7 +67,7 @@ _QUERIES = {
     "constraint": """
         SELECT c.relname || '.' || k.conname, pg_get_constraintdef(k.oid)
           FROM pg_constraint k JOIN pg_class c ON c.oid = k.conrelid
-         WHERE c.relnamespace = current_schema()::regnamespace""",
+         WHERE c.relnamespace = current_schema()::regnamespace AND k.contype <> 'n'""",
     "index": """
         SELECT c.relname || '.' || i.relname, pg_get_indexdef(i.oid)
           FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid JOIN pg_class c ON c.oid = x.indrelid

@@ -178,7 +178,11 @@ def test_a_role_without_createdb_is_told_what_to_grant_or_set(pg_server, project
         base = pg_server.url(owned)
         as_role = base.replace("://celora@", f"://{role}@", 1)
         assert as_role != base
-        result = run_celora("db", "migrate", env=env_for(project, as_role))
+        # The local PostgreSQL would stand in (tests/schema/test_shadow_fallback.py); a file where its folder
+        # should be keeps it out, so the refusal itself is what this checks.
+        (project / "no-local-server").write_text("")
+        no_local = {**env_for(project, as_role), "CELORA_LOCAL_DIR": str(project / "no-local-server")}
+        result = run_celora("db", "migrate", env=no_local)
         assert result.returncode == 13, result.stdout + result.stderr
         assert f"The role {role} may not create databases" in result.stderr
         assert f"ALTER ROLE {role} CREATEDB" in result.stderr and "SHADOW_DATABASE_URL" in result.stderr
