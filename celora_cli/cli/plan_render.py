@@ -45,7 +45,8 @@ def _work(effect) -> str:
 
 @output.renders("celora_cli.migrate.plan.DeployPlan")
 def render_plan(plan) -> None:
-    from celora_cli.migrate.plan import _count, _size
+    from celora_cli.migrate.plan_markdown import count_text as _count
+    from celora_cli.migrate.plan_markdown import size_text as _size
 
     out = output.out
     out.print(f"Deploy plan for {safe(plan.database)}: at {safe(', '.join(plan.current) or 'base')}, head "
@@ -63,9 +64,10 @@ def render_plan(plan) -> None:
                 continue
             for effect in statement.effects:
                 mark = " [red]![/]" if effect.over_threshold or effect.blocked_by else ""
+                rows = "new" if effect.created else _count(effect.rows)
+                size = "new" if effect.created else _size(effect.size_bytes)
                 table.add_row(line, sql, safe(effect.table) + mark, effect.lock, safe(effect.blocks),
-                              f"{_work(effect)} {safe(effect.reason)}", "new" if effect.created else _count(effect.rows),
-                              "new" if effect.created else _size(effect.size_bytes))
+                              f"{_work(effect)} {safe(effect.reason)}", rows, size)
         out.print(table)
     if plan.blockers:
         table = Table(title="Live sessions the deploy would wait behind", title_justify="left")

@@ -28,6 +28,9 @@ from celora_cli.db.errors import translating
 from celora_cli.errors import ConfigError, ExitCode
 from celora_cli.migrate import journal
 from celora_cli.migrate.lint_rules import Finding, RenderedMigration
+from celora_cli.migrate.plan_markdown import count_text as _count
+from celora_cli.migrate.plan_markdown import markdown
+from celora_cli.migrate.plan_markdown import size_text as _size
 from celora_cli.migrate.plan_sessions import LiveActivity, LiveSession, Visibility, own_locks, read_activity
 from celora_cli.migrate.plan_statements import BLOCKS, Catalog, TableEffect, classify, conflicts
 from celora_cli.migrate.scripts import find_migrations_dir
@@ -198,25 +201,8 @@ class DeployPlan:
         return "nothing pending: the database is at head"
 
     def to_json(self) -> dict:
-        from celora_cli.migrate.plan_markdown import markdown  # its own module: one job each
-
         return {**fields_json(self), "pending": self.pending, "verdict": self.verdict,
                 "exit_code": int(self.exit_code), "markdown": markdown(self)}
-
-
-def _size(size: int | None) -> str:
-    if size is None:
-        return "size unknown"
-    value = float(size)
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if value < 1024 or unit == "TB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{size} B"
-
-
-def _count(rows: int | None) -> str:
-    return "?" if rows is None else f"{rows:,}"
 
 
 def plan_deploy(settings: Settings, *, differences: list | None = None, drift_note: str | None = None) -> DeployPlan:

@@ -4,12 +4,23 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from celora_cli.migrate.plan import DeployPlan
-
 _MAX_SQL = 160
+
+
+def size_text(size: int | None) -> str:
+    """Bytes as people read them: 1.5 MB (powers of 1024, as PostgreSQL's pg_size_pretty)."""
+    if size is None:
+        return "size unknown"
+    value = float(size)
+    for unit in ("B", "kB", "MB", "GB"):
+        if value < 1024:
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} TB"
+
+
+def count_text(rows: int | None) -> str:
+    return "?" if rows is None else f"{rows:,}"
 
 
 def _cell(value: object) -> str:
@@ -22,9 +33,9 @@ def _sql(text: str) -> str:
     return _cell(short if len(short) <= _MAX_SQL else short[:_MAX_SQL - 1] + "…")
 
 
-def markdown(plan: DeployPlan) -> str:
-    from celora_cli.migrate.plan import _count, _size
-
+def markdown(plan) -> str:
+    """`plan`: a celora_cli.migrate.plan.DeployPlan (not imported: that module imports this one)."""
+    _count, _size = count_text, size_text
     mark = {0: "✅", 1: "✅"}.get(int(plan.exit_code), "⚠️")
     lines = [f"### celora deploy plan for `{_cell(plan.database)}`", "",
              f"{mark} **{_cell(plan.verdict)}** (exit {int(plan.exit_code)})", "",

@@ -515,6 +515,11 @@ def _alter_table(reader: _Reader, sql: str, catalog: Catalog) -> StatementEffect
     return StatementEffect(sql, label, tuple(_merged(effects)))
 
 
+# Storage parameters ALTER TABLE ... SET (...) changes under SHARE UPDATE EXCLUSIVE (the rest: ACCESS EXCLUSIVE).
+_MILD_PARAMETERS = ("fillfactor", "autovacuum_", "parallel_workers", "toast_tuple_target", "vacuum_",
+                    "log_autovacuum", "user_catalog_table")
+
+
 def _alter_action(table: str, action: list[Token], catalog: Catalog) -> tuple[str, list[TableEffect]] | None:
     words = _words(action)
     reader = _Reader(action)
@@ -561,10 +566,9 @@ def _alter_action(table: str, action: list[Token], catalog: Catalog) -> tuple[st
         return "CLUSTER ON", on_table("SHARE UPDATE EXCLUSIVE", "marks the index CLUSTER uses")
     if reader.take("SET") or reader.take("RESET"):
         # storage parameters: fillfactor and autovacuum_* take SHARE UPDATE EXCLUSIVE; others ACCESS EXCLUSIVE
-        mild = all(t.upper in ("(", ")", ",", "=") or t.kind in ("number", "string")
-                   or t.name.startswith(("fillfactor", "autovacuum_", "toast.autovacuum_", "parallel_workers",
-                                         "toast_tuple_target", "vacuum_", "log_autovacuum"))
-                   for t in reader.rest())
+        inside = reader.rest()[1:-1] if reader.peek("(") else []
+        parameters = [_Reader(part).name() or "" for part in _split_top(inside)]
+        mild = bool(parameters) and all(p.removeprefix("toast.").startswith(_MILD_PARAMETERS) for p in parameters)
         return "SET (storage parameters)", on_table("SHARE UPDATE EXCLUSIVE" if mild else "ACCESS EXCLUSIVE",
                                                     "storage parameters")
     if words[:1] in (["ENABLE"], ["DISABLE"]) and "TRIGGER" in words[:3]:
