@@ -12,6 +12,7 @@ table an index belongs to) comes in a `Catalog`; without it the answers are the 
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -154,7 +155,8 @@ def tokens(sql: str) -> list[Token]:
     return found
 
 
-def split_statements(sql: str) -> list[list[Token]]:
+@functools.lru_cache(maxsize=4096)  # the plan classifies each statement twice (names first, then with catalogs)
+def split_statements(sql: str) -> tuple[list[Token], ...]:
     """One text (`op.execute("A; B")`) as its statements' tokens, split on top-level semicolons."""
     statements: list[list[Token]] = [[]]
     depth = 0
@@ -167,7 +169,7 @@ def split_statements(sql: str) -> list[list[Token]]:
             statements.append([])
         else:
             statements[-1].append(token)
-    return [s for s in statements if s]
+    return tuple(s for s in statements if s)
 
 
 def _split_top(items: list[Token], separator: str = ",") -> list[list[Token]]:
