@@ -67,7 +67,8 @@ def render_plan(plan) -> None:
                 rows = "new" if effect.created else _count(effect.rows)
                 size = "new" if effect.created else _size(effect.size_bytes)
                 table.add_row(line, sql, safe(effect.table) + mark, effect.lock, safe(effect.blocks),
-                              f"{_work(effect)} {safe(effect.reason)}", rows, size)
+                              f"{_work(effect)}: {safe(effect.reason)}" if effect.scan else safe(effect.reason),
+                              rows, size)
         out.print(table)
     if plan.blockers:
         table = Table(title="Live sessions the deploy would wait behind", title_justify="left")
@@ -88,6 +89,8 @@ def render_plan(plan) -> None:
         out.print(f"Lint findings ({len(plan.findings)}):")
         for f in plan.findings:
             out.print(f"  [red]{safe(f.rule)}[/] {safe(f.where())}: {safe(' '.join(f.statement.split()))}")
+    if plan.drift == []:
+        out.print("Drift: none at the current revision.")
     if plan.drift:
         out.print(f"Drift at the current revision ({len(plan.drift)}):")
         for difference in plan.drift:

@@ -27,7 +27,7 @@ from celora_cli.db.connect import connect, resolve_urls
 from celora_cli.db.errors import translating
 from celora_cli.errors import ConfigError, ExitCode
 from celora_cli.migrate import journal
-from celora_cli.migrate.lint_rules import Finding, RenderedMigration
+from celora_cli.migrate.lint_rules import UNRENDERABLE, Finding, RenderedMigration
 from celora_cli.migrate.plan_markdown import count_text as _count
 from celora_cli.migrate.plan_markdown import markdown
 from celora_cli.migrate.plan_markdown import size_text as _size
@@ -178,26 +178,35 @@ class DeployPlan:
 
     @property
     def verdict(self) -> str:
-        """One line: what a deploy now would do, and why not when it should not."""
-        code = self.exit_code
-        if code == ExitCode.MIGRATION_HISTORY:
-            return (f"refused: applied migration file(s) changed or missing ({', '.join(self.files_changed)}); "
-                    "migrate-deploy would apply nothing (exit 14)")
-        if code == ExitCode.DRIFT:
-            return (f"drift: the database differs from the history at its revision in {len(self.drift or [])} "
-                    "place(s); migrate-deploy's drift gate would refuse")
-        if code == ExitCode.PLAN_BLOCKED:
+        """One line: what a deploy now would do, and every reason not to (the exit code follows the first)."""
+        problems = []
+        if self.files_changed:
+            problems.append(f"refused: applied migration file(s) changed or missing ({', '.join(self.files_changed)})"
+                            "; migrate-deploy would apply nothing")
+        if self.drift:
+            problems.append(f"drift: the database differs from the history at its revision in {len(self.drift)} "
+                            "place(s); migrate-deploy's drift gate would refuse")
+        if self.blockers:
             who = ", ".join(dict.fromkeys(
                 f"pid {b.pid} ({b.application or 'no application_name'}) on {b.table}" for b in self.blockers))
-            return f"would wait: live session(s) hold or await conflicting locks: {who}"
-        if code == ExitCode.PLAN_REWRITE:
+            problems.append(f"would wait: live session(s) hold or await conflicting locks: {who}")
+        if self.heavy:
             what = ", ".join(dict.fromkeys(
                 f"{e.table} ({_size(e.size_bytes)}, ~{_count(e.rows)} rows, {e.lock})" for _, e in self.heavy))
-            return (f"would rewrite or scan, blocking writes, table(s) over {_size(self.rewrite_threshold_bytes)}: "
-                    f"{what}")
-        if code == ExitCode.PENDING:
-            extra = f"; {self.not_analysed} statement(s) not analysed" if self.not_analysed else ""
-            return f"{len(self.migrations)} migration(s) pending, safe to deploy now{extra}"
+            problems.append(f"would rewrite or scan, blocking writes, table(s) over "
+                            f"{_size(self.rewrite_threshold_bytes)}: {what}")
+        if problems:
+            return "; ".join(problems)
+        if self.pending:
+            unknown = [f"{self.not_analysed} statement(s) not analysed (their locks are unknown)"] \
+                if self.not_analysed else []
+            if any(f.rule == UNRENDERABLE.name for f in self.findings):
+                unknown.append("a migration could not be rendered offline, so it and the ones after it were not "
+                               "analysed")
+            if unknown:
+                return f"{len(self.migrations)} migration(s) pending; nothing found against deploying, but " + \
+                    "; ".join(unknown)
+            return f"{len(self.migrations)} migration(s) pending, safe to deploy now"
         return "nothing pending: the database is at head"
 
     def to_json(self) -> dict:

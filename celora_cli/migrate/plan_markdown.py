@@ -52,11 +52,11 @@ def markdown(plan) -> str:
                                      "| | | |")
                     continue
                 for effect in statement.effects:
-                    work = "rewrite" if effect.rewrite else "full scan" if effect.scan else "-"
+                    work = "rewrite: " if effect.rewrite else "full scan: " if effect.scan else ""
                     flag = " ⚠️" if effect.over_threshold or effect.blocked_by else ""
                     lines.append(
                         f"| {_cell(migration.name)} | {_sql(statement.sql)} | {_cell(effect.table)}{flag} | "
-                        f"{effect.lock} | {_cell(effect.blocks)} | {work}: {_cell(effect.reason)} | "
+                        f"{effect.lock} | {_cell(effect.blocks)} | {work}{_cell(effect.reason)} | "
                         f"{'new' if effect.created else _count(effect.rows)} | "
                         f"{'new' if effect.created else _size(effect.size_bytes)} |")
     if plan.blockers:
@@ -76,6 +76,8 @@ def markdown(plan) -> str:
     if plan.findings:
         lines += ["", "**Lint findings**", ""]
         lines += [f"- `{f.rule}` at {_cell(f.where())}: {_sql(f.statement)}" for f in plan.findings]
+    if plan.drift == []:
+        lines += ["", "No drift at the current revision."]
     if plan.drift:
         lines += ["", "**Drift at the current revision**", ""]
         lines += [f"- {_cell(_describe(d))}" for d in plan.drift]

@@ -176,3 +176,12 @@ def test_odd_table_names_are_looked_up_not_executed(migrated_db, tmp_path, hosti
     [effect] = _effects(plan, hostile)
     assert effect.created and effect.rows is None and plan.exit_code == 1
     assert query(migrated_db, "SELECT to_regclass('users') IS NOT NULL") == [(True,)]
+
+
+def test_a_migration_that_cannot_be_rendered_offline_is_pending_but_not_called_safe(migrated_db, tmp_path):
+    body = ("    count = op.get_bind().execute(sa.text('SELECT count(*) FROM users')).scalar()\n"
+            "    op.execute(f'SELECT {count}')")
+    plan = plan_deploy(settings_for(migrated_db, CELORA_MIGRATIONS_DIR=_history(tmp_path, body)), differences=[])
+    assert plan.exit_code == 1 and "could not be rendered offline" in plan.verdict
+    assert "safe to deploy" not in plan.verdict
+    assert [f.rule for f in plan.findings] == ["unrenderable"]
