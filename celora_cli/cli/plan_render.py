@@ -51,25 +51,31 @@ def render_plan(plan) -> None:
     out = output.out
     out.print(f"Deploy plan for {safe(plan.database)}: at {safe(', '.join(plan.current) or 'base')}, head "
               f"{safe(plan.head or '-')}, {len(plan.migrations)} pending migration(s).")
+    locks_used: dict[str, str] = {}
     for migration in plan.migrations:
-        table = Table(title=safe(f"{migration.name}"), title_justify="left", show_lines=False, expand=False)
-        for column in ("line", "statement", "table", "lock", "blocks", "work", "rows", "size"):
-            table.add_column(column, overflow="fold")
+        table = Table(title=safe(f"{migration.name}"), title_justify="left", expand=False)
+        table.add_column("line", justify="right")
+        table.add_column("statement, and what it does", overflow="fold", ratio=1)
+        for column in ("table", "lock", "work", "rows", "size"):
+            table.add_column(column, overflow="fold", no_wrap=column in ("lock", "rows", "size"))
         for statement in migration.statements:
             sql = safe(" ".join(statement.sql.split()))
             line = str(statement.line or "")
             if not statement.effects:
                 table.add_row(line, sql, "", "[yellow]not analysed[/]" if not statement.understood else "-",
-                              "", "", "", "")
+                              "", "", "")
                 continue
             for effect in statement.effects:
+                locks_used[effect.lock] = effect.blocks
                 mark = " [red]![/]" if effect.over_threshold or effect.blocked_by else ""
                 rows = "new" if effect.created else _count(effect.rows)
                 size = "new" if effect.created else _size(effect.size_bytes)
-                table.add_row(line, sql, safe(effect.table) + mark, effect.lock, safe(effect.blocks),
-                              f"{_work(effect)}: {safe(effect.reason)}" if effect.scan else safe(effect.reason),
-                              rows, size)
+                table.add_row(line, f"{sql}\n[dim]{safe(effect.reason)}[/]", safe(effect.table) + mark,
+                              effect.lock, _work(effect), rows, size)
         out.print(table)
+    if locks_used:
+        out.print("While held, " + "; ".join(f"{lock} blocks {blocks}" for lock, blocks in locks_used.items())
+                  + ".")
     if plan.blockers:
         table = Table(title="Live sessions the deploy would wait behind", title_justify="left")
         for column in ("pid", "application", "user", "state", "xact age", "table", "holds", "needed by"):

@@ -191,8 +191,12 @@ class DeployPlan:
                 f"pid {b.pid} ({b.application or 'no application_name'}) on {b.table}" for b in self.blockers))
             problems.append(f"would wait: live session(s) hold or await conflicting locks: {who}")
         if self.heavy:
-            what = ", ".join(dict.fromkeys(
-                f"{e.table} ({_size(e.size_bytes)}, ~{_count(e.rows)} rows, {e.lock})" for _, e in self.heavy))
+            locks: dict[str, list[str]] = {}
+            for _, e in self.heavy:
+                locks.setdefault(e.table, []).append(e.lock)
+            sizes = {e.table: e for _, e in self.heavy}
+            what = ", ".join(f"{t} ({_size(sizes[t].size_bytes)}, ~{_count(sizes[t].rows)} rows, under "
+                             f"{' then '.join(dict.fromkeys(each))})" for t, each in locks.items())
             problems.append(f"would rewrite or scan, blocking writes, table(s) over "
                             f"{_size(self.rewrite_threshold_bytes)}: {what}")
         if problems:
