@@ -21,6 +21,10 @@ def drift_at_current_revision(settings) -> tuple[list | None, str | None]:
     snapshots of the drift gate when they land."""
     from celora_cli.schema.autogenerate import database_drift
 
+    if settings.deployed and settings.shadow_database_url is None:
+        # The shadow would be a new database on the staging or production server: not what a read-only plan does.
+        return None, ("Drift was not checked: on staging and production the plan does not create a shadow database "
+                      "on the server. Set SHADOW_DATABASE_URL to a scratch database elsewhere to check it here.")
     try:
         return list(database_drift(settings).differences), None
     except CeloraError as exc:  # e.g. no right to create the shadow database: the plan stands, and says so

@@ -65,7 +65,7 @@ def test_nothing_pending_is_0_and_a_safe_pending_migration_is_1(migrated_db, tmp
     assert plan.migrations[0].revision == EXTRA and plan.findings == []
 
 
-def test_volatile_default_on_a_large_table_names_the_rewrite_then_the_blocking_session(migrated_db, tmp_path):
+def test_volatile_default_on_a_large_table_then_a_blocking_session(migrated_db, tmp_path):
     """The issue's "done when": table, ACCESS EXCLUSIVE, the rewrite and the row estimate; with a session holding
     a lock on the table, that session by pid and application; nothing locked or changed, through the real CLI."""
     _fill_users(migrated_db)
@@ -185,3 +185,15 @@ def test_a_migration_that_cannot_be_rendered_offline_is_pending_but_not_called_s
     assert plan.exit_code == 1 and "could not be rendered offline" in plan.verdict
     assert "safe to deploy" not in plan.verdict
     assert [f.rule for f in plan.findings] == ["unrenderable"]
+
+
+def test_on_production_the_plan_is_allowed_and_creates_no_shadow_database(pg_server, migrated_db, tmp_path):
+    env = {"DATABASE_URL": migrated_db, "CELORA_ENV": "production",
+           "CELORA_MIGRATIONS_DIR": str(_history(tmp_path, SAFE_COLUMN))}
+    before = query(pg_server.url("postgres"), "SELECT count(*) FROM pg_database")
+    cli = run_celora("db", "migrate-deploy", "--plan", "--json", env=env)
+    assert cli.returncode == 1, cli.stdout + cli.stderr
+    result = json.loads(cli.stdout)
+    assert result["drift"] is None and "SHADOW_DATABASE_URL" in result["drift_note"]
+    assert query(pg_server.url("postgres"), "SELECT count(*) FROM pg_database") == before
+    assert query(migrated_db, "SELECT version_num FROM alembic_version") == [(HEAD,)]
