@@ -197,3 +197,16 @@ def test_on_production_the_plan_is_allowed_and_creates_no_shadow_database(pg_ser
     assert result["drift"] is None and "SHADOW_DATABASE_URL" in result["drift_note"]
     assert query(pg_server.url("postgres"), "SELECT count(*) FROM pg_database") == before
     assert query(migrated_db, "SELECT version_num FROM alembic_version") == [(HEAD,)]
+
+
+def test_another_migrate_deploy_holding_the_migration_lock_is_a_blocker(migrated_db, tmp_path):
+    from celora_cli.migrate.lock import MIGRATION_LOCK_KEY
+
+    settings = settings_for(migrated_db, CELORA_MIGRATIONS_DIR=_history(tmp_path, SAFE_COLUMN))
+    with psycopg.connect(migrated_db, application_name="celora migrate-deploy ci-runner:42") as runner:
+        runner.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK_KEY,))
+        plan = plan_deploy(settings, differences=[])
+    [blocker] = plan.blockers
+    assert (blocker.table, blocker.application, blocker.granted) == (
+        "(migration lock)", "celora migrate-deploy ci-runner:42", True)
+    assert plan.exit_code == 34
