@@ -5,14 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from celora_cli.migrate.plan_statements import (
-    Catalog,
-    binary_coercible,
-    classify,
-    conflicts,
-    mode_from_pg_locks,
-    normalise_type,
-)
+from celora_cli.migrate.plan_statements import Catalog, classify, conflicts, mode_from_pg_locks
+from celora_cli.migrate.plan_types import binary_coercible, normalise_type
 
 
 def one(sql: str, catalog: Catalog | None = None):
