@@ -45,6 +45,8 @@ class ExitCode(IntEnum):
     STALE = 30  # `db generate --check`: a generated file does not match the models
     ROLES_DIFFER = 31  # `db roles --check`: the live roles and grants differ from the model
     NOT_RUNNING = 32  # `local status`, `local pgbouncer status`: the server asked about is not running
+    PLAN_REWRITE = 33  # `migrate-deploy --plan`: would rewrite or scan, blocking writes, a table over the size setting
+    PLAN_BLOCKED = 34  # `migrate-deploy --plan`: would wait behind a live session holding or awaiting a lock
     USAGE = 64  # bad flags or arguments (EX_USAGE)
     SOFTWARE = 70  # a bug in celora (EX_SOFTWARE)
     OUTPUT_ERROR = 74  # the result could not be written (stdout closed, disk full) (EX_IOERR)

@@ -47,7 +47,7 @@ def test_exit_code_table():
         "DATABASE_MISSING": 6, "SCHEMA": 7, "TOO_MANY_CONNECTIONS": 8, "MIGRATION_FAILED": 9,
         "LOCK_TIMEOUT": 10, "LOCAL_SERVER": 11, "REFUSED": 12, "DATABASE_ERROR": 13, "MIGRATION_HISTORY": 14,
         "DRIFT": 15, "LINT_FINDINGS": 16, "AUDIT_TAMPERED": 17, "STALE": 30, "ROLES_DIFFER": 31,
-        "NOT_RUNNING": 32, "USAGE": 64, "SOFTWARE": 70, "OUTPUT_ERROR": 74,
+        "NOT_RUNNING": 32, "PLAN_REWRITE": 33, "PLAN_BLOCKED": 34, "USAGE": 64, "SOFTWARE": 70, "OUTPUT_ERROR": 74,
         "INTERRUPTED": 130}
     assert ExitCode.PENDING is ExitCode.DEGRADED  # db status's "pending" shares 1 with health's "degraded"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import typer
 
-from celora_cli.cli import output
+from celora_cli.cli import output, plan_render
 from celora_cli.cli.app import json_option, load_settings_from
 from celora_cli.cli.db_group import app
 from celora_cli.cli.options import lock_timeout_option, seconds_flag
@@ -26,6 +26,11 @@ def migrate_deploy(
         "lock timeout, with a growing pause between them (default CELORA_DDL_LOCK_RETRIES or 3)."),
     lint: bool = typer.Option(False, "--lint", help="First lint the pending migrations as `celora db lint` does; "
                               "with any finding, apply nothing and exit 16."),
+    plan: bool = typer.Option(False, "--plan", help="Apply nothing: show what a deploy would do now, read-only and "
+                              "taking no lock: each pending statement's table, lock, rewrite or scan and the table's "
+                              "size; the live sessions it would wait behind; lint findings; drift. Exit 0 nothing "
+                              "pending, 1 pending and safe, 33 a rewrite over CELORA_PLAN_REWRITE_THRESHOLD, 34 a "
+                              "live blocker, 15 drift."),
     as_json: bool = json_option(),
 ) -> None:
     """Apply pending migrations (CI and deploys; never asks).
@@ -35,6 +40,7 @@ def migrate_deploy(
     Exit 10 when another runner holds the migration lock past --lock-timeout, or when a migration's DDL hit the
     DDL lock timeout on every try (the error names the blocking sessions).
     Example: celora db migrate-deploy --lock-timeout 120 --ddl-lock-timeout 3
+    Example: celora db migrate-deploy --plan --json
     """
     from celora_cli.config.settings import DDL_LOCK_TIMEOUT_LIMITS, LOCK_TIMEOUT_LIMITS
     from celora_cli.migrate.deploy import deploy
@@ -43,6 +49,9 @@ def migrate_deploy(
         ctx, lock_timeout=seconds_flag(lock_timeout, "--lock-timeout", LOCK_TIMEOUT_LIMITS),
         ddl_lock_timeout=seconds_flag(ddl_lock_timeout, "--ddl-lock-timeout", DDL_LOCK_TIMEOUT_LIMITS),
         ddl_lock_retries=ddl_lock_retries)
+    if plan:  # read-only, so allowed on production; the plan includes the lint findings
+        plan_render.run_plan(settings, as_json)
+        return
     if lint:
         from celora_cli.migrate.lint import findings_error, pending_revisions
         from celora_cli.migrate.lint import lint as lint_migrations

@@ -193,6 +193,13 @@ class Settings:
         limits=_HEALTH)
     slot_wal_threshold: int = setting("CELORA_SLOT_WAL_THRESHOLD", "1GB", "WAL a replication slot may retain",
                                       parse_bytes)
+    # `celora db migrate-deploy --plan`: what counts as too big to rewrite, and as a long transaction.
+    plan_rewrite_threshold: int = setting(
+        "CELORA_PLAN_REWRITE_THRESHOLD", "100MB",
+        "table size over which a rewrite or a write-blocking scan makes migrate-deploy --plan exit 33", parse_bytes)
+    plan_long_transaction: float = setting(
+        "CELORA_PLAN_LONG_TRANSACTION", "60", "seconds a transaction may stay open before migrate-deploy --plan "
+        "lists it", _seconds(_HEALTH), limits=_HEALTH)
     # `celora db roles`: the group roles' names.
     role_migrator: str = setting("CELORA_ROLE_MIGRATOR", "celora_migrator", "the migrations' group role",
                                  _role_name)

@@ -98,9 +98,14 @@ def _write_sql(migration: RenderedMigration, directory: Path) -> tuple[Path, lis
     return path, spans
 
 
-def lint(settings: Settings, revision_range: str | None = None, *, revisions: list[str] | None = None) -> LintResult:
-    """Lint the migrations of `revision_range` (or exactly `revisions`, ids); findings, silenced ones apart."""
-    if revisions is not None:
+def lint(settings: Settings, revision_range: str | None = None, *, revisions: list[str] | None = None,
+         rendered: tuple[list[RenderedMigration], Finding | None] | None = None) -> LintResult:
+    """Lint the migrations of `revision_range` (or exactly `revisions`, ids); findings, silenced ones apart.
+    `rendered`: migrations already rendered (render_revisions' answer), for a caller that also reads their SQL
+    (`migrate-deploy --plan`), so the history is rendered once."""
+    if rendered is not None:
+        migrations, problem = rendered
+    elif revisions is not None:
         migrations, problem = render_revisions(settings, revisions)
     else:
         migrations, problem = render(settings, revision_range)
