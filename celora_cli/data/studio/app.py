@@ -4,7 +4,7 @@ builds a new app around the engine it is given."""
 from __future__ import annotations
 
 import html
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from sqlalchemy import Engine, event
@@ -18,6 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette_admin.contrib.sqla import Admin
 
 from celora_cli.config.settings import DatabaseURL
+from celora_cli.data.studio.pages import StudioTuning
 from celora_cli.data.studio.security import StudioGuard
 from celora_cli.data.studio.views import build_views
 from celora_cli.db.errors import translate
@@ -34,6 +35,7 @@ class StudioOptions:
     port: int
     token: str
     read_only: bool
+    tuning: StudioTuning = field(default_factory=StudioTuning)  # the list pages' time bounds (settings)
 
 
 def create_app(engine: Engine, url: DatabaseURL, options: StudioOptions) -> Starlette:
@@ -49,7 +51,7 @@ def create_app(engine: Engine, url: DatabaseURL, options: StudioOptions) -> Star
         secret_key=options.token,
         middlewares=[Middleware(DatabaseErrorPage, url=url)],
     )
-    for view in build_views(Base, read_only=options.read_only, database_url=url):
+    for view in build_views(Base, read_only=options.read_only, database_url=url, tuning=options.tuning):
         admin.add_view(view)
     # The templates are the installed package's: checking each one's mtime on every include cost ~10 ms a page.
     admin.templates.env.auto_reload = False
