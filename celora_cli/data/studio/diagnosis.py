@@ -1,7 +1,7 @@
-"""Why a slow list page was slow, asked of PostgreSQL rather than guessed: the page's query is EXPLAINed with
-sequential scans and sorts disabled, so the plan uses every index that can help. What still reads the whole
-table (a Seq Scan, or an index walked end to end under a filter or a Sort) is what no index of this table
-serves: the sort, a substring filter, the all-column search. Each gets the index that would serve it, as the
+"""Why a slow list page was slow, asked of PostgreSQL rather than guessed: the page's filter is EXPLAINed with
+sequential scans disabled and its order with sorts disabled, so each plan uses every index that can help. What
+still reads the whole table (a Seq Scan, an index walked end to end under a Filter, a Sort) is what no index of
+this table serves: the sort, a substring filter, the all-column search. Each gets the index that would serve it, as the
 `CREATE INDEX CONCURRENTLY` statement to paste into a migration.
 """
 
@@ -14,7 +14,7 @@ from typing import Any
 
 from sqlalchemy import Select, text
 
-from celora_cli.data.studio.paging import OrderKey, uniform
+from celora_cli.data.studio.paging import OrderKey
 
 # `(tx_hash)::text ~~* '%ab%'::text`: the column a LIKE (~~) or ILIKE (~~*) applies to, past its casts.
 _LIKE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)\)*(?:::[A-Za-z ]+?\)*)*\s+!?~~\*?\s")
@@ -30,53 +30,55 @@ class Diagnosis:
         return {"reason": self.reason, "statement": self.statement, "requirement": self.requirement}
 
 
-def diagnose(session: Any, query: Select, table: str, order: Sequence[OrderKey], *, searching: bool,
-             searched_columns: int) -> list[Diagnosis]:
-    """What in `query` (the page's keys query) reads the whole of `table`, each with its cure."""
-    plan = _plan(session, query)
-    nodes = list(_nodes(plan))
-    sorted_whole = any(node["Node Type"] == "Sort" for node in nodes)
-    scans = [node for node in nodes if node.get("Relation Name") == table.rsplit(".", 1)[-1]]
-    # With sequential scans disabled, one that remains has no alternative; an index walked end to end (no Index
-    # Cond) is the whole table too when it feeds a Sort or checks a Filter on each row.
-    whole = [node for node in scans if node["Node Type"] == "Seq Scan"
-             or (node["Node Type"] in ("Index Scan", "Index Only Scan") and "Index Cond" not in node
-                 and (sorted_whole or "Filter" in node))]
-    if not whole:
-        return []
+def diagnose(session: Any, filtered: Select | None, ordered: Select, table: str, order: Sequence[OrderKey], *,
+             searching: bool, searched_columns: int) -> list[Diagnosis]:
+    """What reads the whole of `table` on this page, each with its cure. Two questions, each EXPLAINed with the
+    alternative disabled: can an index find the rows `filtered` (the page's WHERE, no order) selects, and can
+    one give `ordered` (the page's order, no WHERE) without a Sort. A sort over rows an index found is a sort of
+    those rows only; a sort (or a filter walked along the order's index) over an unindexed filter is the whole
+    table."""
+    name = table.rsplit(".", 1)[-1]
     found: list[Diagnosis] = []
-    filters = " ".join(node.get("Filter", "") for node in whole)
-    if searching:
-        found.append(Diagnosis(
-            f"The search looks for the text in every text column ({searched_columns}) of every row: no index "
-            "serves that. A `contains` filter on the one column you mean is instant with a trigram index on it "
-            "(below, when a filter needs one)."))
-    else:
-        for column in dict.fromkeys(_LIKE.findall(filters)):
+    filter_unindexed = False
+    if filtered is not None:
+        nodes = list(_nodes(_plan(session, filtered, "enable_seqscan")))
+        whole = [node for node in nodes if node.get("Relation Name") == name and (
+            node["Node Type"] == "Seq Scan"
+            or (node["Node Type"] in ("Index Scan", "Index Only Scan") and "Index Cond" not in node))]
+        filter_unindexed = bool(whole)
+        if whole and searching:
             found.append(Diagnosis(
-                f"`{column}` contains ...: a substring match, which a B-tree index cannot serve, so every row is "
-                "read.", f"CREATE INDEX CONCURRENTLY {_name(table, [column], 'trgm')} ON {table} USING gin "
-                f"({_quote(column)} gin_trgm_ops);", _trigram_requirement(session)))
+                f"The search looks for the text in every text column ({searched_columns}) of every row: no index "
+                "serves that. A `contains` filter on the one column you mean is instant with a trigram index on "
+                "it."))
+        elif whole:
+            filters = " ".join(node.get("Filter", "") for node in whole)
+            for column in dict.fromkeys(_LIKE.findall(filters)):
+                found.append(Diagnosis(
+                    f"`{column}` contains ...: a substring match, which a B-tree index cannot serve, so every row "
+                    "is read.", f"CREATE INDEX CONCURRENTLY {_name(table, [column], 'trgm')} ON {table} USING gin "
+                    f"({_quote(column)} gin_trgm_ops);", _trigram_requirement(session)))
+            if not found:
+                found.append(Diagnosis("No index serves this page's filter, so every row is read until a page of "
+                                       "matches is found."))
     user_sort = [key for key in order if not key.column.primary_key]
-    if sorted_whole and user_sort:
-        columns = ", ".join(key.column.name for key in user_sort)
-        found.append(Diagnosis(
-            f"Sorted by {columns}: no index serves this order, so every row is read and sorted for each page.",
-            f"CREATE INDEX CONCURRENTLY {_name(table, [key.column.name for key in order])} ON {table} "
-            f"({_index_columns(order)});"))
-    if not found:
-        found.append(Diagnosis("No index serves this page's filter, so every row is read until a page of "
-                               "matches is found."))
+    if user_sort and (filtered is None or filter_unindexed):
+        unsorted = any(node["Node Type"] == "Sort" for node in _nodes(_plan(session, ordered, "enable_sort")))
+        if unsorted:
+            columns = ", ".join(key.column.name for key in user_sort)
+            found.append(Diagnosis(
+                f"Sorted by {columns}: no index serves this order, so every row is read and sorted for each page.",
+                f"CREATE INDEX CONCURRENTLY {_name(table, [key.column.name for key in order])} ON {table} "
+                f"({_index_columns(order)});"))
     return found
 
 
-def _plan(session: Any, query: Select) -> dict[str, Any]:
+def _plan(session: Any, query: Select, disabled: str) -> dict[str, Any]:
     compiled = query.compile(session.get_bind(), compile_kwargs={"literal_binds": True})
     nested = session.begin_nested()
     try:
         connection = session.connection()
-        connection.execute(text("SET LOCAL enable_seqscan = off"))
-        connection.execute(text("SET LOCAL enable_sort = off"))
+        connection.execute(text(f"SET LOCAL {disabled} = off"))
         return connection.execute(text(f"EXPLAIN (FORMAT JSON) {compiled}")).scalar_one()[0]["Plan"]
     finally:
         nested.rollback()  # the planner settings go with it
@@ -90,7 +92,7 @@ def _nodes(node: dict[str, Any]) -> Iterator[dict[str, Any]]:
 
 def _index_columns(order: Sequence[OrderKey]) -> str:
     # A B-tree is walked both ways: one whose directions all agree serves the order and its reverse alike.
-    if uniform(order) or len({key.descending for key in order}) == 1:
+    if len({key.descending for key in order}) == 1:
         return ", ".join(_quote(key.column.name) for key in order)
     return ", ".join(_quote(key.column.name) + (" DESC" if key.descending else "") for key in order)
 

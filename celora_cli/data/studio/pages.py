@@ -47,8 +47,9 @@ class PageRequest:
     number: int | None  # the page number, when the page is counted from the start
     from_end: int | None  # the page's place counted from the end (1 = last), when the end is an estimate
     skip: int
-    limit: int
+    limit: int  # rows to show: the page size, but the remainder on the last page of an exactly counted list
     values: list[Any] | None = None  # the cursor row's values, for "after" and "before"
+    page_size: int = 0  # 0: the limit
 
 
 @dataclass
@@ -115,7 +116,7 @@ def fetch_page(session: Any, model: Any, keys_query: Select, order: Sequence[Ord
 
     number, from_end, start = request.number, request.from_end, None
     if number is not None:
-        start = (number - 1) * request.limit + 1
+        start = (number - 1) * (request.page_size or request.limit) + 1
     if request.mode == "offset":
         has_prev, has_next = offset > 0, more
     elif request.mode == "after":

@@ -58,7 +58,7 @@ from celora_cli.data.studio.pages import (
     fetch_page,
     set_local_timeout,
 )
-from celora_cli.data.studio.paging import BadCursor, OrderKey, decode_cursor, fingerprint, order_keys, reverse
+from celora_cli.data.studio.paging import BadCursor, OrderKey, decode_cursor, fingerprint, order_keys
 from celora_cli.db.errors import translate
 
 # Tables the planner estimates above this are counted by estimate; below it COUNT(*) is cheap and exact.
@@ -306,11 +306,11 @@ class StudioView(ModelView):
                                 jump_timeout=tuning.jump_timeout,
                                 search_timeout=tuning.search_timeout if q is not None else None,
                                 max_offset=MAX_OFFSET, load_options=load_options)
-            if result.elapsed >= tuning.slow_page:
-                walk = reverse(order) if page.mode in ("before", "last") else order
-                probe = keys_query.order_by(*(key.clause() for key in walk)).limit(limit)
-                result.notes = diagnose(session, probe, self.table, order, searching=q is not None,
-                                        searched_columns=len(searched))
+            if result.elapsed >= tuning.slow_page or result.partial:
+                filtered = keys_query if keys_query.whereclause is not None else None
+                ordered = select(*keys).select_from(self.model).order_by(*(key.clause() for key in order))
+                result.notes = diagnose(session, filtered, ordered.limit(limit), self.table, order,
+                                        searching=q is not None, searched_columns=len(searched))
             return result
 
         try:
@@ -342,7 +342,7 @@ class StudioView(ModelView):
             if isinstance(total, Estimate):
                 return PageRequest("last", None, 1, 0, limit)
             pages = max(1, -(-int(total) // limit))
-            return PageRequest("last", pages, None, 0, int(total) - (pages - 1) * limit or limit)
+            return PageRequest("last", pages, None, 0, int(total) - (pages - 1) * limit or limit, page_size=limit)
         return PageRequest("offset", number, None, skip, limit)
 
     async def _find_plain(self, request: Request, skip: int, limit: int, q: str | None,
