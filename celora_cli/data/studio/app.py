@@ -72,7 +72,8 @@ def _read_only_transactions(sessions: sessionmaker) -> None:
 
     @event.listens_for(sessions, "after_begin")
     def _read_only(session: Session, transaction, connection) -> None:
-        connection.exec_driver_sql("SET TRANSACTION READ ONLY")
+        if not transaction.nested:  # a savepoint is inside the read-only transaction already
+            connection.exec_driver_sql("SET TRANSACTION READ ONLY")
 
 
 class DatabaseErrorPage:

@@ -30,12 +30,17 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette_admin import (
     BaseField,
+    ColorField,
     DateTimeField,
+    EmailField,
     EnumField,
     JSONField,
+    PhoneField,
     RelationField,
+    SlugField,
     StringField,
     TextAreaField,
+    URLField,
 )
 from starlette_admin.actions import link_row_action
 from starlette_admin.contrib.sqla import ModelView
@@ -74,6 +79,8 @@ MAX_PAGE_SIZE = 500
 # is installed (an LDML pattern), with strftime otherwise.
 TIMESTAMP_FORMAT = ("yyyy-MM-dd HH:mm:ss zzz" if importlib.util.find_spec("babel") is not None
                     else "%Y-%m-%d %H:%M:%S %Z")
+# The field types starlette-admin's search looks in (contrib/sqla ModelView.get_search_query).
+_SEARCHED_TYPES = (StringField, SlugField, TextAreaField, EmailField, URLField, PhoneField, ColorField, EnumField)
 # Columns that are never shown whatever their `info` says (the models cannot be changed from here).
 SENSITIVE_COLUMNS = frozenset({("sessions", "token_hash"), ("idempotency_keys", "response_body")})
 
@@ -294,7 +301,8 @@ class StudioView(ModelView):
         keys = [getattr(self.model, key) for key in self.pk_keys]
         keys_query = await self._apply_search_and_filters(request, select(*keys).select_from(self.model), q,
                                                           filters)
-        searched = [field for field in self.get_fields_list(request) if field.searchable]
+        searched = [field for field in self.get_fields_list(request)
+                    if field.searchable and type(field) in _SEARCHED_TYPES]
         # Many-to-one rows in one second query (WHERE id IN the page's keys), never a join per row.
         load_options = [selectinload(getattr(self.model, field.name)) for field in self.get_fields_list(request)
                         if isinstance(field, RelationField)]
