@@ -22,7 +22,7 @@ from urllib.parse import quote
 
 import anyio.to_thread
 from sqlalchemy import Select, String, cast, func, literal_column, not_, select, text
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import CompileError, DBAPIError
 from sqlalchemy.orm import Mapper, RelationshipProperty, selectinload
 from sqlalchemy.sql import sqltypes
 from starlette.datastructures import QueryParams
@@ -317,8 +317,11 @@ class StudioView(ModelView):
             if result.elapsed >= tuning.slow_page or result.partial:
                 filtered = keys_query if keys_query.whereclause is not None else None
                 ordered = select(*keys).select_from(self.model).order_by(*(key.clause() for key in order))
-                result.notes = diagnose(session, filtered, ordered.limit(limit), self.table, order,
-                                        searching=q is not None, searched_columns=len(searched))
+                try:
+                    result.notes = diagnose(session, filtered, ordered.limit(limit), self.table, order,
+                                            searching=q is not None, searched_columns=len(searched))
+                except (CompileError, DBAPIError):  # the explanation is a courtesy: the page stands without it
+                    result.notes = []
             return result
 
         try:
