@@ -5,7 +5,9 @@ themselves (and stop explaining once the index they name exists)."""
 
 from __future__ import annotations
 
+import base64
 import html
+import json
 import re
 import warnings
 from urllib.parse import quote
@@ -214,6 +216,15 @@ def test_a_cursor_from_another_list_is_ignored_and_a_forged_one_refused(client, 
             assert "page link is not valid" in text_of(response.text)
     response = client.get(f"/studio/transaction/list?{WALK}&page_size=7&sort=amount__desc&after=%%%")
     assert response.status_code == 400 and "page link is not valid" in text_of(response.text)
+    # A cursor of this very list with values edited by hand: refused before any SQL, never a 500.
+    list_id, values = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    for edited in (["1e999999", values[1]], [values[0], "not-a-uuid"], [True, values[1]], [values[0]],
+                   ["'; DROP TABLE transactions; --", values[1]]):
+        forged = base64.urlsafe_b64encode(json.dumps([list_id, edited]).encode()).decode().rstrip("=")
+        response = client.get(f"/studio/transaction/list?{WALK}&page_size=7&sort=amount__desc&after={forged}")
+        assert response.status_code == 400, (edited, response.status_code)
+        assert "page link is not valid" in text_of(response.text)
+    assert query(direct, "SELECT count(*) FROM transactions WHERE asset = 'WALK'") == [(WALK_ROWS,)]
 
 
 def test_multi_column_sort_from_the_column_headers(client, seeded):

@@ -196,4 +196,7 @@ def _decode(key: OrderKey, value: Any) -> Any:
         dict: json.loads, list: json.loads,
     }
     parser = parsers.get(python_type)
-    return parser(value) if parser is not None else _Raw(value)
+    parsed = parser(value) if parser is not None else _Raw(value)
+    if isinstance(parsed, Decimal) and not parsed.is_finite():
+        raise ValueError(f"{value!r} is not a number")
+    return parsed

@@ -328,6 +328,14 @@ class StudioView(ModelView):
             result = await anyio.to_thread.run_sync(run)
         except DeepPageTooCostly as exc:
             raise HTTPException(400, exc.message) from None
+        except DBAPIError as exc:
+            # A cursor whose value PostgreSQL refuses (out of the column's range: class 22, data exception) was
+            # edited by hand; anything else is the database's own error, shown as such.
+            sqlstate = str(getattr(getattr(exc, "orig", None), "sqlstate", "") or "")
+            if page.values is None or not sqlstate.startswith("22"):
+                raise
+            raise HTTPException(400, "This page link is not valid (a value in it is out of range). Start again "
+                                     "from the first page.") from None
         if result.exact_total is not None:
             _totals(request)[self.key] = result.exact_total
         request.state.studio_page = result
