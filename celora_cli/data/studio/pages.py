@@ -163,13 +163,29 @@ def _jump(session: Any, query: Select, offset: int, seconds: float, number: int 
     except DBAPIError as exc:
         if not cancelled(exc):
             raise
-        raise DeepPageTooCostly(
-            f"Page {number or 0:,} starts at row {offset + 1:,}: reaching it means "
-            f"reading and skipping {offset:,} rows in this order, which did not finish within {seconds:g} s "
-            f"(CELORA_STUDIO_JUMP_TIMEOUT). Go to the last page and step back from there (each step costs one "
-            f"page), or filter or sort so the rows you want come first.") from None
     finally:
         nested.rollback()  # also restores statement_timeout
+    raise DeepPageTooCostly(
+        f"Page {number or 0:,} starts at row {offset + 1:,}: reaching it means {_walk_cost(session, query, offset)}, "
+        f"which did not finish within {seconds:g} s (CELORA_STUDIO_JUMP_TIMEOUT). Go to the last page and step "
+        f"back from there (each step costs one page), or filter or sort so the rows you want come first.")
+
+
+def _walk_cost(session: Any, query: Select, offset: int) -> str:
+    """What the walk to row `offset` reads, from PostgreSQL's plan for it (not run)."""
+    try:
+        compiled = query.compile(session.get_bind(), compile_kwargs={"literal_binds": True})
+        plan = session.execute(text(f"EXPLAIN (FORMAT JSON) {compiled}")).scalar_one()[0]["Plan"]
+    except Exception:  # noqa: BLE001 - the message stands without the plan's figures
+        return f"reading and skipping {offset:,} rows in this order"
+    nodes = [plan]
+    for node in nodes:
+        nodes.extend(node.get("Plans", []))
+    scanned = max((int(node.get("Plan Rows", 0)) for node in nodes if "Relation Name" in node), default=0)
+    if any(node["Node Type"] == "Sort" for node in nodes):
+        return (f"reading and sorting all of about {scanned:,} rows (no index serves this order), then skipping "
+                f"{offset:,} of them")
+    return f"reading and skipping {offset:,} rows in this order (of about {scanned:,})"
 
 
 def _bounded_keys(session: Any, query: Select, seconds: float) -> tuple[list[tuple], bool]:
