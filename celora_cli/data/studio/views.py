@@ -1,11 +1,12 @@
 """One admin view per mapped model, built from the mapper alone (a new model shows up by itself).
 
 What starlette-admin's SQLAlchemy view does not do, added through its documented hooks:
-- counts: PostgreSQL's estimate (pg_class.reltuples) for big tables, and a bounded count for filtered views,
-  so no view runs a full COUNT(*) over a million rows;
-- bounded pagination: pages stop MAX_OFFSET rows in (OFFSET beyond that reads and throws away too much);
-  the rest is reached by sorting or filtering;
+- counts: PostgreSQL's estimate (pg_class.reltuples) for big tables, and a count bounded in rows and in time
+  for filtered views (then the planner's estimate, labelled), so no view runs a full COUNT(*) over a million rows;
+- paging at any depth: next, previous and last page by keyset (paging.py, pages.py), OFFSET only for the first
+  MAX_OFFSET rows, and a typed deeper page by a walk bounded in time;
 - a stable order: the requested sort, then the primary key (equal values never swap between pages);
+- slow pages explain themselves: why, and the CREATE INDEX that would cure it (diagnosis.py);
 - related records: a one-to-many relationship is a link to the other table's list filtered on the foreign
   key (a wallet with 100,000 transactions loads none of them), a many-to-one one is joined in the same query;
 - sensitive columns: never shown, exported, searched or filtered on (a filter would let one probe the value);
