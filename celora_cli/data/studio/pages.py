@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Select, select, text, tuple_
+from sqlalchemy import Select, and_, select, text
 from sqlalchemy.exc import DBAPIError
 
 from celora_cli.data.studio.paging import OrderKey, after, encode_cursor, reverse
@@ -101,16 +101,21 @@ def fetch_page(session: Any, model: Any, keys_query: Select, order: Sequence[Ord
         query = query.offset(offset)
     query = query.limit(request.limit + 1)  # one more: is there a page beyond?
 
+    # One statement: the page's keys (an index walk, often index-only), joined to their whole rows.
+    keys = query.subquery()
+    whole = select(model).join(keys, and_(*(column == keys.c[column.property.columns[0].name]
+                                             for column in pk_columns)))
+    whole = whole.order_by(*(key.clause() for key in walk)).options(*load_options)
+
     partial = False
     if search_timeout is not None:
-        found, partial = _bounded_keys(session, query, search_timeout)
+        rows, partial = _bounded(session, whole, search_timeout)
     elif offset > max_offset:
-        found = _jump(session, query, offset, jump_timeout, request.number)
+        rows = _jump(session, whole, query, offset, jump_timeout, request.number)
     else:
-        found = [tuple(row) for row in session.execute(query)]
-    more = len(found) > request.limit
-    found = found[:request.limit]
-    rows = _load(session, model, pk_columns, found, walk, load_options)
+        rows = _entities(session, whole)
+    more = len(rows) > request.limit
+    rows = rows[:request.limit]
     if reversed_order:
         rows.reverse()
 
@@ -139,27 +144,18 @@ def fetch_page(session: Any, model: Any, keys_query: Select, order: Sequence[Ord
         skipped=offset if offset > max_offset else 0)
 
 
-def _load(session: Any, model: Any, pk_columns: Sequence[Any], found: list[tuple], order: Sequence[OrderKey],
-          load_options: Sequence[Any]) -> list:
-    """The page's whole rows, by primary key, in the page's order (25 index lookups)."""
-    if not found:
-        return []
-    if len(pk_columns) == 1:
-        condition = pk_columns[0].in_([key[0] for key in found])
-    else:
-        condition = tuple_(*pk_columns).in_(found)
-    statement = select(model).where(condition).order_by(*(key.clause() for key in order)).options(*load_options)
+def _entities(session: Any, statement: Select) -> list:
     return list(session.execute(statement).scalars().unique().all())
 
 
-def _jump(session: Any, query: Select, offset: int, seconds: float, number: int | None) -> list[tuple]:
+def _jump(session: Any, whole: Select, query: Select, offset: int, seconds: float, number: int | None) -> list:
     """A typed page past MAX_OFFSET: the keys are walked (an index-only scan where an index serves the order),
     bounded in time; past the bound the page says what it would cost."""
     nested = session.begin_nested()
     try:
         connection = session.connection()
         set_local_timeout(connection, seconds)
-        return [tuple(row) for row in connection.execute(query)]
+        return _entities(session, whole)
     except DBAPIError as exc:
         if not cancelled(exc):
             raise
@@ -188,15 +184,15 @@ def _walk_cost(session: Any, query: Select, offset: int) -> str:
     return f"reading and skipping {offset:,} rows in this order (of about {scanned:,})"
 
 
-def _bounded_keys(session: Any, query: Select, seconds: float) -> tuple[list[tuple], bool]:
-    """The search's keys, bounded in time: the query the page would run anyway (PostgreSQL may run it in parallel,
+def _bounded(session: Any, whole: Select, seconds: float) -> tuple[list, bool]:
+    """The search's page, bounded in time: the query the page would run anyway (PostgreSQL may run it in parallel,
     which a server-side cursor would forbid), under statement_timeout. Past the bound nothing is shown, and the
     page says the search is partial and why, instead of spinning."""
     nested = session.begin_nested()
     try:
         connection = session.connection()
         set_local_timeout(connection, seconds)
-        return [tuple(row) for row in connection.execute(query)], False
+        return _entities(session, whole), False
     except DBAPIError as exc:
         if not cancelled(exc):
             raise
