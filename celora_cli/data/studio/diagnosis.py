@@ -40,8 +40,12 @@ def diagnose(session: Any, filtered: Select | None, ordered: Select, table: str,
     name = table.rsplit(".", 1)[-1]
     found: list[Diagnosis] = []
     filter_unindexed = False
+    user_sort = [key for key in order if not key.column.primary_key]
+    asked = ([(filtered, "enable_seqscan")] if filtered is not None else []) + \
+        ([(ordered, "enable_sort")] if user_sort else [])
+    plans = _plans(session, asked)
     if filtered is not None:
-        nodes = list(_nodes(_plan(session, filtered, "enable_seqscan")))
+        nodes = list(_nodes(plans.pop(0)))
         whole = [node for node in nodes if node.get("Relation Name") == name and (
             node["Node Type"] == "Seq Scan"
             or (node["Node Type"] in ("Index Scan", "Index Only Scan") and "Index Cond" not in node))]
@@ -61,9 +65,8 @@ def diagnose(session: Any, filtered: Select | None, ordered: Select, table: str,
             if not found:
                 found.append(Diagnosis("No index serves this page's filter, so every row is read until a page of "
                                        "matches is found."))
-    user_sort = [key for key in order if not key.column.primary_key]
     if user_sort and (filtered is None or filter_unindexed):
-        unsorted = any(node["Node Type"] == "Sort" for node in _nodes(_plan(session, ordered, "enable_sort")))
+        unsorted = any(node["Node Type"] == "Sort" for node in _nodes(plans.pop(0)))
         if unsorted:
             columns = ", ".join(key.column.name for key in user_sort)
             found.append(Diagnosis(
@@ -73,13 +76,31 @@ def diagnose(session: Any, filtered: Select | None, ordered: Select, table: str,
     return found
 
 
-def _plan(session: Any, query: Select, disabled: str) -> dict[str, Any]:
-    compiled = query.compile(session.get_bind(), compile_kwargs={"literal_binds": True})
+def _plans(session: Any, asked: list[tuple[Select, str]]) -> list[dict[str, Any]]:
+    """Each query's plan (not run) with its planner setting off, in one round trip: the statements go as one
+    simple-protocol string (no parameters: the values are rendered as literals), inside a savepoint whose
+    rollback takes the settings away again."""
+    if not asked:
+        return []
+    bind = session.get_bind()
+    statements = []
+    for query, disabled in asked:
+        compiled = query.compile(bind, compile_kwargs={"literal_binds": True})
+        statements.append(f"SET LOCAL enable_seqscan = on; SET LOCAL enable_sort = on; SET LOCAL {disabled} = off; "
+                          f"EXPLAIN (FORMAT JSON) {compiled}")
     nested = session.begin_nested()
     try:
-        connection = session.connection()
-        connection.execute(text(f"SET LOCAL {disabled} = off"))
-        return connection.execute(text(f"EXPLAIN (FORMAT JSON) {compiled}")).scalar_one()[0]["Plan"]
+        cursor = session.connection().connection.cursor()
+        try:
+            cursor.execute("; ".join(statements))
+            plans = []
+            while True:
+                if cursor.description is not None and cursor.description[0].name == "QUERY PLAN":
+                    plans.append(cursor.fetchone()[0][0]["Plan"])
+                if not cursor.nextset():
+                    return plans
+        finally:
+            cursor.close()
     finally:
         nested.rollback()  # the planner settings go with it
 
