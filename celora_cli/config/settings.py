@@ -61,6 +61,9 @@ DDL_LOCK_TIMEOUT_LIMITS = (0.1, 3600.0)
 DDL_LOCK_RETRIES_MAXIMUM = 100  # CELORA_DDL_LOCK_RETRIES
 REPLICA_MAX_LAG_LIMITS = (0.0, 86400.0)  # CELORA_REPLICA_MAX_LAG; 0 = only a replica that replayed all it received
 REPLICA_CHECK_INTERVAL_LIMITS = (0.0, 3600.0)  # CELORA_REPLICA_CHECK_INTERVAL; 0 = before every read-only session
+# db studio's time bounds: PostgreSQL's statement_timeout counts whole milliseconds, so 0.001 is the least.
+STUDIO_BOUND_LIMITS = (0.001, 3600.0)  # CELORA_STUDIO_COUNT_TIMEOUT, _SEARCH_TIMEOUT, _JUMP_TIMEOUT
+STUDIO_SLOW_PAGE_LIMITS = (0.0, 3600.0)  # CELORA_STUDIO_SLOW_PAGE; 0 = every page is checked
 
 
 # --------------------------------------------------------------------------- the field table
@@ -200,6 +203,20 @@ class Settings:
     plan_long_transaction: float = setting(
         "CELORA_PLAN_LONG_TRANSACTION", "60", "seconds a transaction may stay open before migrate-deploy --plan "
         "lists it", _seconds(_HEALTH), limits=_HEALTH)
+    # `celora db studio`'s list pages: how long a count, a search and a typed deep page may take, and when a page
+    # is slow enough to explain itself.
+    studio_count_timeout: float = setting(
+        "CELORA_STUDIO_COUNT_TIMEOUT", "0.05", "seconds a filtered count may take before an estimate stands in",
+        _seconds(STUDIO_BOUND_LIMITS), limits=STUDIO_BOUND_LIMITS)
+    studio_search_timeout: float = setting(
+        "CELORA_STUDIO_SEARCH_TIMEOUT", "2", "seconds the all-column search may take (then: partial results)",
+        _seconds(STUDIO_BOUND_LIMITS), limits=STUDIO_BOUND_LIMITS)
+    studio_jump_timeout: float = setting(
+        "CELORA_STUDIO_JUMP_TIMEOUT", "2", "seconds a typed page number past row 10,000 may take to reach",
+        _seconds(STUDIO_BOUND_LIMITS), limits=STUDIO_BOUND_LIMITS)
+    studio_slow_page: float = setting(
+        "CELORA_STUDIO_SLOW_PAGE", "0.1", "seconds past which a list page explains why it was slow",
+        _seconds(STUDIO_SLOW_PAGE_LIMITS), limits=STUDIO_SLOW_PAGE_LIMITS)
     # `celora db roles`: the group roles' names.
     role_migrator: str = setting("CELORA_ROLE_MIGRATOR", "celora_migrator", "the migrations' group role",
                                  _role_name)

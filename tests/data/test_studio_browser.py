@@ -7,22 +7,11 @@ from __future__ import annotations
 import psycopg
 import pytest
 
-from tests.support import REPO, settings_for
-from tests.support.studio_browser import SCROLLED_INTO_VIEW, arrive, start_studio, wait_for
+from tests.support.studio_browser import SCROLLED_INTO_VIEW, arrive, wait_for
 
 # Debian's chromium and chromium-driver (conftest.chromium_binaries: skipped where they are not installed, a
 # failure under CI, where .ci/run installs them).
 pytestmark = pytest.mark.usefixtures("chromium_binaries")
-
-
-@pytest.fixture
-def studio(migrated_db):
-    """`celora db studio --port 0 --no-browser` on a seeded database; yields (URL with token, database URL)."""
-    from celora_cli.data.seed.apply import seed
-
-    seed(settings_for(migrated_db), REPO / "fixtures")
-    with start_studio(migrated_db) as url:
-        yield url, migrated_db
 
 
 def test_user_to_wallet_to_transactions_then_edit_and_save(studio, browser):

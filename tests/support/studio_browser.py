@@ -35,6 +35,17 @@ def start_studio(database: str, *flags: str) -> Iterator[str]:
         process.wait(20)
 
 
+@pytest.fixture
+def studio(migrated_db):
+    """`celora db studio --port 0 --no-browser` on a seeded database; yields (URL with token, database URL)."""
+    from celora_cli.data.seed.apply import seed
+    from tests.support import settings_for
+
+    seed(settings_for(migrated_db), REPO / "fixtures")
+    with start_studio(migrated_db) as url:
+        yield url, migrated_db
+
+
 def printed_url(process: subprocess.Popen) -> str:
     assert process.stdout is not None
     for line in process.stdout:

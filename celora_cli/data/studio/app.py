@@ -4,7 +4,7 @@ builds a new app around the engine it is given."""
 from __future__ import annotations
 
 import html
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from sqlalchemy import Engine, event
@@ -23,6 +23,7 @@ from celora_cli.data.studio.console import DEFAULT_TIMEOUT, ConsoleView
 from celora_cli.data.studio.copy_rows import CopyView
 from celora_cli.data.studio.diagram import DiagramView
 from celora_cli.data.studio.history import HistoryView
+from celora_cli.data.studio.pages import StudioTuning
 from celora_cli.data.studio.security import StudioGuard
 from celora_cli.data.studio.views import build_views, is_sensitive
 from celora_cli.db.errors import translate
@@ -40,6 +41,7 @@ class StudioOptions:
     token: str
     read_only: bool
     console_timeout: float = DEFAULT_TIMEOUT  # CELORA_STUDIO_CONSOLE_TIMEOUT
+    tuning: StudioTuning = field(default_factory=StudioTuning)  # the list pages' time bounds (settings)
 
 
 def create_app(engine: Engine, url: DatabaseURL, options: StudioOptions) -> Starlette:
@@ -55,7 +57,7 @@ def create_app(engine: Engine, url: DatabaseURL, options: StudioOptions) -> Star
         secret_key=options.token,
         middlewares=[Middleware(DatabaseErrorPage, url=url)],
     )
-    views = build_views(Base, read_only=options.read_only, database_url=url)
+    views = build_views(Base, read_only=options.read_only, database_url=url, tuning=options.tuning)
     for view in views:
         admin.add_view(view)
     _add_studio_pages(admin, engine, url, options, views)
@@ -92,7 +94,8 @@ def _read_only_transactions(sessions: sessionmaker) -> None:
 
     @event.listens_for(sessions, "after_begin")
     def _read_only(session: Session, transaction, connection) -> None:
-        connection.exec_driver_sql("SET TRANSACTION READ ONLY")
+        if not transaction.nested:  # a savepoint is inside the read-only transaction already
+            connection.exec_driver_sql("SET TRANSACTION READ ONLY")
 
 
 class DatabaseErrorPage:

@@ -120,6 +120,7 @@ def prepare(settings: Settings, *, host: str = DEFAULT_HOST, port: int = DEFAULT
     # Here, not at the top: the app (Starlette, starlette-admin, the models) and SQLAlchemy are this command's
     # slowest imports, and a wrong --port or --host is refused before paying for them.
     from celora_cli.data.studio.app import BASE_PATH, StudioOptions, create_app
+    from celora_cli.data.studio.pages import StudioTuning
     from celora_cli.db.engine import build_engine
 
     if not 0 <= port < 65536:  # 0: any free port (tests)
@@ -148,7 +149,8 @@ def prepare(settings: Settings, *, host: str = DEFAULT_HOST, port: int = DEFAULT
         token = secrets.token_urlsafe(32)
         port = sock.getsockname()[1]  # the real one when 0 asked for any free port
         app = create_app(engine, url, StudioOptions(host=host, port=port, token=token, read_only=read_only,
-                                                    console_timeout=settings.studio_console_timeout))
+                                                    console_timeout=settings.studio_console_timeout,
+                                                    tuning=StudioTuning.from_settings(settings)))
     except BaseException:
         sock.close()
         raise

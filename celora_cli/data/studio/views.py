@@ -1,11 +1,12 @@
 """One admin view per mapped model, built from the mapper alone (a new model shows up by itself).
 
 What starlette-admin's SQLAlchemy view does not do, added through its documented hooks:
-- counts: PostgreSQL's estimate (pg_class.reltuples) for big tables, and a bounded count for filtered views,
-  so no view runs a full COUNT(*) over a million rows;
-- bounded pagination: pages stop MAX_OFFSET rows in (OFFSET beyond that reads and throws away too much);
-  the rest is reached by sorting or filtering;
+- counts: PostgreSQL's estimate (pg_class.reltuples) for big tables, and a count bounded in rows and in time
+  for filtered views (then the planner's estimate, labelled), so no view runs a full COUNT(*) over a million rows;
+- paging at any depth: next, previous and last page by keyset (paging.py, pages.py), OFFSET only for the first
+  MAX_OFFSET rows, and a typed deeper page by a walk bounded in time;
 - a stable order: the requested sort, then the primary key (equal values never swap between pages);
+- slow pages explain themselves: why, and the CREATE INDEX that would cure it (diagnosis.py);
 - related records: a one-to-many relationship is a link to the other table's list filtered on the foreign
   key (a wallet with 100,000 transactions loads none of them), a many-to-one one is joined in the same query;
 - sensitive columns: never shown, exported, searched or filtered on (a filter would let one probe the value);
@@ -21,38 +22,70 @@ from typing import Any
 from urllib.parse import quote
 
 import anyio.to_thread
-from sqlalchemy import Select, and_, func, literal_column, select, text
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy import Select, String, cast, func, literal_column, not_, select, text
+from sqlalchemy.exc import CompileError, DBAPIError
 from sqlalchemy.orm import Mapper, RelationshipProperty, selectinload
 from sqlalchemy.sql import sqltypes
+from starlette.datastructures import QueryParams
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette_admin import BaseField, DateTimeField, EnumField, JSONField, RelationField, TextAreaField
+from starlette_admin import (
+    BaseField,
+    ColorField,
+    DateTimeField,
+    EmailField,
+    EnumField,
+    JSONField,
+    PhoneField,
+    RelationField,
+    SlugField,
+    StringField,
+    TextAreaField,
+    URLField,
+)
 from starlette_admin.actions import link_row_action
 from starlette_admin.contrib.sqla import ModelView
+from starlette_admin.contrib.sqla import filters as sqla_filters
 from starlette_admin.contrib.sqla.filters import SqlaFilterRegistry
 from starlette_admin.exceptions import FormValidationError
 from starlette_admin.filters import BaseFilter, FilterGroup, FilterRegistry, filters
 from starlette_admin.flash import flash
 from starlette_admin.helpers import slugify_class_name
 from starlette_admin.i18n import lazy_gettext as _
+from starlette_admin.types import ListParams, RequestAction
 
 from celora_cli.data.studio.conflicts import ConflictChecks
 from celora_cli.data.studio.copy_rows import CopyRows
+from celora_cli.data.studio.diagnosis import diagnose
 from celora_cli.data.studio.forms import FormFixes
 from celora_cli.data.studio.history import is_audited
+from celora_cli.data.studio.pages import (
+    DeepPageTooCostly,
+    PageRequest,
+    PageResult,
+    StudioTuning,
+    cancelled,
+    fetch_page,
+    set_local_timeout,
+)
+from celora_cli.data.studio.paging import BadCursor, OrderKey, decode_cursor, fingerprint, order_keys
 from celora_cli.db.errors import translate
 
 # Tables the planner estimates above this are counted by estimate; below it COUNT(*) is cheap and exact.
 ESTIMATE_ABOVE_ROWS = 100_000
 # A filtered view counts at most this many matching rows exactly, then falls back to the planner's estimate.
 COUNT_LIMIT = 1_000
-# The deepest row a page may start at; deeper rows are reached by sorting or filtering.
+# The deepest row a page reaches by OFFSET without a time bound; deeper pages are reached by keyset (next,
+# previous, last), or by a walk over the keys bounded by CELORA_STUDIO_JUMP_TIMEOUT (a typed page number).
 MAX_OFFSET = 10_000
+# The biggest page (page_size=); bigger is refused with a 400.
+MAX_PAGE_SIZE = 500
 # The time zone is always shown (timestamptz values are instants). starlette-admin formats with Babel when it
 # is installed (an LDML pattern), with strftime otherwise.
 TIMESTAMP_FORMAT = ("yyyy-MM-dd HH:mm:ss zzz" if importlib.util.find_spec("babel") is not None
                     else "%Y-%m-%d %H:%M:%S %Z")
+# The field types starlette-admin's search looks in (contrib/sqla ModelView.get_search_query).
+_SEARCHED_TYPES = (StringField, SlugField, TextAreaField, EmailField, URLField, PhoneField, ColorField, EnumField)
 # Columns that are never shown whatever their `info` says (the models cannot be changed from here).
 SENSITIVE_COLUMNS = frozenset({("sessions", "token_hash"), ("idempotency_keys", "response_body")})
 
@@ -100,8 +133,51 @@ class RelatedRecords(BaseField):
         return value
 
 
+class _Substring:
+    """contains / starts with / ends with, as the library's (case-insensitive), with the term's % and _ taken
+    literally (the library's let `a_b` match `axb`), and as LIKE when the term has no letter that has a case
+    (digits, a hash fragment's 0x...): the same rows, and LIKE reads a row about twice as fast as ILIKE."""
+
+    before = after = True
+
+    def apply(self, ctx: Any) -> Any:
+        term = str(ctx.value)
+        escaped = term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        pattern = ("%" if self.before else "") + escaped + ("%" if self.after else "")
+        column = cast(getattr(ctx.view.model, ctx.field_name), String)
+        caseless = term.lower() == term.upper()
+        return column.like(pattern, escape="\\") if caseless else column.ilike(pattern, escape="\\")
+
+
+class ContainsFilter(_Substring, sqla_filters.ContainsFilter):
+    pass
+
+
+class NotContainsFilter(_Substring, sqla_filters.NotContainsFilter):
+    def apply(self, ctx: Any) -> Any:
+        return not_(super().apply(ctx))
+
+
+class StartsWithFilter(_Substring, sqla_filters.StartsWithFilter):
+    before = False
+
+
+class EndsWithFilter(_Substring, sqla_filters.EndsWithFilter):
+    after = False
+
+
+_SUBSTRING: dict[Any, type[BaseFilter]] = {
+    sqla_filters.ContainsFilter: ContainsFilter, sqla_filters.NotContainsFilter: NotContainsFilter,
+    sqla_filters.StartsWithFilter: StartsWithFilter, sqla_filters.EndsWithFilter: EndsWithFilter}
+
+
 class StudioFilterRegistry(SqlaFilterRegistry):
-    """Text columns (TEXT is TextAreaField here) get = and != too, as the library gives one-line strings."""
+    """Text columns (TEXT is TextAreaField here) get = and != too, as the library gives one-line strings; the
+    substring filters are celora's (above)."""
+
+    @filters(StringField)
+    def string_filters(self, field: BaseField) -> list[type[BaseFilter]]:
+        return [_SUBSTRING.get(each, each) for each in super().string_filters(field)]
 
     @filters(TextAreaField)
     def textarea_filters(self, field: BaseField) -> list[type[BaseFilter]]:
@@ -113,7 +189,8 @@ class StudioView(FormFixes, ConflictChecks, CopyRows, ModelView):
     overwrite a newer change (conflicts.py); a list can copy its selected rows (copy_rows.py)."""
 
     page_size = 25
-    page_size_options = [10, 25, 50, 100]
+    page_size_options = [10, 25, 50, 100, 250, MAX_PAGE_SIZE]
+    tuning = StudioTuning()  # the time bounds (settings), replaced per app
     exporters = ["csv", "json"]
     read_only = False
     table = ""  # schema-qualified, for pg_class
@@ -161,11 +238,16 @@ class StudioView(FormFixes, ConflictChecks, CopyRows, ModelView):
                 field.choices = [(member.value, str(member.value)) for member in field.enum]
 
     async def count(self, request: Request, q: str | None = None, filters: FilterGroup | None = None) -> int:
+        known = _totals(request).get(self.key)
+        if known is not None:  # the page already knows it (it reached the end), or "last page" counted it
+            return known
         unfiltered = q is None and (filters is None or filters.is_empty())
         matching = await self._apply_search_and_filters(
             request, select(literal_column("1")).select_from(self.model), q, filters)
         # One trip to a worker thread for the whole count (each trip is a scheduling delay on a busy machine).
-        return await anyio.to_thread.run_sync(self._count, request.state.session, matching, unfiltered)
+        total = await anyio.to_thread.run_sync(self._count, request.state.session, matching, unfiltered)
+        _totals(request)[self.key] = total
+        return total
 
     def _count(self, session: Any, matching: Select, unfiltered: bool) -> int:
         # A savepoint: the home page counts every table in one transaction, and one table that fails (not
@@ -175,43 +257,131 @@ class StudioView(FormFixes, ConflictChecks, CopyRows, ModelView):
                 rows = session.execute(_ESTIMATE_SQL, {"table": self.table}).scalar_one_or_none() or 0
                 if rows > ESTIMATE_ABOVE_ROWS:
                     return Estimate(rows)
-            # Bounded: at most COUNT_LIMIT + 1 matches are counted; past that the exact figure is not worth a
-            # scan, and the planner's estimate stands in.
+            # Bounded in rows (at most COUNT_LIMIT + 1 matches are counted) and in time: a selective filter
+            # over an unindexed column finds its few matches only by reading every row, and the count must not
+            # cost that a second time. Past either bound the planner's estimate stands in, labelled.
             bounded = select(func.count()).select_from(matching.limit(COUNT_LIMIT + 1).subquery())
-            counted = int(session.execute(bounded).scalar_one())
-            if counted <= COUNT_LIMIT:
+            timed = session.begin_nested()
+            try:
+                set_local_timeout(session.connection(), self.tuning.count_timeout)
+                counted: int | None = int(session.execute(bounded).scalar_one())
+            except DBAPIError as exc:
+                if not cancelled(exc):
+                    raise
+                counted = None
+            finally:
+                timed.rollback()  # restores statement_timeout
+            if counted is not None and counted <= COUNT_LIMIT:
                 return counted
             plan = session.execute(_explain(matching, session)).scalar_one()
-            return Estimate(max(counted, int(plan[0]["Plan"]["Plan Rows"])))
+            return Estimate(max(counted or 0, int(plan[0]["Plan"]["Plan Rows"])))
+
+    def _parse_list_params(self, request: Request, query_params: Any = None) -> ListParams:
+        """Any page size from 1 to MAX_PAGE_SIZE (the library takes only the listed ones), refused clearly
+        past it."""
+        params = request.query_params if query_params is None else query_params
+        raw = params.get("page_size")
+        if raw is None:
+            return super()._parse_list_params(request, query_params)
+        try:
+            size = int(raw)
+        except ValueError:
+            size = 0
+        if not 1 <= size <= MAX_PAGE_SIZE:
+            raise HTTPException(400, f"page_size={raw[:20]!r} is not a page size: a page holds 1 to "
+                                     f"{MAX_PAGE_SIZE} rows (default {self.page_size}). Bigger pages are refused: "
+                                     "the browser would render thousands of cells; export the list for more.")
+        rest = QueryParams([(key, value) for key, value in params.multi_items() if key != "page_size"])
+        parsed = super()._parse_list_params(request, rest)
+        parsed.page_size = size
+        return parsed
 
     async def find_all(self, request: Request, skip: int = 0, limit: int = 100, q: str | None = None,
                        sorts: Sequence[tuple[str, str]] | None = None,
                        filters: FilterGroup | None = None) -> Sequence[Any]:
-        if skip > MAX_OFFSET:
-            raise HTTPException(400, f"Pages that start past row {MAX_OFFSET:,} are not served: reading and "
-                                     "skipping that many rows is what makes big tables slow. Sort or filter the "
-                                     "list to bring the rows you want to the first pages.")
-        sorts = list(sorts or [])
-        # The primary key last: a stable order, so a row never shows on two pages or on none.
-        sorts += [(key, "asc") for key in self.pk_keys if key not in {name for name, _ in sorts}]
-        # Deferred join: the page's keys first (OFFSET walks an index, often index-only), then only those rows.
-        # Skipping 10,000 whole rows in primary-key order reads 10,000 scattered heap pages; skipping keys
-        # does not.
+        if request.state.action != RequestAction.LIST or limit <= 0:
+            return await self._find_plain(request, skip, limit, q, sorts, filters)
+        order = order_keys(self.model, list(sorts or []), self.pk_keys)
+        params = request.query_params
+        list_id = fingerprint([(key.name, key.descending) for key in order], q, params.get("filter"), limit)
+        page = await self._page_request(request, params, order, list_id, skip, limit, q, filters)
         keys = [getattr(self.model, key) for key in self.pk_keys]
-        page = select(*keys).select_from(self.model)
-        page = await self._apply_search_and_filters(request, page, q, filters)
-        page = self.build_order_clauses(request, sorts, page).offset(skip)
+        keys_query = await self._apply_search_and_filters(request, select(*keys).select_from(self.model), q,
+                                                          filters)
+        searched = [field for field in self.get_fields_list(request)
+                    if field.searchable and type(field) in _SEARCHED_TYPES]
+        # Many-to-one rows in one second query (WHERE id IN the page's keys), never a join per row.
+        load_options = [selectinload(getattr(self.model, field.name)) for field in self.get_fields_list(request)
+                        if isinstance(field, RelationField)]
+        tuning = self.tuning
+
+        def run() -> PageResult:
+            session = request.state.session
+            result = fetch_page(session, self.model, keys_query, order, keys, page, list_id,
+                                jump_timeout=tuning.jump_timeout,
+                                search_timeout=tuning.search_timeout if q is not None else None,
+                                max_offset=MAX_OFFSET, load_options=load_options)
+            if result.elapsed >= tuning.slow_page or result.partial:
+                filtered = keys_query if keys_query.whereclause is not None else None
+                ordered = select(*keys).select_from(self.model).order_by(*(key.clause() for key in order))
+                try:
+                    result.notes = diagnose(session, filtered, ordered.limit(limit), self.table, order,
+                                            searching=q is not None, searched_columns=len(searched))
+                except (CompileError, DBAPIError):  # the explanation is a courtesy: the page stands without it
+                    result.notes = []
+            return result
+
+        try:
+            result = await anyio.to_thread.run_sync(run)
+        except DeepPageTooCostly as exc:
+            raise HTTPException(400, exc.message) from None
+        except DBAPIError as exc:
+            # A cursor whose value PostgreSQL refuses (out of the column's range: class 22, data exception) was
+            # edited by hand; anything else is the database's own error, shown as such.
+            sqlstate = str(getattr(getattr(exc, "orig", None), "sqlstate", "") or "")
+            if page.values is None or not sqlstate.startswith("22"):
+                raise
+            raise HTTPException(400, "This page link is not valid (a value in it is out of range). Start again "
+                                     "from the first page.") from None
+        if result.exact_total is not None:
+            _totals(request)[self.key] = result.exact_total
+        request.state.studio_page = result
+        return result.rows
+
+    async def _page_request(self, request: Request, params: Any, order: list[OrderKey], list_id: str, skip: int,
+                            limit: int, q: str | None, filters: FilterGroup | None) -> PageRequest:
+        """Which page the URL asks for (see pages.py); a cursor from another list (the sort, filter or page
+        size changed since the link was made) is ignored: the page number stands."""
+        number = max(1, skip // limit + 1)
+        mode = next((name for name in ("after", "before") if params.get(name)), None)
+        if mode is not None:
+            try:
+                values = decode_cursor(params[mode], list_id, order)
+            except BadCursor as exc:
+                raise HTTPException(400, f"This page link is not valid ({exc}). Start again from the first "
+                                         "page.") from None
+            if values is not None:
+                from_end = _positive(params.get("from_end"))
+                return PageRequest(mode, None if from_end else number, from_end, 0, limit, values)
+        if params.get("last"):
+            total = await self.count(request, q, filters)
+            if isinstance(total, Estimate):
+                return PageRequest("last", None, 1, 0, limit)
+            pages = max(1, -(-int(total) // limit))
+            return PageRequest("last", pages, None, 0, int(total) - (pages - 1) * limit or limit, page_size=limit)
+        return PageRequest("offset", number, None, skip, limit)
+
+    async def _find_plain(self, request: Request, skip: int, limit: int, q: str | None,
+                          sorts: Sequence[tuple[str, str]] | None, filters: FilterGroup | None) -> Sequence[Any]:
+        """Exports and relation look-ups: the library's query with a stable order (no pager, no cursor)."""
+        if skip > MAX_OFFSET:
+            raise HTTPException(400, f"Rows past {MAX_OFFSET:,} are not read by offset: sort or filter instead.")
+        order = order_keys(self.model, list(sorts or []), self.pk_keys)
+        statement = self.get_list_query(request)
+        statement = await self._apply_search_and_filters(request, statement, q, filters)
+        statement = statement.order_by(*(key.clause() for key in order)).offset(skip)
         if limit > 0:
-            page = page.limit(limit)
-        selected = page.subquery()
-        statement = self.get_list_query(request).join(
-            selected, and_(*(key == selected.c[key.property.columns[0].name] for key in keys)))
-        statement = self.build_order_clauses(request, sorts, statement)
-        # Many-to-one rows in one second query (WHERE id IN the page's keys): the library's JOIN would join
-        # every row OFFSET skips too, ten thousand lookups for a deep page, for 25 rows shown.
-        for field in self.get_fields_list(request):
-            if isinstance(field, RelationField):
-                statement = statement.options(selectinload(getattr(self.model, field.name)))
+            statement = statement.limit(limit)
         result = await anyio.to_thread.run_sync(request.state.session.execute, statement)
         return result.scalars().unique().all()
 
@@ -255,7 +425,8 @@ def _explain(statement: Select, session: Any):
     return text(f"EXPLAIN (FORMAT JSON) {compiled}")
 
 
-def build_view(mapper: Mapper, *, read_only: bool, database_url: Any = None) -> StudioView:
+def build_view(mapper: Mapper, *, read_only: bool, database_url: Any = None,
+               tuning: StudioTuning | None = None) -> StudioView:
     """A configured view for one mapped model: every column, many-to-one links, one-to-many list links."""
     table: Any = mapper.local_table
     column_attrs = [prop for prop in mapper.column_attrs if len(prop.columns) == 1]
@@ -274,6 +445,7 @@ def build_view(mapper: Mapper, *, read_only: bool, database_url: Any = None) -> 
         # log edited by hand is no longer evidence).
         "read_only": read_only or bool(table.info.get("studio_read_only")),
         "database_url": database_url,
+        "tuning": tuning or StudioTuning(),
         "table": f"{table.schema + '.' if table.schema else ''}{table.name}",
         "mapper": mapper,
         "audited": is_audited(table),  # its detail and edit pages link to its history (history.py)
@@ -326,7 +498,23 @@ def _related_records(mapper: Mapper, prop: RelationshipProperty) -> RelatedRecor
                           pairs=pairs, link_text=text)
 
 
-def build_views(base: Any, *, read_only: bool, database_url: Any = None) -> list[StudioView]:
+def build_views(base: Any, *, read_only: bool, database_url: Any = None,
+                tuning: StudioTuning | None = None) -> list[StudioView]:
     """A view for every model mapped on `base`'s registry, in table-name order."""
     mappers = sorted(base.registry.mappers, key=lambda mapper: str(getattr(mapper.local_table, "name", "")))
-    return [build_view(mapper, read_only=read_only, database_url=database_url) for mapper in mappers]
+    return [build_view(mapper, read_only=read_only, database_url=database_url, tuning=tuning) for mapper in mappers]
+
+
+def _totals(request: Request) -> dict[str | None, int]:
+    """This request's row counts by view (the list page counts once: the pager, the banner, "last page")."""
+    if not hasattr(request.state, "studio_totals"):
+        request.state.studio_totals = {}
+    return request.state.studio_totals
+
+
+def _positive(raw: str | None) -> int | None:
+    try:
+        value = int(raw or "")
+    except ValueError:
+        return None
+    return value if value > 0 else None
