@@ -35,12 +35,13 @@ class _DbCommands(LazyCommandGroup):
         "backup": "celora_cli.cli.db_backup",
         "restore": "celora_cli.cli.db_restore",
         "roles": "celora_cli.cli.db_roles",
+        "snapshots": "celora_cli.cli.db_snapshots",
     }
     # `celora db --help` lists the commands in these panels (tests/cli/test_help_listing.py checks that
     # every command is in exactly one).
     panels = {
         "Migrations": ("migrate", "migrate-deploy", "status", "lint", "generate", "push", "resolve", "rollback",
-                       "reset"),
+                       "reset", "snapshots"),
         "Data": ("seed", "studio", "audit", "changes"),
         "Operations": ("health", "metrics", "backup", "restore", "roles"),
     }

@@ -1,0 +1,60 @@
+"""Drift at a database's current revision, via schema snapshots: the gate `migrate-deploy` runs before applying,
+and the question `migrate-deploy --plan` asks.
+
+The live schema is read from the catalogs (celora_cli.schema.drift.snapshot) and compared with the schema the
+history builds at the revision alembic_version names (celora_cli.schema.snapshots: a committed snapshot, the
+cache, or built once in a shadow). A revision this checkout does not know is a difference itself.
+
+The gate is a `before_apply` hook of celora_cli.migrate.deploy.deploy (migrate does not import schema; the CLI
+composes them): it runs under the migration lock, after the journal check (an edited applied migration is exit 14
+first), and only when something is pending. An empty database (nothing in alembic_version) has nothing to compare.
+"""
+
+from __future__ import annotations
+
+from celora_cli.config.settings import DatabaseURL, Settings
+from celora_cli.db.connect import direct_url
+from celora_cli.errors import DriftDetected
+from celora_cli.migrate.scripts import alembic_config, find_migrations_dir
+from celora_cli.schema.autogenerate import database_drift, shadow_for
+from celora_cli.schema.drift import Difference, DriftReport, snapshot
+from celora_cli.schema.snapshots import differences_at
+
+
+def drift_at_current(settings: Settings, *, shadow_url: DatabaseURL | None = None, script=None) -> DriftReport:
+    """Drift of the database (its direct URL) at its current revision. Only reads the database; a shadow is
+    created (and dropped) only when no stored snapshot matches the history. `script`: a ScriptDirectory the
+    caller already loaded. The one implementation is `db status --drift`'s (autogenerate.database_drift)."""
+    return database_drift(settings, shadow_url=shadow_url, script=script)
+
+
+def drift_gate(settings: Settings, *, shadow_url: DatabaseURL | None = None):
+    """The `before_apply` hook for deploy(): DriftDetected (exit 15, nothing applied) when the database differs
+    from the history at its current revision."""
+    configured = shadow_url if shadow_url is not None else settings.shadow_database_url
+
+    def before_apply(conn, script, current: tuple[str, ...]) -> None:
+        if not current:
+            return  # nothing applied yet: no schema the history vouches for
+        live = snapshot(conn)
+        differences = differences_at(settings, alembic_config(settings), script, live, current,
+                                     shadow=shadow_for(settings, direct_url(settings), configured),
+                                     purpose="check the database for drift before deploying")
+        if differences:
+            raise deploy_drift_error(differences, current, str(find_migrations_dir(settings) / "versions"))
+
+    return before_apply
+
+
+def deploy_drift_error(differences: list[Difference], current: tuple[str, ...], history: str) -> DriftDetected:
+    at = ", ".join(current)
+    listed = "\n".join(f"  - {d.describe('the database', f'the migration history at {at}')}" for d in differences)
+    return DriftDetected(
+        f"The database has drifted from the migration history at its revision {at} ({history}): "
+        f"{len(differences)} difference(s):\n{listed}\n"
+        "A change made by hand, by another tool or by a restore: the pending migrations were written for the "
+        "schema the history builds, so migrate-deploy applied nothing.",
+        "Make the database match the history (undo the change, or add a migration that makes it and deploy that), "
+        "then run migrate-deploy again; `celora db status --drift` lists the same differences. To apply anyway, "
+        "knowing them, pass --allow-drift.",
+        differences=differences)
