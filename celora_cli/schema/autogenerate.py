@@ -184,6 +184,8 @@ def migrate_dev(settings: Settings, *, name: str | None = None, create_only: boo
     result.created_database = admin.ensure_database(dev_url, settings)
     _refuse_production(settings.env, _stamp_of(dev_url, settings))
     configured = shadow_url if shadow_url is not None else settings.shadow_database_url
+    if configured is not None and _same_database(configured, dev_url):  # refused even on a run needing no shadow
+        raise _same_database_error(configured, dev_url, "the URLs name the same host, port and database")
 
     current, differences = _compare_with_history(settings, dev_url, config, script, configured)
     if differences:
