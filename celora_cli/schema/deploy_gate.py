@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from celora_cli.config.settings import DatabaseURL, Settings
 from celora_cli.db.connect import direct_url
-from celora_cli.errors import DriftDetected
+from celora_cli.errors import CeloraError, DriftDetected
 from celora_cli.migrate.scripts import alembic_config, find_migrations_dir
 from celora_cli.schema.autogenerate import database_drift, shadow_for
 from celora_cli.schema.drift import Difference, DriftReport, snapshot
@@ -37,9 +37,13 @@ def drift_gate(settings: Settings, *, shadow_url: DatabaseURL | None = None):
         if not current:
             return  # nothing applied yet: no schema the history vouches for
         live = snapshot(conn)
-        differences = differences_at(settings, alembic_config(settings), script, live, current,
-                                     shadow=shadow_for(settings, direct_url(settings), configured),
-                                     purpose="check the database for drift before deploying")
+        try:
+            differences = differences_at(settings, alembic_config(settings), script, live, current,
+                                         shadow=shadow_for(settings, direct_url(settings), configured),
+                                         purpose="check the database for drift before deploying")
+        except CeloraError as exc:  # the expected schema could not be built: nothing was applied
+            exc.hint = f"{exc.hint or ''} Or deploy without the check: --allow-drift.".strip()
+            raise
         if differences:
             raise deploy_drift_error(differences, current, str(find_migrations_dir(settings) / "versions"))
 
