@@ -33,6 +33,11 @@ SUBSET: dict[str, tuple[str, ...]] = {
         "test_reset_drops_everything_reapplies_and_keeps_the_schema_itself",
     ),
     "tests/migrate/test_status_drift.py": ("test_status_drift",),
+    # the committed snapshots were built on 18: the gate must find no drift on a matching 14-17 database
+    "tests/migrate/test_deploy_gate.py": (
+        "test_a_column_added_by_hand_stops_the_deploy_naming_it_and_allow_drift_applies",
+        "test_a_matching_database_deploys_and_an_empty_one_has_nothing_to_compare",
+    ),
     # (not test_compare_names_a_changed_default...: it needs the citext extension, which the 16 wheel lacks)
     "tests/schema/test_drift.py": ("test_database_drift_is_read_only_and_names_the_difference",),
     "tests/schema/test_push.py": (
