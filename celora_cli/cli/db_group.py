@@ -26,6 +26,7 @@ class _DbCommands(LazyCommandGroup):
         "resolve": "celora_cli.cli.db_resolve",
         "rollback": "celora_cli.cli.db_rollback",
         "reset": "celora_cli.cli.db_reset",
+        "snapshots": "celora_cli.cli.db_snapshots",
         "seed": "celora_cli.cli.db_seed",
         "studio": "celora_cli.cli.db_studio",
         "audit": "celora_cli.cli.db_audit",
@@ -35,7 +36,6 @@ class _DbCommands(LazyCommandGroup):
         "backup": "celora_cli.cli.db_backup",
         "restore": "celora_cli.cli.db_restore",
         "roles": "celora_cli.cli.db_roles",
-        "snapshots": "celora_cli.cli.db_snapshots",
     }
     # `celora db --help` lists the commands in these panels (tests/cli/test_help_listing.py checks that
     # every command is in exactly one).

@@ -20,8 +20,8 @@ def migrate(
 ) -> None:
     """Write and apply a new migration from the models.
 
-    Development: check drift against a shadow database, apply pending migrations, write and apply a new
-    migration from the models, regenerate the schema artifacts.
+    Development: check drift against the history's schema snapshot, apply pending migrations, write and apply a
+    new migration from the models, regenerate the schema artifacts and the new revision's snapshot.
 
     Exit 15 when the database drifted from the history (nothing is changed; `celora db reset` resets it).
     Example: celora db migrate --name add_wallet_label

@@ -61,19 +61,22 @@ class DeployResult:
 
 
 def deploy(settings: Settings, *, lock_timeout: float | None = None,
-           progress: ProgressCallback | None = None, before_apply: BeforeApply | None = None) -> DeployResult:
+           progress: ProgressCallback | None = None, before_apply: BeforeApply | None = None,
+           script=None) -> DeployResult:
     """Apply every pending migration, each in its own transaction, under the migration lock.
 
     On failure the failing migration is rolled back, earlier ones stay applied (the database is at the
     last good revision), and MigrationFailed names the migration and the PostgreSQL error. When another
     runner applied migrations between two of this run's transactions, the run re-reads the database and
     goes on from there (each migration is applied once, by whichever runner holds the lock).
-    `before_apply` (see BeforeApply) runs only when something is pending, again after a re-plan.
+    `before_apply` (see BeforeApply) runs only when something is pending, again after a re-plan. `script`: the
+    ScriptDirectory the caller already loaded (`db migrate`), instead of importing every revision file again.
     """
     progress = progress or (lambda kind, data: None)
     lock_timeout = checked_lock_timeout(settings, lock_timeout, "deploy(lock_timeout=...)")
     config = alembic_config(settings)
-    script = script_directory(settings, config)  # loaded once per run; broken files fail before connecting
+    if script is None:
+        script = script_directory(settings, config)  # loaded once per run; broken files fail before connecting
     engine, url, setting = migration_engine(
         settings, f"celora migrate-deploy {socket.gethostname()}:{os.getpid()}")
     result = DeployResult(database=url.masked)

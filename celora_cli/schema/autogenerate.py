@@ -191,13 +191,13 @@ def migrate_dev(settings: Settings, *, name: str | None = None, create_only: boo
     if differences:
         raise drift_error(differences, dev_url.masked, _history(settings))
 
-    result.applied = [m.name for m in deploy(settings).applied]
+    result.applied = [m.name for m in deploy(settings, script=script).applied]
     path = _autogenerate_at_head(settings, dev_url, configured, config, script, metadata, name, ask_name, result)
 
     if path is not None:  # the zero-downtime lint of the new revision: warnings, the file is written all the same
         result.warnings.extend(revision_warnings(settings, path))
     if path is not None and not create_only:
-        deploy(settings)
+        deploy(settings, script=script)  # generate_revision added the new revision to script's map
         result.revision_applied = True
     result.artifacts_written = generate(settings, metadata=metadata, source=models).written
     recorded = _record_snapshot(settings, dev_url, script)

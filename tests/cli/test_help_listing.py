@@ -17,7 +17,7 @@ from tests.support import REPO
 GROUPS = {
     (): ("db", "local"),
     ("db",): ("migrate", "migrate-deploy", "status", "lint", "generate", "push", "resolve", "rollback", "reset",
-              "seed", "studio", "audit", "changes", "health", "metrics", "backup", "restore", "roles"),
+              "snapshots", "seed", "studio", "audit", "changes", "health", "metrics", "backup", "restore", "roles"),
     ("local",): ("start", "stop", "url", "status", "destroy", "pgbouncer"),
     ("local", "pgbouncer"): ("start", "stop", "status"),
 }
