@@ -164,13 +164,13 @@ def main() -> int:
 
         def deploy_with_gate(target: Path, template: str):
             def prepare(_index: int):
-                env = env_of(target, server.url(fresh(template)))
+                env = env_of(target, fresh(template))
                 return lambda: run([PYTHON, "-m", "celora_cli", "db", "migrate-deploy"], env, target)
             return prepare
 
         def alembic_upgrade(target: Path, template: str):
             def prepare(_index: int):
-                env = env_of(target, server.url(fresh(template)))
+                env = env_of(target, fresh(template))
                 return lambda: run([PYTHON, "-m", "alembic", "-c", str(target / "alembic.ini"), "upgrade", "head"],
                                    env, target)
             return prepare
@@ -195,7 +195,7 @@ def main() -> int:
 
             def prepare(_index: int):
                 reset_files(target, before)
-                env = env_of(target, server.url(fresh(template)), f"models_{name}_x:metadata")
+                env = env_of(target, fresh(template), f"models_{name}_x:metadata")
                 return lambda: run([PYTHON, "-m", "celora_cli", "db", "migrate", "--name", "x"], env, target)
             return prepare
 
@@ -205,7 +205,7 @@ def main() -> int:
 
             def prepare(_index: int):
                 reset_files(target, before)
-                env = env_of(target, server.url(fresh(template)))
+                env = env_of(target, fresh(template))
 
                 def both() -> None:
                     run([PYTHON, "-m", "alembic", "-c", ini, "revision", "--autogenerate", "-m", "x"], env, target)

@@ -245,11 +245,10 @@ def _record_snapshot(settings: Settings, dev_url: DatabaseURL, script) -> Path |
     its schema is the history's at its revision: store it as that revision's snapshot (committed file and
     cache), so the next drift check here, and CI's deploy gate, need no replay. Returns the committed file when
     it was (re)written."""
-    dev_schema, current = _snapshot_of(dev_url, settings)
+    with translating(dev_url, "DATABASE_URL"), connect(dev_url, settings, application_name="celora migrate") as conn:
+        dev_schema, current, major = snapshot(conn), read_current(conn), conn.info.server_version // 10000
     if len(current) != 1:
         return None
-    with translating(dev_url, "DATABASE_URL"), connect(dev_url, settings, application_name="celora migrate") as conn:
-        major = conn.info.server_version // 10000
     return snapshots.record(settings, script, current[0], dev_schema, major)
 
 

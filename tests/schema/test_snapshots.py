@@ -142,3 +142,42 @@ def test_status_drift_names_a_hand_made_comment_through_the_committed_snapshot(p
     assert result.returncode == 15, result.stdout + result.stderr
     differences = json.loads(result.stdout)["drift"]["differences"]
     assert [(d["kind"], d["name"]) for d in differences] == [("column comment", "wallets.address")]
+
+
+MODELS_WITH_NICKNAME = """
+from sqlalchemy import Column, MetaData, Text
+
+from celora_cli.db.models import Base
+
+metadata = MetaData(naming_convention=Base.metadata.naming_convention)
+for table in Base.metadata.sorted_tables:
+    table.to_metadata(metadata)
+metadata.tables["users"].append_column(Column("nickname", Text, comment="shown to friends"))
+"""
+
+
+def test_db_migrate_writes_the_snapshot_of_the_revision_it_writes_and_the_next_run_needs_no_shadow(
+        pg_server, project, migrated_db):
+    (project / "nick_models.py").write_text(MODELS_WITH_NICKNAME)
+    env = {**env_for(project, migrated_db), "CELORA_MODELS": "nick_models:metadata",
+           "PYTHONPATH": f"{REPO}:{project}"}
+    before = set((project / "migrations" / "snapshots").iterdir())
+    written = run_celora("db", "migrate", "--name", "add_nickname", "--json", env=env)
+    assert written.returncode == 0, written.stdout + written.stderr
+    data = json.loads(written.stdout)
+    revision = Path(data["revision_file"]).name.split("_", 1)[0]
+    new = project / "migrations" / "snapshots" / f"{revision}.json"
+    assert set((project / "migrations" / "snapshots").iterdir()) - before == {new}
+    assert str(new) in data["artifacts_written"] and data["shadow"] == ""  # autogenerate ran on the dev database
+    objects = json.loads(new.read_text())["objects"]
+    assert objects["column"]["users.nickname"] == "text"
+    assert objects["column comment"]["users.nickname"] == "shown to friends"
+    check = run_celora("db", "snapshots", "--check", env=env_for(project))
+    assert check.returncode == 0, check.stdout + check.stderr
+
+    # the next run's drift check reads that snapshot: nothing replayed (the build announces itself on stderr)
+    admin_execute(pg_server, "COMMENT ON COLUMN users.nickname IS 'changed by hand'", db_name(migrated_db))
+    drifted = run_celora("db", "migrate", env=env)
+    assert drifted.returncode == 15, drifted.stdout + drifted.stderr
+    assert "column comment users.nickname differs" in drifted.stderr
+    assert "replaying the history" not in drifted.stderr
