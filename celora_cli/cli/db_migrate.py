@@ -20,8 +20,9 @@ def migrate(
 ) -> None:
     """Write and apply a new migration from the models.
 
-    Development: check drift against the history's schema snapshot, apply pending migrations, write and apply a
-    new migration from the models, regenerate the schema artifacts and the new revision's snapshot.
+    Development: check drift against the history's schema snapshot (built once in a shadow database when none
+    matches), apply pending migrations, write and apply a new migration from the models, regenerate the schema
+    artifacts and the new revision's snapshot.
 
     Exit 15 when the database drifted from the history (nothing is changed; `celora db reset` resets it).
     Example: celora db migrate --name add_wallet_label

@@ -195,7 +195,7 @@ def migrate_dev(settings: Settings, *, name: str | None = None, create_only: boo
     path = _autogenerate_at_head(settings, dev_url, configured, config, script, metadata, name, ask_name, result)
 
     if path is not None:  # the zero-downtime lint of the new revision: warnings, the file is written all the same
-        result.warnings.extend(revision_warnings(settings, path))
+        result.warnings.extend(revision_warnings(settings, path, script))
     if path is not None and not create_only:
         deploy(settings, script=script)  # generate_revision added the new revision to script's map
         result.revision_applied = True
