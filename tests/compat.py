@@ -36,6 +36,11 @@ SUBSET: dict[str, tuple[str, ...]] = {
     # pg_dump's output differs between server versions: the squash must apply on each
     "tests/migrate/test_squash.py": ("test_the_whole_history_squashed_deploys_the_same_schema",),
     "tests/migrate/test_plan.py": ("test_volatile_default_on_a_large_table_then_a_blocking_session",),
+    # the committed snapshots were built on 18: the gate must find no drift on a matching 14-17 database
+    "tests/migrate/test_deploy_gate.py": (
+        "test_a_column_added_by_hand_stops_the_deploy_naming_it_and_allow_drift_applies",
+        "test_a_matching_database_deploys_and_an_empty_one_has_nothing_to_compare",
+    ),
     # (not test_compare_names_a_changed_default...: it needs the citext extension, which the 16 wheel lacks)
     "tests/schema/test_drift.py": ("test_database_drift_is_read_only_and_names_the_difference",),
     # the shadow on the local PostgreSQL (Debian's 15) for a server of another major: the catalogs compare equal

@@ -29,6 +29,7 @@ class _DbCommands(LazyCommandGroup):
         "rollback": "celora_cli.cli.db_rollback",
         "squash": "celora_cli.cli.db_squash",
         "reset": "celora_cli.cli.db_reset",
+        "snapshots": "celora_cli.cli.db_snapshots",
         "seed": "celora_cli.cli.db_seed",
         "studio": "celora_cli.cli.db_studio",
         "audit": "celora_cli.cli.db_audit",
@@ -43,7 +44,7 @@ class _DbCommands(LazyCommandGroup):
     # every command is in exactly one).
     panels = {
         "Migrations": ("migrate", "migrate-deploy", "status", "lint", "generate", "push", "resolve", "baseline",
-                       "diff", "rollback", "reset", "squash"),
+                       "diff", "rollback", "reset", "squash", "snapshots"),
         "Data": ("seed", "studio", "audit", "changes"),
         "Operations": ("health", "metrics", "backup", "restore", "roles"),
     }

@@ -36,8 +36,9 @@ def migrate(
 ) -> None:
     """Write and apply a new migration from the models.
 
-    Development: check drift against a shadow database, apply pending migrations, write and apply a new
-    migration from the models, regenerate the schema artifacts.
+    Development: check drift against the history's schema snapshot (built once in a shadow database when none
+    matches), apply pending migrations, write and apply a new migration from the models, regenerate the schema
+    artifacts and the new revision's snapshot.
 
     `--check`: exit 1 when the models need a migration (each operation named), 0 when they match.
     Exit 15 when the database drifted from the history (nothing is changed; `--from-drift` turns the drift into

@@ -31,6 +31,8 @@ def migrate_deploy(
                               "size; the live sessions it would wait behind; lint findings; drift. Exit 0 nothing "
                               "pending, 1 pending and safe, 33 a rewrite over CELORA_PLAN_REWRITE_THRESHOLD, 34 a "
                               "live blocker, 15 drift."),
+    allow_drift: bool = typer.Option(False, "--allow-drift", help="Apply even when the database differs from "
+                                     "the schema the history builds at its revision (the drift gate, exit 15)."),
     as_json: bool = json_option(),
 ) -> None:
     """Apply pending migrations (CI and deploys; never asks).
@@ -38,7 +40,9 @@ def migrate_deploy(
     Apply all pending migrations (CI/deploy): never prompts, serialised by an advisory lock.
 
     Exit 10 when another runner holds the migration lock past --lock-timeout, or when a migration's DDL hit the
-    DDL lock timeout on every try (the error names the blocking sessions).
+    DDL lock timeout on every try (the error names the blocking sessions). Exit 15 when the database drifted from
+    the history at its revision (each difference named, nothing applied) unless --allow-drift; the expected schema
+    comes from migrations/snapshots/ (`celora db snapshots`).
     Example: celora db migrate-deploy --lock-timeout 120 --ddl-lock-timeout 3
     Example: celora db migrate-deploy --plan --json
     """
@@ -63,7 +67,12 @@ def migrate_deploy(
 
                 render_findings(linted.findings)
             raise findings_error(linted, "migrate-deploy --lint (nothing was applied)")
-    output.emit(deploy(settings, progress=migration_progress(as_json)), as_json)
+    gate = None
+    if not allow_drift:
+        from celora_cli.schema.deploy_gate import drift_gate
+
+        gate = drift_gate(settings)
+    output.emit(deploy(settings, progress=migration_progress(as_json), before_apply=gate), as_json)
 
 
 @output.renders("celora_cli.migrate.deploy.DeployResult")

@@ -37,7 +37,8 @@ class StatusReport:
 def status(
     ctx: typer.Context,
     drift: bool = typer.Option(False, "--drift", help="Also compare the database with what the migration history "
-                               "builds (replayed into a temporary shadow database); exit 15 when it drifted."),
+                               "builds at its revision (the schema snapshot in migrations/snapshots/, else cached, "
+                               "else built once in a temporary shadow database); exit 15 when it drifted."),
     as_json: bool = json_option(),
 ) -> None:
     """Show applied, pending, failed and modified migrations.

@@ -14,21 +14,16 @@ from celora_cli.errors import CeloraError
 
 def drift_at_current_revision(settings) -> tuple[list | None, str | None]:
     """The drift between the live schema and what the history builds at the database's current revision, for the
-    plan: (differences, None), or (None, why it was not checked).
+    plan: (differences, None), or (None, why it was not checked). From the schema snapshots (committed, cached,
+    or built once in a shadow); on staging and production no shadow database is created on the server, so there
+    a missing snapshot means drift was not checked (unless SHADOW_DATABASE_URL names a scratch database)."""
+    from celora_cli.schema.deploy_gate import drift_at_current
 
-    For now this replays the history into a shadow database (schema.autogenerate.database_drift: correct, but it
-    takes seconds and needs CREATEDB or SHADOW_DATABASE_URL). It is the one place to re-point at the schema
-    snapshots of the drift gate when they land."""
-    from celora_cli.schema.autogenerate import database_drift
-
-    if settings.deployed and settings.shadow_database_url is None:
-        # The shadow would be a new database on the staging or production server: not what a read-only plan does.
-        return None, ("Drift was not checked: on staging and production the plan does not create a shadow database "
-                      "on the server. Set SHADOW_DATABASE_URL to a scratch database elsewhere to check it here.")
+    build = not settings.deployed or settings.shadow_database_url is not None
     try:
-        return list(database_drift(settings).differences), None
-    except CeloraError as exc:  # e.g. no right to create the shadow database: the plan stands, and says so
-        return None, f"Drift was not checked: {exc.message}"
+        return list(drift_at_current(settings, build=build).differences), None
+    except CeloraError as exc:  # e.g. no snapshot and no right to create the shadow database: the plan says so
+        return None, f"Drift was not checked: {exc.message} {exc.hint or ''}".strip()
 
 
 def run_plan(settings, as_json: bool) -> None:

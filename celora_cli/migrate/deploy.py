@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from celora_cli.config.settings import Settings
@@ -34,6 +35,12 @@ from celora_cli.safety.stamp import stamp_environment
 # practice; it only bounds a loop that depends on other processes.
 _MAX_REPLANS = 1000
 
+# Called under the migration lock, after the journal check and before the first pending migration runs, with the
+# migration connection, the loaded ScriptDirectory and the revisions the database is at; raising stops the run
+# with nothing applied. `migrate-deploy`'s drift gate (celora_cli.schema.deploy_gate) is one: migrate must not
+# import schema, so the CLI composes them.
+BeforeApply = Callable[[object, object, tuple[str, ...]], None]
+
 
 @dataclass(frozen=True)
 class AppliedMigration:
@@ -55,18 +62,22 @@ class DeployResult:
 
 
 def deploy(settings: Settings, *, lock_timeout: float | None = None,
-           progress: ProgressCallback | None = None) -> DeployResult:
+           progress: ProgressCallback | None = None, before_apply: BeforeApply | None = None,
+           script=None) -> DeployResult:
     """Apply every pending migration, each in its own transaction, under the migration lock.
 
     On failure the failing migration is rolled back, earlier ones stay applied (the database is at the
     last good revision), and MigrationFailed names the migration and the PostgreSQL error. When another
     runner applied migrations between two of this run's transactions, the run re-reads the database and
     goes on from there (each migration is applied once, by whichever runner holds the lock).
+    `before_apply` (see BeforeApply) runs only when something is pending, again after a re-plan. `script`: the
+    ScriptDirectory the caller already loaded (`db migrate`), instead of importing every revision file again.
     """
     progress = progress or (lambda kind, data: None)
     lock_timeout = checked_lock_timeout(settings, lock_timeout, "deploy(lock_timeout=...)")
     config = alembic_config(settings)
-    script = script_directory(settings, config)  # loaded once per run; broken files fail before connecting
+    if script is None:
+        script = script_directory(settings, config)  # loaded once per run; broken files fail before connecting
     engine, url, setting = migration_engine(
         settings, f"celora migrate-deploy {socket.gethostname()}:{os.getpid()}")
     result = DeployResult(database=url.masked)
@@ -78,7 +89,7 @@ def deploy(settings: Settings, *, lock_timeout: float | None = None,
                 lock = MigrationLock(lock_timeout, progress).install(conn)
                 lock.answer_bound = bookkeeping_bound(settings, url, lock_wait=lock_timeout)
                 try:
-                    _deploy_on(conn, lock, config, script, settings, result, progress)
+                    _deploy_on(conn, lock, config, script, settings, result, progress, before_apply)
                     stamp_after_deploy(conn, settings)
                     return result
                 except RevisionMoved as moved:
@@ -100,7 +111,7 @@ def stamp_after_deploy(conn, settings: Settings) -> None:
 
 
 def _deploy_on(conn, lock: MigrationLock, config, script, settings: Settings, result: DeployResult,
-               progress: ProgressCallback) -> None:
+               progress: ProgressCallback, before_apply: BeforeApply | None = None) -> None:
     with bookkeeping(conn, lock.answer_bound):
         # At the last revision a squash replaced: recorded as at the squash, in verify_journal's transaction.
         record_squash_position(conn, script, find_migrations_dir(settings))
@@ -111,6 +122,11 @@ def _deploy_on(conn, lock: MigrationLock, config, script, settings: Settings, re
     if before.up_to_date:
         return
     lock.expected = before.current  # what every later transaction must find under the lock
+    if before_apply is not None:
+        # status_on left no transaction open: the hook's first statement begins one, which takes the lock and
+        # finds the database still at before.current (MigrationLock._on_begin), or re-plans
+        before_apply(conn, script, before.current)
+        conn.rollback()  # it only reads; each migration's transaction takes the lock again
     drive(conn, lock, config, script, direction=UPGRADE, destination="head", planned=before.pending,
           done=result.applied, record=AppliedMigration, progress=progress,
           versions_dir=find_migrations_dir(settings) / "versions")

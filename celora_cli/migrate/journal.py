@@ -122,10 +122,20 @@ class Assessment:
     failed: list[JournalEntry] = field(default_factory=list)  # newest row 'failed' (not resolved since)
 
 
+# One process asks for the same files' checksums several times (`db migrate`: the drift check's snapshot key, two
+# deploys' journal checks, the new snapshot's key): a long history was hashed again each time. Keyed by the file's
+# size and modification time, so an edited file is hashed again.
+_CHECKSUMS: dict[tuple[str, int, int], str] = {}
+
+
 def checksum(path: Path) -> str | None:
     """SHA-256 of the file's bytes (hex), None when it can't be read."""
     try:
-        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+        stat = Path(path).stat()
+        key = (str(path), stat.st_mtime_ns, stat.st_size)
+        if key not in _CHECKSUMS:
+            _CHECKSUMS[key] = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+        return _CHECKSUMS[key]
     except OSError:
         return None
 

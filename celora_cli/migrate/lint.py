@@ -99,14 +99,16 @@ def _write_sql(migration: RenderedMigration, directory: Path) -> tuple[Path, lis
 
 
 def lint(settings: Settings, revision_range: str | None = None, *, revisions: list[str] | None = None,
-         rendered: tuple[list[RenderedMigration], Finding | None] | None = None) -> LintResult:
+         rendered: tuple[list[RenderedMigration], Finding | None] | None = None, script=None,
+         from_parent: bool = False) -> LintResult:
     """Lint the migrations of `revision_range` (or exactly `revisions`, ids); findings, silenced ones apart.
     `rendered`: migrations already rendered (render_revisions' answer), for a caller that also reads their SQL
-    (`migrate-deploy --plan`), so the history is rendered once."""
+    (`migrate-deploy --plan`), so the history is rendered once. `script` and `from_parent`: see
+    lint_render.render."""
     if rendered is not None:
         migrations, problem = rendered
     elif revisions is not None:
-        migrations, problem = render_revisions(settings, revisions)
+        migrations, problem = render_revisions(settings, revisions, script=script, from_parent=from_parent)
     else:
         migrations, problem = render(settings, revision_range)
     binary = squawk_binary()
@@ -185,11 +187,12 @@ def _revision_id(path: Path) -> str:
     return path.stem.split("_", 1)[0]
 
 
-def revision_warnings(settings: Settings, path: Path) -> list[str]:
-    """For `celora db migrate`: the new revision's findings as warnings (it writes the file; it does not fail)."""
+def revision_warnings(settings: Settings, path: Path, script=None) -> list[str]:
+    """For `celora db migrate`: the new revision's findings as warnings (it writes the file; it does not fail).
+    Rendered from its parent with the caller's ScriptDirectory: the cost does not grow with the history."""
     revision = _revision_id(path)
     try:
-        result = lint(settings, revisions=[revision])
+        result = lint(settings, revisions=[revision], script=script, from_parent=True)
     except ConfigError as exc:  # squawk missing: say so, the migration is written all the same
         return [f"The new migration was not linted: {exc.message}"]
     return [f"{finding.rule} at {finding.where()}: {finding.statement} -- {finding.why} Instead: "

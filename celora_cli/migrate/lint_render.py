@@ -78,14 +78,21 @@ def revisions_in(script, revision_range: str | None) -> list:
             "the whole history.") from None
 
 
-def render(settings: Settings, revision_range: str | None = None) -> tuple[list[RenderedMigration], Finding | None]:
+def render(settings: Settings, revision_range: str | None = None, *, script=None,
+           from_parent: bool = False) -> tuple[list[RenderedMigration], Finding | None]:
     """Each migration of the range with the SQL Alembic renders offline for it; the second value is an
-    `unrenderable` finding when a migration could not be rendered (that one and the later ones are missing)."""
+    `unrenderable` finding when a migration could not be rendered (that one and the later ones are missing).
+    `script`: the ScriptDirectory the caller loaded. `from_parent`: render from the parent of the oldest wanted
+    revision instead of the base (`db migrate`'s one new revision, whose parents are applied: rendering the
+    whole history offline for it cost time growing with the history)."""
     config = alembic_config(settings)
-    script = script_directory(settings, config)  # MigrationHistoryError (exit 14) for broken files
+    if script is None:
+        script = script_directory(settings, config)  # MigrationHistoryError (exit 14) for broken files
     wanted = revisions_in(script, revision_range)
     if not wanted:
         return [], None
+    parent = wanted[0].down_revision if from_parent else None
+    starting_rev = parent if isinstance(parent, str) else None  # a merge: from the base, as before
     # Render from the start of the history up to the newest wanted revision, so every migration is rendered on
     # the schema it will meet; only the wanted ones are linted.
     every = {os.path.abspath(s.path): RenderedMigration(s.revision, Path(s.path).stem, Path(s.path))
@@ -94,17 +101,20 @@ def render(settings: Settings, revision_range: str | None = None) -> tuple[list[
     config.output_buffer = capture
     problem = None
     try:
-        run_alembic(None, config, script, wanted[-1].revision, as_sql=True)
+        run_alembic(None, config, script, wanted[-1].revision, as_sql=True, starting_rev=starting_rev)
     except Exception as exc:  # noqa: BLE001 - a migration that cannot run offline: say so, lint the rest
         problem = _unrenderable(exc, every)
     by_revision = {m.revision: m for m in every.values()}
     return [by_revision[s.revision] for s in wanted], problem
 
 
-def render_revisions(settings: Settings, revisions: list[str]) -> tuple[list[RenderedMigration], Finding | None]:
+def render_revisions(settings: Settings, revisions: list[str], *, script=None,
+                     from_parent: bool = False) -> tuple[list[RenderedMigration], Finding | None]:
     if not revisions:
         return [], None
-    migrations, problem = render(settings, f"base:{revisions[-1]}")
+    single = from_parent and len(revisions) == 1  # the one revision, rendered from its parent
+    migrations, problem = render(settings, revisions[0] if single else f"base:{revisions[-1]}", script=script,
+                                 from_parent=single)
     wanted = set(revisions)
     return [m for m in migrations if m.revision in wanted], problem
 

@@ -52,10 +52,11 @@ DOWNGRADE = Direction("undone", "Undoing migration {name}", "Its downgrade was r
 
 
 def run_alembic(conn, config, script, destination: str, *, downgrade: bool = False,
-                on_step: Callable | None = None, as_sql: bool = False) -> None:
+                on_step: Callable | None = None, as_sql: bool = False, starting_rev: str | None = None) -> None:
     """alembic.command.upgrade/downgrade to `destination` on `conn`, with the ScriptDirectory already loaded.
     `on_step`: Alembic's on_version_apply, called inside each step's transaction. `as_sql` (conn None): render
-    the SQL into config.output_buffer instead, as `alembic upgrade --sql` (`celora db lint`)."""
+    the SQL into config.output_buffer instead, as `alembic upgrade --sql` (`celora db lint`), from
+    `starting_rev` (`alembic upgrade FROM:TO --sql`; None: the base)."""
 
     def steps(rev, context):  # what command.upgrade / command.downgrade pass as fn
         return script._downgrade_revs(destination, rev) if downgrade else script._upgrade_revs(destination, rev)
@@ -65,7 +66,7 @@ def run_alembic(conn, config, script, destination: str, *, downgrade: bool = Fal
     if on_step is not None:
         config.attributes["on_version_apply"] = on_step
     try:
-        with EnvironmentContext(config, script, fn=steps, as_sql=as_sql, starting_rev=None,
+        with EnvironmentContext(config, script, fn=steps, as_sql=as_sql, starting_rev=starting_rev,
                                 destination_rev=destination, tag=None):
             script.run_env()
     finally:

@@ -11,13 +11,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from celora_cli.errors import DriftDetected
+from celora_cli.results import to_json
 
 IGNORED_TABLES = ("alembic_version", "celora_metadata", "celora_migrations")
 
 
 @dataclass(frozen=True)
 class Difference:
-    kind: str  # extension, table, column, constraint, index, enum, "enum label", trigger, function, sequence, migration
+    kind: str  # extension, table, column, constraint, index, enum, "enum label", trigger, function, sequence,
+    # "table comment", "column comment", migration
     name: str  # e.g. "users.nickname"
     change: str  # "extra" (only in the database), "missing" (only in the history), "changed"
     database: str | None = None  # the definition found in the database checked
@@ -41,7 +43,10 @@ class Snapshot:
         self.objects.setdefault(kind, {})[name] = definition
 
 
-_KINDS = ("extension", "enum", "sequence", "function", "table", "column", "constraint", "index", "trigger")
+_KINDS = ("extension", "enum", "sequence", "function", "table", "column", "constraint", "index", "trigger",
+          "table comment", "column comment")
+# Kinds named "<table>" or "<table>.<object>": not repeated when the table itself is extra or missing.
+_TABLE_BOUND = ("column", "constraint", "index", "trigger", "table comment", "column comment")
 
 # Every query is limited to the connection's first schema (current_schema(): public, or ?schema=).
 # Catalog output that differs between major versions is normalised, so a shadow on another version (the local
@@ -67,7 +72,11 @@ _QUERIES = {
     "constraint": """
         SELECT c.relname || '.' || k.conname, pg_get_constraintdef(k.oid)
           FROM pg_constraint k JOIN pg_class c ON c.oid = k.conrelid
-         WHERE c.relnamespace = current_schema()::regnamespace AND k.contype <> 'n'""",
+         WHERE c.relnamespace = current_schema()::regnamespace
+           -- PostgreSQL 18 catalogs NOT NULL as constraints (contype 'n', named <table>_<column>_not_null);
+           -- older servers do not. The column's definition already says NOT NULL, so snapshots taken on
+           -- different majors compare equal.
+           AND k.contype <> 'n'""",
     "index": """
         SELECT c.relname || '.' || i.relname, pg_get_indexdef(i.oid)
           FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid JOIN pg_class c ON c.oid = x.indrelid
@@ -91,19 +100,32 @@ _QUERIES = {
     "sequence": """
         SELECT c.relname, 'sequence' FROM pg_class c
          WHERE c.relnamespace = current_schema()::regnamespace AND c.relkind = 'S'""",
+    # Comments are part of what the models say (Column(comment=...), Table(comment=...)), so they are schema.
+    "table comment": """
+        SELECT c.relname, d.description FROM pg_description d JOIN pg_class c ON c.oid = d.objoid
+         WHERE d.classoid = 'pg_class'::regclass AND d.objsubid = 0
+           AND c.relnamespace = current_schema()::regnamespace AND c.relkind IN ('r', 'p', 'v', 'm')""",
+    "column comment": """
+        SELECT c.relname || '.' || a.attname, d.description
+          FROM pg_description d JOIN pg_class c ON c.oid = d.objoid
+          JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = d.objsubid
+         WHERE d.classoid = 'pg_class'::regclass AND d.objsubid > 0 AND NOT a.attisdropped
+           AND c.relnamespace = current_schema()::regnamespace AND c.relkind IN ('r', 'p', 'v', 'm')""",
 }
 
 
 def _ignored(kind: str, name: str) -> bool:
-    table = name.split(".", 1)[0] if kind in ("table", "column", "constraint", "index", "trigger") else None
+    table = name.split(".", 1)[0] if kind == "table" or kind in _TABLE_BOUND else None
     return table in IGNORED_TABLES or (kind == "sequence" and name.startswith(IGNORED_TABLES))
 
 
 def snapshot(conn) -> Snapshot:
-    """The schema of the connection's current schema, read from the catalogs (a psycopg connection)."""
+    """The schema of the connection's current schema, read from the catalogs: a psycopg connection, or a
+    SQLAlchemy one (the migration connection, inside its transaction)."""
+    run = conn.exec_driver_sql if hasattr(conn, "exec_driver_sql") else conn.execute
     result = Snapshot()
     for kind in _KINDS:
-        for name, definition in conn.execute(_QUERIES[kind]).fetchall():
+        for name, definition in run(_QUERIES[kind]).fetchall():
             if not _ignored(kind, name):
                 result.add(kind, name, " ".join(str(definition).split()))
     return result
@@ -118,7 +140,7 @@ def compare(database: Snapshot, expected: Snapshot) -> list[Difference]:
         have, want = database.objects.get(kind, {}), expected.objects.get(kind, {})
         for name in sorted(set(have) | set(want)):
             table = name.split(".", 1)[0]
-            if kind != "table" and "." in name and (table in extra_tables or table in missing_tables):
+            if kind in _TABLE_BOUND and (table in extra_tables or table in missing_tables):
                 continue  # the table itself is reported; its columns and indexes would only repeat it
             if name not in want:
                 differences.append(Difference(kind, name, "extra", database=have[name]))
@@ -141,6 +163,23 @@ def _changed(kind: str, name: str, have: str, want: str) -> list[Difference]:
                       for label in missing]
             return found
     return [Difference(kind, name, "changed", database=have, expected=want)]
+
+
+@dataclass
+class DriftReport:
+    """A database compared with the history at its current revision (`db status --drift`, the deploy gate)."""
+
+    database: str  # masked URL
+    current: tuple[str, ...]
+    differences: list[Difference]
+
+    @property
+    def drifted(self) -> bool:
+        return bool(self.differences)
+
+    def to_json(self) -> dict:
+        return {"database": self.database, "current": list(self.current), "drifted": self.drifted,
+                "differences": to_json(self.differences)}
 
 
 def drift_error(differences: list[Difference], database: str, expected: str) -> DriftDetected:

@@ -17,7 +17,7 @@ from tests.support import REPO
 GROUPS = {
     (): ("db", "local"),
     ("db",): ("migrate", "migrate-deploy", "status", "lint", "generate", "push", "resolve", "baseline", "diff",
-              "rollback", "reset", "squash",
+              "rollback", "reset", "squash", "snapshots",
               "seed", "studio", "audit", "changes", "health", "metrics", "backup", "restore", "roles"),
     ("local",): ("start", "stop", "url", "status", "destroy", "pgbouncer"),
     ("local", "pgbouncer"): ("start", "stop", "status"),

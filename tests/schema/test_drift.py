@@ -122,6 +122,7 @@ def test_an_applied_migration_edited_since_is_drift(project, migrated_db):
 
 
 def test_shadow_database_url_is_used_and_never_the_development_database(pg_server, project, migrated_db):
+    shutil.rmtree(project / "migrations" / "snapshots")  # no stored snapshot: the drift check needs the shadow
     shadow = f"t_shadow_{uuid.uuid4().hex[:8]}"
     pg_server.create_database(shadow)
     try:
@@ -178,6 +179,15 @@ def test_a_role_without_createdb_is_told_what_to_grant_or_set(pg_server, project
         base = pg_server.url(owned)
         as_role = base.replace("://celora@", f"://{role}@", 1)
         assert as_role != base
+        # The committed schema snapshots answer the drift check and autogenerate runs on the development
+        # database itself: no shadow, so no CREATEDB needed.
+        works = run_celora("db", "migrate", env=env_for(project, as_role))
+        assert works.returncode == 0, works.stdout + works.stderr
+        assert "Already in sync" in works.stdout
+
+        # No stored snapshot matches (none committed, none cached): the shadow is needed and cannot be made.
+        shutil.rmtree(project / "migrations" / "snapshots")
+        shutil.rmtree(project / ".celora" / "cache")
         # The local PostgreSQL would stand in (tests/schema/test_shadow_fallback.py); a file where its folder
         # should be keeps it out, so the refusal itself is what this checks.
         (project / "no-local-server").write_text("")
@@ -186,6 +196,7 @@ def test_a_role_without_createdb_is_told_what_to_grant_or_set(pg_server, project
         assert result.returncode == 13, result.stdout + result.stderr
         assert f"The role {role} may not create databases" in result.stderr
         assert f"ALTER ROLE {role} CREATEDB" in result.stderr and "SHADOW_DATABASE_URL" in result.stderr
+        assert "no committed snapshot in" in result.stderr and "celora db snapshots --write" in result.stderr
 
         missing = run_celora("db", "migrate", env=env_for(project, as_role.replace(owned, owned + "_missing")))
         assert missing.returncode == 13, missing.stdout + missing.stderr
