@@ -14,8 +14,9 @@ from celora_cli.cli.output import safe
 @app.command("changes")
 def changes(
     ctx: typer.Context,
-    follow: bool = typer.Option(False, "--follow", "-f", help="Keep streaming new changes (poll every 0.5 s) until "
-                                "Ctrl-C; without it, stop once caught up."),
+    follow: bool = typer.Option(False, "--follow", "-f", help="Keep streaming new changes until Ctrl-C or SIGTERM, "
+                                "waiting out a server restart (CELORA_CHANGES_RETRY_FOR); without it, stop once "
+                                "caught up."),
     slot: str = typer.Option("celora_changes", "--slot", metavar="NAME", help="Replication slot (and publication) "
                              "name; created on first use. Each consumer needs its own."),
     tables: list[str] = typer.Option(None, "--tables", metavar="T,...", help="Only these tables (comma-separated or "
@@ -41,8 +42,9 @@ def changes(
     """Stream committed changes as JSON lines (CDC).
 
     Every committed change to the app tables as JSON lines (table, op, key, new, old, lsn, xid, commit_time),
-    from a logical replication slot (pgoutput) on the direct connection. At least once: the slot advances only
-    after the lines are written and flushed; Ctrl-C (exit 130) and a restart resume without a gap.
+    streamed from a logical replication slot (pgoutput, the replication protocol) on the direct connection. At
+    least once: the slot is confirmed only after the lines are written and flushed; Ctrl-C (exit 130), SIGTERM
+    (exit 0) and a restart resume without a gap.
 
     Example: celora db changes --follow --tables wallets,transactions | my-consumer
     """
@@ -73,16 +75,65 @@ def changes(
 
 
 def _stream(settings, *, slot: str, tables: list[str] | None, follow: bool, from_start: bool) -> None:
+    import json
+    import signal
+    import threading
+
     from celora_cli.data.changes import stream
 
-    def emit(change: dict) -> None:
-        output.json_line(change, envelope=False)  # a row for a consumer: no envelope, masked like all output
+    lines = _Lines(settings.changes_buffer, json.dumps)
 
     def ready(where: str) -> None:
         output.notice(f"Streaming changes from slot {slot} on {where}" + (" (Ctrl-C to stop)." if follow else "."))
 
-    stream(settings, slot=slot, tables=tables, follow=follow, from_start=from_start, emit=emit, flush=output.flush,
-           on_ready=ready)
+    # Ctrl-C and SIGTERM end the stream between two messages (never inside a write, which would cut a line):
+    # what was written is confirmed. A second one stops at once (a consumer that stopped reading leaves the
+    # write blocked). SIGTERM, a service manager's stop, is a normal end (exit 0); Ctrl-C exits 130.
+    stop = threading.Event()
+    received: list[int] = []
+
+    def stopping(signum, _frame) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        received.append(signum)
+        stop.set()
+
+    previous = {sig: signal.signal(sig, stopping) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        stream(settings, slot=slot, tables=tables, follow=follow, from_start=from_start, emit=lines.emit,
+               flush=lines.flush, on_ready=ready, stop=stop)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if received and received[0] == signal.SIGINT:
+        raise KeyboardInterrupt
+    if received:
+        output.notice(f"Stopped by SIGTERM; slot {slot} is confirmed up to the last transaction written.")
+
+
+class _Lines:
+    """The stream's lines, held until CELORA_CHANGES_BUFFER bytes (then written) or a flush: the only place the
+    stream's memory grows with its output, so it is bounded by the setting, not by a transaction's size."""
+
+    def __init__(self, limit: int, dumps) -> None:
+        self.limit, self.dumps = max(limit, 1), dumps
+        self.held: list[str] = []
+        self.size = 0
+
+    def emit(self, change: dict) -> None:
+        text = self.dumps(change, default=str)  # a row for a consumer: no envelope; masked when written
+        self.held.append(text)
+        self.size += len(text) + 1
+        if self.size >= self.limit:
+            self.write()
+
+    def write(self) -> None:
+        output.encoded_json_lines(self.held)
+        self.held, self.size = [], 0
+
+    def flush(self) -> None:
+        self.write()
+        output.flush()
 
 
 def _list(settings, as_json: bool) -> None:

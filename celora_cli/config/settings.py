@@ -60,6 +60,8 @@ DDL_LOCK_TIMEOUT_LIMITS = (0.1, 3600.0)
 DDL_LOCK_RETRIES_MAXIMUM = 100  # CELORA_DDL_LOCK_RETRIES
 REPLICA_MAX_LAG_LIMITS = (0.0, 86400.0)  # CELORA_REPLICA_MAX_LAG; 0 = only a replica that replayed all it received
 REPLICA_CHECK_INTERVAL_LIMITS = (0.0, 3600.0)  # CELORA_REPLICA_CHECK_INTERVAL; 0 = before every read-only session
+CHANGES_RETRY_LIMITS = (0.0, 86400.0)  # CELORA_CHANGES_RETRY_FOR; 0 = a lost connection ends the follower
+CHANGES_LAG_REPORT_LIMITS = (0.0, 86400.0)  # CELORA_CHANGES_LAG_REPORT; 0 = never
 
 
 # --------------------------------------------------------------------------- the field table
@@ -189,6 +191,16 @@ class Settings:
         limits=_HEALTH)
     slot_wal_threshold: int = setting("CELORA_SLOT_WAL_THRESHOLD", "1GB", "WAL a replication slot may retain",
                                       parse_bytes)
+    # `celora db changes`: what the stream may hold, how long a follower waits out a restart, how often it says
+    # it is behind.
+    changes_buffer: int = setting("CELORA_CHANGES_BUFFER", "1MB", "stream lines held before they are written",
+                                  parse_bytes)
+    changes_retry_for: float = setting(
+        "CELORA_CHANGES_RETRY_FOR", "300", "seconds --follow keeps reconnecting to a server that went away",
+        _seconds(CHANGES_RETRY_LIMITS), limits=CHANGES_RETRY_LIMITS)
+    changes_lag_report: float = setting(
+        "CELORA_CHANGES_LAG_REPORT", "30", "seconds between --follow's lag reports while behind",
+        _seconds(CHANGES_LAG_REPORT_LIMITS), limits=CHANGES_LAG_REPORT_LIMITS)
     # `celora db roles`: the group roles' names.
     role_migrator: str = setting("CELORA_ROLE_MIGRATOR", "celora_migrator", "the migrations' group role",
                                  _role_name)

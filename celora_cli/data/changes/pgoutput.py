@@ -1,4 +1,4 @@
-"""pgoutput's binary protocol (version 1), as pg_logical_slot_peek_binary_changes returns it, decoded into changes.
+"""pgoutput's binary protocol (version 1), as the replication protocol delivers it, decoded into changes.
 
 Why pgoutput: it is built into every PostgreSQL server since 10 (test_decoding is a contrib module, wal2json a
 separate package that managed services do not all offer); a publication chooses the tables, and on PostgreSQL 15+
@@ -49,13 +49,24 @@ def json_value(type_oid: int, text: str | None) -> Any:
     return text
 
 
+_FORMATS: dict[str, struct.Struct] = {}
+
+
 class _Reader:
+    """A cursor over one message. The struct formats are compiled once: a catching-up stream decodes every
+    column of every row through here, so it is the stream's hottest loop."""
+
+    __slots__ = ("data", "pos")
+
     def __init__(self, data: bytes) -> None:
         self.data, self.pos = data, 0
 
     def take(self, fmt: str) -> Any:
-        value = struct.unpack_from("!" + fmt, self.data, self.pos)
-        self.pos += struct.calcsize("!" + fmt)
+        packer = _FORMATS.get(fmt)
+        if packer is None:
+            packer = _FORMATS[fmt] = struct.Struct("!" + fmt)
+        value = packer.unpack_from(self.data, self.pos)
+        self.pos += packer.size
         return value[0]
 
     def string(self) -> str:
@@ -66,18 +77,29 @@ class _Reader:
 
     def tuple_data(self, relation: Relation) -> dict[str, Any]:
         values: dict[str, Any] = {}
-        for i in range(self.take("h")):
-            kind = self.take("c")
-            name = relation.columns[i] if i < len(relation.columns) else f"column_{i}"
-            if kind == b"t":
-                size = self.take("i")
-                raw = self.data[self.pos:self.pos + size].decode()
-                self.pos += size
-                values[name] = json_value(relation.type_oids[i], raw)
-            elif kind == b"n":
+        data, pos = self.data, self.pos
+        count = _INT16.unpack_from(data, pos)[0]
+        pos += 2
+        columns, oids = relation.columns, relation.type_oids
+        for i in range(count):
+            kind = data[pos]
+            pos += 1
+            name = columns[i] if i < len(columns) else f"column_{i}"
+            if kind == 0x74:  # t: a value, as text
+                size = _INT32.unpack_from(data, pos)[0]
+                pos += 4
+                raw = data[pos:pos + size].decode()
+                pos += size
+                values[name] = json_value(oids[i], raw)
+            elif kind == 0x6E:  # n: null
                 values[name] = None
-            # b"u": an unchanged TOASTed value, not sent: left out of the object
+            # u: an unchanged TOASTed value, not sent: left out of the object
+        self.pos = pos
         return values
+
+
+_INT16 = struct.Struct("!h")
+_INT32 = struct.Struct("!i")
 
 
 @dataclass
@@ -91,6 +113,7 @@ class Commit:
     """The end of a transaction: once every line before it is written, the slot may advance to `end_lsn`."""
 
     end_lsn: str
+    end: int = 0  # the same position as a number (what the replication protocol's status updates carry)
 
 
 def _lsn(value: int) -> str:
@@ -98,7 +121,7 @@ def _lsn(value: int) -> str:
 
 
 class Decoder:
-    """pgoutput messages (as pg_logical_slot_peek_binary_changes returns them) -> changes and commits.
+    """pgoutput messages (one per replication-protocol XLogData message) -> changes and commits.
 
     Decoding returns only committed transactions, each whole and in commit order, so a change can be written as
     soon as it is decoded: nothing is held per transaction (a million-row transaction streams in constant memory)."""
@@ -109,8 +132,11 @@ class Decoder:
         self.tables = tables
         self.current: Transaction | None = None
 
-    def feed(self, lsn: str, data: bytes) -> list[dict[str, Any]] | Commit:
-        """One message: the changes to write (none for bookkeeping or a table not selected), or a commit."""
+    def feed(self, lsn: str | int, data: bytes) -> list[dict[str, Any]] | Commit:
+        """One message at `lsn` (text, or the replication protocol's number): the changes to write (none for
+        bookkeeping or a table not selected), or a commit."""
+        if isinstance(lsn, int):
+            lsn = _lsn(lsn)
         r = _Reader(bytes(data))
         kind = r.take("c")
         if kind == b"B":
@@ -124,7 +150,7 @@ class Decoder:
             r.take("q")  # commit LSN
             end_lsn = r.take("q")
             self.current = None
-            return Commit(_lsn(end_lsn))
+            return Commit(_lsn(end_lsn), end_lsn)
         elif kind == b"T":
             count = r.take("i")
             r.take("b")  # options: CASCADE, RESTART IDENTITY
