@@ -14,7 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 _PG_EPOCH = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
@@ -26,11 +26,35 @@ class Relation:
     columns: list[str]
     type_oids: list[int]
     key: list[str]
+    # Per column, how its text becomes a JSON value (None: it stays text): decided once per relation message,
+    # not once per value.
+    converters: list[Any] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.converters:
+            self.converters = [_converter(oid) for oid in self.type_oids]
 
 
 _INT_OIDS = {20, 21, 23, 26}
 _FLOAT_OIDS = {700, 701}
 _JSON_OIDS = {114, 3802}
+_EMPTY_JSON = {"{}": dict, "[]": list}  # most metadata columns: no parser needed
+
+
+def _json_text(text: str) -> Any:
+    return _EMPTY_JSON[text]() if text in _EMPTY_JSON else json.loads(text)
+
+
+def _converter(type_oid: int) -> Any:
+    if type_oid == 16:
+        return "t".__eq__
+    if type_oid in _INT_OIDS:
+        return int
+    if type_oid in _FLOAT_OIDS:
+        return float
+    if type_oid in _JSON_OIDS:
+        return _json_text
+    return None
 
 
 def json_value(type_oid: int, text: str | None) -> Any:
@@ -45,7 +69,7 @@ def json_value(type_oid: int, text: str | None) -> Any:
     if type_oid in _FLOAT_OIDS:
         return float(text)
     if type_oid in _JSON_OIDS:
-        return json.loads(text)
+        return _EMPTY_JSON[text]() if text in _EMPTY_JSON else json.loads(text)
     return text
 
 
@@ -80,19 +104,23 @@ class _Reader:
         data, pos = self.data, self.pos
         count = _INT16.unpack_from(data, pos)[0]
         pos += 2
-        columns, oids = relation.columns, relation.type_oids
+        columns, converters = relation.columns, relation.converters
+        if count > len(columns):  # a column the relation message did not name: never seen, but never a crash
+            columns = columns + [f"column_{i}" for i in range(len(columns), count)]
+            converters = converters + [None] * (count - len(converters))
+        unpack = _INT32.unpack_from
         for i in range(count):
             kind = data[pos]
             pos += 1
-            name = columns[i] if i < len(columns) else f"column_{i}"
             if kind == 0x74:  # t: a value, as text
-                size = _INT32.unpack_from(data, pos)[0]
+                size = unpack(data, pos)[0]
                 pos += 4
                 raw = data[pos:pos + size].decode()
                 pos += size
-                values[name] = json_value(oids[i], raw)
+                convert = converters[i]
+                values[columns[i]] = raw if convert is None else convert(raw)
             elif kind == 0x6E:  # n: null
-                values[name] = None
+                values[columns[i]] = None
             # u: an unchanged TOASTed value, not sent: left out of the object
         self.pos = pos
         return values
@@ -137,7 +165,7 @@ class Decoder:
         bookkeeping or a table not selected), or a commit."""
         if isinstance(lsn, int):
             lsn = _lsn(lsn)
-        r = _Reader(bytes(data))
+        r = _Reader(data if type(data) is bytes else bytes(data))
         kind = r.take("c")
         if kind == b"B":
             r.take("q")  # final LSN
@@ -201,8 +229,9 @@ class Decoder:
         if not self._wanted(relation.table):
             return None
         secret = self.excluded.get(relation.table, ())
-        new = None if new is None else {c: v for c, v in new.items() if c not in secret}
-        old = None if old is None else {c: v for c, v in old.items() if c not in secret}
+        if secret:
+            new = None if new is None else {c: v for c, v in new.items() if c not in secret}
+            old = None if old is None else {c: v for c, v in old.items() if c not in secret}
         source = new if new is not None else old or {}
         key = {c: source.get(c) for c in relation.key if c not in secret}
         return self._line(relation.table, {b"I": "insert", b"U": "update", b"D": "delete"}[kind], key, new, old, lsn)

@@ -60,12 +60,13 @@ def driver_error(exc: BaseException, url: DatabaseURL, setting: str, slot: str) 
         shim = _Shim(str(exc))
         shim.sqlstate = state
         shim.diag = diag
+        # No SQLSTATE: the client saw the connection end (psycopg2 says "error with status PGRES_COPY_BOTH and
+        # no message from the libpq" when the server vanishes mid-stream); 08xxx and 57P0x: the server said so.
         if state is None or state.startswith("08") or state in ("57P01", "57P02", "57P03"):
-            if isinstance(exc, psycopg2.OperationalError) or state is not None:
-                return DatabaseUnreachable(
-                    f"Lost the replication connection to {where} ({setting}={url.masked}): {primary or exc}",
-                    f"Is PostgreSQL running? Try `{url.pg_isready}`; `db changes --follow` waits out a restart "
-                    "for CELORA_CHANGES_RETRY_FOR seconds.")
+            return DatabaseUnreachable(
+                f"Lost the replication connection to {where} ({setting}={url.masked}): {primary or exc}",
+                f"Is PostgreSQL running? Try `{url.pg_isready}`; `db changes --follow` waits out a restart "
+                "for CELORA_CHANGES_RETRY_FOR seconds.")
         return translate(shim, url, setting)
     return translate(exc, url, setting)
 

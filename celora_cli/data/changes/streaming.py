@@ -76,7 +76,8 @@ class _Plan:
     result: StreamResult
     written_to: int = 0  # end of the last transaction whose lines were all emitted
     last_commit_time: str | None = None
-    streaming: bool = False  # reached START_REPLICATION at least once (a later loss is worth waiting out)
+    streaming: bool = False  # reached START_REPLICATION (since the last loss): a loss is worth waiting out
+    resumed: bool = False  # a reconnect: the slot must still be there (a new one would skip what was missed)
     stop: threading.Event = field(default_factory=threading.Event)
 
 
@@ -103,7 +104,8 @@ def stream(settings: Settings, *, slot: str = DEFAULT_SLOT, tables: list[str] | 
             _run(plan, snapshot=from_start and first, on_ready=on_ready if first else None)
             return plan.result
         except DatabaseUnreachable as exc:
-            if not (follow and plan.streaming and settings.changes_retry_for > 0):
+            # Only a stream that got going waits: a wrong host or a server down at the start is said at once.
+            if not (follow and (plan.streaming or plan.resumed) and settings.changes_retry_for > 0):
                 raise
             now = time.monotonic()
             if outage is None or plan.streaming:  # plan.streaming again: the last reconnect worked
@@ -124,6 +126,7 @@ def stream(settings: Settings, *, slot: str = DEFAULT_SLOT, tables: list[str] | 
             if plan.stop.wait(delay):
                 return plan.result
             plan.result.reconnects += 1
+            plan.resumed = True
         first = False
 
 
@@ -138,7 +141,13 @@ def _run(plan: _Plan, *, snapshot: bool, on_ready: Callable[[str], None] | None)
             check_prerequisites(conn, server, creating_slot=False)
             ensure_publication(conn, slot, plan.tables, plan.excluded, plan.columns, where=server)
             # One-shot on a slot that does not exist: a temporary one, so the run leaves nothing holding WAL.
-            temporary = not plan.follow and not slot_exists(conn, slot)
+            exists = slot_exists(conn, slot)
+            if plan.resumed and not exists:
+                raise ConfigError(
+                    f"Replication slot {slot} no longer exists on {server}: it was dropped while the stream was "
+                    "reconnecting, and its position with it (a new slot would skip every change in between).",
+                    f"Start again from the rows as they are: `celora db changes --follow --from-start --slot {slot}`.")
+            temporary = not plan.follow and not exists
             if not temporary:
                 ensure_slot(conn, slot, server)
             repl = _guarded(plan, url, setting, lambda: ReplicationStream(url, settings, slot))
@@ -160,6 +169,8 @@ def _run(plan: _Plan, *, snapshot: bool, on_ready: Callable[[str], None] | None)
                 conn.close()  # a one-shot run needs no second session while it streams
         _guarded(plan, url, setting, repl.start)
         plan.streaming = True
+        if plan.resumed:
+            notice.info(f"Reconnected to {server}: streaming again from slot {slot}'s confirmed position.")
         _guarded(plan, url, setting, lambda: _pump(plan, repl, endpos, conn if plan.follow else None))
     finally:
         if repl is not None:
