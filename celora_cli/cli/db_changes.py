@@ -23,8 +23,9 @@ def changes(
                                      "repeated)."),
     from_start: bool = typer.Option(False, "--from-start", help="First print every current row (op \"read\"), then "
                                     "the stream: a consumer starting from nothing misses no row."),
-    list_slots: bool = typer.Option(False, "--list", help="Show the server's replication slots: active, lag and "
-                                    "retained WAL. Changes nothing."),
+    list_slots: bool = typer.Option(False, "--list", help="Show the server's replication slots: active, lag (WAL "
+                                    "bytes, and seconds for an attached consumer) and retained WAL. Changes "
+                                    "nothing."),
     drop: str | None = typer.Option(None, "--drop", metavar="SLOT", help="Drop replication slot SLOT (and celora's "
                                     "publication of that name). Asks first."),
     setup_only: bool = typer.Option(False, "--setup-only", help="Create the publication and slot (for Debezium's "
@@ -149,11 +150,22 @@ def _list(settings, as_json: bool) -> None:
     output.out.print(f"Replication slots on {safe(database)}:")
     for s in slots:
         state = f"active (pid {s.active_pid})" if s.active else "inactive"
+        if s.inactive_seconds is not None:
+            state += f" for {_duration(s.inactive_seconds)}"
+        lag = _size(s.lag_bytes) + (f" / {s.lag_seconds:.1f} s" if s.lag_seconds is not None else "")
         output.out.print(f"  {safe(s.slot)}  {safe(s.slot_type)} {safe(s.plugin or '-')} on {safe(s.database or '-')}"
-                         f"  {state}  retained WAL {_size(s.retained_wal_bytes)}  lag {_size(s.lag_bytes)}"
+                         f"  {state}  retained WAL {_size(s.retained_wal_bytes)}  lag {lag}"
                          f"  {safe(s.wal_status or '')}")
     if any(not s.active and (s.retained_wal_bytes or 0) > 0 for s in slots):
         output.out.print("An inactive slot keeps its WAL until read or dropped: `celora db changes --drop SLOT`.")
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def _size(value: int | None) -> str:

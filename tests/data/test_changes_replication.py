@@ -153,3 +153,35 @@ def test_a_200k_row_transaction_streams_through_a_small_buffer_in_bounded_memory
     assert process.wait(10) == 0, process.stderr.read() if process.stderr else ""
     assert count == rows and len(xids) == 1
     assert 0 < peak < 150, f"peak RSS {peak:.0f} MB"
+
+
+def test_lag_is_visible_in_list_in_health_and_from_a_follower_that_is_behind(db):  # noqa: F811
+    env = {"DATABASE_URL": db}
+    assert run_celora("db", "changes", *setup_only(db), "--slot", "lagging", env=env).returncode == 0
+    with psycopg.connect(db, autocommit=True) as conn:
+        for t in range(200):  # a backlog of small transactions, as the app writes them
+            conn.execute("INSERT INTO users (firebase_uid) SELECT 'lag-' || %s || '-' || g "
+                         "FROM generate_series(1, 100) g", (t,))
+    listed = json.loads(run_celora("db", "changes", "--list", "--json", env=env).stdout)
+    waiting = next(s for s in listed["slots"] if s["slot"] == "lagging")
+    assert waiting["active"] is False and waiting["lag_bytes"] > 0 and waiting["lag_seconds"] is None
+    health = json.loads(run_celora("db", "health", "--json", env=env).stdout)
+    slot = next(s for s in health["replication"]["slots"] if s["name"] == "lagging")
+    assert slot["lag_bytes"] > 0
+
+    follower = Follower(db, "--follow", "--slot", "lagging", env={"CELORA_CHANGES_LAG_REPORT": "0.1"})
+    follower.wait_for(20_000, timeout=180)
+    with psycopg.connect(db, autocommit=True) as conn:
+        deadline = time.monotonic() + 30
+        while True:  # the follower confirms what it flushed; its walsender measures the lag of it
+            row = conn.execute("SELECT confirmed_flush_lsn >= pg_current_wal_lsn() FROM pg_replication_slots "
+                               "WHERE slot_name = 'lagging'").fetchone()
+            if row[0] or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+    attached = json.loads(run_celora("db", "changes", "--list", "--json", env=env).stdout)
+    active = next(s for s in attached["slots"] if s["slot"] == "lagging")
+    assert active["active"] is True and active["lag_seconds"] is not None and active["lag_seconds"] >= 0
+    assert follower.stop(signal.SIGTERM) == 0
+    stderr = follower.process.stderr.read()
+    assert "Slot lagging: behind by" in stderr and "CELORA_CHANGES_LAG_REPORT" in stderr, stderr

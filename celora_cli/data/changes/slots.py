@@ -91,19 +91,30 @@ class SlotInfo:
     restart_lsn: str | None
     confirmed_flush_lsn: str | None
     retained_wal_bytes: int | None
-    lag_bytes: int | None
+    lag_bytes: int | None  # current WAL position minus what its consumer confirmed (confirmed_flush_lsn)
+    # The lag in time, where the server measures one: for an attached consumer, its walsender's flush lag
+    # (pg_stat_replication.flush_lag, how long a position took from sent to confirmed; NULL there once it has
+    # caught up, so 0). With no consumer attached nothing measures it: `inactive_seconds` (PostgreSQL 17+,
+    # pg_replication_slots.inactive_since) says how long the slot has been waiting for one instead.
+    lag_seconds: float | None = None
+    inactive_seconds: float | None = None
 
 
 def list_slots(settings: Settings) -> tuple[str, list[SlotInfo]]:
     conn, url, setting = open_direct(settings)
     try:
         with translating(url, setting):
-            rows = conn.execute("""
-                SELECT slot_name, plugin, slot_type, database, active, active_pid, wal_status, restart_lsn::text,
-                       confirmed_flush_lsn::text,
-                       pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint,
-                       pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint
-                  FROM pg_replication_slots ORDER BY slot_name""").fetchall()
+            inactive = ("extract(epoch FROM now() - s.inactive_since)::float8"
+                        if conn.info.server_version >= 170000 else "NULL::float8")
+            rows = conn.execute(f"""
+                SELECT s.slot_name, s.plugin, s.slot_type, s.database, s.active, s.active_pid, s.wal_status,
+                       s.restart_lsn::text, s.confirmed_flush_lsn::text,
+                       pg_wal_lsn_diff(pg_current_wal_lsn(), s.restart_lsn)::bigint,
+                       pg_wal_lsn_diff(pg_current_wal_lsn(), s.confirmed_flush_lsn)::bigint,
+                       CASE WHEN s.active THEN coalesce(extract(epoch FROM r.flush_lag)::float8, 0) END,
+                       CASE WHEN NOT s.active THEN {inactive} END
+                  FROM pg_replication_slots s LEFT JOIN pg_stat_replication r ON r.pid = s.active_pid
+                 ORDER BY s.slot_name""").fetchall()
     finally:
         conn.close()
     return url.masked, [SlotInfo(*row) for row in rows]
