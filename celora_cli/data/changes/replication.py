@@ -119,9 +119,9 @@ class ReplicationStream:
             return None
         return message.data_start, message.payload
 
-    def wait(self, seconds: float) -> None:
-        """Until a message may have arrived (or `seconds`)."""
-        select.select([self.cursor], [], [], seconds)
+    def wait(self, seconds: float) -> bool:
+        """Until a message may have arrived (True) or `seconds` passed (False)."""
+        return bool(select.select([self.cursor], [], [], seconds)[0])
 
     @property
     def server_end(self) -> int:

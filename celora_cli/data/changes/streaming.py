@@ -48,6 +48,7 @@ notice = logging.getLogger("celora.notice")
 
 SETTLE_SECONDS = 0.05  # at most this long between a commit's lines arriving and their flush (while busy)
 IDLE_WAIT = 0.5  # seconds to wait for the next message when there is none
+FEEDBACK_SECONDS = 0.1  # an idle stream tells the server its confirmed position at most this often (else: 1 s)
 BACKOFF = (0.25, 5.0)  # a reconnecting follower's first and longest wait, in seconds
 
 Emit = Callable[[dict[str, Any]], None]
@@ -194,7 +195,7 @@ def _pump(plan: _Plan, repl: ReplicationStream, endpos: int | None, sql_conn) ->
     decoder = Decoder(plan.excluded, plan.selected)
     result = plan.result
     emit = plan.emit
-    settled = time.monotonic()
+    settled = told = time.monotonic()
     caught_up = settled  # when the stream last had nothing waiting (a follower reports lag when it has not)
     try:
         stop = plan.stop
@@ -223,15 +224,22 @@ def _pump(plan: _Plan, repl: ReplicationStream, endpos: int | None, sql_conn) ->
                         emit(change)
                     result.changes += len(event)  # type: ignore[arg-type]
                 continue
-            _settle(plan, repl, now=True)
-            settled = time.monotonic()
+            # Nothing waiting. Inside a transaction its rest is on the way (its lines are written as the buffer
+            # fills; none can be confirmed before its commit): just wait. Between transactions: flush, confirm
+            # (telling the server at once at most every FEEDBACK_SECONDS), and a one-shot run checks whether it
+            # has caught up.
             if decoder.current is None:
-                caught_up = settled
-            if endpos is not None and decoder.current is None and repl.server_end >= endpos:
-                return  # just settled
-            if endpos is not None:
+                now = time.monotonic()
+                tell = now - told > FEEDBACK_SECONDS
+                _settle(plan, repl, now=tell)
+                told = now if tell else told
+                settled = caught_up = now
+                if endpos is not None and repl.server_end >= endpos:
+                    _settle(plan, repl, now=True)
+                    return
+            arrived = repl.wait(IDLE_WAIT if endpos is None else FEEDBACK_SECONDS)
+            if not arrived and endpos is not None and decoder.current is None:
                 repl.ask_position()  # an idle walsender says how far it has read only when asked
-            repl.wait(IDLE_WAIT)
         _settle(plan, repl, now=True)
     except KeyboardInterrupt:
         _finish_interrupted(plan, repl)
