@@ -128,6 +128,7 @@ class _Reader:
 
 _INT16 = struct.Struct("!h")
 _INT32 = struct.Struct("!i")
+_UINT32 = struct.Struct("!I")
 
 
 @dataclass
@@ -163,9 +164,13 @@ class Decoder:
     def feed(self, lsn: str | int, data: bytes) -> list[dict[str, Any]] | Commit:
         """One message at `lsn` (text, or the replication protocol's number): the changes to write (none for
         bookkeeping or a table not selected), or a commit."""
+        if type(data) is not bytes:
+            data = bytes(data)
+        if data[0] == 0x49 and data[5] == 0x4E:  # "I", then "N": an insert, most of any stream
+            return self._insert(lsn, data)
         if isinstance(lsn, int):
             lsn = _lsn(lsn)
-        r = _Reader(data if type(data) is bytes else bytes(data))
+        r = _Reader(data)
         kind = r.take("c")
         if kind == b"B":
             r.take("q")  # final LSN
@@ -204,6 +209,24 @@ class Decoder:
             return [] if change is None else [change]
         # Y (types), O (origin), M (messages): nothing to emit
         return []
+
+    def _insert(self, lsn: str | int, data: bytes) -> list[dict[str, Any]]:
+        """What _change makes of an insert, with less work per row: a catching-up stream spends most of its time
+        here."""
+        relation = self.relations[_UINT32.unpack_from(data, 1)[0]]
+        current = self.current
+        if current is None or (self.tables is not None and relation.table not in self.tables):
+            return []
+        r = _Reader(data)
+        r.pos = 6
+        new = r.tuple_data(relation)
+        secret = self.excluded.get(relation.table)
+        if secret:
+            new = {c: v for c, v in new.items() if c not in secret}
+        key = {c: new.get(c) for c in relation.key if not secret or c not in secret}
+        return [{"table": relation.table, "op": "insert", "key": key, "new": new, "old": None,
+                 "lsn": lsn if isinstance(lsn, str) else _lsn(lsn), "xid": current.xid,
+                 "commit_time": current.commit_time}]
 
     def _wanted(self, table: str) -> bool:
         return self.current is not None and (self.tables is None or table in self.tables)
