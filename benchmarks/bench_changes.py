@@ -9,7 +9,10 @@ there; pg_recvlogical: `--endpos`), output to /dev/null. Timed: the whole proces
 the child's maximum RSS (resource.getrusage, RUSAGE_CHILDREN, measured in a fresh process per client).
 
 Shapes: one transaction of 200,000 rows; 2,000 transactions of 100 rows; and (memory only) one transaction of
-1,000,000 rows. Targets: time ratio at most 2.0x for both; celora's peak RSS under 150 MB for the million rows.
+1,000,000 rows. Then latency: a follower on its own slot while single-row transactions are written at 1,000 a
+second for 10 s; from each commit (the line's commit_time, the server's clock on this machine) to its line on the
+follower's stdout. Targets: time ratio at most 2.0x for both; celora's peak RSS under 150 MB for the million rows;
+median commit-to-line under 100 ms.
 
 Each slot is consumed once, so each figure is one run (no repeats): read them with the machine's load in mind.
 `python3 benchmarks/bench_changes.py [--quick]` (--quick: a tenth of the rows, for a smoke run).
@@ -22,6 +25,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent.parent))
@@ -44,6 +48,50 @@ def child_run(argv: list[str], env: dict) -> tuple[float, float]:
         raise SystemExit(f"{argv[0]} failed: {out.stderr[-2000:]}")
     seconds, rss = out.stdout.split()
     return float(seconds), float(rss)
+
+
+def commit_to_line(url: str, env: dict, *, seconds: float, rate: int) -> float:
+    """Median seconds from a transaction's commit (its commit_time, the server's clock, this machine) to its line
+    on a follower's stdout, while single-row transactions are written at `rate` a second."""
+    import datetime as dt
+    import json
+    import statistics
+    import threading
+
+    import psycopg
+
+    subprocess.run([sys.executable, "-m", "celora_cli", "db", "changes", "--slot", "b_latency", "--setup-only"],
+                   env=env, check=True, capture_output=True)
+    follower = subprocess.Popen([sys.executable, "-m", "celora_cli", "db", "changes", "--follow", "--slot",
+                                 "b_latency"], env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    delays: list[float] = []
+
+    def read() -> None:
+        assert follower.stdout is not None
+        for line in follower.stdout:
+            arrived = dt.datetime.now(dt.UTC)
+            delays.append((arrived - dt.datetime.fromisoformat(json.loads(line)["commit_time"])).total_seconds())
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    time.sleep(3)  # the follower's start-up is not what is measured
+    written = 0
+    with psycopg.connect(url, autocommit=True) as conn:
+        started = time.perf_counter()
+        while (elapsed := time.perf_counter() - started) < seconds:
+            conn.execute("INSERT INTO users (firebase_uid) VALUES (%s)", (f"lat-{written}",))
+            written += 1
+            ahead = written / rate - (time.perf_counter() - started)
+            if ahead > 0:
+                time.sleep(ahead)
+    time.sleep(2)
+    follower.terminate()
+    follower.wait(30)
+    median = statistics.median(delays) if delays else float("inf")
+    print(f"commit to line: {written / elapsed:.0f} transactions/s written for {elapsed:.0f} s, {len(delays)} lines, "
+          f"median {median * 1000:.0f} ms, 95th percentile "
+          f"{sorted(delays)[int(len(delays) * 0.95)] * 1000 if delays else float('inf'):.0f} ms", flush=True)
+    return median
 
 
 def main() -> None:
@@ -104,11 +152,13 @@ def main() -> None:
         shape(f"{2_000 // scale:,} transactions of 100 rows", many_small)
         shape(f"one transaction of {1_000_000 // scale:,} rows (memory)", one_big(1_000_000 // scale),
               memory_only=True)
+        latency = commit_to_line(url, env, seconds=10 if not quick else 3, rate=1_000)
         ratios = [mine[0] / theirs[0] for _, mine, theirs in results if theirs[0]]
         peak = results[-1][1][1]
         print(f"target: time ratio <= 2.0x for both shapes: {'met' if max(ratios) <= 2.0 else 'MISSED'} "
               f"(worst {max(ratios):.2f}x); peak RSS < 150 MB for the million rows: "
-              f"{'met' if peak < 150 else 'MISSED'} ({peak:.0f} MB)")
+              f"{'met' if peak < 150 else 'MISSED'} ({peak:.0f} MB); commit to line < 100 ms median: "
+              f"{'met' if latency < 0.1 else 'MISSED'} ({latency * 1000:.0f} ms)")
     finally:
         server.destroy()
         shutil.rmtree(base, ignore_errors=True)

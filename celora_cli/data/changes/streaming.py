@@ -97,6 +97,9 @@ def stream(settings: Settings, *, slot: str = DEFAULT_SLOT, tables: list[str] | 
     selected = _selected(tables, all_tables)
     plan = _Plan(settings, slot, follow, all_tables, set(selected) if selected else None, excluded, columns, emit,
                  flush, StreamResult(slot), stop=stop or threading.Event())
+    # The retry loop is written out rather than tenacity's: its stop_after_delay counts from a call's first
+    # attempt, while a follower's bound runs from each loss (a stream that ran for a day and lost its server
+    # still gets CELORA_CHANGES_RETRY_FOR seconds), and a reconnect that streamed again starts the count anew.
     outage: float | None = None  # when the connection was lost (a follower's retries are bounded from there)
     attempt = 0
     first = True
