@@ -38,12 +38,13 @@ def slot_exists(conn, slot: str) -> bool:
     return conn.execute("SELECT 1 FROM pg_replication_slots WHERE slot_name = %s", (slot,)).fetchone() is not None
 
 
-def ensure_slot(conn, slot: str, where: str) -> bool:
+def ensure_slot(conn, slot: str, where: str, *, grace: float = 0.0) -> bool:
     """The slot, created (persistent) when missing. A one-shot run's temporary slot is created by its replication
-    session instead (replication.ReplicationStream), the only session that can then stream it."""
+    session instead (replication.ReplicationStream), the only session that can then stream it. `grace`: seconds
+    a walsender still holding the slot gets to go away (at least IN_USE_GRACE)."""
     row = _slot_row(conn, slot)
     # A consumer that just stopped (or was killed) leaves its walsender behind for a moment: give it that moment.
-    deadline = time.monotonic() + IN_USE_GRACE
+    deadline = time.monotonic() + max(grace, IN_USE_GRACE)
     while row is not None and row[3] is not None and row[3] != conn.info.backend_pid and time.monotonic() < deadline:
         time.sleep(0.1)
         row = _slot_row(conn, slot)

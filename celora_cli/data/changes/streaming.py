@@ -49,6 +49,7 @@ notice = logging.getLogger("celora.notice")
 SETTLE_SECONDS = 0.05  # at most this long between a commit's lines arriving and their flush (while busy)
 IDLE_WAIT = 0.5  # seconds to wait for the next message when there is none
 FEEDBACK_SECONDS = 0.1  # an idle stream tells the server its confirmed position at most this often (else: 1 s)
+RESUME_GRACE = 75.0  # seconds a reconnecting follower waits for its previous walsender to release the slot
 BACKOFF = (0.25, 5.0)  # a reconnecting follower's first and longest wait, in seconds
 
 Emit = Callable[[dict[str, Any]], None]
@@ -153,7 +154,9 @@ def _run(plan: _Plan, *, snapshot: bool, on_ready: Callable[[str], None] | None)
                     f"Start again from the rows as they are: `celora db changes --follow --from-start --slot {slot}`.")
             temporary = not plan.follow and not exists
             if not temporary:
-                ensure_slot(conn, slot, server)
+                # After a network failure (not a restart) the server keeps the old walsender until its
+                # wal_sender_timeout (60 s by default) notices: a reconnecting follower waits that out.
+                ensure_slot(conn, slot, server, grace=RESUME_GRACE if plan.resumed else 0.0)
             repl = _guarded(plan, url, setting, lambda: ReplicationStream(url, settings, slot))
             if temporary:
                 check_prerequisites(conn, server, creating_slot=True)
