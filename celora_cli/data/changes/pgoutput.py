@@ -29,10 +29,12 @@ class Relation:
     # Per column, how its text becomes a JSON value (None: it stays text): decided once per relation message,
     # not once per value.
     converters: list[Any] = field(default_factory=list)
+    pairs: list[tuple[str, Any]] = field(default_factory=list)  # (column, converter), what tuple_data walks
 
     def __post_init__(self) -> None:
         if not self.converters:
             self.converters = [_converter(oid) for oid in self.type_oids]
+        self.pairs = list(zip(self.columns, self.converters, strict=True))
 
 
 _INT_OIDS = {20, 21, 23, 26}
@@ -104,12 +106,11 @@ class _Reader:
         data, pos = self.data, self.pos
         count = _INT16.unpack_from(data, pos)[0]
         pos += 2
-        columns, converters = relation.columns, relation.converters
-        if count > len(columns):  # a column the relation message did not name: never seen, but never a crash
-            columns = columns + [f"column_{i}" for i in range(len(columns), count)]
-            converters = converters + [None] * (count - len(converters))
+        pairs = relation.pairs
+        if count != len(pairs):  # a column the relation message did not name: never seen, but never a crash
+            pairs = (pairs + [(f"column_{i}", None) for i in range(len(pairs), count)])[:count]
         unpack = _INT32.unpack_from
-        for i in range(count):
+        for name, convert in pairs:
             kind = data[pos]
             pos += 1
             if kind == 0x74:  # t: a value, as text
@@ -117,10 +118,9 @@ class _Reader:
                 pos += 4
                 raw = data[pos:pos + size].decode()
                 pos += size
-                convert = converters[i]
-                values[columns[i]] = raw if convert is None else convert(raw)
+                values[name] = raw if convert is None else convert(raw)
             elif kind == 0x6E:  # n: null
-                values[columns[i]] = None
+                values[name] = None
             # u: an unchanged TOASTed value, not sent: left out of the object
         self.pos = pos
         return values
