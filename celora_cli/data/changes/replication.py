@@ -18,6 +18,7 @@ was confirmed (pqpath.c), which skips nothing a reader was sent.
 from __future__ import annotations
 
 import select
+from collections.abc import Callable
 from typing import Any
 
 from celora_cli.config.settings import DatabaseURL, Settings
@@ -112,12 +113,11 @@ class ReplicationStream:
         self.cursor.start_replication(slot_name=self.slot, decode=False, status_interval=STATUS_INTERVAL,
                                       options={"proto_version": "1", "publication_names": self.slot})
 
-    def read(self) -> tuple[int, bytes] | None:
-        """The next message (data start, payload), or None when none has arrived yet."""
-        message = self.cursor.read_message()
-        if message is None:
-            return None
-        return message.data_start, message.payload
+    @property
+    def read_message(self) -> Callable[[], Any]:
+        """The next message (`.data_start`, `.payload`), or None when none has arrived yet: psycopg2's own
+        method, handed out so the stream's loop calls it without a wrapper per message."""
+        return self.cursor.read_message
 
     def wait(self, seconds: float) -> bool:
         """Until a message may have arrived (True) or `seconds` passed (False)."""

@@ -205,10 +205,11 @@ def _pump(plan: _Plan, repl: ReplicationStream, endpos: int | None, sql_conn) ->
     caught_up = settled  # when the stream last had nothing waiting (a follower reports lag when it has not)
     try:
         stop = plan.stop
+        read, feed = repl.read_message, decoder.feed  # once per message: looked up once
         while not stop.is_set():
-            message = repl.read()
+            message = read()
             if message is not None:
-                event = decoder.feed(*message)
+                event = feed(message.data_start, message.payload)
                 if type(event) is Commit:
                     result.transactions += 1
                     plan.written_to = event.end
