@@ -14,16 +14,18 @@ from celora_cli.cli.output import safe
 @app.command("changes")
 def changes(
     ctx: typer.Context,
-    follow: bool = typer.Option(False, "--follow", "-f", help="Keep streaming new changes (poll every 0.5 s) until "
-                                "Ctrl-C; without it, stop once caught up."),
+    follow: bool = typer.Option(False, "--follow", "-f", help="Keep streaming new changes until Ctrl-C or SIGTERM, "
+                                "waiting out a server restart (CELORA_CHANGES_RETRY_FOR); without it, stop once "
+                                "caught up."),
     slot: str = typer.Option("celora_changes", "--slot", metavar="NAME", help="Replication slot (and publication) "
                              "name; created on first use. Each consumer needs its own."),
     tables: list[str] = typer.Option(None, "--tables", metavar="T,...", help="Only these tables (comma-separated or "
                                      "repeated)."),
     from_start: bool = typer.Option(False, "--from-start", help="First print every current row (op \"read\"), then "
                                     "the stream: a consumer starting from nothing misses no row."),
-    list_slots: bool = typer.Option(False, "--list", help="Show the server's replication slots: active, lag and "
-                                    "retained WAL. Changes nothing."),
+    list_slots: bool = typer.Option(False, "--list", help="Show the server's replication slots: active, lag (WAL "
+                                    "bytes, and seconds for an attached consumer) and retained WAL. Changes "
+                                    "nothing."),
     drop: str | None = typer.Option(None, "--drop", metavar="SLOT", help="Drop replication slot SLOT (and celora's "
                                     "publication of that name). Asks first."),
     setup_only: bool = typer.Option(False, "--setup-only", help="Create the publication and slot (for Debezium's "
@@ -41,8 +43,9 @@ def changes(
     """Stream committed changes as JSON lines (CDC).
 
     Every committed change to the app tables as JSON lines (table, op, key, new, old, lsn, xid, commit_time),
-    from a logical replication slot (pgoutput) on the direct connection. At least once: the slot advances only
-    after the lines are written and flushed; Ctrl-C (exit 130) and a restart resume without a gap.
+    streamed from a logical replication slot (pgoutput, the replication protocol) on the direct connection. At
+    least once: the slot is confirmed only after the lines are written and flushed; Ctrl-C (exit 130), SIGTERM
+    (exit 0) and a restart resume without a gap.
 
     Example: celora db changes --follow --tables wallets,transactions | my-consumer
     """
@@ -73,16 +76,92 @@ def changes(
 
 
 def _stream(settings, *, slot: str, tables: list[str] | None, follow: bool, from_start: bool) -> None:
+    import signal
+    import threading
+
     from celora_cli.data.changes import stream
 
-    def emit(change: dict) -> None:
-        output.json_line(change, envelope=False)  # a row for a consumer: no envelope, masked like all output
+    lines = _Lines(settings.changes_buffer, _line_encoder())
 
     def ready(where: str) -> None:
         output.notice(f"Streaming changes from slot {slot} on {where}" + (" (Ctrl-C to stop)." if follow else "."))
 
-    stream(settings, slot=slot, tables=tables, follow=follow, from_start=from_start, emit=emit, flush=output.flush,
-           on_ready=ready)
+    # Ctrl-C and SIGTERM end the stream between two messages (never inside a write, which would cut a line):
+    # what was written is confirmed. A second one stops at once (a consumer that stopped reading leaves the
+    # write blocked). SIGTERM, a service manager's stop, is a normal end (exit 0); Ctrl-C exits 130.
+    stop = threading.Event()
+    received: list[int] = []
+
+    def stopping(signum, _frame) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        received.append(signum)
+        stop.set()
+
+    previous = {sig: signal.signal(sig, stopping) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        stream(settings, slot=slot, tables=tables, follow=follow, from_start=from_start, emit=lines.emit,
+               flush=lines.flush, on_ready=ready, stop=stop)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if received and received[0] == signal.SIGINT:
+        raise KeyboardInterrupt
+    if received:
+        output.notice(f"Stopped by SIGTERM; slot {slot} is confirmed up to the last transaction written.")
+
+
+def _line_encoder():
+    """json.dumps(change, default=str), the text of every stream line, at half its cost: json.dumps builds a new
+    encoder for every call, a catching-up stream calls it once per row. The C encoder is made once (no circular
+    check: a change is a tree of plain values) and proven to write exactly what json.dumps writes; where it is
+    missing or differs (another Python), json.dumps it is."""
+    import json
+    from functools import partial
+
+    plain = partial(json.dumps, default=str)
+    try:
+        from json.encoder import c_make_encoder, encode_basestring_ascii
+
+        make = c_make_encoder(None, str, encode_basestring_ascii, None, ": ", ", ", False, False, True)
+        join = "".join
+
+        def encode(change: dict) -> str:
+            return join(make(change, 0))
+
+        sample = {"table": "t", "op": "insert", "key": {"id": 1}, "new": {"a": "caf\u00e9 \"q\"", "b": None,
+                  "c": True, "d": 1.5, "e": {"f": [1, "x"]}}, "old": None, "lsn": "0/1", "xid": 7,
+                  "commit_time": "2026-01-01T00:00:00+00:00"}
+        if encode(sample) == plain(sample):
+            return encode
+    except Exception:  # noqa: BLE001 - no C encoder, or another signature: the plain way is always right
+        pass
+    return plain
+
+
+class _Lines:
+    """The stream's lines, held until CELORA_CHANGES_BUFFER bytes (then written) or a flush: the only place the
+    stream's memory grows with its output, so it is bounded by the setting, not by a transaction's size."""
+
+    def __init__(self, limit: int, encode) -> None:
+        self.limit, self.encode = max(limit, 1), encode
+        self.held: list[str] = []
+        self.size = 0
+
+    def emit(self, change: dict) -> None:
+        text = self.encode(change)  # a row for a consumer: no envelope; masked when written
+        self.held.append(text)
+        self.size += len(text) + 1
+        if self.size >= self.limit:
+            self.write()
+
+    def write(self) -> None:
+        output.encoded_json_lines(self.held)
+        self.held, self.size = [], 0
+
+    def flush(self) -> None:
+        self.write()
+        output.flush()
 
 
 def _list(settings, as_json: bool) -> None:
@@ -98,11 +177,22 @@ def _list(settings, as_json: bool) -> None:
     output.out.print(f"Replication slots on {safe(database)}:")
     for s in slots:
         state = f"active (pid {s.active_pid})" if s.active else "inactive"
+        if s.inactive_seconds is not None:
+            state += f" for {_duration(s.inactive_seconds)}"
+        lag = _size(s.lag_bytes) + (f" / {s.lag_seconds:.1f} s" if s.lag_seconds is not None else "")
         output.out.print(f"  {safe(s.slot)}  {safe(s.slot_type)} {safe(s.plugin or '-')} on {safe(s.database or '-')}"
-                         f"  {state}  retained WAL {_size(s.retained_wal_bytes)}  lag {_size(s.lag_bytes)}"
+                         f"  {state}  retained WAL {_size(s.retained_wal_bytes)}  lag {lag}"
                          f"  {safe(s.wal_status or '')}")
     if any(not s.active and (s.retained_wal_bytes or 0) > 0 for s in slots):
         output.out.print("An inactive slot keeps its WAL until read or dropped: `celora db changes --drop SLOT`.")
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def _size(value: int | None) -> str:

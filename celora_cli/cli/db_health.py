@@ -207,8 +207,12 @@ def _replication_lines(report) -> list[str]:
                      f"{behind} behind")
     for slot in replication.slots if replication is not None else []:
         retained = describe_size(slot.retained_bytes) if slot.retained_bytes is not None else "?"
+        lag = ""
+        if slot.lag_bytes is not None:
+            lag = f", {describe_size(slot.lag_bytes)} behind" + (
+                f" ({slot.lag_seconds:.1f} s flush lag)" if slot.lag_seconds is not None else "")
         lines.append(f"slot {safe(slot.name)} ({slot.slot_type}): {'active' if slot.active else 'inactive'}, "
-                     f"retains {retained}")
+                     f"retains {retained}{lag}")
     for replica in report.replicas:
         if not replica.ok:
             lines.append(f"{replica.name}: [red]down[/]  {safe(replica.url)}")

@@ -17,6 +17,7 @@ from __future__ import annotations
 import errno
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -155,6 +156,41 @@ def json_line(data: Any, *, envelope: bool = True) -> None:
     text = json.dumps(rounded(body) if envelope else body, default=str, separators=(",", ":") if envelope else None)
     try:
         out.file.write(_redact(text) + "\n")
+    except OSError as exc:
+        raise output_error(exc) from exc
+
+
+def encoded_json_lines(lines: list[str]) -> None:
+    """Lines already encoded as JSON (`db changes`' rows: no envelope), masked in one pass and written at once:
+    the same text json_line writes for each, at a fraction of the cost per line on a stream of millions.
+
+    Written to the file descriptor with os.write, partial writes resumed here: a large write through Python's
+    buffered stdout that a signal interrupts while the pipe is full can drop bytes from the middle (seen with
+    Ctrl-C on a follower whose reader paused), and a stream's line must arrive whole or not at all."""
+    if not lines:
+        return
+    from celora_cli.config.settings import redact
+
+    # Masked line by line, and only the lines that can hold a URL or a key=value secret: the same result as
+    # masking the whole text (a URL and a parameter end at whitespace), without running the parameter scan over
+    # every row of a million-row transaction. The known secrets are replaced everywhere.
+    text = "\n".join(redact(line) if "=" in line or "://" in line else line for line in lines)
+    for secret in _secrets:
+        if secret and len(secret) >= 3:
+            text = text.replace(secret, "****")
+    data = (text + "\n").encode()
+    try:
+        fd = out.file.fileno()
+    except (OSError, ValueError, AttributeError):  # an in-memory stdout (tests): no descriptor to write to
+        fd = None
+    try:
+        if fd is None:
+            out.file.write(data.decode())
+            return
+        out.file.flush()  # whatever went through the buffered stream first stays first
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
     except OSError as exc:
         raise output_error(exc) from exc
 

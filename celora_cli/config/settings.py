@@ -64,6 +64,8 @@ REPLICA_CHECK_INTERVAL_LIMITS = (0.0, 3600.0)  # CELORA_REPLICA_CHECK_INTERVAL; 
 # db studio's time bounds: PostgreSQL's statement_timeout counts whole milliseconds, so 0.001 is the least.
 STUDIO_BOUND_LIMITS = (0.001, 3600.0)  # CELORA_STUDIO_COUNT_TIMEOUT, _SEARCH_TIMEOUT, _JUMP_TIMEOUT
 STUDIO_SLOW_PAGE_LIMITS = (0.0, 3600.0)  # CELORA_STUDIO_SLOW_PAGE; 0 = every page is checked
+CHANGES_RETRY_LIMITS = (0.0, 86400.0)  # CELORA_CHANGES_RETRY_FOR; 0 = a lost connection ends the follower
+CHANGES_LAG_REPORT_LIMITS = (0.0, 86400.0)  # CELORA_CHANGES_LAG_REPORT; 0 = never
 
 
 # --------------------------------------------------------------------------- the field table
@@ -219,6 +221,16 @@ class Settings:
     studio_slow_page: float = setting(
         "CELORA_STUDIO_SLOW_PAGE", "0.1", "seconds past which a list page explains why it was slow",
         _seconds(STUDIO_SLOW_PAGE_LIMITS), limits=STUDIO_SLOW_PAGE_LIMITS)
+    # `celora db changes`: what the stream may hold, how long a follower waits out a restart, how often it says
+    # it is behind.
+    changes_buffer: int = setting("CELORA_CHANGES_BUFFER", "1MB", "stream lines held before they are written",
+                                  parse_bytes)
+    changes_retry_for: float = setting(
+        "CELORA_CHANGES_RETRY_FOR", "300", "seconds --follow keeps reconnecting to a server that went away",
+        _seconds(CHANGES_RETRY_LIMITS), limits=CHANGES_RETRY_LIMITS)
+    changes_lag_report: float = setting(
+        "CELORA_CHANGES_LAG_REPORT", "30", "seconds between --follow's lag reports while behind",
+        _seconds(CHANGES_LAG_REPORT_LIMITS), limits=CHANGES_LAG_REPORT_LIMITS)
     # `celora db roles`: the group roles' names.
     role_migrator: str = setting("CELORA_ROLE_MIGRATOR", "celora_migrator", "the migrations' group role",
                                  _role_name)

@@ -54,10 +54,11 @@ def db(migrated_db):
 class Follower:
     """`celora db changes --follow` in a subprocess, its stdout lines collected by a thread."""
 
-    def __init__(self, url: str, *args: str, pause_after: int | None = None) -> None:
+    def __init__(self, url: str, *args: str, pause_after: int | None = None, env: dict | None = None) -> None:
+        extra = env or {}
         env = {k: v for k, v in os.environ.items() if not k.startswith("CELORA_") and k != "DATABASE_URL"}
         env.update({"DATABASE_URL": url, "CELORA_PROJECT_ROOT": str(TEST_PROJECT), "NO_COLOR": "1",
-                    "PYTHONPATH": str(REPO)})
+                    "PYTHONPATH": str(REPO), **extra})
         self.process = subprocess.Popen([sys.executable, "-m", "celora_cli", "db", "changes", *args],
                                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
                                         stdin=subprocess.DEVNULL)
@@ -97,7 +98,8 @@ def keys(lines: list[dict], table: str, op: str = "insert") -> set[str]:
 
 def test_interrupted_and_killed_followers_together_miss_no_row_and_never_show_a_rollback(db):
     assert run_celora("db", "changes", *setup_only(db), env={"DATABASE_URL": db}).returncode == 0
-    first = Follower(db, "--follow", pause_after=20)
+    # Lines written 4 kB at a time (CELORA_CHANGES_BUFFER): the stop lands with most of the seed still to come.
+    first = Follower(db, "--follow", pause_after=20, env={"CELORA_CHANGES_BUFFER": "4kB"})
     # Small transactions, the seed (one transaction: fixtures plus a generated volume), small ones again.
     with psycopg.connect(db, autocommit=True) as conn:
         for i in range(15):

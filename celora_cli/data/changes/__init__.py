@@ -1,13 +1,14 @@
 """`celora db changes`: every committed change to the app tables as JSON lines, from PostgreSQL's logical decoding.
 
-Output plugin: pgoutput, read through the SQL functions (pg_logical_slot_peek_binary_changes, then
-pg_replication_slot_advance) on the direct connection. One module per job:
+Output plugin: pgoutput, streamed over the replication protocol (START_REPLICATION ... LOGICAL, psycopg2's
+LogicalReplicationConnection) on the direct connection. One module per job:
 
 - connection: the direct session (never through PgBouncer), the server's prerequisites, the tables streamed;
 - publication: what a publication sends, checked column by column, and creating it (secret columns left out);
 - slots: creating a slot when missing (temporary for a one-shot run), listing and dropping them;
 - pgoutput: the binary protocol decoded into changes and commits;
-- streaming: peek, write, flush, then advance (at least once, never a skipped change);
+- replication: the walsender session (start, read, confirm) and its errors;
+- streaming: read, write, flush, then confirm (at least once, never a skipped change); a follower's reconnects;
 - configure: `--setup-only`, the publication and slot for celora or Debezium, with the role and connector settings.
 """
 

@@ -1,7 +1,7 @@
 """Replication slots: created when missing (persistent, or temporary for a one-shot run), listed, dropped.
 
 A one-shot run (no --follow) on a slot that does not exist reads through a temporary slot, which the server drops
-when the session ends (peek and advance work on it from the session that created it, and only there; the server
+when the session ends (its replication session creates it and streams it, the only session that can; the server
 also drops it on any error in that session, which ends a one-shot run anyway), so nothing is left holding WAL.
 --follow and --setup-only create a persistent slot, as does Debezium.
 """
@@ -9,6 +9,7 @@ also drops it on any error in that session, which ends a one-shot run anyway), s
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -30,16 +31,23 @@ from celora_cli.errors import ConfigError, Refused
 from celora_cli.safety.stamp import PRODUCTION, database_environment
 
 notice = logging.getLogger("celora.notice")
+IN_USE_GRACE = 3.0  # seconds a slot's previous walsender gets to go away
 
 
 def slot_exists(conn, slot: str) -> bool:
     return conn.execute("SELECT 1 FROM pg_replication_slots WHERE slot_name = %s", (slot,)).fetchone() is not None
 
 
-def ensure_slot(conn, slot: str, where: str, *, temporary: bool = False) -> bool:
-    """The slot, created when missing: persistent, or `temporary` (dropped by the server when this session ends)."""
-    row = conn.execute("SELECT plugin, slot_type, database, active_pid FROM pg_replication_slots "
-                       "WHERE slot_name = %s", (slot,)).fetchone()
+def ensure_slot(conn, slot: str, where: str, *, grace: float = 0.0) -> bool:
+    """The slot, created (persistent) when missing. A one-shot run's temporary slot is created by its replication
+    session instead (replication.ReplicationStream), the only session that can then stream it. `grace`: seconds
+    a walsender still holding the slot gets to go away (at least IN_USE_GRACE)."""
+    row = _slot_row(conn, slot)
+    # A consumer that just stopped (or was killed) leaves its walsender behind for a moment: give it that moment.
+    deadline = time.monotonic() + max(grace, IN_USE_GRACE)
+    while row is not None and row[3] is not None and row[3] != conn.info.backend_pid and time.monotonic() < deadline:
+        time.sleep(0.1)
+        row = _slot_row(conn, slot)
     if row is not None:
         plugin, kind, database, active_pid = row
         if kind != "logical" or plugin != PLUGIN or database != conn.info.dbname:
@@ -54,17 +62,22 @@ def ensure_slot(conn, slot: str, where: str, *, temporary: bool = False) -> bool
                 "Give each consumer its own --slot, or wait for the other one to finish.")
         return False
     check_prerequisites(conn, where, creating_slot=True)
-    conn.execute("SELECT pg_create_logical_replication_slot(%s, %s, %s)", (slot, PLUGIN, temporary))
-    if temporary:
-        notice.info(f"Slot {slot} does not exist on {where}: this one-shot run reads through a temporary slot, "
-                    f"dropped when it ends, so it sees only what is committed from now on (with --from-start, the "
-                    f"current rows first). For a position kept between runs, create the slot once with `celora db "
-                    f"changes --setup-only --slot {slot}`, or use --follow.")
-    else:
-        notice.info(f"Created logical replication slot {slot} ({PLUGIN}) on {where}: it keeps WAL until it is "
-                    f"read; drop it when no longer used (`celora db changes --drop {slot}`).")
+    conn.execute("SELECT pg_create_logical_replication_slot(%s, %s, false)", (slot, PLUGIN))
+    notice.info(f"Created logical replication slot {slot} ({PLUGIN}) on {where}: it keeps WAL until it is "
+                f"read; drop it when no longer used (`celora db changes --drop {slot}`).")
     return True
 
+
+def _slot_row(conn, slot: str):
+    return conn.execute("SELECT plugin, slot_type, database, active_pid FROM pg_replication_slots "
+                        "WHERE slot_name = %s", (slot,)).fetchone()
+
+
+def announce_temporary(slot: str, where: str) -> None:
+    notice.info(f"Slot {slot} does not exist on {where}: this one-shot run reads through a temporary slot, "
+                f"dropped when it ends, so it sees only what is committed from now on (with --from-start, the "
+                f"current rows first). For a position kept between runs, create the slot once with `celora db "
+                f"changes --setup-only --slot {slot}`, or use --follow.")
 
 
 @dataclass
@@ -79,19 +92,30 @@ class SlotInfo:
     restart_lsn: str | None
     confirmed_flush_lsn: str | None
     retained_wal_bytes: int | None
-    lag_bytes: int | None
+    lag_bytes: int | None  # current WAL position minus what its consumer confirmed (confirmed_flush_lsn)
+    # The lag in time, where the server measures one: for an attached consumer, its walsender's flush lag
+    # (pg_stat_replication.flush_lag, how long a position took from sent to confirmed; NULL there once it has
+    # caught up, so 0). With no consumer attached nothing measures it: `inactive_seconds` (PostgreSQL 17+,
+    # pg_replication_slots.inactive_since) says how long the slot has been waiting for one instead.
+    lag_seconds: float | None = None
+    inactive_seconds: float | None = None
 
 
 def list_slots(settings: Settings) -> tuple[str, list[SlotInfo]]:
     conn, url, setting = open_direct(settings)
     try:
         with translating(url, setting):
-            rows = conn.execute("""
-                SELECT slot_name, plugin, slot_type, database, active, active_pid, wal_status, restart_lsn::text,
-                       confirmed_flush_lsn::text,
-                       pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint,
-                       pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint
-                  FROM pg_replication_slots ORDER BY slot_name""").fetchall()
+            inactive = ("extract(epoch FROM now() - s.inactive_since)::float8"
+                        if conn.info.server_version >= 170000 else "NULL::float8")
+            rows = conn.execute(f"""
+                SELECT s.slot_name, s.plugin, s.slot_type, s.database, s.active, s.active_pid, s.wal_status,
+                       s.restart_lsn::text, s.confirmed_flush_lsn::text,
+                       pg_wal_lsn_diff(pg_current_wal_lsn(), s.restart_lsn)::bigint,
+                       pg_wal_lsn_diff(pg_current_wal_lsn(), s.confirmed_flush_lsn)::bigint,
+                       CASE WHEN s.active THEN coalesce(extract(epoch FROM r.flush_lag)::float8, 0) END,
+                       CASE WHEN NOT s.active THEN {inactive} END
+                  FROM pg_replication_slots s LEFT JOIN pg_stat_replication r ON r.pid = s.active_pid
+                 ORDER BY s.slot_name""").fetchall()
     finally:
         conn.close()
     return url.masked, [SlotInfo(*row) for row in rows]

@@ -60,6 +60,12 @@ class SlotInfo:
     retained_bytes: int | None  # WAL kept for it: current WAL position minus its restart_lsn
     wal_status: str | None
     over_threshold: bool | None = None  # retained_bytes > CELORA_SLOT_WAL_THRESHOLD (set by the findings)
+    # How far its consumer is behind: in WAL, the current position minus what it confirmed (confirmed_flush_lsn;
+    # None for a physical slot); in time, for an attached consumer, the flush lag its walsender measured
+    # (pg_stat_replication.flush_lag: how long a position took from sent to confirmed; NULL there once it has
+    # caught up, so 0). None with no consumer attached: nothing measures it then (the WAL lag still grows).
+    lag_bytes: int | None = None
+    lag_seconds: float | None = None
 
 
 @dataclass
@@ -99,9 +105,12 @@ SELECT pg_is_in_recovery(),
   (SELECT coalesce(json_agg(json_build_object('name', application_name, 'client', client_addr::text,
        'state', state, 'sync_state', sync_state, 'replay_lag_s', extract(epoch FROM replay_lag)::float8,
        'replay_lsn', replay_lsn::text) ORDER BY application_name), '[]') FROM pg_stat_replication),
-  (SELECT coalesce(json_agg(json_build_object('name', slot_name, 'slot_type', slot_type, 'database', database,
-       'active', active, 'restart_lsn', restart_lsn::text, 'wal_status', wal_status) ORDER BY slot_name), '[]')
-   FROM pg_replication_slots)"""
+  (SELECT coalesce(json_agg(json_build_object('name', s.slot_name, 'slot_type', s.slot_type,
+       'database', s.database, 'active', s.active, 'restart_lsn', s.restart_lsn::text, 'wal_status', s.wal_status,
+       'confirmed_flush_lsn', s.confirmed_flush_lsn::text,
+       'lag_s', CASE WHEN s.active THEN coalesce(extract(epoch FROM r.flush_lag)::float8, 0) END)
+       ORDER BY s.slot_name), '[]')
+   FROM pg_replication_slots s LEFT JOIN pg_stat_replication r ON r.pid = s.active_pid)"""
 
 
 def read_pressure(conn) -> Pressure:
@@ -129,7 +138,7 @@ def read_replication(conn) -> Replication:
         for s in standbys]
     replication.slots = [
         SlotInfo(s["name"], s["slot_type"], s["database"], bool(s["active"]), _behind(current, s["restart_lsn"]),
-                 s["wal_status"])
+                 s["wal_status"], lag_bytes=_behind(current, s["confirmed_flush_lsn"]), lag_seconds=s["lag_s"])
         for s in slots]
     return replication
 
