@@ -17,8 +17,9 @@ from typing import Protocol
 
 from alembic.runtime.environment import EnvironmentContext
 
-from celora_cli.db.errors import connection_lost, migration_failure
+from celora_cli.db.errors import connection_lost, migration_failure, translating
 from celora_cli.errors import CeloraError, MigrationFailed
+from celora_cli.migrate.connection import migration_engine, open_migration_connection
 from celora_cli.migrate.lock import MigrationLock, ProgressCallback, RevisionMoved
 
 
@@ -49,6 +50,22 @@ UPGRADE = Direction("applied", "Migration {name}", "It was rolled back", "Fix {p
                     "migrate-deploy", "an empty schema (no migration applied)")
 DOWNGRADE = Direction("undone", "Undoing migration {name}", "Its downgrade was rolled back",
                       "Fix downgrade() in {path}", "The downgrade", "rollback", "base")
+
+
+def upgrade_to(settings, config, script, destination: str, application_name: str = "celora (shadow)") -> None:
+    """Apply the history up to `destination` on settings' database (a connection of its own), with the one
+    migration runtime: the same connection set-up, lock and journal as `migrate-deploy`. How shadow databases
+    are brought to a revision (db migrate, --check, diff, baseline, squash)."""
+    engine, url, setting = migration_engine(settings, application_name)
+    try:
+        with translating(url, setting):
+            conn = open_migration_connection(engine, url, setting)
+            try:
+                run_alembic(conn, config, script, destination)
+            finally:
+                conn.close()
+    finally:
+        engine.dispose()
 
 
 def run_alembic(conn, config, script, destination: str, *, downgrade: bool = False,

@@ -48,7 +48,7 @@ from celora_cli.migrate.revision_ids import next_revision_id
 from celora_cli.migrate.scripts import alembic_config, check_migration_name, find_migrations_dir, script_directory
 from celora_cli.migrate.squash import effective_current
 from celora_cli.migrate.status import read_current
-from celora_cli.migrate.steps import run_alembic
+from celora_cli.migrate.steps import upgrade_to
 from celora_cli.safety.guard import confirm_destructive, production_verdict
 from celora_cli.safety.stamp import database_environment
 from celora_cli.schema import from_drift as drift_rules
@@ -156,20 +156,6 @@ def _on(settings: Settings, url: DatabaseURL) -> Settings:
     return dataclasses.replace(settings, database_url=url, direct_database_url=None)
 
 
-def _upgrade_to(settings: Settings, config, script, destination: str) -> None:
-    """Apply the history up to `destination` on settings' database, with the one migration runtime."""
-    engine, url, setting = migration_engine(settings, "celora migrate (shadow)")
-    try:
-        with translating(url, setting):
-            conn = open_migration_connection(engine, url, setting)
-            try:
-                run_alembic(conn, config, script, destination)
-            finally:
-                conn.close()
-    finally:
-        engine.dispose()
-
-
 def _snapshot_of(url: DatabaseURL, settings: Settings):
     with translating(url, "the shadow database" if url.database and url.database.startswith(SHADOW_PREFIX)
                      else "DATABASE_URL"):
@@ -219,7 +205,7 @@ def migrate_dev(settings: Settings, *, name: str | None = None, create_only: boo
         with shadow_database(settings, dev_url, configured) as shadow:
             shadow_settings = _on(settings, shadow)
             if script.get_current_head() is not None:
-                _upgrade_to(shadow_settings, config, script, "head")
+                upgrade_to(shadow_settings, config, script, "head")
             result.drift_file = _migration_from_drift(settings, shadow_settings, config, script, dev_url, result)
     path = _autogenerate_at_head(settings, dev_url, configured, config, script, metadata, name, ask_name, result,
                                  requested=requested, ask=ask, accept_data_loss=accept_data_loss,
@@ -255,7 +241,7 @@ def _autogenerate_at_head(settings: Settings, dev_url: DatabaseURL, configured: 
         result.shadow = shadow.masked
         shadow_settings = _on(settings, shadow)
         if script.get_current_head() is not None:
-            _upgrade_to(shadow_settings, config, script, "head")
+            upgrade_to(shadow_settings, config, script, "head")
         return _autogenerate(settings, shadow_settings, config, script, metadata, name, ask_name, result, **choices)
 
 
@@ -301,7 +287,7 @@ def _migration_from_drift(settings: Settings, shadow_settings: Settings, config,
     revision = script.get_revision("head").revision if path is not None else None
     try:
         if revision is not None:
-            _upgrade_to(shadow_settings, config, script, revision)
+            upgrade_to(shadow_settings, config, script, revision)
         dev_schema, _ = _snapshot_of(dev_url, settings)
         assert shadow_settings.database_url is not None
         shadow_schema, _ = _snapshot_of(shadow_settings.database_url, settings)

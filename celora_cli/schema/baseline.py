@@ -27,10 +27,11 @@ from celora_cli.db.errors import translating
 from celora_cli.errors import ConfigError, DriftDetected
 from celora_cli.migrate.baseline import already_has_history, ancestry, existing_history, record_baseline
 from celora_cli.migrate.scripts import alembic_config, script_directory
+from celora_cli.migrate.steps import upgrade_to
 from celora_cli.safety.guard import production_verdict
 from celora_cli.safety.stamp import database_environment
 from celora_cli.schema.drift import Difference, compare, snapshot
-from celora_cli.schema.materialise import on, resolve_revision, shadow, upgrade_to
+from celora_cli.schema.materialise import on, resolve_revision, shadow
 
 
 @dataclass

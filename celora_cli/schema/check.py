@@ -16,9 +16,10 @@ from celora_cli.db.connect import direct_url
 from celora_cli.errors import ExitCode
 from celora_cli.migrate.connection import migration_connection
 from celora_cli.migrate.scripts import alembic_config, script_directory
+from celora_cli.migrate.steps import upgrade_to
 from celora_cli.results import to_json
 from celora_cli.schema.generate import load_metadata, models_source
-from celora_cli.schema.materialise import on, shadow, upgrade_to
+from celora_cli.schema.materialise import on, shadow
 from celora_cli.schema.model_changes import Change, compare_models
 
 

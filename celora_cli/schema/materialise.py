@@ -23,7 +23,6 @@ from celora_cli.db.connect import connect
 from celora_cli.db.errors import translating
 from celora_cli.errors import ConfigError
 from celora_cli.migrate.connection import migration_engine, open_migration_connection
-from celora_cli.migrate.steps import run_alembic
 from celora_cli.schema.autogenerate import SHADOW_PREFIX, SHADOW_VARIABLE, shadow_database
 
 notice = logging.getLogger("celora.notice")
@@ -62,21 +61,6 @@ def resolve_revision(script, revision: str, source: str) -> str | None:
     if isinstance(found, tuple):  # several heads
         raise ConfigError(f"{source}: {revision!r} names several revisions.", "Name one revision id.")
     return found.revision
-
-
-def upgrade_to(settings: Settings, config, script, destination: str) -> None:
-    """Apply the history up to `destination` on settings' database, with the one migration runtime (the same
-    connection set-up, lock and journal as `migrate-deploy`)."""
-    engine, url, setting = migration_engine(settings, "celora (shadow)")
-    try:
-        with translating(url, setting):
-            conn = open_migration_connection(engine, url, setting)
-            try:
-                run_alembic(conn, config, script, destination)
-            finally:
-                conn.close()
-    finally:
-        engine.dispose()
 
 
 def create_models(settings: Settings, metadata) -> None:

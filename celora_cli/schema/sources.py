@@ -23,6 +23,7 @@ from pathlib import Path
 from celora_cli.config.settings import DatabaseURL, Settings, parse_database_url
 from celora_cli.db.connect import direct_url
 from celora_cli.errors import ConfigError
+from celora_cli.migrate.steps import upgrade_to
 from celora_cli.schema.generate import load_metadata, models_source
 from celora_cli.schema.materialise import (
     create_models,
@@ -31,7 +32,6 @@ from celora_cli.schema.materialise import (
     read_sql_file,
     resolve_revision,
     shadow,
-    upgrade_to,
 )
 
 MODELS = "models"

@@ -24,10 +24,9 @@ from collections.abc import Callable
 from celora_cli.config.settings import DatabaseURL, Settings
 from celora_cli.db.connect import connect, direct_url
 from celora_cli.db.errors import translating
-from celora_cli.migrate.connection import migration_engine, open_migration_connection
 from celora_cli.migrate.scripts import alembic_config, script_directory
 from celora_cli.migrate.squash import SquashPlan, SquashResult, plan_squash, write_squash
-from celora_cli.migrate.steps import run_alembic
+from celora_cli.migrate.steps import upgrade_to
 from celora_cli.schema.autogenerate import shadow_database
 from celora_cli.schema.drift import IGNORED_TABLES
 from celora_cli.schema.generate import project_migrations_dir
@@ -62,24 +61,10 @@ def generate_sql(settings: Settings, target: str, dump: Dump) -> tuple[str, str]
     dev_url = direct_url(settings)
     with shadow_database(settings, dev_url, settings.shadow_database_url) as shadow:
         shadow_settings = dataclasses.replace(settings, database_url=shadow, direct_database_url=None)
-        _replay(shadow_settings, config, script, target)
+        upgrade_to(shadow_settings, config, script, target, "celora squash (shadow)")
         role = _current_user(shadow, settings)
         text = dump(shadow, settings, exclude=IGNORED_TABLES)
     return clean_dump(text, role)
-
-
-def _replay(settings: Settings, config, script, destination: str) -> None:
-    """The history up to `destination` on settings' database, through the one migration runtime."""
-    engine, url, setting = migration_engine(settings, "celora squash (shadow)")
-    try:
-        with translating(url, setting):
-            conn = open_migration_connection(engine, url, setting)
-            try:
-                run_alembic(conn, config, script, destination)
-            finally:
-                conn.close()
-    finally:
-        engine.dispose()
 
 
 def _current_user(url: DatabaseURL, settings: Settings) -> str:
