@@ -23,7 +23,7 @@ EXPECTED_COMMANDS = {("db", "migrate-deploy"), ("db", "status"), ("db", "health"
                      ("local", "start"), ("local", "stop"), ("local", "url"), ("local", "status"),
                      ("local", "destroy"), ("db", "reset"), ("db", "rollback"), ("db", "seed"),
                      ("db", "migrate"), ("db", "generate"), ("db", "push"),
-                     ("db", "resolve"), ("db", "baseline"), ("db", "diff"), ("db", "squash"),
+                     ("db", "resolve"), ("db", "baseline"), ("db", "diff"), ("db", "squash"), ("db", "snapshots"),
                      ("db", "lint"),
                      ("db", "audit"), ("db", "changes"),
                      ("db", "metrics"),

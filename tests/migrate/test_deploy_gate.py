@@ -138,7 +138,11 @@ def test_without_a_matching_snapshot_and_without_createdb_the_error_says_what_to
     roles = new_role_set(pg_server, migrated_db, groups=("migrator", "app"))
     try:
         apply_roles(roles)
-        result = run_celora("db", "migrate-deploy", env=env_for(project, roles.url("migrator")))
+        # The local PostgreSQL would stand in for the shadow (schema/shadow_server.py); a file where its folder
+        # should be keeps it out, so the refusal itself is what this checks.
+        (project / "no-local-server").write_text("")
+        env = {**env_for(project, roles.url("migrator")), "CELORA_LOCAL_DIR": str(project / "no-local-server")}
+        result = run_celora("db", "migrate-deploy", env=env)
         assert result.returncode == 13, result.stdout + result.stderr
         assert "may not create databases" in result.stderr
         assert "no committed snapshot in" in result.stderr and "celora db snapshots --write" in result.stderr

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import threading
 from pathlib import Path
 
@@ -188,13 +189,20 @@ def test_a_migration_that_cannot_be_rendered_offline_is_pending_but_not_called_s
 
 
 def test_on_production_the_plan_is_allowed_and_creates_no_shadow_database(pg_server, migrated_db, tmp_path):
-    env = {"DATABASE_URL": migrated_db, "CELORA_ENV": "production",
-           "CELORA_MIGRATIONS_DIR": str(_history(tmp_path, SAFE_COLUMN))}
+    history = _history(tmp_path, SAFE_COLUMN)
+    env = {"DATABASE_URL": migrated_db, "CELORA_ENV": "production", "CELORA_MIGRATIONS_DIR": str(history),
+           "CELORA_CACHE_DIR": str(tmp_path / "cache")}
     before = query(pg_server.url("postgres"), "SELECT count(*) FROM pg_database")
+    cli = run_celora("db", "migrate-deploy", "--plan", "--json", env=env)
+    assert cli.returncode == 1, cli.stdout + cli.stderr
+    assert json.loads(cli.stdout)["drift"] == []  # from the committed snapshot: no shadow needed
+
+    shutil.rmtree(history / "snapshots")  # none stored: on production, drift is not checked (no shadow made)
     cli = run_celora("db", "migrate-deploy", "--plan", "--json", env=env)
     assert cli.returncode == 1, cli.stdout + cli.stderr
     result = json.loads(cli.stdout)
     assert result["drift"] is None and "SHADOW_DATABASE_URL" in result["drift_note"]
+    assert "celora db snapshots --write" in result["drift_note"]
     assert query(pg_server.url("postgres"), "SELECT count(*) FROM pg_database") == before
     assert query(migrated_db, "SELECT version_num FROM alembic_version") == [(HEAD,)]
 

@@ -50,6 +50,10 @@ def test_without_createdb_the_local_server_holds_the_shadow_and_drift_is_still_f
     if OTHER_MAJOR.is_dir():
         env["CELORA_PG_BIN"] = str(OTHER_MAJOR)
 
+    # At a revision with no stored snapshot of it, the drift check has to build one: a shadow is needed.
+    deployed = run_celora("db", "migrate-deploy", env=env, timeout=240)
+    assert deployed.returncode == 0, deployed.stdout + deployed.stderr
+    _without_snapshots(project)
     first = run_celora("db", "migrate", env=env, timeout=240)
     assert first.returncode == 0, first.stdout + first.stderr
     assert "Already in sync" in first.stdout
@@ -84,12 +88,22 @@ def test_when_the_local_server_cannot_be_used_either_both_causes_and_the_fix_are
     name, url, login = no_createdb
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("")
-    result = run_celora("db", "migrate", env={**env_for(project, url), "CELORA_LOCAL_DIR": str(blocker)})
+    env = {**env_for(project, url), "CELORA_LOCAL_DIR": str(blocker)}
+    deployed = run_celora("db", "migrate-deploy", env=env)
+    assert deployed.returncode == 0, deployed.stdout + deployed.stderr
+    _without_snapshots(project)  # at a revision with no stored snapshot of it, a shadow is needed
+    result = run_celora("db", "migrate", env=env)
     assert result.returncode == 13, result.stdout + result.stderr
     assert f"The role {login} may not create databases" in result.stderr
     assert "could not be used either" in result.stderr and "is a file" in result.stderr
     assert "SHADOW_DATABASE_URL" in result.stderr and f"ALTER ROLE {login} CREATEDB" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def _without_snapshots(root: Path) -> None:
+    """No stored schema snapshot: the drift check has to build one in a shadow, which is what these tests test."""
+    shutil.rmtree(root / "migrations" / "snapshots", ignore_errors=True)
+    shutil.rmtree(root / ".celora" / "cache", ignore_errors=True)
 
 
 def _tables(url: str) -> list[str]:

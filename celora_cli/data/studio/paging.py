@@ -57,14 +57,22 @@ def order_keys(model: Any, sorts: Sequence[tuple[str, str]], pk_keys: Sequence[s
     """The requested sorts, then the primary key in the direction of the last sort: a single-column sort is then
     uniform (one row-value comparison; an index on (column, id) serves it both ways)."""
     keys: list[OrderKey] = []
-    for name, direction in sorts:
-        if name in {key.name for key in keys}:
-            continue
-        keys.append(OrderKey(name, _column(model, name), direction == "desc"))
+    for names, direction in sorts:
+        # starlette-admin names a composite primary key "key,window_start,window_seconds" (its pk_attr); a name
+        # that is no column of the model (a hand-edited URL) orders nothing rather than failing the page
+        for name in names.split(","):
+            if name in {key.name for key in keys} or not _is_column(model, name):
+                continue
+            keys.append(OrderKey(name, _column(model, name), direction == "desc"))
     tie_desc = keys[-1].descending if keys else False
     keys += [OrderKey(name, _column(model, name), tie_desc) for name in pk_keys
              if name not in {key.name for key in keys}]
     return keys
+
+
+def _is_column(model: Any, name: str) -> bool:
+    prop = getattr(getattr(model, name, None), "property", None)
+    return bool(getattr(prop, "columns", None))
 
 
 def _column(model: Any, name: str) -> Any:
