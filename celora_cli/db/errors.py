@@ -31,9 +31,12 @@ _TOO_MANY = ("too many connections", "remaining connection slots", "no more conn
 # message is about authentication.
 
 
-# libpq refuses the connection string itself (no server contacted).
+# libpq refuses the connection string itself (no server contacted); psycopg does the same for connect_timeout
+# ("bad value for connect_timeout") and, resolving the host itself, for a port that is not a number
+# ("Servname not supported": getaddrinfo given port=abc).
 _BAD_CONNINFO = re.compile(r"invalid connection option|invalid uri query parameter|invalid \w+ value"
-                           r"|invalid integer value|invalid port number|missing \"=\" after")
+                           r"|invalid integer value|invalid port number|missing \"=\" after"
+                           r"|bad value for \w+|servname not supported")
 
 
 def root_cause(exc: BaseException) -> BaseException:

@@ -105,6 +105,10 @@ CASES = [
     case("rollback-steps-and-to", "db rollback --steps 1 --to base --force", APP, 3, "not both"),
     case("sslmode-unknown", "db status", {"DATABASE_URL": f"postgresql://app:{ENCODED}@127.0.0.1/x?sslmode=bogus"},
          3, "sslmode"),
+    case("connect-timeout-words", "db status --json",
+         {"DATABASE_URL": f"postgresql://app:{ENCODED}@127.0.0.1/x?connect_timeout=soon"}, 3, "connect_timeout"),
+    case("port-parameter-words", "db status --json",
+         {"DATABASE_URL": f"postgresql://app:{ENCODED}@127.0.0.1/x?port=abc"}, 3, "port=abc"),
     # -- against the server: credentials, databases, SSL, the pooler --------------------------------------
     case("wrong-password", "db status", {"DATABASE_URL": f"postgresql://app:{ENCODED}x@{{host}}/{DATABASE}"}, 5,
          "password authentication failed"),
