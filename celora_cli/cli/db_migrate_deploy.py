@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import typer
 
-from celora_cli.cli import output, plan_render
+from celora_cli.cli import output
 from celora_cli.cli.app import json_option, load_settings_from
 from celora_cli.cli.db_group import app
 from celora_cli.cli.options import lock_timeout_option, seconds_flag
@@ -54,6 +54,8 @@ def migrate_deploy(
         ddl_lock_timeout=seconds_flag(ddl_lock_timeout, "--ddl-lock-timeout", DDL_LOCK_TIMEOUT_LIMITS),
         ddl_lock_retries=ddl_lock_retries)
     if plan:  # read-only, so allowed on production; the plan includes the lint findings
+        from celora_cli.cli import plan_render  # rich's tables: loaded only for a plan, not on every deploy
+
         plan_render.run_plan(settings, as_json)
         return
     if lint:
