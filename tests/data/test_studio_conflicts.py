@@ -11,8 +11,7 @@ from urllib.parse import quote
 import psycopg
 import pytest
 
-from tests.support import REPO, drop_database, settings_for
-from tests.support.studio_client import ORIGIN, csrf, make_client, query, text_of
+from tests.support.studio_client import ORIGIN, csrf, make_client, query, seeded_database, text_of
 from tests.support.studio_forms import form_values
 
 pytestmark = pytest.mark.pgbouncer
@@ -21,23 +20,17 @@ pytestmark = pytest.mark.pgbouncer
 @pytest.fixture(scope="module")
 def seeded(pg_server, migrated_template, pgbouncer):
     """The fixtures, plus a row in each table the seed leaves empty (sessions, idempotency keys, rate limits)."""
-    from celora_cli.data.seed.apply import seed
-
-    name = "t_studio_conflicts"
-    direct = pg_server.create_database(name, template=migrated_template)
-    pooled = pgbouncer(name)
-    seed(settings_for(pooled, direct), REPO / "fixtures")
-    with psycopg.connect(direct) as conn:
-        (user_id,), = conn.execute("SELECT id FROM users WHERE email = 'alice@celora.io'").fetchall()
-        conn.execute("INSERT INTO sessions (user_id, token_hash, expires_at) "
-                     "VALUES (%s, sha256('conflict-secret'), now() + interval '1 day')", (user_id,))
-        conn.execute("INSERT INTO idempotency_keys (key, method, path, request_fingerprint, response_status, "
-                     "response_body, expires_at) VALUES ('k1', 'POST', '/x', repeat('a', 64), 200, "
-                     "'{\"secret\": 1}', now() + interval '1 day')")
-        conn.execute("INSERT INTO rate_limits (key, window_start, window_seconds, count, expires_at) "
-                     "VALUES ('ip:1.2.3.4', date_trunc('minute', now()), 60, 3, now() + interval '1 hour')")
-    yield direct, pooled
-    drop_database(pg_server, name)
+    with seeded_database(pg_server, migrated_template, pgbouncer, "t_studio_conflicts") as (direct, pooled):
+        with psycopg.connect(direct) as conn:
+            (user_id,), = conn.execute("SELECT id FROM users WHERE email = 'alice@celora.io'").fetchall()
+            conn.execute("INSERT INTO sessions (user_id, token_hash, expires_at) "
+                         "VALUES (%s, sha256('conflict-secret'), now() + interval '1 day')", (user_id,))
+            conn.execute("INSERT INTO idempotency_keys (key, method, path, request_fingerprint, response_status, "
+                         "response_body, expires_at) VALUES ('k1', 'POST', '/x', repeat('a', 64), 200, "
+                         "'{\"secret\": 1}', now() + interval '1 day')")
+            conn.execute("INSERT INTO rate_limits (key, window_start, window_seconds, count, expires_at) "
+                         "VALUES ('ip:1.2.3.4', date_trunc('minute', now()), 60, 3, now() + interval '1 hour')")
+        yield direct, pooled
 
 
 @pytest.fixture(scope="module")

@@ -8,8 +8,7 @@ import re
 import psycopg
 import pytest
 
-from tests.support import REPO, drop_database, settings_for
-from tests.support.studio_client import ORIGIN, csrf, make_client, query, text_of
+from tests.support.studio_client import ORIGIN, csrf, make_client, query, seeded_database, text_of
 
 pytestmark = pytest.mark.pgbouncer
 
@@ -18,14 +17,8 @@ CONSOLE = "/studio/-/console"
 
 @pytest.fixture(scope="module")
 def seeded(pg_server, migrated_template, pgbouncer):
-    from celora_cli.data.seed.apply import seed
-
-    name = "t_studio_console"
-    direct = pg_server.create_database(name, template=migrated_template)
-    pooled = pgbouncer(name)
-    seed(settings_for(pooled, direct), REPO / "fixtures")
-    yield direct, pooled
-    drop_database(pg_server, name)
+    with seeded_database(pg_server, migrated_template, pgbouncer, "t_studio_console") as (direct, pooled):
+        yield direct, pooled
 
 
 @pytest.fixture(scope="module")

@@ -11,8 +11,7 @@ import xml.etree.ElementTree as ET
 import pytest
 from sqlalchemy import Column, ForeignKey, Integer, MetaData, Table, Text
 
-from tests.support import REPO, drop_database, settings_for
-from tests.support.studio_client import make_client, query
+from tests.support.studio_client import make_client, query, seeded_database
 
 pytestmark = pytest.mark.pgbouncer
 SVG = "{http://www.w3.org/2000/svg}"
@@ -20,14 +19,8 @@ SVG = "{http://www.w3.org/2000/svg}"
 
 @pytest.fixture(scope="module")
 def seeded(pg_server, migrated_template, pgbouncer):
-    from celora_cli.data.seed.apply import seed
-
-    name = "t_studio_diagram"
-    direct = pg_server.create_database(name, template=migrated_template)
-    pooled = pgbouncer(name)
-    seed(settings_for(pooled, direct), REPO / "fixtures")
-    yield direct, pooled
-    drop_database(pg_server, name)
+    with seeded_database(pg_server, migrated_template, pgbouncer, "t_studio_diagram") as (direct, pooled):
+        yield direct, pooled
 
 
 @pytest.fixture(scope="module")

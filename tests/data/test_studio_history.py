@@ -10,9 +10,8 @@ from urllib.parse import quote
 import psycopg
 import pytest
 
-from tests.support import REPO, drop_database, settings_for
 from tests.support.roles import least_privilege_fixture  # noqa: F401 - the `least_privilege` fixture
-from tests.support.studio_client import ORIGIN, make_client, query, text_of
+from tests.support.studio_client import ORIGIN, make_client, query, seeded_database, text_of
 from tests.support.studio_forms import form_values
 
 pytestmark = pytest.mark.pgbouncer
@@ -20,14 +19,8 @@ pytestmark = pytest.mark.pgbouncer
 
 @pytest.fixture(scope="module")
 def seeded(pg_server, migrated_template, pgbouncer):
-    from celora_cli.data.seed.apply import seed
-
-    name = "t_studio_history"
-    direct = pg_server.create_database(name, template=migrated_template)
-    pooled = pgbouncer(name)
-    seed(settings_for(pooled, direct), REPO / "fixtures")
-    yield direct, pooled
-    drop_database(pg_server, name)
+    with seeded_database(pg_server, migrated_template, pgbouncer, "t_studio_history") as (direct, pooled):
+        yield direct, pooled
 
 
 @pytest.fixture(scope="module")

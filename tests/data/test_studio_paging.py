@@ -15,7 +15,8 @@ from urllib.parse import quote
 import psycopg
 import pytest
 
-from tests.support import REPO, drop_database, settings_for
+from tests.support import settings_for
+from tests.support.studio_client import seeded_database
 
 with warnings.catch_warnings():  # Starlette 1.x suggests httpx2; httpx works the same here
     warnings.simplefilter("ignore")
@@ -41,20 +42,14 @@ FROM generate_series(1, %(rows)s) AS i, (SELECT id, chain FROM wallets ORDER BY 
 @pytest.fixture(scope="module")
 def seeded(pg_server, migrated_template, pgbouncer):
     """(direct URL, pooled URL): the fixtures, plus the WALK and BULK transactions."""
-    from celora_cli.data.seed.apply import seed
-
-    name = "t_studio_paging"
-    direct = pg_server.create_database(name, template=migrated_template)
-    pooled = pgbouncer(name)
-    seed(settings_for(pooled, direct), REPO / "fixtures")
-    with psycopg.connect(direct) as conn:
-        conn.execute("SET LOCAL celora.audit = 'off'")
-        conn.execute(ROWS, {"base": 10_000_000, "asset": "WALK", "rows": WALK_ROWS})
-        conn.execute(ROWS, {"base": 20_000_000, "asset": "BULK", "rows": BULK_ROWS})
-    with psycopg.connect(direct, autocommit=True) as conn:
-        conn.execute("VACUUM ANALYZE transactions")
-    yield direct, pooled
-    drop_database(pg_server, name)
+    with seeded_database(pg_server, migrated_template, pgbouncer, "t_studio_paging") as (direct, pooled):
+        with psycopg.connect(direct) as conn:
+            conn.execute("SET LOCAL celora.audit = 'off'")
+            conn.execute(ROWS, {"base": 10_000_000, "asset": "WALK", "rows": WALK_ROWS})
+            conn.execute(ROWS, {"base": 20_000_000, "asset": "BULK", "rows": BULK_ROWS})
+        with psycopg.connect(direct, autocommit=True) as conn:
+            conn.execute("VACUUM ANALYZE transactions")
+        yield direct, pooled
 
 
 def make_client(seeded, **tuning) -> TestClient:

@@ -3,13 +3,15 @@ PgBouncer, driven by Starlette's test client with the token cookie already adopt
 
 from __future__ import annotations
 
+import contextlib
 import html as html_module
 import re
 import warnings
+from collections.abc import Iterator
 
 import psycopg
 
-from tests.support import settings_for
+from tests.support import REPO, drop_database, settings_for
 
 with warnings.catch_warnings():  # Starlette 1.x suggests httpx2; httpx works the same here
     warnings.simplefilter("ignore")
@@ -48,3 +50,18 @@ def query(direct: str, sql: str, params: tuple = ()):
 def text_of(html: str) -> str:
     html = re.sub(r"<(script|style)\b.*?</\1>", " ", html, flags=re.S)
     return html_module.unescape(re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", html)))
+
+
+@contextlib.contextmanager
+def seeded_database(pg_server, migrated_template, pgbouncer, name: str) -> Iterator[tuple[str, str]]:
+    """A database copied from the migrated template, seeded with fixtures/ and behind PgBouncer: yields (direct URL,
+    pooled URL); dropped afterwards."""
+    from celora_cli.data.seed.apply import seed
+
+    direct = pg_server.create_database(name, template=migrated_template)
+    try:
+        pooled = pgbouncer(name)
+        seed(settings_for(pooled, direct), REPO / "fixtures")
+        yield direct, pooled
+    finally:
+        drop_database(pg_server, name)
