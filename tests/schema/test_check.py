@@ -16,6 +16,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from tests.schema.test_migrate_dev import env_for, versions
 from tests.support import REPO, admin_execute, run_celora, shared_tmpdir
 
 COPY = """
@@ -67,18 +68,6 @@ def dev_database(pg_server):
     name = f"t_check_{uuid.uuid4().hex[:12]}"
     yield name, pg_server.url(name)
     admin_execute(pg_server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-def env_for(project: Path, url: str, models: str | None = None) -> dict:
-    env = {"DATABASE_URL": url, "CELORA_PROJECT_ROOT": str(project),
-           "CELORA_MIGRATIONS_DIR": str(project / "migrations"), "PYTHONPATH": f"{REPO}:{project}"}
-    if models:
-        env["CELORA_MODELS"] = models
-    return env
-
-
-def versions(project: Path) -> set[str]:
-    return {p.name for p in (project / "migrations" / "versions").glob("*.py")}
 
 
 def databases(pg_server, pattern: str) -> list[str]:
