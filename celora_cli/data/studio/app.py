@@ -23,6 +23,7 @@ from celora_cli.data.studio.console import DEFAULT_TIMEOUT, ConsoleView
 from celora_cli.data.studio.copy_rows import CopyView
 from celora_cli.data.studio.diagram import DiagramView
 from celora_cli.data.studio.history import HistoryView
+from celora_cli.data.studio.list_rows import row_actions_cell, static_url
 from celora_cli.data.studio.pages import StudioTuning
 from celora_cli.data.studio.security import StudioGuard
 from celora_cli.data.studio.views import build_views, is_sensitive
@@ -84,7 +85,8 @@ def _add_studio_pages(admin: Admin, engine: Engine, url: DatabaseURL, options: S
                                                for view in views}))
     admin.add_view(HistoryView(hidden))
     admin.add_view(CopyView())
-    admin.templates.env.globals.update(celora_loaded_input=loaded_input, celora_conflicts=conflicts_of)
+    admin.templates.env.globals.update(celora_loaded_input=loaded_input, celora_conflicts=conflicts_of,
+                                       celora_row_actions=row_actions_cell, static_url=static_url)
 
 
 def _read_only_transactions(sessions: sessionmaker) -> None:

@@ -101,11 +101,19 @@ def fetch_page(session: Any, model: Any, keys_query: Select, order: Sequence[Ord
         query = query.offset(offset)
     query = query.limit(request.limit + 1)  # one more: is there a page beyond?
 
-    # One statement: the page's keys (an index walk, often index-only), joined to their whole rows.
-    keys = query.subquery()
-    whole = select(model).join(keys, and_(*(column == keys.c[column.property.columns[0].name]
-                                             for column in pk_columns)))
-    whole = whole.order_by(*(key.clause() for key in walk)).options(*load_options)
+    if offset:
+        # Rows to skip: the keys are walked first (an index walk, often index-only, so the skipped rows are never
+        # read whole), then joined to their whole rows. One statement.
+        keys = query.subquery()
+        whole = select(model).join(keys, and_(*(column == keys.c[column.property.columns[0].name]
+                                                 for column in pk_columns)))
+        whole = whole.order_by(*(key.clause() for key in walk))
+    else:
+        # Nothing to skip: the rows straight from the table. The keys-then-rows form only costs here: for an order
+        # no index serves, PostgreSQL then projects each of the table's rows to (keys, sort columns) before its
+        # top-N sort, measured 151 ms against 120 ms for the plain statement on 1,000,000 transactions.
+        whole = query.with_only_columns(model)
+    whole = whole.options(*load_options)
 
     partial = False
     if search_timeout is not None:

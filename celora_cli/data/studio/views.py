@@ -59,6 +59,7 @@ from celora_cli.data.studio.copy_rows import CopyRows
 from celora_cli.data.studio.diagnosis import diagnose
 from celora_cli.data.studio.forms import FormFixes
 from celora_cli.data.studio.history import is_audited
+from celora_cli.data.studio.list_rows import FastListRows
 from celora_cli.data.studio.pages import (
     DeepPageTooCostly,
     PageRequest,
@@ -184,7 +185,7 @@ class StudioFilterRegistry(SqlaFilterRegistry):
         return list(self.string_filters(field))
 
 
-class StudioView(FormFixes, ConflictChecks, CopyRows, ModelView):
+class StudioView(FormFixes, ConflictChecks, CopyRows, FastListRows, ModelView):
     """The generic view; `configure` turns it into one model's view without per-model code. A save refuses to
     overwrite a newer change (conflicts.py); a list can copy its selected rows (copy_rows.py)."""
 
