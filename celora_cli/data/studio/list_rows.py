@@ -94,7 +94,8 @@ def _enum_labels(field: EnumField) -> Callable[[Any], Any] | None:
     if field.multiple or field.choices_loader is not None or not field.choices:
         return None
     labels: dict[Any, Any] = {}
-    for value, label in field.choices:
+    for choice in field.choices:  # (value, label) pairs: the field's __post_init__ pairs plain values
+        value, label = choice if isinstance(choice, (list, tuple)) else (choice, choice)
         labels.setdefault(value, label)
 
     def label_of(value: Any) -> Any:
