@@ -84,6 +84,11 @@ def test_list_pages_are_drawn_exactly_as_the_library_drew_them(seeded, monkeypat
     paths = [f"/studio/{key}/list" for key in keys]
     paths += ["/studio/user/list?page_size=100&sort=display_name__desc", "/studio/wallet/list?last=1",
               "/studio/transaction/list?sort=amount__desc&page_size=50"]
+    # The row the inline editor swaps in after a save: the same row template, under another URL.
+    with psycopg.connect(direct) as conn:
+        hostile_user = conn.execute("SELECT id FROM users WHERE firebase_uid LIKE 'hostile-%'").fetchone()[0]
+    paths += [f"/studio/_api/user/inline-edit/row?pk={hostile_user}",
+              f"/studio/_api/user/inline-edit/row?pk={hostile_user}&cols=id&cols=display_name"]
     served = _pages(client, paths)
     assert any("&lt;script&gt;alert(&#34;x&#34;)" in page for page in served.values())  # the hostile row is shown
     assert "/studio/rate-limit/list" in paths
