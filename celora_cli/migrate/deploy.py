@@ -77,7 +77,7 @@ def deploy(settings: Settings, *, lock_timeout: float | None = None,
     runner applied migrations between two of this run's transactions, the run re-reads the database and
     goes on from there (each migration is applied once, by whichever runner holds the lock).
     `before_apply` (see BeforeApply) runs only when something is pending, again after a re-plan. `script`: the
-    ScriptDirectory the caller already loaded (`db migrate`), instead of importing every revision file again.
+    ScriptDirectory the caller already loaded (`db migrate`), instead of reading every revision file again.
     """
     progress = progress or (lambda kind, data: None)
     lock_timeout = checked_lock_timeout(settings, lock_timeout, "deploy(lock_timeout=...)")
