@@ -25,6 +25,7 @@ that does not execute it, like `celora db status` already did.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -100,8 +101,9 @@ class FileReader:
         """The file's literal fields, or None when it must be imported to be known (NotLiteral). Raises
         SyntaxError (a file that does not compile) and OSError (unreadable), as importing it would. `stat`:
         os.stat(path) taken before the read (a file changed since has another stat: no stale checksum)."""
-        stat = stat or os.stat(path)
-        source = path.read_bytes()
+        with open(path, "rb") as handle:
+            stat = stat or os.fstat(handle.fileno())
+            source = handle.read()
         digest = hashlib.sha256(source).hexdigest()
         journal.remember_checksum(path, stat, digest)
         if digest in self._cached:
@@ -174,7 +176,7 @@ class LazyScript(Script):
     def longdoc(self) -> str:
         return (self._facts.doc or "").strip()
 
-    @property
+    @functools.cached_property
     def literal(self) -> dict[str, object]:
         """The fields read from the file (celora's own `replaces` and `repointed` among them), as tuples."""
         return {name: _tuples(value) for name, value in self._facts.values.items()}
