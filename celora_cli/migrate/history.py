@@ -205,7 +205,14 @@ def _read_file(path: Path) -> RevisionFile:
 # Names whose binding anywhere but a plain top-level `name = literal` could make the executed module disagree
 # with the literal reading: the fields, the docstring, and the ways code can set module globals by name.
 _WATCHED = frozenset((*_FIELDS, "repointed", "__doc__"))
-_DYNAMIC = frozenset(("globals", "vars", "locals", "setattr", "exec", "eval", "__import__", "__dict__", "sys"))
+_DYNAMIC = frozenset(("globals", "vars", "locals", "setattr", "exec", "eval", "__import__", "__dict__", "sys",
+                      "inspect", "importlib", "builtins", "__builtins__"))
+_DYNAMIC_ATTRIBUTES = frozenset(("__dict__", "f_globals", "_getframe"))
+# Only `global` or one of those names lets code inside a function or class body change a module global; a file
+# whose source has none of these words anywhere (the usual migration) needs no look inside those bodies, which
+# hold most of its syntax tree.
+_NESTED_REBINDING = re.compile(
+    rb"\b(?:global|" + b"|".join(re.escape(n.encode()) for n in sorted(_DYNAMIC | _DYNAMIC_ATTRIBUTES)) + rb")\b")
 
 
 def read_literals(source: bytes, path: Path) -> tuple[dict[str, object], str | None]:
@@ -215,7 +222,7 @@ def read_literals(source: bytes, path: Path) -> tuple[dict[str, object], str | N
     module globals set by name (globals(), setattr, exec, sys.modules)."""
     tree = ast.parse(source, filename=str(path))
     values: dict[str, object] = {}
-    accepted: set[int] = set()
+    others: list[ast.AST] = []  # every statement but the literal assignments (a literal binds no name)
     for node in tree.body:
         target, value = _assignment(node)
         if target in _WATCHED and value is not None:
@@ -223,36 +230,61 @@ def read_literals(source: bytes, path: Path) -> tuple[dict[str, object], str | N
                 values[target] = ast.literal_eval(value)
             except (ValueError, TypeError, SyntaxError, RecursionError, MemoryError):
                 raise NotLiteral(f"{path.name}: {target} is not a literal") from None
-            accepted.add(id(node.targets[0] if isinstance(node, ast.Assign) else node.target))  # type: ignore[attr-defined]
-    for walked, module_scope in _walk(tree):
-        bound = _bound_names(walked, accepted) if module_scope else set()
-        if isinstance(walked, ast.Global):  # a function that may rebind a module global
-            bound = set(walked.names)
-        if bound & _WATCHED:
-            raise NotLiteral(f"{path.name}: {', '.join(sorted(bound & _WATCHED))} bound other than by a literal")
-        if isinstance(walked, ast.Name) and walked.id in _DYNAMIC:
-            raise NotLiteral(f"{path.name}: uses {walked.id}")
-        if isinstance(walked, ast.ImportFrom) and any(alias.name == "*" for alias in walked.names):
-            raise NotLiteral(f"{path.name}: a star import")
+            if isinstance(node, ast.AnnAssign):  # its annotation is evaluated
+                others.append(node.annotation)
+        elif not (isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant)):  # not a docstring
+            others.append(node)
+    nested = _NESTED_REBINDING.search(source) is not None
+    for statement in others:
+        for walked, module_scope in _walk(statement, nested):
+            bound = _bound_names(walked) if module_scope else set()
+            if isinstance(walked, ast.Global):  # a function that may rebind a module global
+                bound = set(walked.names)
+            if bound & _WATCHED:
+                raise NotLiteral(f"{path.name}: {', '.join(sorted(bound & _WATCHED))} bound other than by a "
+                                 "literal")
+            if isinstance(walked, ast.Name) and walked.id in _DYNAMIC:
+                raise NotLiteral(f"{path.name}: uses {walked.id}")
+            if isinstance(walked, ast.Attribute) and walked.attr in _DYNAMIC_ATTRIBUTES:
+                raise NotLiteral(f"{path.name}: uses .{walked.attr}")
+            if isinstance(walked, ast.ImportFrom) and any(alias.name == "*" for alias in walked.names):
+                raise NotLiteral(f"{path.name}: a star import")
     return values, ast.get_docstring(tree, clean=False)
 
 
-def _walk(tree: ast.Module) -> Iterator[tuple[ast.AST, bool]]:
-    """Every node, with whether a name it binds is bound in the module's scope (not inside a function, a lambda
-    or a class body; a comprehension at module level counts, for `:=`)."""
+def _walk(tree: ast.AST, nested: bool = True) -> Iterator[tuple[ast.AST, bool]]:
+    """Every node of `tree` (a part of the module), with whether a name it binds is bound in the module's scope
+    (not inside a function, a lambda or a class body; a comprehension at module level counts, for `:=`).
+    `nested=False`: the bodies of functions, lambdas and classes are left out (their decorators, defaults and
+    bases are evaluated in the module's scope, so they are walked)."""
     stack: list[tuple[ast.AST, bool]] = [(tree, True)]
     while stack:
         node, module_scope = stack.pop()
         yield node, module_scope
-        inner = module_scope and not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda,
-                                                         ast.ClassDef))
+        scope = isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef))
+        if scope and not nested:
+            for name in _OUTER_FIELDS[type(node)]:
+                value = getattr(node, name)
+                stack.extend((child, True) for child in (value if isinstance(value, list) else [value])
+                             if child is not None)
+            continue
+        inner = module_scope and not scope
         stack.extend((child, inner) for child in ast.iter_child_nodes(node))
 
 
-def _bound_names(node: ast.AST, accepted: set[int]) -> set[str]:
-    """The names `node` binds (or deletes), other than the accepted top-level literal assignments."""
-    if isinstance(node, ast.Name) and isinstance(node.ctx, (ast.Store, ast.Del)) and id(node) not in accepted:
-        return {node.id}
+# The parts of a function, lambda or class definition evaluated in the enclosing scope.
+_OUTER_FIELDS: dict[type, tuple[str, ...]] = {
+    ast.FunctionDef: ("decorator_list", "args", "returns"),
+    ast.AsyncFunctionDef: ("decorator_list", "args", "returns"),
+    ast.Lambda: ("args",),
+    ast.ClassDef: ("decorator_list", "bases", "keywords"),
+}
+
+
+def _bound_names(node: ast.AST) -> set[str]:
+    """The names `node` binds (or deletes)."""
+    if isinstance(node, ast.Name):
+        return {node.id} if isinstance(node.ctx, (ast.Store, ast.Del)) else set()
     if isinstance(node, (ast.Import, ast.ImportFrom)):
         return {(alias.asname or alias.name).split(".")[0] for alias in node.names}
     if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):

@@ -170,6 +170,10 @@ def test_the_projects_own_history_reads_like_alembic():
     'revision = "a1"\ndown_revision = None\nimport sys\nsys.modules[__name__].down_revision = "a0"\n',
     'revision = "a1"\nfrom elsewhere import *\n',  # may bind anything
     'revision = "a1"\ndown_revision = None\nif True:\n    down_revision = "a0"\n',  # bound inside a block
+    # a default is evaluated in the module's scope, though it sits on a function
+    'revision = "a1"\ndown_revision = None\ndef upgrade(x=(down_revision := "a0")):\n    pass\n',
+    'revision = "a1"\ndown_revision = None\nclass A:\n    def f(self):\n        global down_revision\n',
+    'revision = "a1"\ndown_revision = None\ndef f():\n    import inspect\n    inspect.currentframe().f_back\n',
 ])
 def test_fields_bound_any_other_way_are_not_read_literally(tmp_path, body):
     versions = tmp_path / "versions"
