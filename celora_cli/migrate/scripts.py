@@ -193,8 +193,8 @@ def _file_naming(script, revision: str) -> str | None:
 
 def revisions_of(script) -> list:
     """Every revision (Script) of the loaded history, once each, in the order its files were read. What
-    `walk_revisions()` gives when the order does not matter, without its topological walk (which costs more
-    than linear time in the history's length)."""
+    `walk_revisions()` gives when the order does not matter, without its topological sort (tens of milliseconds
+    at 1,000 revisions, asked for several times a run)."""
     script.get_heads()  # builds the revision map, when it is not yet
     return [value for key, value in script.revision_map._revision_map.items()
             if value is not None and key == value.revision]  # not the branch-label and None keys
