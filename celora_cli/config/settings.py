@@ -172,8 +172,9 @@ class Settings:
     shadow_database_url: DatabaseURL | None = setting(
         "SHADOW_DATABASE_URL", None, "the scratch database db migrate replays the history into",
         parse_database_url, shown="unset: a temporary `celora_shadow_<hex>` database")
-    cache_dir: Path | None = setting("CELORA_CACHE_DIR", None, "where celora caches schema snapshots it built",
-                                     _path, shown="`<project root>/.celora/cache`")
+    cache_dir: Path | None = setting("CELORA_CACHE_DIR", None, "where celora caches schema snapshots it built and "
+                                     "what it read from each migration file", _path,
+                                     shown="`<project root>/.celora/cache`")
     models: str | None = setting("CELORA_MODELS", None, "module:attribute naming the schema's MetaData",
                                  shown="`celora_cli.db.models:Base.metadata`")
     # db health in depth: PgBouncer's admin console, replicas, and what counts as degraded.

@@ -25,7 +25,13 @@ from celora_cli.migrate.lock import (
     RevisionMoved,
     checked_lock_timeout,
 )
-from celora_cli.migrate.scripts import alembic_config, applied_files, find_migrations_dir, script_directory
+from celora_cli.migrate.scripts import (
+    alembic_config,
+    applied_files,
+    find_migrations_dir,
+    revisions_of,
+    script_directory,
+)
 from celora_cli.migrate.squash import record_squash_position, squash_bookkeeping
 from celora_cli.migrate.status import read_current, status_on
 from celora_cli.migrate.steps import UPGRADE, drive
@@ -71,7 +77,7 @@ def deploy(settings: Settings, *, lock_timeout: float | None = None,
     runner applied migrations between two of this run's transactions, the run re-reads the database and
     goes on from there (each migration is applied once, by whichever runner holds the lock).
     `before_apply` (see BeforeApply) runs only when something is pending, again after a re-plan. `script`: the
-    ScriptDirectory the caller already loaded (`db migrate`), instead of importing every revision file again.
+    ScriptDirectory the caller already loaded (`db migrate`), instead of reading every revision file again.
     """
     progress = progress or (lambda kind, data: None)
     lock_timeout = checked_lock_timeout(settings, lock_timeout, "deploy(lock_timeout=...)")
@@ -122,6 +128,11 @@ def _deploy_on(conn, lock: MigrationLock, config, script, settings: Settings, re
     if before.up_to_date:
         return
     lock.expected = before.current  # what every later transaction must find under the lock
+    # The history was loaded without executing its files (celora_cli.migrate.script_loader): the pending ones
+    # are imported now, so a file that cannot be imported stops the run before anything ran.
+    import_modules = getattr(script, "import_modules", None)
+    if import_modules is not None:
+        import_modules(m.revision for m in before.pending)
     if before_apply is not None:
         # status_on left no transaction open: the hook's first statement begins one, which takes the lock and
         # finds the database still at before.current (MigrationLock._on_begin), or re-plans
@@ -141,7 +152,7 @@ def verify_journal(conn, script, settings: Settings) -> list[str]:
     checksum of their file as it is now; returns their names. Runs in a transaction of its own (under the
     migration lock, which its first statement takes) and commits it."""
     current = read_current(conn)
-    known = {s.revision for s in script.walk_revisions()}
+    known = {s.revision for s in revisions_of(script)}
     applied = applied_files(script, current) if all(r in known for r in current) else []
     # A squash stands for the revisions it replaced: their rows are no missing files (celora_cli.migrate.squash).
     replaced, repointed = squash_bookkeeping(script)

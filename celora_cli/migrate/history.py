@@ -16,8 +16,10 @@ random histories with branches, merges and dependencies.
 from __future__ import annotations
 
 import ast
+import heapq
+import inspect
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -98,20 +100,24 @@ class History:
         return seen
 
     def _in_order(self, todo: set[str]) -> list[RevisionFile]:
-        """Parents first; among revisions ready at the same time, by file name (timestamped names sort by age)."""
-        waiting = {r: {p for p in self.revisions[r].parents if p in todo} for r in todo}
+        """Parents first; among revisions ready at the same time, by file name (timestamped names sort by age).
+        Kahn's algorithm with a heap: linear in the history (bar the log factor), not quadratic."""
+        waiting = {r: sum(1 for p in set(self.revisions[r].parents) if p in todo) for r in todo}
+        children: dict[str, list[str]] = {}
+        for revision in todo:
+            for parent in set(self.revisions[revision].parents):
+                if parent in todo:
+                    children.setdefault(parent, []).append(revision)
+        ready = [(self._sort_key(r), r) for r, count in waiting.items() if not count]
+        heapq.heapify(ready)
         ordered: list[RevisionFile] = []
-        ready = sorted((r for r, parents in waiting.items() if not parents), key=self._sort_key)
         while ready:
-            revision = ready.pop(0)
+            _key, revision = heapq.heappop(ready)
             ordered.append(self.revisions[revision])
-            released = []
-            for child, parents in waiting.items():
-                if revision in parents:
-                    parents.discard(revision)
-                    if not parents:
-                        released.append(child)
-            ready = sorted(ready + released, key=self._sort_key)
+            for child in children.get(revision, ()):
+                waiting[child] -= 1
+                if not waiting[child]:
+                    heapq.heappush(ready, (self._sort_key(child), child))
         return ordered
 
     def _sort_key(self, revision: str) -> tuple[str, str]:
@@ -173,7 +179,7 @@ def _resolve(name: str, revisions: dict, labels: dict, script: RevisionFile) -> 
 def _read_file(path: Path) -> RevisionFile:
     try:
         source = path.read_bytes()
-        tree = ast.parse(source, filename=str(path))
+        values, doc = read_literals(source, path)
     except SyntaxError as exc:
         raise MigrationHistoryError(
             f"Migration {path} has a syntax error at line {exc.lineno}: {exc.msg}.",
@@ -182,27 +188,114 @@ def _read_file(path: Path) -> RevisionFile:
     except (OSError, ValueError) as exc:
         raise MigrationHistoryError(f"Migration {path} can't be read: {exc}.",
                                     "Check the file's permissions and encoding (UTF-8).") from None
-    values: dict[str, object] = {}
-    for node in tree.body:
-        target, value = _assignment(node)
-        if target in (*_FIELDS, "repointed") and value is not None:
-            try:
-                values[target] = ast.literal_eval(value)
-            except ValueError:
-                raise NotLiteral(f"{path.name}: {target} is not a literal") from None
     if not isinstance(values.get("revision"), str):
         raise NotLiteral(f"{path.name}: no literal revision")  # Alembic has a legacy rule for these
-    doc = (ast.get_docstring(tree) or "").strip()
     return RevisionFile(
         revision=values["revision"],  # type: ignore[arg-type]
         down_revisions=_names(values.get("down_revision"), path),
         depends_on=_names(values.get("depends_on"), path),
         branch_labels=_names(values.get("branch_labels"), path),
         path=path,
-        doc=doc,
+        doc=inspect.cleandoc(doc).strip() if doc else "",
         replaces=_names(values.get("replaces"), path),
         repointed=_triples(values.get("repointed"), path),
     )
+
+
+# Names whose binding anywhere but a plain top-level `name = literal` could make the executed module disagree
+# with the literal reading: the fields, the docstring, and the ways code can set module globals by name.
+_WATCHED = frozenset((*_FIELDS, "repointed", "__doc__"))
+_DYNAMIC = frozenset(("globals", "vars", "locals", "setattr", "exec", "eval", "__import__", "__dict__", "sys",
+                      "inspect", "importlib", "builtins", "__builtins__"))
+_DYNAMIC_ATTRIBUTES = frozenset(("__dict__", "f_globals", "_getframe"))
+# Only `global` or one of those names lets code inside a function or class body change a module global; a file
+# whose source has none of these words anywhere (the usual migration) needs no look inside those bodies, which
+# hold most of its syntax tree.
+_NESTED_REBINDING = re.compile(
+    rb"\b(?:global|" + b"|".join(re.escape(n.encode()) for n in sorted(_DYNAMIC | _DYNAMIC_ATTRIBUTES)) + rb")\b")
+
+
+def read_literals(source: bytes, path: Path) -> tuple[dict[str, object], str | None]:
+    """The revision fields a file assigns as plain top-level literals, and its docstring (raw, as the module's
+    __doc__), read without executing it. SyntaxError when it does not parse; NotLiteral when executing it could
+    give another answer: a field computed, bound another way (an import, a loop, `global`, a star import), or
+    module globals set by name (globals(), setattr, exec, sys.modules)."""
+    tree = ast.parse(source, filename=str(path))
+    values: dict[str, object] = {}
+    others: list[ast.AST] = []  # every statement but the literal assignments (a literal binds no name)
+    for node in tree.body:
+        target, value = _assignment(node)
+        if target in _WATCHED and value is not None:
+            try:
+                values[target] = ast.literal_eval(value)
+            except (ValueError, TypeError, SyntaxError, RecursionError, MemoryError):
+                raise NotLiteral(f"{path.name}: {target} is not a literal") from None
+            if isinstance(node, ast.AnnAssign):  # its annotation is evaluated
+                others.append(node.annotation)
+        elif not (isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant)):  # not a docstring
+            others.append(node)
+    nested = _NESTED_REBINDING.search(source) is not None
+    for statement in others:
+        for walked, module_scope in _walk(statement, nested):
+            bound = _bound_names(walked) if module_scope else set()
+            if isinstance(walked, ast.Global):  # a function that may rebind a module global
+                bound = set(walked.names)
+            if bound & _WATCHED:
+                raise NotLiteral(f"{path.name}: {', '.join(sorted(bound & _WATCHED))} bound other than by a "
+                                 "literal")
+            if isinstance(walked, ast.Name) and walked.id in _DYNAMIC:
+                raise NotLiteral(f"{path.name}: uses {walked.id}")
+            if isinstance(walked, ast.Attribute) and walked.attr in _DYNAMIC_ATTRIBUTES:
+                raise NotLiteral(f"{path.name}: uses .{walked.attr}")
+            if isinstance(walked, ast.ImportFrom) and any(alias.name == "*" for alias in walked.names):
+                raise NotLiteral(f"{path.name}: a star import")
+    return values, ast.get_docstring(tree, clean=False)
+
+
+def _walk(tree: ast.AST, nested: bool = True) -> Iterator[tuple[ast.AST, bool]]:
+    """Every node of `tree` (a part of the module), with whether a name it binds is bound in the module's scope
+    (not inside a function, a lambda or a class body; a comprehension at module level counts, for `:=`).
+    `nested=False`: the bodies of functions, lambdas and classes are left out (their decorators, defaults and
+    bases are evaluated in the module's scope, so they are walked)."""
+    stack: list[tuple[ast.AST, bool]] = [(tree, True)]
+    while stack:
+        node, module_scope = stack.pop()
+        yield node, module_scope
+        scope = isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef))
+        if scope and not nested:
+            for name in _OUTER_FIELDS[type(node)]:
+                value = getattr(node, name)
+                stack.extend((child, True) for child in (value if isinstance(value, list) else [value])
+                             if child is not None)
+            continue
+        inner = module_scope and not scope
+        stack.extend((child, inner) for child in ast.iter_child_nodes(node))
+
+
+# The parts of a function, lambda or class definition evaluated in the enclosing scope.
+_OUTER_FIELDS: dict[type, tuple[str, ...]] = {
+    ast.FunctionDef: ("decorator_list", "args", "returns"),
+    ast.AsyncFunctionDef: ("decorator_list", "args", "returns"),
+    ast.Lambda: ("args",),
+    ast.ClassDef: ("decorator_list", "bases", "keywords"),
+}
+
+
+def _bound_names(node: ast.AST) -> set[str]:
+    """The names `node` binds (or deletes)."""
+    if isinstance(node, ast.Name):
+        return {node.id} if isinstance(node.ctx, (ast.Store, ast.Del)) else set()
+    if isinstance(node, (ast.Import, ast.ImportFrom)):
+        return {(alias.asname or alias.name).split(".")[0] for alias in node.names}
+    if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+        return {node.name}
+    if isinstance(node, ast.ExceptHandler) and node.name:
+        return {node.name}
+    if isinstance(node, (ast.MatchAs, ast.MatchStar)) and node.name:
+        return {node.name}
+    if isinstance(node, ast.MatchMapping) and node.rest:
+        return {node.rest}
+    return set()
 
 
 def _assignment(node: ast.stmt) -> tuple[str | None, ast.expr | None]:

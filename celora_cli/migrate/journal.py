@@ -27,6 +27,7 @@ import datetime
 import functools
 import getpass
 import hashlib
+import os
 import socket
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -128,10 +129,16 @@ class Assessment:
 _CHECKSUMS: dict[tuple[str, int, int], str] = {}
 
 
+def remember_checksum(path: Path, stat: os.stat_result, digest: str) -> None:
+    """The SHA-256 of a file a caller has just read (celora_cli.migrate.script_loader reads every revision file),
+    so checksum() does not read it again; `stat` taken before the read, so a later change misses the memo."""
+    _CHECKSUMS[(str(path), stat.st_mtime_ns, stat.st_size)] = digest
+
+
 def checksum(path: Path) -> str | None:
     """SHA-256 of the file's bytes (hex), None when it can't be read."""
     try:
-        stat = Path(path).stat()
+        stat = os.stat(path)
         key = (str(path), stat.st_mtime_ns, stat.st_size)
         if key not in _CHECKSUMS:
             _CHECKSUMS[key] = hashlib.sha256(Path(path).read_bytes()).hexdigest()

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import sys
 import traceback
-from pathlib import Path
 
 from alembic.script.revision import RevisionError
 from alembic.util.exc import CommandError
@@ -17,7 +16,7 @@ from alembic.util.exc import CommandError
 from celora_cli.config.settings import Settings
 from celora_cli.errors import ConfigError
 from celora_cli.migrate.lint_rules import UNRENDERABLE, Finding, RenderedMigration, Statement, shown_path
-from celora_cli.migrate.scripts import alembic_config, script_directory
+from celora_cli.migrate.scripts import alembic_config, path_of, revisions_of, script_directory
 from celora_cli.migrate.steps import run_alembic
 
 
@@ -95,8 +94,8 @@ def render(settings: Settings, revision_range: str | None = None, *, script=None
     starting_rev = parent if isinstance(parent, str) else None  # a merge: from the base, as before
     # Render from the start of the history up to the newest wanted revision, so every migration is rendered on
     # the schema it will meet; only the wanted ones are linted.
-    every = {os.path.abspath(s.path): RenderedMigration(s.revision, Path(s.path).stem, Path(s.path))
-             for s in script.walk_revisions()}
+    every = {os.path.abspath(s.path): RenderedMigration(s.revision, path_of(s).stem, path_of(s))
+             for s in revisions_of(script)}
     capture = _StatementCapture(every)
     config.output_buffer = capture
     problem = None

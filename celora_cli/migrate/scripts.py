@@ -95,17 +95,27 @@ def script_directory(settings: Settings, config=None):
 def load_script_directory(migrations_dir: Path, config=None):
     """Alembic's ScriptDirectory with its revision map loaded, once per run.
 
-    Loading imports every revision file; a broken one (syntax error, a down_revision that does not exist,
-    an import that fails) becomes MigrationHistoryError naming the file, and so do several heads.
+    The map is read from the files' literals, each module imported only when a step runs it
+    (celora_cli.migrate.script_loader); every file is still compiled. A broken one (syntax error, a down_revision
+    that does not exist, two files with one id) becomes MigrationHistoryError naming the file, and so do several
+    heads.
     """
     # on demand: status and health import this module without needing Alembic
     from alembic.config import Config
     from alembic.script import ScriptDirectory
 
+    from celora_cli.migrate import script_loader
+
     if config is None:
         config = Config()
         config.set_main_option("script_location", str(migrations_dir))
     script = ScriptDirectory.from_config(config)
+    settings = config.attributes.get("celora_settings")
+    cache = None
+    if isinstance(settings, Settings):
+        cache = script_loader.cache_file(settings.cache_dir or settings.project_root / ".celora" / "cache",
+                                         migrations_dir / "versions")
+    script = script_loader.make_lazy(script, script_loader.FileReader(cache))
     heads = read_heads(script, migrations_dir)
     if len(heads) > 1:
         raise MigrationHistoryError(
@@ -117,7 +127,7 @@ def load_script_directory(migrations_dir: Path, config=None):
 
 
 def read_heads(script, migrations_dir: Path) -> tuple[str, ...]:
-    """script.get_heads(), which builds (and memoizes) the revision map: every file is imported here. A broken
+    """script.get_heads(), which builds (and memoizes) the revision map: every file is read here. A broken
     file, or two files with one revision id, becomes MigrationHistoryError naming the files."""
     try:
         with warnings.catch_warnings():
@@ -125,6 +135,8 @@ def read_heads(script, migrations_dir: Path) -> tuple[str, ...]:
             # would run then depends on the order of a directory listing. Stop there instead.
             warnings.filterwarnings("error", message=_DUPLICATE_WARNING.pattern, category=UserWarning)
             return tuple(script.get_heads())
+    except MigrationHistoryError:
+        raise
     except Exception as exc:  # Alembic lets SyntaxError, KeyError, ImportError... from the files through
         raise _history_error(script, migrations_dir, exc) from exc
 
@@ -179,11 +191,67 @@ def _file_naming(script, revision: str) -> str | None:
     return None
 
 
+def revisions_of(script) -> list:
+    """Every revision (Script) of the loaded history, once each, in the order its files were read. What
+    `walk_revisions()` gives when the order does not matter, without its topological sort (tens of milliseconds
+    at 1,000 revisions, asked for several times a run)."""
+    script.get_heads()  # builds the revision map, when it is not yet
+    return [value for key, value in script.revision_map._revision_map.items()
+            if value is not None and key == value.revision]  # not the branch-label and None keys
+
+
 def applied_files(script, current: tuple[str, ...]):
-    """The local files of the revisions `current` (alembic_version) says are applied, oldest first."""
+    """The local files of the revisions `current` (alembic_version) says are applied, oldest first. Kept on the
+    script per state of its map: deploy's journal check and the schema snapshot keys ask for the same ones."""
+    memo = script.__dict__.setdefault("_celora_applied", {})
+    key = (tuple(current), len(script.revision_map._revision_map))
+    if key not in memo:
+        memo[key] = _applied_files(script, current)
+    return list(memo[key])
+
+
+def _applied_files(script, current: tuple[str, ...]) -> list[LocalFile]:
+    chain = _linear_ancestry(script, current[0]) if len(current) == 1 else None
+    if chain is not None:
+        return [_local_file(s) for s in reversed(chain)]
     seen: dict[str, LocalFile] = {}
     for head in current:
         for revision in script.iterate_revisions(head, "base"):
-            seen.setdefault(revision.revision, LocalFile(revision.revision, Path(revision.path).stem,
-                                                         Path(revision.path)))
+            if revision.revision not in seen:
+                seen[revision.revision] = _local_file(revision)
     return list(reversed(seen.values()))
+
+
+def _local_file(script) -> LocalFile:
+    path = path_of(script)
+    return LocalFile(script.revision, path.stem, path)
+
+
+def path_of(script) -> Path:
+    """Path(script.path), made once per Script (a thousand revisions asked for their path several times a run
+    spent more in pathlib than in anything else celora does with them)."""
+    path = script.__dict__.get("_celora_path")
+    if path is None:
+        path = script.__dict__["_celora_path"] = Path(script.path)
+    return path
+
+
+def _linear_ancestry(script, revision: str) -> list | None:
+    """`revision` and its ancestors, newest first, when they form one chain (no merge, no depends_on): then
+    there is one order, the one Alembic's iterate_revisions(revision, "base") gives, found in linear time.
+    None otherwise (Alembic decides the order) or when `revision` is not a full id of the history."""
+    revision_map = script.revision_map._revision_map
+    found = revision_map.get(revision)
+    if found is None or found.revision != revision:
+        return None
+    chain = []
+    while True:
+        chain.append(found)
+        parents = found._all_down_revisions
+        if not parents:
+            return chain
+        if len(parents) > 1 or tuple(found._versioned_down_revisions) != tuple(parents):
+            return None
+        found = revision_map.get(parents[0])
+        if found is None:
+            return None

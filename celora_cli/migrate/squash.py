@@ -38,7 +38,13 @@ from celora_cli.errors import ConfigError, MigrationHistoryError
 from celora_cli.migrate.lint_rules import MISSING_LOCK_TIMEOUT, NOT_VALID, RULES
 from celora_cli.migrate.revision_ids import squash_revision_id
 from celora_cli.migrate.rollback import resolve_target
-from celora_cli.migrate.scripts import check_migration_name, find_migrations_dir, is_packaged, script_directory
+from celora_cli.migrate.scripts import (
+    check_migration_name,
+    find_migrations_dir,
+    is_packaged,
+    revisions_of,
+    script_directory,
+)
 from celora_cli.migrate.status import (
     history_from_script,
     read_current,
@@ -322,7 +328,7 @@ def record_squash_position(conn, script, migrations_dir: Path) -> str | None:
 def effective_current(current: tuple[str, ...], script, migrations_dir: Path) -> tuple[str, ...]:
     """alembic_version as the history sees it: a database at the last revision a squash replaced is at the squash
     (MigrationHistoryError inside a squashed range); anything else as it is."""
-    if not current or not any(replaces_of(s) for s in script.walk_revisions()):
+    if not current or not any(replaces_of(s) for s in revisions_of(script)):
         return current
     squash = squashed_position(current, history_from_script(script, migrations_dir), migrations_dir)
     return (squash,) if squash else current
@@ -332,7 +338,7 @@ def squash_bookkeeping(script) -> tuple[set[str], dict[str, tuple[str, str]]]:
     """(every revision id a squash replaced, revision -> SHA-256 before/after of every file a squash re-pointed)."""
     replaced: set[str] = set()
     repointed: dict[str, tuple[str, str]] = {}
-    for revision in script.walk_revisions():
+    for revision in revisions_of(script):
         replaced.update(replaces_of(revision))
         repointed.update({entry[0]: (entry[1], entry[2]) for entry in repointed_of(revision)})
     return replaced, repointed

@@ -23,7 +23,7 @@ from celora_cli.db.errors import translating
 from celora_cli.errors import ExitCode, MigrationFailed, MigrationHistoryError
 from celora_cli.migrate import journal
 from celora_cli.migrate.history import History, NotLiteral, RevisionFile, read_history
-from celora_cli.migrate.scripts import MigrationInfo, find_migrations_dir, read_heads
+from celora_cli.migrate.scripts import MigrationInfo, find_migrations_dir, path_of, read_heads, revisions_of
 from celora_cli.results import fields_json
 
 # pg_class read with this statement's snapshot: fresh even in a transaction that began before another runner
@@ -137,21 +137,30 @@ def _history_from_alembic(migrations_dir: Path) -> History:
 
 
 def history_from_script(script, migrations_dir: Path) -> History:
-    """The History of an Alembic ScriptDirectory (its revision map loaded, or loaded here)."""
+    """The History of an Alembic ScriptDirectory (its revision map loaded, or loaded here). Built once per state of
+    the map (kept on the script until a revision is added to it): status, deploy and squash ask it several times
+    a run."""
     heads = read_heads(script, migrations_dir)
+    scripts = revisions_of(script)
+    memo = getattr(script, "_celora_history", None)
+    if memo is not None and memo[0] == (len(scripts), heads):
+        return memo[1]
     revisions = {
         s.revision: RevisionFile(s.revision, tuple(s._versioned_down_revisions),
                                  tuple(r for r in s._all_down_revisions if r not in s._versioned_down_revisions),
-                                 tuple(s.branch_labels), Path(s.path), (s.doc or "").strip(), replaces_of(s),
+                                 tuple(s.branch_labels), path_of(s), (s.doc or "").strip(), replaces_of(s),
                                  repointed_of(s))
-        for s in script.walk_revisions()
+        for s in scripts
     }
-    return History(revisions, heads)
+    history = History(revisions, heads)
+    script._celora_history = ((len(scripts), heads), history)
+    return history
 
 
 def replaces_of(script) -> tuple[str, ...]:
-    """An Alembic Script's `replaces` (celora db squash's module attribute), as a tuple of ids."""
-    value = getattr(script.module, "replaces", None)
+    """An Alembic Script's `replaces` (celora db squash's module attribute), as a tuple of ids. Read from the
+    file's literals when the script has them (celora_cli.migrate.script_loader), without importing it."""
+    value = _attribute(script, "replaces")
     if isinstance(value, str):
         return (value,)
     return tuple(v for v in value if isinstance(v, str)) if isinstance(value, (tuple, list)) else ()
@@ -159,9 +168,14 @@ def replaces_of(script) -> tuple[str, ...]:
 
 def repointed_of(script) -> tuple[tuple[str, str, str], ...]:
     """An Alembic Script's `repointed` (celora db squash's module attribute)."""
-    value = getattr(script.module, "repointed", None) or ()
+    value = _attribute(script, "repointed") or ()
     return tuple((v[0], v[1], v[2]) for v in value if isinstance(v, (tuple, list)) and len(v) == 3
                  and all(isinstance(x, str) for x in v)) if isinstance(value, (tuple, list)) else ()
+
+
+def _attribute(script, name: str):
+    literal = getattr(script, "literal", None)  # a LazyScript: what the file assigns, its module not imported
+    return literal.get(name) if literal is not None else getattr(script.module, name, None)
 
 
 def squashed_position(current: tuple[str, ...], history: History, migrations_dir: Path) -> str | None:
@@ -196,7 +210,7 @@ def status_from(current: tuple[str, ...], history: History, migrations_dir: Path
         )
     head = history.heads[0] if history.heads else None
     squashes = tuple(SquashState(r.revision, r.name, r.replaces) for r in history.applied(history.heads)
-                     if r.replaces)
+                     if r.replaces) if any(r.replaces for r in history.revisions.values()) else ()
     recorded_as = squashed_position(current, history, migrations_dir)
     effective = (recorded_as,) if recorded_as else current
     unknown = history.unknown(effective)

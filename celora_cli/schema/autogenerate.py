@@ -45,7 +45,13 @@ from celora_cli.migrate.connection import migration_engine, open_migration_conne
 from celora_cli.migrate.deploy import deploy
 from celora_cli.migrate.lint import revision_warnings
 from celora_cli.migrate.revision_ids import next_revision_id
-from celora_cli.migrate.scripts import alembic_config, check_migration_name, find_migrations_dir, script_directory
+from celora_cli.migrate.scripts import (
+    alembic_config,
+    check_migration_name,
+    find_migrations_dir,
+    revisions_of,
+    script_directory,
+)
 from celora_cli.migrate.squash import effective_current
 from celora_cli.migrate.status import read_current
 from celora_cli.migrate.steps import upgrade_to
@@ -441,7 +447,7 @@ def _autogenerate(settings: Settings, shadow_settings: Settings, config, script,
     # with --json); the CLI names the file itself.
     with contextlib.redirect_stdout(io.StringIO()):
         revision = script.generate_revision(
-            next_revision_id(s.revision for s in script.walk_revisions()), name.strip(), head="head",
+            next_revision_id(s.revision for s in revisions_of(script)), name.strip(), head="head",
             upgrades=_with_extras(upgrades, extras.upgrade_before, extras.upgrade_after),
             downgrades=_with_extras(downgrades, extras.downgrade_before, extras.downgrade_after),
             imports="from sqlalchemy.dialects import postgresql")

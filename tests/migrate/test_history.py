@@ -160,3 +160,32 @@ def test_the_projects_own_history_reads_like_alembic():
     assert set(history.heads) == set(script.get_heads())
     assert [r.revision for r in history.pending(())] == [
         s.revision for s in reversed(list(script.walk_revisions()))]
+
+
+@pytest.mark.parametrize("body", [
+    'revision = "a1"\ndown_revision = None\nfor down_revision in ("a0",):\n    pass\n',  # a loop rebinds it
+    'revision = "a1"\nfrom elsewhere import down_revision\n',  # imported
+    'revision = "a1"\ndown_revision = None\ndef f():\n    global down_revision\n    down_revision = "a0"\nf()\n',
+    'revision = "a1"\ndown_revision = None\nglobals()["down_revision"] = "a0"\n',  # set by name
+    'revision = "a1"\ndown_revision = None\nimport sys\nsys.modules[__name__].down_revision = "a0"\n',
+    'revision = "a1"\nfrom elsewhere import *\n',  # may bind anything
+    'revision = "a1"\ndown_revision = None\nif True:\n    down_revision = "a0"\n',  # bound inside a block
+    # a default is evaluated in the module's scope, though it sits on a function
+    'revision = "a1"\ndown_revision = None\ndef upgrade(x=(down_revision := "a0")):\n    pass\n',
+    'revision = "a1"\ndown_revision = None\nclass A:\n    def f(self):\n        global down_revision\n',
+    'revision = "a1"\ndown_revision = None\ndef f():\n    import inspect\n    inspect.currentframe().f_back\n',
+])
+def test_fields_bound_any_other_way_are_not_read_literally(tmp_path, body):
+    versions = tmp_path / "versions"
+    versions.mkdir()
+    (versions / "20260101000000_x.py").write_text(body)
+    with pytest.raises(NotLiteral):
+        read_history(versions)
+
+
+def test_a_local_of_the_same_name_in_a_function_is_no_field(tmp_path):
+    versions = tmp_path / "versions"
+    versions.mkdir()
+    (versions / "20260101000000_x.py").write_text(
+        'revision = "a1"\ndown_revision = None\ndef upgrade():\n    revision = 1\n    return revision\n')
+    assert read_history(versions).heads == ("a1",)
