@@ -129,8 +129,8 @@ def read_history(versions_dir: Path) -> History:
     revisions: dict[str, RevisionFile] = {}
     labels: dict[str, str] = {}
     for path in sorted(versions_dir.iterdir()) if versions_dir.is_dir() else ():
-        if not _REVISION_FILE.match(path.name) or not path.is_file():
-            continue
+        if not _REVISION_FILE.match(path.name) or not (path.is_file() or path.is_symlink()):
+            continue  # a folder; a dangling link is read, and refused as the deploy refuses it
         script = _read_file(path)
         if script.revision in revisions:  # Alembic only warns, and keeps whichever file it listed last
             first = revisions[script.revision].path
@@ -182,7 +182,7 @@ def _read_file(path: Path) -> RevisionFile:
         values, doc = read_literals(source, path)
     except SyntaxError as exc:
         raise MigrationHistoryError(
-            f"Migration {path} has a syntax error at line {exc.lineno}: {exc.msg}.",
+            f"Migration {path} has a syntax error{f' at line {exc.lineno}' if exc.lineno else ''}: {exc.msg}.",
             "Fix the file (`python -m py_compile` on it shows the error), then run the command again.",
         ) from None
     except (OSError, ValueError) as exc:

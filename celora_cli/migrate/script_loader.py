@@ -101,9 +101,15 @@ class FileReader:
         """The file's literal fields, or None when it must be imported to be known (NotLiteral). Raises
         SyntaxError (a file that does not compile) and OSError (unreadable), as importing it would. `stat`:
         os.stat(path) taken before the read (a file changed since has another stat: no stale checksum)."""
-        with open(path, "rb") as handle:
-            stat = stat or os.fstat(handle.fileno())
-            source = handle.read()
+        try:
+            with open(path, "rb") as handle:
+                stat = stat or os.fstat(handle.fileno())
+                source = handle.read()
+        except OSError as exc:  # a dangling symbolic link, a folder named *.py, no permission
+            raise MigrationHistoryError(
+                f"Migration {path} can't be read: {exc.strerror or exc}.",
+                "Fix or remove that file (every *.py file in the versions folder is a migration), then run the "
+                "command again.") from exc
         digest = hashlib.sha256(source).hexdigest()
         journal.remember_checksum(path, stat, digest)
         if digest in self._cached:
@@ -118,7 +124,12 @@ class FileReader:
     def _read(source: bytes, path: Path) -> dict | None:
         # what an import does first (importlib's source_to_code): errors found when compiling, not only parsing
         # (a `return` outside a function), are the file's syntax errors too
-        compile(source, str(path), "exec", dont_inherit=True)
+        try:
+            compile(source, str(path), "exec", dont_inherit=True)
+        except SyntaxError as exc:
+            # Some are raised before any line is read (a NUL byte): they name no file; the message must.
+            exc.filename = exc.filename or str(path)
+            raise
         try:
             values, doc = read_literals(source, path)
         except NotLiteral:
@@ -193,7 +204,8 @@ def import_revision(path: Path, facts: RevisionFacts | None = None) -> ModuleTyp
         module = alembic_util.load_python_file(path.parent, path.name)
     except SyntaxError as exc:
         raise MigrationHistoryError(
-            f"Migration {exc.filename or path} has a syntax error at line {exc.lineno}: {exc.msg}.",
+            f"Migration {exc.filename or path} has a syntax error{f' at line {exc.lineno}' if exc.lineno else ''}: "
+            f"{exc.msg}.",
             "Fix the file (`python3 -m py_compile` on it shows the error), then run the command again.") from exc
     except Exception as exc:
         raise MigrationHistoryError(f"Migration {path} can't be loaded: {type(exc).__name__}: {exc}.",
@@ -253,7 +265,13 @@ def _resolve(path: Path, folders: dict[Path, Path]) -> tuple[Path, os.stat_resul
     stat = os.lstat(path)
     if S_ISLNK(stat.st_mode):
         real = path.resolve()
-        return real, os.stat(real)
+        try:
+            return real, os.stat(real)
+        except OSError as exc:
+            raise MigrationHistoryError(
+                f"Migration {path} can't be read: it is a symbolic link to {real} ({exc.strerror or exc}).",
+                "Fix or remove the link (every *.py file in the versions folder is a migration), then run the "
+                "command again.") from exc
     folder = folders.get(path.parent)
     if folder is None:
         folder = folders[path.parent] = path.parent.resolve()

@@ -152,7 +152,8 @@ def _history_error(script, migrations_dir: Path, exc: Exception) -> MigrationHis
         return duplicate_revision_error(revision, _files_of(script, revision) or [versions])
     if isinstance(exc, SyntaxError):
         return MigrationHistoryError(
-            f"Migration {exc.filename} has a syntax error at line {exc.lineno}: {exc.msg}.",
+            f"Migration {exc.filename} has a syntax error{f' at line {exc.lineno}' if exc.lineno else ''}: "
+            f"{exc.msg}.",
             "Fix the file (`python3 -m py_compile` on it shows the error), then run the command again.")
     if isinstance(exc, KeyError):
         missing = exc.args[0] if exc.args else "?"

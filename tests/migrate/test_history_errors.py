@@ -67,12 +67,20 @@ def broken(kind: str, tmp_path: Path) -> tuple[Path, str, str]:
         source = source.replace("from alembic import op", "from alembic import op\nimport no_such_module_celora")
         return (history_with(tmp_path, ("20261127000000_bad_import.py", source)), "20261127000000_bad_import.py",
                 "no_such_module_celora")
+    if kind == "nul-byte":  # compile() names no file and no line for it
+        target = history_with(tmp_path)
+        (target / "versions" / "20261127000000_nul.py").write_bytes(b'revision = "x"\x00\n')
+        return target, "20261127000000_nul.py", "null bytes"
+    if kind == "dangling-link":  # a *.py link to nothing: Alembic fails on it; so must status
+        target = history_with(tmp_path)
+        (target / "versions" / "20261127000000_gone.py").symlink_to(tmp_path / "nowhere.py")
+        return target, "20261127000000_gone.py", "can't be read"
     raise AssertionError(kind)
 
 
 # status and health read the history without importing the files (celora_cli.migrate.history), so a file that parses
 # but fails on import is only caught where the files run: migrate-deploy.
-KINDS = ["syntax-error", "unknown-down-revision", "two-heads"]
+KINDS = ["syntax-error", "unknown-down-revision", "two-heads", "nul-byte", "dangling-link"]
 
 
 @pytest.mark.parametrize("kind", [*KINDS, "import-error"])
