@@ -25,6 +25,7 @@ that does not execute it, like `celora db status` already did.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
@@ -144,13 +145,18 @@ class FileReader:
         changed. Best effort: a cache that cannot be written is only slower next time."""
         if self.cache_file is None or not (self._changed or set(self._seen) != set(self._cached)):
             return
+        temporary = None
         try:
             self.cache_file.parent.mkdir(parents=True, exist_ok=True)
             with tempfile.NamedTemporaryFile("w", dir=self.cache_file.parent, suffix=".tmp", delete=False,
                                              encoding="utf-8") as handle:
+                temporary = handle.name
                 json.dump({"tag": _CACHE_TAG, "files": self._seen}, handle)
-            os.replace(handle.name, self.cache_file)
-        except OSError:
+            os.replace(temporary, self.cache_file)  # whole or not at all, also with two runs at once
+        except OSError:  # a full disk, a read-only folder: no half-written file left behind either
+            if temporary is not None:
+                with contextlib.suppress(OSError):
+                    os.unlink(temporary)
             return
         self._cached, self._changed = dict(self._seen), False
 

@@ -347,6 +347,29 @@ def test_an_unwritable_cache_only_costs_time(tmp_path):
     assert lazy(versions, blocker / "cache.json").get_heads() == ["a1"]  # its folder is a file
 
 
+def test_a_full_disk_leaves_no_half_written_cache(tmp_path):
+    """A write that fails midway (the file-size limit stands in for a full disk: EFBIG, as ENOSPC would be) keeps
+    the history loadable and leaves neither a cache file nor its temporary behind."""
+    import resource
+    import signal
+
+    versions = tmp_path / "versions"
+    versions.mkdir()
+    for index in range(30):
+        write_revision(versions, index, f"r{index:03d}", (f"r{index - 1:03d}",) if index else ())
+    cache = tmp_path / "cache" / "files.json"
+    limits = resource.getrlimit(resource.RLIMIT_FSIZE)
+    previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write then fails instead of killing us
+    resource.setrlimit(resource.RLIMIT_FSIZE, (512, limits[1]))
+    try:
+        heads = lazy(versions, cache).get_heads()
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, limits)
+        signal.signal(signal.SIGXFSZ, previous)
+    assert heads == ["r029"]
+    assert not cache.exists() and list(cache.parent.iterdir()) == []
+
+
 def test_the_commands_keep_the_cache_in_the_cache_dir(tmp_path):
     settings = settings_for("postgresql://celora@localhost/unused", CELORA_CACHE_DIR=tmp_path / "cache")
     assert script_directory(settings).get_current_head()
