@@ -7,17 +7,13 @@ stdin is never the developer's terminal: run_celora gives /dev/null (a command t
 from __future__ import annotations
 
 import json
-import os
-import pty
-import subprocess
-import sys
 
 import psycopg
 import pytest
 
 from celora_cli.migrate.deploy import deploy
 from celora_cli.safety.stamp import database_environment, stamp_environment
-from tests.support import REPO, TEST_PROJECT, run_celora, settings_for
+from tests.support import REPO, run_celora, run_celora_at_terminal, settings_for
 
 HEAD_COMMANDS = [("db", "reset", "--skip-seed"), ("db", "rollback", "--steps", "1")]
 
@@ -48,22 +44,6 @@ def fingerprint(url: str) -> tuple:
 def with_alice(migrated_db) -> str:
     query(migrated_db, "INSERT INTO users (firebase_uid, email) VALUES ('uid-alice', 'alice@celora.io')")
     return migrated_db
-
-
-def answer_prompt(answer: str, *args: str, env: dict) -> subprocess.CompletedProcess:
-    """The real CLI with a pseudo-terminal on stdin that types `answer` (no CI variable)."""
-    controller, terminal = pty.openpty()
-    clean = {k: v for k, v in os.environ.items()
-             if k not in ("DATABASE_URL", "DIRECT_DATABASE_URL", "CI") and not k.startswith("CELORA_")}
-    clean.update({"CELORA_PROJECT_ROOT": str(TEST_PROJECT), "NO_COLOR": "1", "COLUMNS": "200",
-                  "PYTHONPATH": str(REPO), **env})
-    try:
-        os.write(controller, answer.encode() + b"\n")
-        return subprocess.run([sys.executable, "-m", "celora_cli", *args], capture_output=True, text=True,
-                              env=clean, cwd=TEST_PROJECT, stdin=terminal, timeout=120, check=False)
-    finally:
-        os.close(controller)
-        os.close(terminal)
 
 
 # -- the stamp ---------------------------------------------------------------------------------------------
@@ -120,7 +100,7 @@ def test_refusal_as_json_is_one_object(with_alice, command):
 
 def test_ci_variable_refuses_even_at_a_terminal(with_alice):
     before = fingerprint(with_alice)
-    cli = answer_prompt("y", "db", "reset", "--skip-seed", env={"DATABASE_URL": with_alice, "CI": "true"})
+    cli = run_celora_at_terminal("y", "db", "reset", "--skip-seed", env={"DATABASE_URL": with_alice, "CI": "true"})
     assert cli.returncode == 12, cli.stdout + cli.stderr
     assert "cannot ask here" in cli.stderr
     assert fingerprint(with_alice) == before
@@ -173,7 +153,7 @@ def test_override_without_force_still_needs_a_confirmation(with_alice):
 def test_prompt_names_target_and_rows_and_yes_proceeds(with_alice):
     # A password in the URL (the test server trusts local connections and ignores it) must be masked.
     with_password = with_alice.replace("://celora@", "://celora:s3cret@", 1)
-    cli = answer_prompt("y", "db", "reset", "--skip-seed", env={"DATABASE_URL": with_password})
+    cli = run_celora_at_terminal("y", "db", "reset", "--skip-seed", env={"DATABASE_URL": with_password})
     assert cli.returncode == 0, cli.stdout + cli.stderr
     assert "users (1 row)" in cli.stderr and "Proceed?" in cli.stderr
     assert f"celora:****@127.0.0.1:{with_alice.split(':')[-1]}" in cli.stderr
@@ -183,7 +163,7 @@ def test_prompt_names_target_and_rows_and_yes_proceeds(with_alice):
 
 def test_prompt_answered_no_changes_nothing(with_alice):
     before = fingerprint(with_alice)
-    cli = answer_prompt("n", "db", "rollback", "--steps", "1", env={"DATABASE_URL": with_alice})
+    cli = run_celora_at_terminal("n", "db", "rollback", "--steps", "1", env={"DATABASE_URL": with_alice})
     assert cli.returncode == 12, cli.stdout + cli.stderr
     assert "is undone" in cli.stderr and "not confirmed" in cli.stderr
     assert fingerprint(with_alice) == before
@@ -192,7 +172,7 @@ def test_prompt_answered_no_changes_nothing(with_alice):
 def test_end_of_input_at_the_prompt_is_a_no(with_alice):
     """Ctrl-D at the prompt (end of input on the terminal) refuses; it is not a crash."""
     before = fingerprint(with_alice)
-    cli = answer_prompt("\x04", "db", "reset", "--skip-seed", env={"DATABASE_URL": with_alice})
+    cli = run_celora_at_terminal("\x04", "db", "reset", "--skip-seed", env={"DATABASE_URL": with_alice})
     assert cli.returncode == 12, cli.stdout + cli.stderr
     assert "not confirmed" in cli.stderr and "Traceback" not in cli.stderr
     assert fingerprint(with_alice) == before

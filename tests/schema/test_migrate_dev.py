@@ -16,7 +16,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.support import REPO, admin_execute, run_celora, shared_tmpdir
+from tests.support import REPO, admin_execute, run_celora, run_celora_at_terminal, shared_tmpdir
 
 TIMESTAMPED = re.compile(r"^\d{14}_[a-z0-9_]+\.py$")
 
@@ -225,24 +225,10 @@ def test_create_only_writes_without_applying_and_the_next_run_applies_it(project
 
 def test_at_a_terminal_the_name_is_asked_for(project, dev_database):
     """stdin a terminal and no CI variable: migrate asks for the name instead of failing."""
-    import os
-    import pty
-    import subprocess
-    import sys
-
     name, url = dev_database
     before = versions(project)
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("CI", "DATABASE_URL", "DIRECT_DATABASE_URL") and not k.startswith("CELORA_")}
-    env.update(env_for(project, url, "dev_models:metadata"), NO_COLOR="1")
-    controller, terminal = pty.openpty()
-    try:
-        os.write(controller, b"typed_name\n")  # waits in the terminal's buffer until the prompt reads it
-        process = subprocess.run([sys.executable, "-m", "celora_cli", "db", "migrate"], stdin=terminal,
-                                 capture_output=True, text=True, env=env, cwd=project, timeout=120)
-    finally:
-        os.close(terminal)
-        os.close(controller)
+    process = run_celora_at_terminal("typed_name", "db", "migrate", env=env_for(project, url, "dev_models:metadata"),
+                                     cwd=project)
     assert process.returncode == 0, process.stdout + process.stderr
     assert "Name of the new migration" in process.stderr
     (written,) = versions(project) - before

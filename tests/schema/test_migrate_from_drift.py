@@ -4,10 +4,6 @@ its data kept; without the flag (and no terminal) the drift still stops the run,
 from __future__ import annotations
 
 import json
-import os
-import pty
-import subprocess
-import sys
 import uuid
 from pathlib import Path
 
@@ -15,7 +11,7 @@ import psycopg
 import pytest
 
 from tests.schema.test_migrate_dev import columns, dev_database, env_for, project, versions  # noqa: F401
-from tests.support import admin_execute, run_celora
+from tests.support import admin_execute, run_celora, run_celora_at_terminal
 
 NICKNAMES = ("Al", "Bö 'the' second")
 
@@ -154,17 +150,7 @@ def test_a_revision_this_checkout_lacks_cannot_become_a_migration(pg_server, dri
 def test_at_a_terminal_the_drift_is_offered_as_a_migration(drifted):
     name, url, root = drifted
     before = versions(root)
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("CI", "DATABASE_URL", "DIRECT_DATABASE_URL") and not k.startswith("CELORA_")}
-    env.update(env_for(root, url, "dev_models:metadata"), NO_COLOR="1")
-    controller, terminal = pty.openpty()
-    try:
-        os.write(controller, b"y\n")
-        process = subprocess.run([sys.executable, "-m", "celora_cli", "db", "migrate"], stdin=terminal,
-                                 capture_output=True, text=True, env=env, cwd=root, timeout=120)
-    finally:
-        os.close(terminal)
-        os.close(controller)
+    process = run_celora_at_terminal("y", "db", "migrate", env=env_for(root, url, "dev_models:metadata"), cwd=root)
     assert process.returncode == 0, process.stdout + process.stderr
     assert "Write the migration from the drift?" in process.stderr
     assert "column users.nickname exists in the development database" in process.stderr

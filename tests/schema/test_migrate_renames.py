@@ -4,16 +4,11 @@ The models are celora's own with one rename (CELORA_MODELS points at a module in
 
 from __future__ import annotations
 
-import os
-import pty
-import subprocess
-import sys
-
 import psycopg
 import pytest
 
 from tests.schema.test_migrate_dev import columns, dev_database, env_for, project, versions  # noqa: F401
-from tests.support import run_celora
+from tests.support import run_celora, run_celora_at_terminal
 
 COPY = """
 from sqlalchemy import Column, Integer, MetaData, Text
@@ -160,17 +155,8 @@ def test_a_renamed_table_keeps_its_rows(migrated):
 
 def test_at_a_terminal_a_suspected_rename_is_asked_about(migrated):
     url, root = migrated
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("CI", "DATABASE_URL", "DIRECT_DATABASE_URL") and not k.startswith("CELORA_")}
-    env.update(env_for(root, url, "renamed:metadata"), NO_COLOR="1")
-    controller, terminal = pty.openpty()
-    try:
-        os.write(controller, b"y\n")  # waits in the terminal's buffer until the question reads it
-        process = subprocess.run([sys.executable, "-m", "celora_cli", "db", "migrate", "--name", "asked"],
-                                 stdin=terminal, capture_output=True, text=True, env=env, cwd=root, timeout=120)
-    finally:
-        os.close(terminal)
-        os.close(controller)
+    process = run_celora_at_terminal("y", "db", "migrate", "--name", "asked",
+                                     env=env_for(root, url, "renamed:metadata"), cwd=root)
     assert process.returncode == 0, process.stdout + process.stderr
     assert "Is column users.photo_url -> users.avatar_url a rename?" in process.stderr
     assert photos(url, "avatar_url") == list(PHOTOS)

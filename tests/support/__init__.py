@@ -204,14 +204,35 @@ def db_name(url: str) -> str:
     return url.rsplit("/", 1)[1].split("?")[0]
 
 
-def run_celora(*args: str, env: dict | None = None, cwd: Path | None = None, timeout: float = 120):
-    """Run the real `celora` entry point in a subprocess with a clean environment, in TEST_PROJECT."""
+def _celora_env(env: dict | None, *, without: tuple[str, ...] = ()) -> dict:
     clean = {k: v for k, v in os.environ.items()
-             if k not in ("DATABASE_URL", "DIRECT_DATABASE_URL") and not k.startswith("CELORA_")}
+             if k not in ("DATABASE_URL", "DIRECT_DATABASE_URL", *without) and not k.startswith("CELORA_")}
     # PYTHONPATH: always this checkout's code, whatever `pip install -e` last pointed at.
     clean.update({"CELORA_PROJECT_ROOT": str(TEST_PROJECT), "NO_COLOR": "1", "COLUMNS": "200",
                   "PYTHONPATH": str(REPO)})
     clean.update(env or {})
+    return clean
+
+
+def run_celora(*args: str, env: dict | None = None, cwd: Path | None = None, timeout: float = 120):
+    """Run the real `celora` entry point in a subprocess with a clean environment, in TEST_PROJECT."""
     # stdin is not the developer's terminal: a command that would ask must refuse, never hang `make test`.
     return subprocess.run([sys.executable, "-m", "celora_cli", *args], capture_output=True, text=True,
-                          env=clean, cwd=cwd or TEST_PROJECT, timeout=timeout, stdin=subprocess.DEVNULL)
+                          env=_celora_env(env), cwd=cwd or TEST_PROJECT, timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+def run_celora_at_terminal(answer: str, *args: str, env: dict | None = None, cwd: Path | None = None,
+                           timeout: float = 120):
+    """run_celora with a pseudo-terminal on stdin, `answer` and a newline already typed into it (it waits in the
+    terminal's buffer until a prompt reads it), and no CI variable: the command asks, as at a developer's desk."""
+    import pty
+
+    controller, terminal = pty.openpty()
+    try:
+        os.write(controller, answer.encode() + b"\n")
+        return subprocess.run([sys.executable, "-m", "celora_cli", *args], capture_output=True, text=True,
+                              env=_celora_env(env, without=("CI",)), cwd=cwd or TEST_PROJECT, timeout=timeout,
+                              stdin=terminal)
+    finally:
+        os.close(controller)
+        os.close(terminal)
