@@ -255,6 +255,11 @@ class Settings:
         return self.env in ENVIRONMENTS[2:]
 
     @property
+    def cache_root(self) -> Path:
+        """CELORA_CACHE_DIR, or its default under the project root: schema snapshots and revision-file facts."""
+        return self.cache_dir or self.project_root / ".celora" / "cache"
+
+    @property
     def local_server_dir(self) -> Path:
         return self.local_dir or self.project_root / ".celora"
 

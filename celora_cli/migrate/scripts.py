@@ -113,8 +113,7 @@ def load_script_directory(migrations_dir: Path, config=None):
     settings = config.attributes.get("celora_settings")
     cache = None
     if isinstance(settings, Settings):
-        cache = script_loader.cache_file(settings.cache_dir or settings.project_root / ".celora" / "cache",
-                                         migrations_dir / "versions")
+        cache = script_loader.cache_file(settings.cache_root, migrations_dir / "versions")
     script = script_loader.make_lazy(script, script_loader.FileReader(cache))
     heads = read_heads(script, migrations_dir)
     if len(heads) > 1:

@@ -119,7 +119,7 @@ def committed_dir(settings: Settings) -> Path:
 
 
 def cache_dir(settings: Settings) -> Path:
-    return (settings.cache_dir or settings.project_root / ".celora" / "cache") / SNAPSHOTS_DIR
+    return settings.cache_root / SNAPSHOTS_DIR
 
 
 def _read(path: Path, key: str) -> Snapshot | None:

@@ -6,10 +6,9 @@ through the router per row. On a 25-row page of the 19-column transactions table
 (benchmarks/bench_studio.py). Here the per-page work is done once per request: the visible fields, which of them
 the library converts with a plain function (its base, string, decimal and integer fields: `value`, `str(value)`,
 `str(value)`, `int(value)`, and an enum field's label, for a field with no getter and no formatter), and the
-detail URL's prefix. Those
-cells are converted here directly; every other field (dates, enums, relations, anything a subclass formats) still
-goes through the library's own code, so a row holds exactly what the library would have produced
-(tests/data/test_studio_list_rows.py compares both on every table).
+detail URL's prefix. Those cells are converted here directly; every other field (dates, relations, anything a
+subclass formats) still goes through the library's own code, so a row holds exactly what the library would have
+produced (tests/data/test_studio_list_rows.py compares both on every table).
 
 A row's actions (its View and Edit links) are drawn once per page and set to each row's key
 (`row_actions_cell`): the library's template, included per row, was 0.1 ms a row. A key that URL quoting or HTML
