@@ -200,10 +200,10 @@ def test_restore_into_a_missing_database_creates_it(pg_server, seeded, dumped):
 
 
 def test_at_a_terminal_the_prompt_names_the_database_and_what_is_replaced(pg_server, seeded, dumped):
-    from tests.safety.test_guard import answer_prompt
+    from tests.support import run_celora_at_terminal
 
     before = databases(pg_server)
-    declined = answer_prompt("n", "db", "restore", str(dumped[0]), env={"DATABASE_URL": seeded})
+    declined = run_celora_at_terminal("n", "db", "restore", str(dumped[0]), env={"DATABASE_URL": seeded})
     assert declined.returncode == 12, declined.stdout + declined.stderr
     users = counts(seeded)["public.users"]
     assert f"table public.users ({users} rows) replaced" in declined.stderr and "Proceed?" in declined.stderr

@@ -1,7 +1,8 @@
 """The guard and the protected-environment stamp through the real CLI (subprocess) and a real PostgreSQL.
 
 stdin is never the developer's terminal: run_celora gives /dev/null (a command that would ask must refuse);
-`answer_prompt` gives a pseudo-terminal that types an answer, as a developer at a terminal would.
+`run_celora_at_terminal` (tests.support) gives a pseudo-terminal that types an answer, as a developer at a terminal
+would.
 """
 
 from __future__ import annotations

@@ -11,9 +11,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.safety.test_guard import answer_prompt
 from tests.schema.test_migrate_dev import MODELS_WITH_NICKNAME, columns, env_for
-from tests.support import admin_execute, db_name, run_celora, shared_tmpdir
+from tests.support import admin_execute, db_name, run_celora, run_celora_at_terminal, shared_tmpdir
 
 HEADER = "from sqlalchemy import Column, Enum, Integer, MetaData, String, Table, Text\nmetadata = MetaData()\n"
 THINGS = "Table('things', metadata, Column('id', Integer, primary_key=True), Column('title', Text){extra})\n"
@@ -254,13 +253,13 @@ def test_at_a_terminal_the_prompt_names_the_database_and_the_losses(project, emp
     execute(empty_db, "INSERT INTO things (id, title, legacy) VALUES (1, 'a', 'keep')")
     env = env_for(project, empty_db, models(project, "t_without"))
 
-    declined = answer_prompt("n", "db", "push", env=env)
+    declined = run_celora_at_terminal("n", "db", "push", env=env)
     assert declined.returncode == 12, declined.stdout + declined.stderr
     assert "column things.legacy is dropped (1 non-null value)" in declined.stderr
     assert db_name(empty_db) in declined.stderr and "Proceed?" in declined.stderr
     assert "legacy" in columns(empty_db, "things")
 
-    accepted = answer_prompt("y", "db", "push", env=env)
+    accepted = run_celora_at_terminal("y", "db", "push", env=env)
     assert accepted.returncode == 0, accepted.stdout + accepted.stderr
     assert "legacy" not in columns(empty_db, "things")
 
